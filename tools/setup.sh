@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs every Debian package rotor needs to build and test. Idempotent: prints nothing
+# when everything is already installed, one line naming the packages when it installs.
+set -euo pipefail
+
+packages=(
+  # Toolchain.
+  g++ cmake ninja-build git ca-certificates
+  # clang + its runtime libraries: libFuzzer targets (-fsanitize=fuzzer) need both.
+  clang libclang-rt-14-dev
+  # Lint.
+  clang-format clang-tidy
+  # C++ libraries.
+  librdkafka-dev librocksdb-dev libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libsimdjson-dev libhwy-dev libspdlog-dev libfmt-dev libyaml-cpp-dev nlohmann-json3-dev
+  # Python side (the project's interpreter is /usr/bin/python3, see tools/env.sh).
+  python3-torch python3-numpy python3-pytest
+  # Debian's torch links the generic libblas.so.3; without OpenBLAS providing it, that is the
+  # reference BLAS and training runs about 10x slower.
+  libopenblas0-pthread
+)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  status="$(dpkg-query -W -f='${db:Status-Abbrev}' "${pkg}" 2>/dev/null || true)"
+  if [[ "${status}" != ii* ]]; then
+    missing+=("${pkg}")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+sudo_cmd=()
+if ((EUID != 0)); then
+  if command -v sudo >/dev/null 2>&1; then
+    sudo_cmd=(sudo)
+  else
+    echo "setup.sh: missing packages (${missing[*]}) and not root, no sudo: install them" >&2
+    exit 1
+  fi
+fi
+
+echo "setup.sh: installing ${missing[*]}"
+# apt's chatter (including debconf's stderr warnings) goes to a log shown only on failure.
+log="$(mktemp)"
+trap 'rm -f "${log}"' EXIT
+apt=("${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q)
+if ! { "${apt[@]}" update && "${apt[@]}" install -y --no-install-recommends "${missing[@]}"; } \
+  >"${log}" 2>&1; then
+  cat "${log}" >&2
+  echo "setup.sh: apt-get failed (output above)" >&2
+  exit 1
+fi
