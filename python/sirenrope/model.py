@@ -1,0 +1,293 @@
+"""The strictly causal generative recommender the daemon serves (DESIGN section 2).
+
+Three ways to run the same weights, which tests hold equal:
+
+- `forward`: full sequences (training, evaluation): a padded batch, every token attends to
+  the keys of the at most ``window`` events before it.
+- `decode`: incremental, one event at a time against a `KvCache` holding, for every block,
+  the rotated K and the V rows of the last ``window`` events. This is what the daemon does.
+- `score_candidates`: N candidate items at request time t, each one more query at position
+  ``next_pos`` against the cached rows; candidates never see each other or themselves.
+
+A token never attends to itself, so its own action (which feeds only its V row) cannot leak
+into its own prediction, and a candidate needs no action at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .angles import RotaryAngleNet, rotate
+from .config import N_REQUEST_FEATURES, ModelConfig
+from .features import EventArrays, time_delta_units, time_features
+
+
+@dataclass
+class Batch:
+    """Padded model inputs [B, S, ...]; sequences are left-aligned, ``valid`` marks events."""
+
+    item: torch.Tensor
+    actions: torch.Tensor
+    cat: torch.Tensor
+    time_feats: torch.Tensor
+    dt: torch.Tensor  # float64
+    pos: torch.Tensor  # int64
+    valid: torch.Tensor  # bool
+    labels: torch.Tensor
+
+    def reverse_feature(self) -> torch.Tensor:
+        """The demo code's (S-1-i)/S, newest = 0 (reverse-order ablation only)."""
+        n = self.valid.sum(dim=1, keepdim=True).to(torch.float32)
+        i = torch.arange(self.valid.shape[1], dtype=torch.float32).unsqueeze(0)
+        return ((n - 1 - i) / n.clamp(min=1)).masked_fill(~self.valid, 0.0)
+
+
+def make_batch(seqs: Sequence[EventArrays], start_pos: Sequence[int], cfg: ModelConfig) -> Batch:
+    """Pad sequences into one batch; sequence b's first event has position start_pos[b]."""
+    B = len(seqs)
+    S = max((len(s) for s in seqs), default=0)
+    s0 = seqs[0]
+    item = np.zeros((B, S) + s0.item.shape[1:], dtype=s0.item.dtype)
+    actions = np.zeros((B, S, s0.actions.shape[1]), dtype=np.float32)
+    labels = np.zeros((B, S, s0.labels.shape[1]), dtype=np.float32)
+    cat = np.zeros((B, S, s0.cat.shape[1]), dtype=np.int64)
+    ts = np.zeros((B, S), dtype=np.int64)
+    pos = np.zeros((B, S), dtype=np.int64)
+    valid = np.zeros((B, S), dtype=bool)
+    for b, s in enumerate(seqs):
+        n = len(s)
+        item[b, :n], actions[b, :n], labels[b, :n], cat[b, :n] = s.item, s.actions, s.labels, s.cat
+        ts[b, :n] = s.ts_ms
+        if n:
+            ts[b, n:] = s.ts_ms[-1]
+        pos[b, :n] = start_pos[b] + np.arange(n, dtype=np.int64)
+        valid[b, :n] = True
+    return Batch(item=torch.from_numpy(item), actions=torch.from_numpy(actions),
+                 cat=torch.from_numpy(cat), time_feats=torch.from_numpy(time_features(ts, cfg)),
+                 dt=torch.from_numpy(time_delta_units(ts, cfg)), pos=torch.from_numpy(pos),
+                 valid=torch.from_numpy(valid), labels=torch.from_numpy(labels))
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor,
+           pad: torch.Tensor, n_heads: int, scale: float) -> torch.Tensor:
+    """Multi-head softmax attention with a fixed logit scale.
+
+    q [..., Sq, d], k and v [..., Sk, d], visible [..., Sq, Sk] bool. A query with no
+    visible key outputs ``pad``.
+    """
+    *lead, sq, d = q.shape
+    sk = k.shape[-2]
+    dh = d // n_heads
+    qh = q.reshape(*lead, sq, n_heads, dh).transpose(-3, -2)
+    kh = k.reshape(*lead, sk, n_heads, dh).transpose(-3, -2)
+    vh = v.reshape(*lead, sk, n_heads, dh).transpose(-3, -2)
+    scores = scale * torch.matmul(qh, kh.transpose(-1, -2))  # [..., H, Sq, Sk]
+    any_key = visible.any(dim=-1)  # [..., Sq]
+    mask = visible.unsqueeze(-3)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    scores = torch.where(any_key.unsqueeze(-2).unsqueeze(-1), scores, torch.zeros_like(scores))
+    out = torch.matmul(torch.softmax(scores, dim=-1), vh)  # [..., H, Sq, dh]
+    out = out.transpose(-3, -2).reshape(*lead, sq, d)
+    return torch.where(any_key.unsqueeze(-1), out, pad.expand_as(out))
+
+
+class Block(nn.Module):
+    """Pre-LN attention block: Q, K from LN1(x), V from LN1(x + a); then a SiLU FFN."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.n_heads = cfg.n_heads
+        self.scale = cfg.logit_scale
+        self.skip = cfg.skip_scale
+        self.ln1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.wq = nn.Linear(d, d, bias=False)
+        self.wk = nn.Linear(d, d, bias=False)
+        self.wv = nn.Linear(d, d, bias=False)
+        self.wo = nn.Linear(d, d, bias=False)
+        self.pad = nn.Parameter(torch.zeros(d))
+        self.ln2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.ffn = nn.Sequential(nn.Linear(d, cfg.ffn_mult * d), nn.SiLU(),
+                                 nn.Linear(cfg.ffn_mult * d, d))
+
+    def query(self, x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        return rotate(self.wq(self.ln1(x)), angles, self.n_heads)
+
+    def key_value(self, x: torch.Tensor, a: torch.Tensor,
+                  angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k = rotate(self.wk(self.ln1(x)), angles, self.n_heads)
+        v = self.wv(self.ln1(x + a))
+        return k, v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               visible: torch.Tensor) -> torch.Tensor:
+        return attend(q, k, v, visible, self.pad, self.n_heads, self.scale)
+
+    def mix(self, x: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+        x = x + self.skip * self.wo(att)
+        return x + self.skip * self.ffn(self.ln2(x))
+
+
+@dataclass
+class KvCache:
+    """One user's ready-to-rank state: per block, the last ``window`` rotated K and V rows."""
+
+    k: list[torch.Tensor]  # n_blocks x [n, d_model]
+    v: list[torch.Tensor]
+    pos: torch.Tensor  # [n] int64
+    next_pos: int = 0
+    last_ts_ms: int | None = None
+    events_seen: int = 0  # for the reverse-order ablation only
+
+    @property
+    def rows(self) -> int:
+        return int(self.pos.shape[0])
+
+
+@dataclass
+class DecodeOutput:
+    angles: torch.Tensor  # [P] block angles
+    act_angles: torch.Tensor  # [P] action-attention angles
+    k: list[torch.Tensor] = field(default_factory=list)  # n_blocks x [d_model] new rows
+    v: list[torch.Tensor] = field(default_factory=list)
+    hidden: torch.Tensor | None = None  # [d_model] final LN output
+    logits: torch.Tensor | None = None  # [n_labels]
+
+
+class GenerativeRecommender(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        s, d = cfg.schema, cfg.d_model
+        if s.item.kind == "id":
+            self.item_emb = nn.Embedding(s.item.buckets + 1, s.item.dim)
+        self.item_proj = nn.Linear(s.item.dim, d)
+        self.item_ln = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        h = cfg.action_hidden
+        self.action_mlp = nn.Sequential(nn.Linear(cfg.n_actions, h), nn.SiLU(), nn.Linear(h, h),
+                                        nn.SiLU(), nn.Linear(h, d), nn.ReLU())
+        self.angle = RotaryAngleNet(cfg)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.final_ln = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.act_angle = RotaryAngleNet(cfg)
+        self.act_pad = nn.Parameter(torch.zeros(d))
+        self.head = nn.Sequential(nn.Linear(2 * d + N_REQUEST_FEATURES, cfg.head_hidden),
+                                  nn.ReLU(), nn.Linear(cfg.head_hidden, cfg.n_labels))
+
+    # ---- shared pieces ---------------------------------------------------------------------
+    def embed_item(self, item: torch.Tensor) -> torch.Tensor:
+        if self.cfg.schema.item.kind == "id":
+            item = self.item_emb(item)
+        return self.item_ln(torch.relu(self.item_proj(item)))
+
+    def _head(self, h: torch.Tensor, ctx: torch.Tensor, time_feats: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([h, ctx, time_feats[..., :N_REQUEST_FEATURES]], dim=-1))
+
+    # ---- full sequence -----------------------------------------------------------------------
+    def forward(self, batch: Batch) -> dict[str, object]:
+        cfg = self.cfg
+        rev = batch.reverse_feature() if cfg.reverse_order else None
+        angles = self.angle(batch.time_feats, batch.cat, batch.pos, dt=batch.dt, rev=rev)
+        act_angles = self.act_angle(batch.time_feats, batch.cat, batch.pos, dt=batch.dt, rev=rev)
+        gap = batch.pos.unsqueeze(-1) - batch.pos.unsqueeze(-2)  # p_i - p_j  [B, S, S]
+        visible = (gap > 0) & (gap <= cfg.window) & batch.valid.unsqueeze(-2) \
+            & batch.valid.unsqueeze(-1)
+        x = self.embed_item(batch.item)
+        a = self.action_mlp(batch.actions)
+        ks, vs = [], []
+        for blk in self.blocks:
+            q = blk.query(x, angles)
+            k, v = blk.key_value(x, a, angles)
+            x = blk.mix(x, blk.attend(q, k, v, visible))
+            ks.append(k)
+            vs.append(v)
+        h = self.final_ln(x)
+        qa = rotate(h, act_angles, cfg.n_heads)
+        ctx = attend(qa, qa, a, visible, self.act_pad, cfg.n_heads, cfg.logit_scale)
+        ks.append(qa)
+        vs.append(a)
+        logits = self._head(h, ctx, batch.time_feats)
+        return {"logits": logits, "hidden": h, "angles": angles, "act_angles": act_angles,
+                "k": ks, "v": vs}
+
+    # ---- incremental -------------------------------------------------------------------------
+    def new_cache(self, start_pos: int = 0) -> KvCache:
+        d = self.cfg.d_model
+        empty = [torch.zeros(0, d) for _ in range(self.cfg.n_blocks)]
+        return KvCache(k=empty, v=[t.clone() for t in empty],
+                       pos=torch.zeros(0, dtype=torch.int64), next_pos=start_pos)
+
+    def _single(self, ev: EventArrays, r: int):
+        cfg = self.cfg
+        ts = ev.ts_ms[r:r + 1]
+        return (torch.from_numpy(ev.item[r:r + 1]), torch.from_numpy(ev.actions[r:r + 1]),
+                torch.from_numpy(ev.cat[r:r + 1]), torch.from_numpy(time_features(ts, cfg)),
+                torch.from_numpy(time_delta_units(ts, cfg)))
+
+    @torch.no_grad()
+    def decode(self, cache: KvCache, ev: EventArrays, r: int = 0) -> DecodeOutput:
+        """Append event row ``r`` of ``ev`` to ``cache`` (in place) and return what it added."""
+        cfg = self.cfg
+        item, act, cat, tf, dt = self._single(ev, r)
+        pos = torch.tensor([cache.next_pos], dtype=torch.int64)
+        rev = torch.zeros(1) if cfg.reverse_order else None  # the newest event is always 0
+        angles = self.angle(tf, cat, pos, dt=dt, rev=rev)
+        act_angles = self.act_angle(tf, cat, pos, dt=dt, rev=rev)
+        visible = torch.ones(1, cache.rows, dtype=torch.bool)
+        x = self.embed_item(item)
+        a = self.action_mlp(act)
+        out = DecodeOutput(angles=angles[0], act_angles=act_angles[0])
+        for b, blk in enumerate(self.blocks):
+            q = blk.query(x, angles)
+            k, v = blk.key_value(x, a, angles)
+            x = blk.mix(x, blk.attend(q, cache.k[b], cache.v[b], visible))
+            out.k.append(k[0])
+            out.v.append(v[0])
+        h = self.final_ln(x)
+        qa = rotate(h, act_angles, cfg.n_heads)
+        ctx = attend(qa, cache.k[-1], cache.v[-1], visible, self.act_pad, cfg.n_heads,
+                     cfg.logit_scale)
+        out.k.append(qa[0])
+        out.v.append(a[0])
+        out.hidden = h[0]
+        out.logits = self._head(h, ctx, tf)[0]
+        # The next event sees the last `window` events: this one and window-1 before it.
+        drop = max(0, cache.rows - (cfg.window - 1))
+        for b in range(cfg.n_blocks):
+            cache.k[b] = torch.cat([cache.k[b][drop:], out.k[b].unsqueeze(0)])
+            cache.v[b] = torch.cat([cache.v[b][drop:], out.v[b].unsqueeze(0)])
+        cache.pos = torch.cat([cache.pos[drop:], pos])
+        cache.next_pos += 1
+        cache.last_ts_ms = int(ev.ts_ms[r])
+        cache.events_seen += 1
+        return out
+
+    @torch.no_grad()
+    def score_candidates(self, cache: KvCache, cands: EventArrays) -> torch.Tensor:
+        """Logits [N, n_labels] for N candidates (items, attrs and request time ``ts_ms``)
+        at position ``cache.next_pos``, each attending only to the cached rows."""
+        cfg = self.cfg
+        n = len(cands)
+        item = torch.from_numpy(cands.item)
+        cat = torch.from_numpy(cands.cat)
+        tf = torch.from_numpy(time_features(cands.ts_ms, cfg))
+        dt = torch.from_numpy(time_delta_units(cands.ts_ms, cfg))
+        pos = torch.full((n,), cache.next_pos, dtype=torch.int64)
+        rev = torch.zeros(n) if cfg.reverse_order else None
+        angles = self.angle(tf, cat, pos, dt=dt, rev=rev)
+        act_angles = self.act_angle(tf, cat, pos, dt=dt, rev=rev)
+        visible = torch.ones(n, cache.rows, dtype=torch.bool)
+        x = self.embed_item(item)
+        for b, blk in enumerate(self.blocks):
+            x = blk.mix(x, blk.attend(blk.query(x, angles), cache.k[b], cache.v[b], visible))
+        h = self.final_ln(x)
+        qa = rotate(h, act_angles, cfg.n_heads)
+        ctx = attend(qa, cache.k[-1], cache.v[-1], visible, self.act_pad, cfg.n_heads,
+                     cfg.logit_scale)
+        return self._head(h, ctx, tf)
