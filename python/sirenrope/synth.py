@@ -37,6 +37,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .cli import parse_with_config
+
 ITEM_DIM = 8
 TOPICS = (
     "world", "politics", "business", "tech", "science", "health",
@@ -434,14 +436,16 @@ def iter_events(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sirenrope.synth",
                                  description="Write deterministic synthetic news-feed events (JSONL).")
-    ap.add_argument("--events", type=int, required=True, help="number of events to write")
+    ap.add_argument("--events", type=int, default=0, help="number of events to write")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", required=True, help="output JSONL path")
+    ap.add_argument("--out", default="", help="output JSONL path")
     ap.add_argument("--users", type=int, default=None,
                     help=f"number of users (default: events // {EVENTS_PER_USER})")
     ap.add_argument("--start-ms", type=int, default=DEFAULT_START_MS)
     ap.add_argument("--span-days", type=int, default=DEFAULT_SPAN_DAYS)
-    args = ap.parse_args(argv)
+    args = parse_with_config(ap, argv, "synth")
+    if args.events <= 0 or not args.out:
+        ap.error("--events (> 0) and --out are required")
     summary = write_jsonl(args.out, args.events, args.seed, args.users,
                           args.start_ms, args.span_days)
     print(json.dumps(summary))

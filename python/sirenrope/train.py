@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .bundle import export_bundle
+from .cli import parse_with_config
 from .config import VARIANTS, InputSchema, ModelConfig, _parse_model_config, synthetic_schema
 from .features import DAY_MS, EventArrays, featurize
 from .metrics import summarize
@@ -123,8 +124,15 @@ def train(cfg: ModelConfig, histories: list[UserHistory], *, epochs: int, batch_
     train_chunks = [c for c in chunks if (c.events.ts_ms[c.loss_from:] < cutoff).any()]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * math.ceil(len(train_chunks) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps),
-                                                pct_start=0.1)
+    warmup = max(1, steps // 20)
+
+    def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to 5 %
+        if step < warmup:
+            return (step + 1) / warmup
+        frac = (step - warmup) / max(1, steps - warmup)
+        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     t0 = time.time()
     for epoch in range(epochs):
         model.train()
@@ -194,7 +202,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="sirenrope.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="JSONL events (DESIGN section 4)")
+    p.add_argument("--data", default="", help="JSONL events (DESIGN section 4)")
     p.add_argument("--schema", help="input schema JSON (default: the synthetic generator's)")
     p.add_argument("--out", help="bundle path to write")
     p.add_argument("--metrics-out", help="write the metrics JSON here")
@@ -206,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-fraction", type=float, default=0.2)
     p.add_argument("--chunk", type=int, default=256)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
-    args = p.parse_args(argv)
+    args = parse_with_config(p, argv, "train")
+    if not args.data:
+        p.error("--data is required")
     if args.threads:
         torch.set_num_threads(args.threads)
     schema = load_schema(args.schema)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import seeded_model, small_config
-from sirenrope import synth, train
+from sirenrope import evaluate, synth, train
 from sirenrope.bundle import load_bundle
 
 
@@ -74,3 +74,42 @@ def test_a_malformed_log_line_names_the_line(tmp_path):
     with pytest.raises(ValueError, match=r"bad.jsonl:2"):
         train.read_histories(str(p), small_config())
 
+
+
+def test_config_file_sets_defaults_and_flags_win(log_path, tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"train": {"d_model": 16, "window": 8, "epochs": 1, "chunk": 64,
+                                         "variant": "ordinal"}}))
+    out = tmp_path / "b.safetensors"
+    assert train.main(["--config", str(cfg), "--data", str(log_path), "--out", str(out),
+                       "--window", "12"]) == 0
+    b = load_bundle(out)
+    assert (b.config.d_model, b.config.window, b.config.variant) == (16, 12, "ordinal")
+    capsys.readouterr()
+    assert evaluate.main(["--bundle", str(out), "--data", str(log_path), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    for label, row in printed["labels"].items():  # other chunking: equal up to rounding
+        for key, value in row.items():
+            assert value == pytest.approx(b.metrics["labels"][label][key], abs=1e-6)
+
+
+@pytest.mark.parametrize("doc,msg", [
+    ({"train": {"epoch": 1}}, "train.epoch: unknown setting"),
+    ({"train": {"epochs": "1"}}, "train.epochs: expected int"),
+    ({"train": {"lr": True}}, "train.lr: expected float"),
+    ({"train": {"variant": "alibi"}}, "train.variant: 'alibi' is not one of"),
+    ({"synth": {}}, "needs a 'train' object"),
+])
+def test_bad_config_file_names_the_setting(tmp_path, capsys, doc, msg):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(doc))
+    with pytest.raises(SystemExit):
+        train.main(["--config", str(cfg), "--data", "x"])
+    assert msg in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_broken_bundle(tmp_path, capsys, log_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    assert evaluate.main(["--bundle", str(bad), "--data", str(log_path)]) == 2
+    assert "truncated" in capsys.readouterr().err
