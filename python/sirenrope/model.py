@@ -223,50 +223,71 @@ class GenerativeRecommender(nn.Module):
         return KvCache(k=empty, v=[t.clone() for t in empty],
                        pos=torch.zeros(0, dtype=torch.int64), next_pos=start_pos)
 
-    def _single(self, ev: EventArrays, r: int):
-        cfg = self.cfg
-        ts = ev.ts_ms[r:r + 1]
-        return (torch.from_numpy(ev.item[r:r + 1]), torch.from_numpy(ev.actions[r:r + 1]),
-                torch.from_numpy(ev.cat[r:r + 1]), torch.from_numpy(time_features(ts, cfg)),
-                torch.from_numpy(time_delta_units(ts, cfg)))
-
     @torch.no_grad()
     def decode(self, cache: KvCache, ev: EventArrays, r: int = 0) -> DecodeOutput:
         """Append event row ``r`` of ``ev`` to ``cache`` (in place) and return what it added."""
+        return self.decode_batch([cache], ev.slice(r, r + 1))[0]
+
+    @torch.no_grad()
+    def decode_batch(self, caches: Sequence[KvCache], ev: EventArrays) -> list[DecodeOutput]:
+        """Event row b of ``ev`` for the user of ``caches[b]``, all users in one pass (the
+        projections become matrix-matrix products). Caches are updated in place; a user may
+        appear only once per call."""
         cfg = self.cfg
-        item, act, cat, tf, dt = self._single(ev, r)
-        pos = torch.tensor([cache.next_pos], dtype=torch.int64)
-        rev = torch.zeros(1) if cfg.reverse_order else None  # the newest event is always 0
+        n_users = len(caches)
+        assert len(ev) == n_users, "one event per cache"
+        assert len({id(c) for c in caches}) == n_users, "a user may appear once per batch"
+        tf = torch.from_numpy(time_features(ev.ts_ms, cfg))
+        dt = torch.from_numpy(time_delta_units(ev.ts_ms, cfg))
+        cat = torch.from_numpy(ev.cat)
+        pos = torch.tensor([c.next_pos for c in caches], dtype=torch.int64)
+        rev = torch.zeros(n_users) if cfg.reverse_order else None  # the newest event is 0
         angles = self.angle(tf, cat, pos, dt=dt, rev=rev)
         act_angles = self.act_angle(tf, cat, pos, dt=dt, rev=rev)
-        visible = torch.ones(1, cache.rows, dtype=torch.bool)
-        x = self.embed_item(item)
-        a = self.action_mlp(act)
-        out = DecodeOutput(angles=angles[0], act_angles=act_angles[0])
+        rows = max(c.rows for c in caches)
+        visible = torch.zeros(n_users, 1, rows, dtype=torch.bool)
+        for u, c in enumerate(caches):
+            visible[u, 0, :c.rows] = True
+
+        def window(b: int, which: str) -> torch.Tensor:  # [users, rows, d], zero-padded
+            out = torch.zeros(n_users, rows, cfg.d_model)
+            for u, c in enumerate(caches):
+                out[u, :c.rows] = getattr(c, which)[b]
+            return out
+
+        x = self.embed_item(torch.from_numpy(ev.item))
+        a = self.action_mlp(torch.from_numpy(ev.actions))
+        ks, vs = [], []
         for b, blk in enumerate(self.blocks):
             q = blk.query(x, angles)
             k, v = blk.key_value(x, a, angles)
-            x = blk.mix(x, blk.attend(q, cache.k[b], cache.v[b], visible))
-            out.k.append(k[0])
-            out.v.append(v[0])
+            att = blk.attend(q.unsqueeze(1), window(b, "k"), window(b, "v"), visible)[:, 0]
+            x = blk.mix(x, att)
+            ks.append(k)
+            vs.append(v)
         h = self.final_ln(x)
         qa = rotate(h, act_angles, cfg.n_heads)
-        ctx = attend(qa, cache.k[-1], cache.v[-1], visible, self.act_pad, cfg.n_heads,
-                     cfg.logit_scale)
-        out.k.append(qa[0])
-        out.v.append(a[0])
-        out.hidden = h[0]
-        out.logits = self._head(h, ctx, tf)[0]
-        # The next event sees the last `window` events: this one and window-1 before it.
-        drop = max(0, cache.rows - (cfg.window - 1))
-        for b in range(cfg.n_blocks):
-            cache.k[b] = torch.cat([cache.k[b][drop:], out.k[b].unsqueeze(0)])
-            cache.v[b] = torch.cat([cache.v[b][drop:], out.v[b].unsqueeze(0)])
-        cache.pos = torch.cat([cache.pos[drop:], pos])
-        cache.next_pos += 1
-        cache.last_ts_ms = int(ev.ts_ms[r])
-        cache.events_seen += 1
-        return out
+        ctx = attend(qa.unsqueeze(1), window(cfg.n_layers, "k"), window(cfg.n_layers, "v"),
+                     visible, self.act_pad, cfg.n_heads, cfg.logit_scale)[:, 0]
+        ks.append(qa)
+        vs.append(a)
+        logits = self._head(h, ctx, tf)
+        outs = []
+        for u, c in enumerate(caches):
+            out = DecodeOutput(angles=angles[u], act_angles=act_angles[u],
+                               k=[t[u] for t in ks], v=[t[u] for t in vs], hidden=h[u],
+                               logits=logits[u])
+            # The next event sees the last `window` events: this one and window-1 before it.
+            drop = max(0, c.rows - (cfg.window - 1))
+            for b in range(cfg.n_blocks):
+                c.k[b] = torch.cat([c.k[b][drop:], out.k[b].unsqueeze(0)])
+                c.v[b] = torch.cat([c.v[b][drop:], out.v[b].unsqueeze(0)])
+            c.pos = torch.cat([c.pos[drop:], pos[u:u + 1]])
+            c.next_pos += 1
+            c.last_ts_ms = int(ev.ts_ms[u])
+            c.events_seen += 1
+            outs.append(out)
+        return outs
 
     @torch.no_grad()
     def score_candidates(self, cache: KvCache, cands: EventArrays) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -144,3 +145,26 @@ def test_reverse_order_feature_breaks_cache_exactness_and_cannot_be_exported():
     assert max_decode_error(model, random_events(30, seed=16)) > 1e-3
     with pytest.raises(BundleError, match="reverse_order"):
         bundle_bytes(model)
+
+
+def test_batched_decode_equals_one_user_at_a_time():
+    """Users with different history lengths decoded together give each user's own result."""
+    model = seeded_model(small_config(window=8), seed=17)
+    cfg = model.cfg
+    users = [featurize(random_events(n, seed=40 + n, user=f"u{n}"), cfg) for n in (1, 3, 9, 20)]
+    alone = [model.new_cache(0) for _ in users]
+    together = [model.new_cache(0) for _ in users]
+    for step in range(20):
+        active = [u for u, ev in enumerate(users) if step < len(ev)]
+        want = [model.decode(alone[u], users[u], step) for u in active]
+        rows = [users[u].slice(step, step + 1) for u in active]
+        batch = type(rows[0])(*(np.concatenate([getattr(r, f) for r in rows])
+                                for f in ("item", "actions", "labels", "cat", "ts_ms")))
+        got = model.decode_batch([together[u] for u in active], batch)
+        for w, g in zip(want, got):
+            assert float((w.logits - g.logits).abs().max()) <= 1e-5
+            for b in range(cfg.n_blocks):
+                assert float((w.k[b] - g.k[b]).abs().max()) <= 1e-5
+                assert float((w.v[b] - g.v[b]).abs().max()) <= 1e-5
+    for a, t in zip(alone, together):
+        assert a.next_pos == t.next_pos and torch.equal(a.pos, t.pos)
