@@ -1,0 +1,70 @@
+// KvWindow: one user's ready-to-rank state, the rotated K and the V rows of the last `window`
+// events for every attention block (DESIGN section 2).
+
+#ifndef ROTOR_ENCODERS_KV_WINDOW_H_
+#define ROTOR_ENCODERS_KV_WINDOW_H_
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "encoders/tensor.h"
+
+namespace rotor::encoders {
+
+// The cached window of one user: for each of the n_blocks attention blocks (the L layers and
+// the action attention), `capacity` rows of d_model floats for K and for V.
+//
+// Rows live in a ring: the event at position p occupies slot (p - first_pos) mod capacity,
+// so appending never moves memory. Attention is a sum over the set of visible rows, so the
+// ring order does not change results (beyond float summation order); `Ordered` gives the
+// rows oldest first for storage and output.
+//
+// Lifecycle: made by Decoder::NewWindow (or restored by storage with the same shape);
+// Decoder::Decode appends in place.
+// Concurrency: a plain value; one writer at a time.
+// Limitations: capacity is the model's window, fixed at creation.
+struct KvWindow {
+  int64_t capacity = 0;   // The model's window W.
+  int64_t d_model = 0;    // Floats per row.
+  int64_t first_pos = 0;  // Position of the first event this window ever held (ring origin).
+  int64_t next_pos = 0;   // Position the next event will take.
+  int64_t rows = 0;       // Valid rows: min(events appended, capacity).
+  int64_t last_ts_ms = 0;
+  std::vector<AlignedFloats> k;  // n_blocks x [capacity, d_model]
+  std::vector<AlignedFloats> v;  // n_blocks x [capacity, d_model]
+  std::vector<int64_t> pos;      // [capacity] position held by each slot
+
+  KvWindow() = default;
+  KvWindow(int64_t n_blocks, int64_t window, int64_t d, int64_t start_pos)
+      : capacity(window), d_model(d), first_pos(start_pos), next_pos(start_pos) {
+    k.assign(static_cast<size_t>(n_blocks), AlignedFloats(static_cast<size_t>(window * d)));
+    v.assign(static_cast<size_t>(n_blocks), AlignedFloats(static_cast<size_t>(window * d)));
+    pos.assign(static_cast<size_t>(window), 0);
+  }
+
+  int64_t n_blocks() const { return static_cast<int64_t>(k.size()); }
+  // Slot of the event at position p (p >= first_pos).
+  int64_t SlotOf(int64_t p) const { return (p - first_pos) % capacity; }
+  // The slot the next event will write.
+  int64_t NextSlot() const { return SlotOf(next_pos); }
+  std::span<const float> KRow(int64_t block, int64_t slot) const {
+    return {k[static_cast<size_t>(block)].data() + slot * d_model, static_cast<size_t>(d_model)};
+  }
+  std::span<const float> VRow(int64_t block, int64_t slot) const {
+    return {v[static_cast<size_t>(block)].data() + slot * d_model, static_cast<size_t>(d_model)};
+  }
+  // Slots in position order, oldest first.
+  std::vector<int64_t> OrderedSlots() const {
+    std::vector<int64_t> out;
+    out.reserve(static_cast<size_t>(rows));
+    for (int64_t p = next_pos - rows; p < next_pos; ++p) {
+      out.push_back(SlotOf(p));
+    }
+    return out;
+  }
+};
+
+}  // namespace rotor::encoders
+
+#endif  // ROTOR_ENCODERS_KV_WINDOW_H_
