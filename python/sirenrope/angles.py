@@ -137,6 +137,9 @@ def rotate(x: torch.Tensor, angles: torch.Tensor, n_heads: int) -> torch.Tensor:
     shape = x.shape
     xh = x.reshape(*shape[:-1], n_heads, -1, 2)
     a, b = xh[..., 0], xh[..., 1]
+    # cos/sin in x's precision: float32 serving as before, and a float64 reference (golden
+    # files) that does not depend on a torch version's float32 vector sin/cos.
+    angles = angles.to(x.dtype)
     cos = torch.cos(angles).unsqueeze(-2)
     sin = torch.sin(angles).unsqueeze(-2)
     out = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1)

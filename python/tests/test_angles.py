@@ -29,7 +29,7 @@ def test_siren_initialisation_follows_the_paper():
     assert later.linear.bias.abs().max() <= 1 / math.sqrt(64)
     net = RotaryAngleNet(small_config())
     assert torch.equal(net.omega.detach(), torch.full((4,), math.pi))
-    assert float(net.lam) == 1.0
+    assert float(net.lam.detach()) == 1.0
     assert net.sine_out.weight.abs().max() <= math.sqrt(6 / 16) / 10
     x = torch.randn(3, 13)
     assert torch.allclose(first(x), torch.sin(10.0 * first.linear(x)))
