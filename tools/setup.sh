@@ -13,6 +13,9 @@ packages=(
   # C++ libraries.
   librdkafka-dev librocksdb-dev libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev
   libsimdjson-dev libhwy-dev libspdlog-dev libfmt-dev libyaml-cpp-dev nlohmann-json3-dev
+  # The real Kafka broker for the integration tests (tools/kafka/, docs/kafka.md): Java to
+  # run it, Maven to fetch its jars from Maven Central.
+  openjdk-17-jre-headless maven
   # Python side (the project's interpreter is /usr/bin/python3, see tools/env.sh).
   python3-torch python3-numpy python3-pytest
   # Debian's torch links the generic libblas.so.3; without OpenBLAS providing it, that is the

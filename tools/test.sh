@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every rotor test: the one command for developers and CI (.ci/run execs it).
 #
-#   tools/test.sh            setup, debug build + ctest (ASan/UBSan), fuzz, lint, pytest, golden check
+#   tools/test.sh            setup, debug build + ctest (ASan/UBSan), Kafka integration tests,
+#                            fuzz, lint, pytest, golden check
 #   tools/test.sh --quick    the same without lint
 #   ROTOR_SLOW=1 tools/test.sh   also run the slow tests (passed through to ctest and pytest)
 #   ROTOR_FUZZ_SECONDS=N tools/test.sh   fuzz for N seconds (default 60; 0 skips the fuzz step)
@@ -16,7 +17,7 @@ for arg in "$@"; do
   case "${arg}" in
     --quick) quick=1 ;;
     -h | --help)
-      sed -n '2,9p' "$0"
+      sed -n '2,10p' "$0"
       exit 0
       ;;
     *)
@@ -60,7 +61,14 @@ end
 begin "debug build + ctest (ASan/UBSan)"
 cmake --preset debug >/dev/null
 cmake --build --preset debug
-ctest --preset debug --output-on-failure -j2
+ctest --preset debug --output-on-failure -j2 -LE integration
+end
+
+# A real single-node Kafka broker (KRaft) from Maven Central's jars, run by CTest fixtures that
+# stop it even when a test fails; see docs/kafka.md. Its state and logs: build/debug/kafka/ctest.
+begin "integration tests (real Kafka broker, ctest -L integration)"
+tools/kafka/fetch.sh
+ctest --preset debug -L integration --output-on-failure
 end
 
 # libFuzzer over the bundle loader (encoders/bundle_fuzzer.cc), clang-built by the `fuzz`

@@ -1,0 +1,30 @@
+// Test-only access to a UserStateStore's RocksDB handle, for writing bytes that the public API
+// never writes (corrupt values, stray keys). Defined in user_state_store.cc.
+
+#ifndef ROTOR_STORAGE_INTERNAL_STORE_TEST_PEER_H_
+#define ROTOR_STORAGE_INTERNAL_STORE_TEST_PEER_H_
+
+#include <cstdint>
+#include <string_view>
+
+#include "common/status.h"
+#include "storage/internal/key_layout.h"
+#include "storage/user_state_store.h"
+
+namespace rotor::storage::internal {
+
+// Lifecycle: stateless. Concurrency: as UserStateStore's writes. Limitations: tests only.
+class StoreTestPeer {
+ public:
+  // Writes `value` under `key` in column family `cf`, bypassing every encoder and check.
+  static Status RawPut(UserStateStore& store, ColumnFamily cf, std::string_view key,
+                       std::string_view value);
+  // Deletes `key` from column family `cf`.
+  static Status RawDelete(UserStateStore& store, ColumnFamily cf, std::string_view key);
+  // Number of live keys in the rows column family under `user`'s prefix (after range deletes).
+  static Result<int64_t> CountRows(const UserStateStore& store, std::string_view user);
+};
+
+}  // namespace rotor::storage::internal
+
+#endif  // ROTOR_STORAGE_INTERNAL_STORE_TEST_PEER_H_

@@ -1,0 +1,495 @@
+#include "storage/user_state_store.h"
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <utility>
+#include <vector>
+
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/options.h>
+#include <rocksdb/slice.h>
+#include <rocksdb/status.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+#include <rocksdb/write_buffer_manager.h>
+
+#include "storage/internal/key_layout.h"
+#include "storage/internal/store_test_peer.h"
+
+namespace rotor::storage {
+
+using internal::ColumnFamily;
+using internal::kColumnFamilyCount;
+
+namespace {
+
+// The one translation of rocksdb::Status into rotor's Status; `context` says what was being
+// done ("committing a batch").
+Status FromRocksDb(const rocksdb::Status& s, std::string_view context) {
+  if (s.ok()) {
+    return Status::OK();
+  }
+  const std::string what = s.ToString();
+  if (s.IsNotFound()) {
+    return Status::NotFound("{}: rocksdb: {}", context, what);
+  }
+  if (s.IsCorruption()) {
+    return Status::Corruption("{}: rocksdb: {}", context, what);
+  }
+  if (s.IsInvalidArgument() || s.IsNotSupported()) {
+    return Status::InvalidArgument("{}: rocksdb: {}", context, what);
+  }
+  if (s.IsIOError()) {
+    return Status::IOError("{}: rocksdb: {}", context, what);
+  }
+  if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain() || s.IsIncomplete() ||
+      s.IsShutdownInProgress()) {
+    return Status::Unavailable("{}: rocksdb: {}", context, what);
+  }
+  if (s.IsAborted()) {
+    return Status::Aborted("{}: rocksdb: {}", context, what);
+  }
+  return Status::Internal("{}: rocksdb: {}", context, what);
+}
+
+Status CheckName(std::string_view what, std::string_view name, std::size_t max_bytes) {
+  if (name.empty() || name.size() > max_bytes) {
+    return Status::InvalidArgument("{} of {} bytes, want 1..{}", what, name.size(), max_bytes);
+  }
+  return Status::OK();
+}
+
+Status ValidateOptions(const StoreOptions& options) {
+  if (options.path.empty()) {
+    return Status::InvalidArgument("StoreOptions.path: must not be empty");
+  }
+  if (options.block_cache_bytes <= 0) {
+    return Status::InvalidArgument("StoreOptions.block_cache_bytes: must be > 0, got {}",
+                                   options.block_cache_bytes);
+  }
+  if (options.write_buffer_bytes <= 0 || options.write_buffer_bytes > options.block_cache_bytes) {
+    return Status::InvalidArgument(
+        "StoreOptions.write_buffer_bytes: must be in (0, block_cache_bytes={}], got {}",
+        options.block_cache_bytes, options.write_buffer_bytes);
+  }
+  return Status::OK();
+}
+
+// Validates a window handed to StateBatch::PutWindow: the shape KvWindow's constructor makes
+// and the ring invariants.
+Status CheckWindow(const encoders::KvWindow& w) {
+  const int64_t n_blocks = w.n_blocks();
+  if (w.capacity <= 0 || w.d_model <= 0 || n_blocks <= 0 ||
+      w.v.size() != static_cast<std::size_t>(n_blocks) ||
+      w.pos.size() != static_cast<std::size_t>(w.capacity)) {
+    return Status::InvalidArgument(
+        "window shape capacity={} d_model={} k blocks={} v blocks={} pos={} is inconsistent",
+        w.capacity, w.d_model, n_blocks, w.v.size(), w.pos.size());
+  }
+  const auto block_floats = static_cast<std::size_t>(w.capacity * w.d_model);
+  for (std::size_t b = 0; b < w.k.size(); ++b) {
+    if (w.k[b].size() != block_floats || w.v[b].size() != block_floats) {
+      return Status::InvalidArgument("window block {}: {} K and {} V floats, want {}", b,
+                                     w.k[b].size(), w.v[b].size(), block_floats);
+    }
+  }
+  if (w.first_pos < 0 || w.next_pos < w.first_pos || w.rows < 0 || w.rows > w.capacity ||
+      w.rows > w.next_pos - w.first_pos) {
+    return Status::InvalidArgument(
+        "window positions first_pos={} next_pos={} rows={} capacity={} break the ring invariants",
+        w.first_pos, w.next_pos, w.rows, w.capacity);
+  }
+  return Status::OK();
+}
+
+// Releases a RocksDB snapshot on scope exit.
+class ScopedSnapshot {
+ public:
+  explicit ScopedSnapshot(rocksdb::DB* db) : db_(db), snapshot_(db->GetSnapshot()) {}
+  ScopedSnapshot(const ScopedSnapshot&) = delete;
+  ScopedSnapshot& operator=(const ScopedSnapshot&) = delete;
+  ~ScopedSnapshot() { db_->ReleaseSnapshot(snapshot_); }
+  const rocksdb::Snapshot* get() const { return snapshot_; }
+
+ private:
+  rocksdb::DB* db_;
+  const rocksdb::Snapshot* snapshot_;
+};
+
+}  // namespace
+
+struct UserStateStore::Impl {
+  std::string path;
+  rocksdb::WriteOptions write_options;
+  std::shared_ptr<rocksdb::Cache> cache;
+  std::unique_ptr<rocksdb::DB> db;
+  // Indexed by ColumnFamily; owned here, destroyed before the DB.
+  std::array<rocksdb::ColumnFamilyHandle*, kColumnFamilyCount> cfs{};
+  rocksdb::ColumnFamilyHandle* default_cf = nullptr;
+
+  rocksdb::ColumnFamilyHandle* Cf(ColumnFamily cf) const {
+    return cfs[static_cast<std::size_t>(cf)];
+  }
+
+  Status CheckOpen() const {
+    if (db == nullptr) {
+      return Status::FailedPrecondition("user state store at '{}' is closed", path);
+    }
+    return Status::OK();
+  }
+
+  Status CloseDb() {
+    if (db == nullptr) {
+      return Status::OK();
+    }
+    rocksdb::Status s;
+    for (rocksdb::ColumnFamilyHandle*& handle : cfs) {
+      if (handle != nullptr) {
+        s = db->DestroyColumnFamilyHandle(handle);
+        handle = nullptr;
+      }
+    }
+    if (default_cf != nullptr) {
+      const rocksdb::Status d = db->DestroyColumnFamilyHandle(default_cf);
+      default_cf = nullptr;
+      if (s.ok()) {
+        s = d;
+      }
+    }
+    const rocksdb::Status c = db->Close();
+    if (s.ok()) {
+      s = c;
+    }
+    db.reset();
+    return FromRocksDb(s, fmt::format("closing '{}'", path));
+  }
+};
+
+struct StateBatch::Rep {
+  const void* owner = nullptr;  // The Impl of the store that made the batch.
+  // The owner's column families; valid while the owner is open.
+  rocksdb::ColumnFamilyHandle* users_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* rows_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* offsets_cf = nullptr;
+  rocksdb::WriteBatch batch;
+  std::string scratch;  // One row value, reused.
+};
+
+StateBatch::StateBatch(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
+StateBatch::StateBatch(StateBatch&& other) noexcept = default;
+StateBatch& StateBatch::operator=(StateBatch&& other) noexcept = default;
+StateBatch::~StateBatch() = default;
+
+Status StateBatch::PutWindow(std::string_view user, std::string_view model_id,
+                             const encoders::KvWindow& window, int64_t new_rows) {
+  ROTOR_RETURN_IF_ERROR(CheckName("user id", user, internal::kMaxUserIdBytes));
+  if (model_id.size() > internal::kMaxModelIdBytes) {
+    return Status::InvalidArgument("model id of {} bytes, want at most {}", model_id.size(),
+                                   internal::kMaxModelIdBytes);
+  }
+  ROTOR_RETURN_IF_ERROR(CheckWindow(window));
+  if (new_rows < 0 || new_rows > window.next_pos - window.first_pos) {
+    return Status::InvalidArgument("new_rows {} out of [0, events appended = {}]", new_rows,
+                                   window.next_pos - window.first_pos);
+  }
+  // The message is formatted only on error: PutWindow runs once per user per commit.
+  const auto check = [user](const rocksdb::Status& s) {
+    return s.ok()
+               ? Status::OK()
+               : FromRocksDb(s, fmt::format("batching user '{}'", internal::PrintableBytes(user)));
+  };
+  rocksdb::ColumnFamilyHandle* rows_cf = rep_->rows_cf;
+
+  // The rows appended since the last commit that are still in the window, oldest first.
+  const int64_t written = std::min(new_rows, window.rows);
+  const auto d_model = static_cast<std::size_t>(window.d_model);
+  std::string& value = rep_->scratch;
+  for (int64_t p = window.next_pos - written; p < window.next_pos; ++p) {
+    const auto offset = static_cast<std::size_t>(window.SlotOf(p)) * d_model;
+    value.clear();
+    value.reserve(internal::RowValueBytes(window.n_blocks(), window.d_model));
+    for (std::size_t b = 0; b < window.k.size(); ++b) {
+      internal::AppendFloatsLe(window.k[b].data() + offset, d_model, &value);
+      internal::AppendFloatsLe(window.v[b].data() + offset, d_model, &value);
+    }
+    ROTOR_RETURN_IF_ERROR(check(rep_->batch.Put(rows_cf, internal::RowKey(user, p), value)));
+  }
+
+  // Rows that fell out of the window in this commit (the window's low end moved past
+  // first_pos): one range delete over the user's rows below the window. Starting at the prefix
+  // (not at the previous low end) also drops strays.
+  const int64_t low = window.next_pos - window.capacity;
+  if (new_rows > 0 && low > window.first_pos) {
+    ROTOR_RETURN_IF_ERROR(check(
+        rep_->batch.DeleteRange(rows_cf, internal::RowPrefix(user), internal::RowKey(user, low))));
+  }
+
+  const internal::UserMetadata meta{.model_id = std::string(model_id),
+                                    .first_pos = window.first_pos,
+                                    .next_pos = window.next_pos,
+                                    .rows = window.rows,
+                                    .last_ts_ms = window.last_ts_ms,
+                                    .capacity = window.capacity,
+                                    .d_model = window.d_model,
+                                    .n_blocks = window.n_blocks()};
+  return check(
+      rep_->batch.Put(rep_->users_cf, internal::UserKey(user), internal::EncodeUserMetadata(meta)));
+}
+
+Status StateBatch::SetOffset(std::string_view topic, int32_t partition, int64_t next_offset) {
+  ROTOR_RETURN_IF_ERROR(CheckName("topic", topic, internal::kMaxTopicBytes));
+  if (partition < 0 || next_offset < 0) {
+    return Status::InvalidArgument("offset {} of partition {} of topic '{}': want both >= 0",
+                                   next_offset, partition, internal::PrintableBytes(topic));
+  }
+  return FromRocksDb(rep_->batch.Put(rep_->offsets_cf, internal::OffsetKey(topic, partition),
+                                     internal::EncodeOffsetValue(next_offset)),
+                     "batching an offset");
+}
+
+int64_t StateBatch::Count() const {
+  return static_cast<int64_t>(rep_->batch.Count());
+}
+
+int64_t StateBatch::ApproximateBytes() const {
+  return static_cast<int64_t>(rep_->batch.GetDataSize());
+}
+
+void StateBatch::Clear() {
+  rep_->batch.Clear();
+}
+
+UserStateStore::UserStateStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+UserStateStore::~UserStateStore() {
+  // Nothing to report to from a destructor; a caller who cares calls Close() first.
+  (void)impl_->CloseDb();
+}
+
+Result<std::unique_ptr<UserStateStore>> UserStateStore::Open(const StoreOptions& options) {
+  ROTOR_RETURN_IF_ERROR(ValidateOptions(options));
+  auto impl = std::make_unique<Impl>();
+  impl->path = options.path;
+  impl->write_options.sync = options.sync_writes;
+  impl->cache = rocksdb::NewLRUCache(static_cast<std::size_t>(options.block_cache_bytes));
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = options.create_if_missing;
+  db_options.create_missing_column_families = options.create_if_missing;
+  // Memtables of every column family are charged to the block cache: one memory budget.
+  db_options.write_buffer_manager = std::make_shared<rocksdb::WriteBufferManager>(
+      static_cast<std::size_t>(options.write_buffer_bytes), impl->cache);
+  db_options.keep_log_file_num = 4;
+
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = impl->cache;
+  table.cache_index_and_filter_blocks = true;  // Index and filters count against the budget.
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  rocksdb::ColumnFamilyOptions cf_options;
+  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  // Each memtable may take half the budget; the WriteBufferManager caps their sum.
+  cf_options.write_buffer_size =
+      std::max<std::size_t>(static_cast<std::size_t>(options.write_buffer_bytes) / 2, 64 << 10);
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);
+  for (std::size_t i = 0; i < kColumnFamilyCount; ++i) {
+    descriptors.emplace_back(std::string(internal::ColumnFamilyName(static_cast<ColumnFamily>(i))),
+                             cf_options);
+  }
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw_db = nullptr;
+  ROTOR_RETURN_IF_ERROR(
+      FromRocksDb(rocksdb::DB::Open(db_options, options.path, descriptors, &handles, &raw_db),
+                  fmt::format("opening the user state store at '{}'", options.path)));
+  impl->db.reset(raw_db);
+  impl->default_cf = handles[0];
+  for (std::size_t i = 0; i < kColumnFamilyCount; ++i) {
+    impl->cfs[i] = handles[i + 1];
+  }
+  return std::unique_ptr<UserStateStore>(new UserStateStore(std::move(impl)));
+}
+
+Result<std::optional<encoders::KvWindow>> UserStateStore::LoadWindow(std::string_view user,
+                                                                     int64_t n_blocks,
+                                                                     int64_t window,
+                                                                     int64_t d_model) const {
+  ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
+  ROTOR_RETURN_IF_ERROR(CheckName("user id", user, internal::kMaxUserIdBytes));
+  if (n_blocks <= 0 || window <= 0 || d_model <= 0) {
+    return Status::InvalidArgument("window shape n_blocks={} window={} d_model={}, want all > 0",
+                                   n_blocks, window, d_model);
+  }
+  const std::string context = fmt::format("loading user '{}'", internal::PrintableBytes(user));
+  const ScopedSnapshot snapshot(impl_->db.get());
+  rocksdb::ReadOptions read;
+  read.snapshot = snapshot.get();
+
+  const std::string user_key = internal::UserKey(user);
+  std::string value;
+  const rocksdb::Status got =
+      impl_->db->Get(read, impl_->Cf(ColumnFamily::kUsers), user_key, &value);
+  if (got.IsNotFound()) {
+    return std::optional<encoders::KvWindow>();
+  }
+  ROTOR_RETURN_IF_ERROR(FromRocksDb(got, context));
+  ROTOR_ASSIGN_OR_RETURN(const internal::UserMetadata meta,
+                         internal::DecodeUserMetadata(user_key, value));
+  if (meta.n_blocks != n_blocks || meta.capacity != window || meta.d_model != d_model) {
+    return Status::FailedPrecondition(
+        "{}: stored with n_blocks={} window={} d_model={}, asked for n_blocks={} window={} "
+        "d_model={}",
+        context, meta.n_blocks, meta.capacity, meta.d_model, n_blocks, window, d_model);
+  }
+
+  encoders::KvWindow out(n_blocks, window, d_model, meta.first_pos);
+  out.next_pos = meta.next_pos;
+  out.rows = meta.rows;
+  out.last_ts_ms = meta.last_ts_ms;
+
+  const std::size_t row_bytes = internal::RowValueBytes(n_blocks, d_model);
+  const auto d = static_cast<std::size_t>(d_model);
+  const std::string upper = internal::RowPrefixEnd(user);
+  const rocksdb::Slice upper_slice(upper);
+  read.iterate_upper_bound = &upper_slice;
+  const std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(read, impl_->Cf(ColumnFamily::kRows)));
+  int64_t expected = meta.next_pos - meta.rows;
+  for (it->Seek(internal::RowKey(user, expected)); it->Valid(); it->Next()) {
+    const std::string_view key(it->key().data(), it->key().size());
+    ROTOR_ASSIGN_OR_RETURN(const auto user_and_pos, internal::DecodeRowKey(key));
+    const int64_t p = user_and_pos.second;
+    if (user_and_pos.first != user || p != expected) {
+      return Status::Corruption(
+          "{}: rows key '{}' found where position {} was expected (next_pos {})", context,
+          internal::PrintableBytes(key), expected, meta.next_pos);
+    }
+    if (it->value().size() != row_bytes) {
+      return Status::Corruption("{}: rows key '{}' (position {}) holds {} bytes, want {}", context,
+                                internal::PrintableBytes(key), p, it->value().size(), row_bytes);
+    }
+    const char* src = it->value().data();
+    const auto slot = static_cast<std::size_t>(out.SlotOf(p));
+    for (std::size_t b = 0; b < static_cast<std::size_t>(n_blocks); ++b) {
+      internal::ReadFloatsLe(src, d, out.k[b].data() + slot * d);
+      src += d * sizeof(float);
+      internal::ReadFloatsLe(src, d, out.v[b].data() + slot * d);
+      src += d * sizeof(float);
+    }
+    out.pos[slot] = p;
+    ++expected;
+  }
+  ROTOR_RETURN_IF_ERROR(FromRocksDb(it->status(), context));
+  if (expected != meta.next_pos) {
+    return Status::Corruption("{}: rows key '{}' (position {}) is missing; metadata says rows {}",
+                              context, internal::PrintableBytes(internal::RowKey(user, expected)),
+                              expected, meta.rows);
+  }
+  return std::optional<encoders::KvWindow>(std::move(out));
+}
+
+Result<std::optional<std::string>> UserStateStore::LoadModelId(std::string_view user) const {
+  ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
+  ROTOR_RETURN_IF_ERROR(CheckName("user id", user, internal::kMaxUserIdBytes));
+  const std::string user_key = internal::UserKey(user);
+  std::string value;
+  const rocksdb::Status got =
+      impl_->db->Get(rocksdb::ReadOptions(), impl_->Cf(ColumnFamily::kUsers), user_key, &value);
+  if (got.IsNotFound()) {
+    return std::optional<std::string>();
+  }
+  ROTOR_RETURN_IF_ERROR(
+      FromRocksDb(got, fmt::format("loading user '{}'", internal::PrintableBytes(user))));
+  ROTOR_ASSIGN_OR_RETURN(internal::UserMetadata meta,
+                         internal::DecodeUserMetadata(user_key, value));
+  return std::optional<std::string>(std::move(meta.model_id));
+}
+
+Result<std::map<std::pair<std::string, int32_t>, int64_t>> UserStateStore::LoadOffsets() const {
+  ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
+  std::map<std::pair<std::string, int32_t>, int64_t> out;
+  const std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->Cf(ColumnFamily::kOffsets)));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const std::string_view key(it->key().data(), it->key().size());
+    ROTOR_ASSIGN_OR_RETURN(auto topic_partition, internal::DecodeOffsetKey(key));
+    ROTOR_ASSIGN_OR_RETURN(
+        const int64_t offset,
+        internal::DecodeOffsetValue(key, std::string_view(it->value().data(), it->value().size())));
+    out.emplace(std::move(topic_partition), offset);
+  }
+  ROTOR_RETURN_IF_ERROR(FromRocksDb(it->status(), "loading offsets"));
+  return out;
+}
+
+StateBatch UserStateStore::NewBatch() const {
+  auto rep = std::make_unique<StateBatch::Rep>();
+  rep->owner = impl_.get();
+  rep->users_cf = impl_->Cf(ColumnFamily::kUsers);
+  rep->rows_cf = impl_->Cf(ColumnFamily::kRows);
+  rep->offsets_cf = impl_->Cf(ColumnFamily::kOffsets);
+  return StateBatch(std::move(rep));
+}
+
+Status UserStateStore::Commit(StateBatch& batch) {
+  ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
+  if (batch.rep_ == nullptr || batch.rep_->owner != impl_.get()) {
+    return Status::InvalidArgument("committing a batch made by another store (or moved from)");
+  }
+  ROTOR_RETURN_IF_ERROR(FromRocksDb(impl_->db->Write(impl_->write_options, &batch.rep_->batch),
+                                    "committing a state batch"));
+  batch.Clear();
+  return Status::OK();
+}
+
+Status UserStateStore::Flush() {
+  ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
+  const std::vector<rocksdb::ColumnFamilyHandle*> handles(impl_->cfs.begin(), impl_->cfs.end());
+  return FromRocksDb(impl_->db->Flush(rocksdb::FlushOptions(), handles), "flushing memtables");
+}
+
+Status UserStateStore::Close() {
+  ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
+  return impl_->CloseDb();
+}
+
+namespace internal {
+
+Status StoreTestPeer::RawPut(UserStateStore& store, ColumnFamily cf, std::string_view key,
+                             std::string_view value) {
+  ROTOR_RETURN_IF_ERROR(store.impl_->CheckOpen());
+  return FromRocksDb(store.impl_->db->Put(rocksdb::WriteOptions(), store.impl_->Cf(cf),
+                                          rocksdb::Slice(key.data(), key.size()),
+                                          rocksdb::Slice(value.data(), value.size())),
+                     "test raw put");
+}
+
+Status StoreTestPeer::RawDelete(UserStateStore& store, ColumnFamily cf, std::string_view key) {
+  ROTOR_RETURN_IF_ERROR(store.impl_->CheckOpen());
+  return FromRocksDb(store.impl_->db->Delete(rocksdb::WriteOptions(), store.impl_->Cf(cf),
+                                             rocksdb::Slice(key.data(), key.size())),
+                     "test raw delete");
+}
+
+Result<int64_t> StoreTestPeer::CountRows(const UserStateStore& store, std::string_view user) {
+  ROTOR_RETURN_IF_ERROR(store.impl_->CheckOpen());
+  const std::string upper = RowPrefixEnd(user);
+  const rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions read;
+  read.iterate_upper_bound = &upper_slice;
+  const std::unique_ptr<rocksdb::Iterator> it(
+      store.impl_->db->NewIterator(read, store.impl_->Cf(ColumnFamily::kRows)));
+  int64_t count = 0;
+  for (it->Seek(RowPrefix(user)); it->Valid(); it->Next()) {
+    ++count;
+  }
+  ROTOR_RETURN_IF_ERROR(FromRocksDb(it->status(), "test row count"));
+  return count;
+}
+
+}  // namespace internal
+}  // namespace rotor::storage

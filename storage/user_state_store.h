@@ -1,0 +1,156 @@
+// UserStateStore: rotor's durable state in RocksDB. Each user's K/V window (rows keyed so that
+// one user's window is one prefix scan), the user's metadata, and the next input offset of each
+// topic partition, all written in ONE atomic WriteBatch per commit (DESIGN section 5).
+
+#ifndef ROTOR_STORAGE_USER_STATE_STORE_H_
+#define ROTOR_STORAGE_USER_STATE_STORE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "common/status.h"
+#include "encoders/kv_window.h"
+
+namespace rotor::storage {
+
+namespace internal {
+class StoreTestPeer;
+}  // namespace internal
+
+// How to open the store. Open refuses a bad value with InvalidArgument naming the field.
+struct StoreOptions {
+  // Directory of the RocksDB database.
+  std::string path;
+  // RocksDB's memory budget: one LRU block cache shared by every column family. The memtables
+  // (write_buffer_bytes) are charged to the same cache, so block_cache_bytes bounds RocksDB's
+  // cache and memtable memory together. > 0.
+  int64_t block_cache_bytes = int64_t{256} << 20;
+  // Memtable budget across all column families, charged to the block cache.
+  // In (0, block_cache_bytes].
+  int64_t write_buffer_bytes = int64_t{64} << 20;
+  // fsync the WAL on every Commit: a committed batch survives a machine crash, not only a
+  // process crash. Off trades that for throughput.
+  bool sync_writes = true;
+  // Create the database (and its column families) when the path holds none.
+  bool create_if_missing = true;
+};
+
+class UserStateStore;
+
+// The writes of one commit: users' new rows and metadata, trimmed rows, and input offsets.
+// Nothing is visible until UserStateStore::Commit applies the whole batch atomically; a batch
+// destroyed or cleared without Commit leaves the store untouched.
+//
+// Lifecycle: made by UserStateStore::NewBatch and only committed to that store, which must
+// stay open while the batch is used. Commit empties it on success, so one batch may be reused
+// for every commit. A moved-from batch may only be assigned to or destroyed.
+// Concurrency: not thread-safe; one owner at a time.
+// Limitations: the batch holds a copy of every row it carries (n_blocks * 2 * d_model floats
+// per row), so commit often enough to bound its size (ApproximateBytes).
+class StateBatch {
+ public:
+  StateBatch(StateBatch&& other) noexcept;
+  StateBatch& operator=(StateBatch&& other) noexcept;
+  StateBatch(const StateBatch&) = delete;
+  StateBatch& operator=(const StateBatch&) = delete;
+  ~StateBatch();
+
+  // Records `user`'s state after a decode: the newest min(new_rows, window.rows) rows (the
+  // events appended since the user's last commit), the metadata (model id, positions, rows,
+  // last ts, shape), and a DeleteRange of every stored row that fell out of the window
+  // (position < window.next_pos - window.capacity).
+  // InvalidArgument: empty or over-long user or model id, an inconsistent window (shape,
+  // first_pos < 0, rows out of range), new_rows < 0 or more than the events the window ever
+  // appended.
+  Status PutWindow(std::string_view user, std::string_view model_id,
+                   const encoders::KvWindow& window, int64_t new_rows);
+
+  // Records that `partition` of `topic` resumes from `next_offset`. InvalidArgument for an
+  // empty or over-long topic, a negative partition or offset.
+  Status SetOffset(std::string_view topic, int32_t partition, int64_t next_offset);
+
+  // Number of RocksDB operations recorded (puts and range deletes); 0 after Clear/Commit.
+  int64_t Count() const;
+  // Bytes the batch holds, for deciding when to commit.
+  int64_t ApproximateBytes() const;
+  // Drops everything recorded.
+  void Clear();
+
+ private:
+  friend class UserStateStore;
+  struct Rep;
+  explicit StateBatch(std::unique_ptr<Rep> rep);
+
+  std::unique_ptr<Rep> rep_;
+};
+
+// The RocksDB database holding every user's window and the input offsets.
+//
+//   ROTOR_ASSIGN_OR_RETURN(auto store, UserStateStore::Open({.path = dir}));
+//   ROTOR_ASSIGN_OR_RETURN(auto window, store->LoadWindow(user, n_blocks, w, d_model));
+//   StateBatch batch = store->NewBatch();
+//   ROTOR_RETURN_IF_ERROR(batch.PutWindow(user, model_id, *window, 1));
+//   ROTOR_RETURN_IF_ERROR(batch.SetOffset(topic, partition, offset + 1));
+//   ROTOR_RETURN_IF_ERROR(store->Commit(batch));
+//
+// Lifecycle: Open creates or opens the database; destruction (or Close) closes it. Reopening
+// the same path sees every committed batch. Only one process may have a path open (RocksDB's
+// LOCK file; a second Open is IOError).
+// Concurrency: Load*, NewBatch, Commit and Flush are thread-safe (RocksDB serializes writes;
+// LoadWindow reads one consistent snapshot); Close and destruction must not race them.
+// Batches are not thread-safe; see StateBatch.
+// Limitations: a stored window's shape is fixed; loading it with another shape is
+// FailedPrecondition (a model change needs a replay into a fresh store). Positions are >= 0.
+// Each commit that trims a user adds a range tombstone, which compactions drop once the rows
+// are gone; reads pay for live tombstones until then. The process must not open the database
+// with column families other than default, users, rows and offsets.
+class UserStateStore {
+ public:
+  static Result<std::unique_ptr<UserStateStore>> Open(const StoreOptions& options);
+
+  UserStateStore(const UserStateStore&) = delete;
+  UserStateStore& operator=(const UserStateStore&) = delete;
+  ~UserStateStore();
+
+  // `user`'s window, rebuilt in the ring slots KvWindow::SlotOf gives; nullopt when the user
+  // has no state. FailedPrecondition when the stored shape differs from (n_blocks, window,
+  // d_model); Corruption (naming the key) for undecodable metadata or rows, or a missing row.
+  Result<std::optional<encoders::KvWindow>> LoadWindow(std::string_view user, int64_t n_blocks,
+                                                       int64_t window, int64_t d_model) const;
+
+  // The model id `user`'s window was computed with; nullopt when the user has no state.
+  Result<std::optional<std::string>> LoadModelId(std::string_view user) const;
+
+  // Every committed (topic, partition) -> next offset to consume.
+  Result<std::map<std::pair<std::string, int32_t>, int64_t>> LoadOffsets() const;
+
+  // An empty batch for this store.
+  StateBatch NewBatch() const;
+
+  // Applies `batch` as one atomic RocksDB write (synced when StoreOptions::sync_writes) and
+  // empties it. On error nothing was applied and the batch is kept. InvalidArgument for a
+  // batch made by another store.
+  Status Commit(StateBatch& batch);
+
+  // Writes the memtables to SST files (e.g. before a backup); state is durable without it.
+  Status Flush();
+
+  // Closes the database; later calls fail with FailedPrecondition. The destructor closes too.
+  Status Close();
+
+ private:
+  friend class internal::StoreTestPeer;
+  struct Impl;
+  explicit UserStateStore(std::unique_ptr<Impl> impl);
+
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rotor::storage
+
+#endif  // ROTOR_STORAGE_USER_STATE_STORE_H_

@@ -1,0 +1,414 @@
+#include "storage/user_state_store.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "storage/internal/key_layout.h"
+#include "storage/internal/store_test_peer.h"
+
+namespace rotor::storage {
+namespace {
+
+using encoders::KvWindow;
+using internal::ColumnFamily;
+using internal::StoreTestPeer;
+
+constexpr int64_t kBlocks = 3;
+constexpr int64_t kD = 4;
+
+// A fresh directory under the system temp dir, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    static std::atomic<int> counter{0};
+    path_ = std::filesystem::temp_directory_path() /
+            ("rotor_storage_test_" + std::to_string(::getpid()) + "_" +
+             std::to_string(counter.fetch_add(1)));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  std::string db() const { return (path_ / "db").string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// The float every test row holds: distinct per user tag, block, K/V, position and column.
+float RowValue(int tag, int64_t block, bool is_v, int64_t pos, int64_t col) {
+  return static_cast<float>(tag) * 1000.0F + static_cast<float>(block) * 100.0F +
+         (is_v ? 50.0F : 0.0F) + static_cast<float>(pos % 4096) * 0.5F +
+         static_cast<float>(col) * 0.125F;
+}
+
+// Appends one event at next_pos the way Decoder::Decode does: ring slot, pos, rows.
+void Append(KvWindow& w, int tag, int64_t ts_ms) {
+  const int64_t slot = w.NextSlot();
+  for (int64_t b = 0; b < w.n_blocks(); ++b) {
+    for (int64_t j = 0; j < w.d_model; ++j) {
+      const auto i = static_cast<std::size_t>(slot * w.d_model + j);
+      w.k[static_cast<std::size_t>(b)][i] = RowValue(tag, b, false, w.next_pos, j);
+      w.v[static_cast<std::size_t>(b)][i] = RowValue(tag, b, true, w.next_pos, j);
+    }
+  }
+  w.pos[static_cast<std::size_t>(slot)] = w.next_pos;
+  ++w.next_pos;
+  w.rows = std::min(w.rows + 1, w.capacity);
+  w.last_ts_ms = ts_ms;
+}
+
+void ExpectSameWindow(const KvWindow& got, const KvWindow& want) {
+  EXPECT_EQ(got.capacity, want.capacity);
+  EXPECT_EQ(got.d_model, want.d_model);
+  EXPECT_EQ(got.first_pos, want.first_pos);
+  EXPECT_EQ(got.next_pos, want.next_pos);
+  EXPECT_EQ(got.rows, want.rows);
+  EXPECT_EQ(got.last_ts_ms, want.last_ts_ms);
+  ASSERT_EQ(got.n_blocks(), want.n_blocks());
+  EXPECT_EQ(got.OrderedSlots(), want.OrderedSlots());
+  for (const int64_t slot : want.OrderedSlots()) {
+    const auto s = static_cast<std::size_t>(slot);
+    EXPECT_EQ(got.pos[s], want.pos[s]) << "slot " << slot;
+    for (int64_t b = 0; b < want.n_blocks(); ++b) {
+      const auto krow = got.KRow(b, slot);
+      const auto vrow = got.VRow(b, slot);
+      EXPECT_TRUE(std::equal(krow.begin(), krow.end(), want.KRow(b, slot).begin()))
+          << "K block " << b << " slot " << slot;
+      EXPECT_TRUE(std::equal(vrow.begin(), vrow.end(), want.VRow(b, slot).begin()))
+          << "V block " << b << " slot " << slot;
+    }
+  }
+}
+
+class UserStateStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Reopen(); }
+
+  StoreOptions Options() const {
+    return {.path = dir_.db(),
+            .block_cache_bytes = int64_t{8} << 20,
+            .write_buffer_bytes = int64_t{2} << 20,
+            .sync_writes = false,
+            .create_if_missing = true};
+  }
+
+  void Reopen() {
+    store_.reset();
+    auto opened = UserStateStore::Open(Options());
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    store_ = std::move(opened).value();
+  }
+
+  // Appends `events` events to `w` and commits them, one commit per `per_commit` events.
+  void AppendAndCommit(std::string_view user, KvWindow& w, int tag, int64_t events,
+                       int64_t per_commit) {
+    StateBatch batch = store_->NewBatch();
+    int64_t pending = 0;
+    for (int64_t e = 0; e < events; ++e) {
+      Append(w, tag, 1000 + w.next_pos);
+      if (++pending == per_commit || e + 1 == events) {
+        ASSERT_TRUE(batch.PutWindow(user, "model-a", w, pending).ok());
+        ASSERT_TRUE(store_->Commit(batch).ok());
+        pending = 0;
+      }
+    }
+  }
+
+  KvWindow MustLoad(std::string_view user, int64_t window) {
+    auto loaded = store_->LoadWindow(user, kBlocks, window, kD);
+    EXPECT_TRUE(loaded.ok()) << loaded.status().ToString();
+    if (!loaded.ok() || !loaded->has_value()) {
+      ADD_FAILURE() << "no window for " << user;
+      return {};
+    }
+    return std::move(**loaded);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<UserStateStore> store_;
+};
+
+TEST_F(UserStateStoreTest, WindowsRoundTripWithWrapAroundPartialWindowsAndLargePositions) {
+  struct Case {
+    std::string user;
+    int64_t window;
+    int64_t start;
+    int64_t events;
+    int64_t per_commit;
+  };
+  const std::vector<Case> cases = {
+      {"wrapped", 5, 0, 23, 3},                          // Ring wrapped several times.
+      {"partial", 8, 0, 5, 2},                           // Never full.
+      {"exactly-full", 6, 10, 6, 6},                     // Full, no wrap.
+      {"near-2^31", 7, (int64_t{1} << 31) - 4, 13, 4},   // Crosses 2^31.
+      {"beyond-2^32", 4, (int64_t{1} << 32) + 3, 9, 9},  // One batch > window.
+      {std::string("nul\0inside", 10), 3, 1, 4, 1},      // Binary user id.
+  };
+  std::vector<KvWindow> windows;
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    windows.emplace_back(kBlocks, c.window, kD, c.start);
+    AppendAndCommit(c.user, windows.back(), static_cast<int>(i), c.events, c.per_commit);
+  }
+  for (int round = 0; round < 2; ++round) {
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+      SCOPED_TRACE(cases[i].user);
+      ExpectSameWindow(MustLoad(cases[i].user, cases[i].window), windows[i]);
+      const auto model = store_->LoadModelId(cases[i].user);
+      ASSERT_TRUE(model.ok()) << model.status().ToString();
+      EXPECT_EQ(model->value_or(""), "model-a");
+    }
+    Reopen();  // Second round: from the WAL after a close.
+  }
+  const auto missing = store_->LoadWindow("nobody", kBlocks, 5, kD);
+  ASSERT_TRUE(missing.ok()) << missing.status().ToString();
+  EXPECT_FALSE(missing->has_value());
+}
+
+TEST_F(UserStateStoreTest, UsersWhoseIdsSharePrefixesStayIsolated) {
+  const std::vector<std::string> users = {"u1", "u10", std::string("u1\0x", 4), "u"};
+  std::vector<KvWindow> windows;
+  for (std::size_t i = 0; i < users.size(); ++i) {
+    windows.emplace_back(kBlocks, 4, kD, 0);
+    // Different lengths, so a leaked row would break the row count or the contents.
+    AppendAndCommit(users[i], windows.back(), static_cast<int>(i) + 1,
+                    static_cast<int64_t>(2 + 3 * i), 1);
+  }
+  for (std::size_t i = 0; i < users.size(); ++i) {
+    SCOPED_TRACE(internal::PrintableBytes(users[i]));
+    ExpectSameWindow(MustLoad(users[i], 4), windows[i]);
+    const auto rows = StoreTestPeer::CountRows(*store_, users[i]);
+    ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+    EXPECT_EQ(*rows, windows[i].rows);
+  }
+}
+
+TEST_F(UserStateStoreTest, TrimmingKeepsExactlyTheLastWindowRowsAfterManyCommits) {
+  constexpr int64_t kWindow = 6;
+  KvWindow w(kBlocks, kWindow, kD, 100);
+  for (int64_t per_commit : {1, 2, 5, 7, 13, 1}) {
+    AppendAndCommit("trim", w, 9, 3 * per_commit + 1, per_commit);
+    const auto rows = StoreTestPeer::CountRows(*store_, "trim");
+    ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+    EXPECT_EQ(*rows, std::min(w.next_pos - w.first_pos, kWindow)) << "per_commit " << per_commit;
+  }
+  ASSERT_EQ(w.rows, kWindow);
+  ASSERT_TRUE(store_->Flush().ok());
+  Reopen();
+  const auto rows = StoreTestPeer::CountRows(*store_, "trim");
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  EXPECT_EQ(*rows, kWindow);
+  ExpectSameWindow(MustLoad("trim", kWindow), w);
+}
+
+TEST_F(UserStateStoreTest, OffsetsCommitAtomicallyWithTheStateTheyProduced) {
+  KvWindow w(kBlocks, 4, kD, 0);
+  Append(w, 1, 10);
+  {
+    StateBatch batch = store_->NewBatch();
+    ASSERT_TRUE(batch.PutWindow("alice", "m", w, 1).ok());
+    ASSERT_TRUE(batch.SetOffset("events", 0, 41).ok());
+    ASSERT_TRUE(batch.SetOffset("events", 3, 7).ok());
+    EXPECT_GT(batch.Count(), 0);
+    EXPECT_GT(batch.ApproximateBytes(), 0);
+    ASSERT_TRUE(store_->Commit(batch).ok());
+    EXPECT_EQ(batch.Count(), 0);
+  }
+  {
+    // Never committed: neither the rows nor the offset may appear.
+    KvWindow later = w;
+    Append(later, 1, 11);
+    StateBatch batch = store_->NewBatch();
+    ASSERT_TRUE(batch.PutWindow("alice", "m", later, 1).ok());
+    ASSERT_TRUE(batch.PutWindow("bob", "m", later, 2).ok());
+    ASSERT_TRUE(batch.SetOffset("events", 0, 42).ok());
+  }
+  {
+    StateBatch batch = store_->NewBatch();
+    ASSERT_TRUE(batch.SetOffset("events", 0, 99).ok());
+    batch.Clear();
+    ASSERT_TRUE(store_->Commit(batch).ok());  // Empty.
+  }
+  Reopen();
+  const auto offsets = store_->LoadOffsets();
+  ASSERT_TRUE(offsets.ok()) << offsets.status().ToString();
+  const std::map<std::pair<std::string, int32_t>, int64_t> want = {{{"events", 0}, 41},
+                                                                   {{"events", 3}, 7}};
+  EXPECT_EQ(*offsets, want);
+  ExpectSameWindow(MustLoad("alice", 4), w);
+  const auto bob = store_->LoadWindow("bob", kBlocks, 4, kD);
+  ASSERT_TRUE(bob.ok()) << bob.status().ToString();
+  EXPECT_FALSE(bob->has_value());
+}
+
+TEST_F(UserStateStoreTest, ReopenAfterCloseAndFlushKeepsEverything) {
+  KvWindow w(kBlocks, 5, kD, 0);
+  AppendAndCommit("carol", w, 2, 12, 4);
+  StateBatch batch = store_->NewBatch();
+  ASSERT_TRUE(batch.SetOffset("events", 1, 12).ok());
+  ASSERT_TRUE(store_->Commit(batch).ok());
+  ASSERT_TRUE(store_->Flush().ok());
+  ASSERT_TRUE(store_->Close().ok());
+  EXPECT_EQ(store_->LoadOffsets().status().code(), StatusCode::kFailedPrecondition);
+  Reopen();
+  ExpectSameWindow(MustLoad("carol", 5), w);
+  const auto offsets = store_->LoadOffsets();
+  ASSERT_TRUE(offsets.ok()) << offsets.status().ToString();
+  EXPECT_EQ(offsets->at({"events", 1}), 12);
+}
+
+TEST_F(UserStateStoreTest, CorruptMetadataIsCorruptionNamingTheKey) {
+  KvWindow w(kBlocks, 4, kD, 0);
+  AppendAndCommit("dave", w, 3, 2, 1);
+  ASSERT_TRUE(StoreTestPeer::RawPut(*store_, ColumnFamily::kUsers, "dave", "garbage").ok());
+  const auto loaded = store_->LoadWindow("dave", kBlocks, 4, kD);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), StatusCode::kCorruption);
+  EXPECT_NE(loaded.status().message().find("users key 'dave'"), std::string_view::npos)
+      << loaded.status().ToString();
+  EXPECT_EQ(store_->LoadModelId("dave").status().code(), StatusCode::kCorruption);
+}
+
+TEST_F(UserStateStoreTest, CorruptOrMissingRowsAreCorruptionNamingTheKey) {
+  KvWindow w(kBlocks, 4, kD, 0);
+  AppendAndCommit("erin", w, 4, 6, 2);  // Rows at positions 2..5.
+  {
+    ASSERT_TRUE(
+        StoreTestPeer::RawPut(*store_, ColumnFamily::kRows, internal::RowKey("erin", 3), "short")
+            .ok());
+    const auto loaded = store_->LoadWindow("erin", kBlocks, 4, kD);
+    ASSERT_FALSE(loaded.ok());
+    EXPECT_EQ(loaded.status().code(), StatusCode::kCorruption);
+    EXPECT_NE(loaded.status().message().find("position 3"), std::string_view::npos)
+        << loaded.status().ToString();
+  }
+  {
+    ASSERT_TRUE(
+        StoreTestPeer::RawDelete(*store_, ColumnFamily::kRows, internal::RowKey("erin", 3)).ok());
+    const auto loaded = store_->LoadWindow("erin", kBlocks, 4, kD);
+    ASSERT_FALSE(loaded.ok());
+    EXPECT_EQ(loaded.status().code(), StatusCode::kCorruption);
+    EXPECT_NE(loaded.status().message().find("position 3"), std::string_view::npos)
+        << loaded.status().ToString();
+  }
+  {
+    ASSERT_TRUE(
+        StoreTestPeer::RawDelete(*store_, ColumnFamily::kRows, internal::RowKey("erin", 5)).ok());
+    ASSERT_TRUE(StoreTestPeer::RawPut(*store_, ColumnFamily::kRows, internal::RowKey("erin", 3),
+                                      std::string(internal::RowValueBytes(kBlocks, kD), '\0'))
+                    .ok());
+    const auto loaded = store_->LoadWindow("erin", kBlocks, 4, kD);
+    ASSERT_FALSE(loaded.ok());
+    EXPECT_EQ(loaded.status().code(), StatusCode::kCorruption);
+    EXPECT_NE(loaded.status().message().find("missing"), std::string_view::npos)
+        << loaded.status().ToString();
+  }
+  {
+    // A corrupt offset value.
+    ASSERT_TRUE(StoreTestPeer::RawPut(*store_, ColumnFamily::kOffsets,
+                                      internal::OffsetKey("events", 2), "xyz")
+                    .ok());
+    const auto offsets = store_->LoadOffsets();
+    ASSERT_FALSE(offsets.ok());
+    EXPECT_EQ(offsets.status().code(), StatusCode::kCorruption);
+    EXPECT_NE(offsets.status().message().find("offsets key"), std::string_view::npos);
+  }
+}
+
+TEST_F(UserStateStoreTest, LoadingWithAnotherShapeIsFailedPrecondition) {
+  KvWindow w(kBlocks, 4, kD, 0);
+  AppendAndCommit("frank", w, 5, 1, 1);
+  for (const auto& [n_blocks, window, d] :
+       {std::tuple{kBlocks + 1, int64_t{4}, kD}, std::tuple{kBlocks, int64_t{5}, kD},
+        std::tuple{kBlocks, int64_t{4}, kD * 2}}) {
+    const auto loaded = store_->LoadWindow("frank", n_blocks, window, d);
+    ASSERT_FALSE(loaded.ok());
+    EXPECT_EQ(loaded.status().code(), StatusCode::kFailedPrecondition)
+        << loaded.status().ToString();
+  }
+  EXPECT_EQ(store_->LoadWindow("frank", 0, 4, kD).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->LoadWindow("", kBlocks, 4, kD).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(UserStateStoreTest, BatchesRefuseBadArguments) {
+  StateBatch batch = store_->NewBatch();
+  KvWindow w(kBlocks, 4, kD, 0);
+  Append(w, 1, 1);
+  EXPECT_EQ(batch.PutWindow("", "m", w, 1).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(batch.PutWindow(std::string(internal::kMaxUserIdBytes + 1, 'u'), "m", w, 1).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(batch.PutWindow("u", "m", w, 2).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(batch.PutWindow("u", "m", w, -1).code(), StatusCode::kInvalidArgument);
+  KvWindow bad_rows = w;
+  bad_rows.rows = 5;
+  EXPECT_EQ(batch.PutWindow("u", "m", bad_rows, 1).code(), StatusCode::kInvalidArgument);
+  KvWindow bad_shape = w;
+  bad_shape.v.pop_back();
+  EXPECT_EQ(batch.PutWindow("u", "m", bad_shape, 1).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(batch.SetOffset("", 0, 1).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(batch.SetOffset("t", -1, 1).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(batch.SetOffset("t", 0, -1).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(batch.Count(), 0);
+
+  TempDir other_dir;
+  StoreOptions other = Options();
+  other.path = other_dir.db();
+  auto other_store = UserStateStore::Open(other);
+  ASSERT_TRUE(other_store.ok()) << other_store.status().ToString();
+  StateBatch foreign = (*other_store)->NewBatch();
+  EXPECT_EQ(store_->Commit(foreign).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(UserStateStoreTest, OpenRefusesBadOptionsNamingTheField) {
+  auto expect_refused = [](const StoreOptions& options, std::string_view field) {
+    const auto opened = UserStateStore::Open(options);
+    ASSERT_FALSE(opened.ok());
+    EXPECT_EQ(opened.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(opened.status().message().find(field), std::string_view::npos)
+        << opened.status().ToString();
+  };
+  StoreOptions options = Options();
+  options.path.clear();
+  expect_refused(options, "StoreOptions.path");
+  options = Options();
+  options.block_cache_bytes = 0;
+  expect_refused(options, "StoreOptions.block_cache_bytes");
+  options = Options();
+  options.write_buffer_bytes = -1;
+  expect_refused(options, "StoreOptions.write_buffer_bytes");
+  options = Options();
+  options.write_buffer_bytes = options.block_cache_bytes + 1;
+  expect_refused(options, "StoreOptions.write_buffer_bytes");
+
+  // The path is locked by the open store; a missing database with create_if_missing off.
+  EXPECT_FALSE(UserStateStore::Open(Options()).ok());
+  TempDir empty;
+  options = Options();
+  options.path = empty.db();
+  options.create_if_missing = false;
+  const auto missing = UserStateStore::Open(options);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find(empty.db()), std::string_view::npos)
+      << missing.status().ToString();
+}
+
+}  // namespace
+}  // namespace rotor::storage
