@@ -239,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.metrics_out, "w", encoding="utf-8") as f:
             json.dump(metrics, f, indent=2, sort_keys=True)
     if args.out:
-        model_id = export_bundle(model, args.out, metrics)
+        # Wall time stays out of the bundle: the same data, settings and seed give the same
+        # bytes, hence the same model id.
+        stored = {k: v for k, v in metrics.items() if k != "train_seconds"}
+        model_id = export_bundle(model, args.out, stored)
         print(f"bundle {args.out} model_id {model_id}")
     return 0
 

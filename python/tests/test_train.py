@@ -113,3 +113,14 @@ def test_evaluate_refuses_a_broken_bundle(tmp_path, capsys, log_path):
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
     assert evaluate.main(["--bundle", str(bad), "--data", str(log_path)]) == 2
     assert "truncated" in capsys.readouterr().err
+
+
+def test_same_data_settings_and_seed_give_the_same_model_id(log_path, tmp_path, capsys):
+    ids = []
+    for run in range(2):
+        out = tmp_path / f"b{run}.safetensors"
+        assert train.main(["--data", str(log_path), "--out", str(out), "--epochs", "1",
+                           "--d-model", "16", "--window", "8", "--chunk", "64"]) == 0
+        ids.append(load_bundle(out).model_id)
+    capsys.readouterr()
+    assert ids[0] == ids[1]
