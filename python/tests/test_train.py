@@ -115,9 +115,13 @@ def test_evaluate_refuses_a_broken_bundle(tmp_path, capsys, log_path):
     assert "truncated" in capsys.readouterr().err
 
 
-def test_same_data_settings_and_seed_give_the_same_model_id(log_path, tmp_path, capsys):
+def test_same_data_settings_and_seed_give_the_same_model_id(log_path, tmp_path, capsys,
+                                                             monkeypatch):
     ids = []
     for run in range(2):
+        # The two runs take different (fake) wall times; the bundles must not differ for it.
+        clock = iter(range(0, 10**6, 1 + 6 * run))
+        monkeypatch.setattr(train.time, "time", lambda: float(next(clock)))
         out = tmp_path / f"b{run}.safetensors"
         assert train.main(["--data", str(log_path), "--out", str(out), "--epochs", "1",
                            "--d-model", "16", "--window", "8", "--chunk", "64"]) == 0
