@@ -17,7 +17,6 @@ import numpy as np
 
 from .cli import parse_with_config
 from .config import VARIANTS, ModelConfig
-from .features import DAY_MS
 from .train import add_model_args, build_config, load_schema, read_histories, train
 
 
@@ -45,11 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     schema = load_schema(args.schema)
     histories = read_histories(args.data, ModelConfig(schema=schema))
-    first = int(min(h.events.ts_ms.min() for h in histories))
     results: dict[str, list[dict]] = {}
     for variant in args.variants:
         args.variant = variant
-        cfg = build_config(args, schema, first - first % DAY_MS)
+        cfg = build_config(args, schema, histories)
         for seed in args.seeds:
             _, m = train(cfg, histories, epochs=args.epochs, batch_size=args.batch_size,
                          lr=args.lr, seed=seed, eval_fraction=args.eval_fraction,

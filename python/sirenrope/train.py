@@ -170,10 +170,13 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def build_config(args: argparse.Namespace, schema: InputSchema, t_ref_ms: int) -> ModelConfig:
+def build_config(args: argparse.Namespace, schema: InputSchema,
+                 histories: list[UserHistory]) -> ModelConfig:
+    """The model config of the flags; T_ref is the midnight (UTC) before the first event."""
+    first = int(min(h.events.ts_ms.min() for h in histories))
     cfg = ModelConfig(variant=args.variant, d_model=args.d_model, n_heads=args.heads,
                       n_layers=args.layers, d_angle=args.d_angle, angle_hidden=args.angle_hidden,
-                      window=args.window, t_ref_ms=t_ref_ms, schema=schema,
+                      window=args.window, t_ref_ms=first - first % DAY_MS, schema=schema,
                       reverse_order=args.reverse_order)
     cfg.validate()
     return cfg
@@ -187,13 +190,14 @@ def load_schema(path: str | None) -> InputSchema:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--variant", choices=VARIANTS, default="siren")
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--heads", type=int, default=2)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--d-angle", type=int, default=4)
-    p.add_argument("--angle-hidden", type=int, default=16)
-    p.add_argument("--window", type=int, default=64)
+    d = ModelConfig()  # one source of defaults: the config's own
+    p.add_argument("--variant", choices=VARIANTS, default=d.variant)
+    p.add_argument("--d-model", type=int, default=d.d_model)
+    p.add_argument("--heads", type=int, default=d.n_heads)
+    p.add_argument("--layers", type=int, default=d.n_layers)
+    p.add_argument("--d-angle", type=int, default=d.d_angle)
+    p.add_argument("--angle-hidden", type=int, default=d.angle_hidden)
+    p.add_argument("--window", type=int, default=d.window)
     p.add_argument("--reverse-order", action="store_true",
                    help="offline ablation: the demo code's reverse-order SIREN input "
                         "(cannot be exported for serving)")
@@ -225,8 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     if not histories:
         print(f"{args.data}: no events", file=sys.stderr)
         return 2
-    first = int(min(h.events.ts_ms.min() for h in histories))
-    cfg = build_config(args, schema, first - first % DAY_MS)
+    cfg = build_config(args, schema, histories)
     print(f"{sum(len(h.events) for h in histories)} events, {len(histories)} users; "
           f"variant {cfg.variant}, d_model {cfg.d_model}, {cfg.n_layers} layers, "
           f"{cfg.n_heads} heads, window {cfg.window}", flush=True)
