@@ -103,9 +103,10 @@ AngleNet MakeAngleNet(const Bundle& b, const std::string& prefix) {
   return net;
 }
 
-// Y [n, out] = X [n, in] W^T + b.
+// Y [n, out] = X [n, in] W^T + b. Row-invariant: a user's rows come out bit for bit the same
+// whichever users share the batch, so streaming, restarts and replays agree exactly.
 void DenseRows(const Dense& d, const float* x, int n, float* y) {
-  k::Gemm(x, n, d.in, d.w, d.out, y);
+  k::GemmRowInvariant(x, n, d.in, d.w, d.out, y);
   if (d.b != nullptr) {
     for (int r = 0; r < n; ++r) {
       k::Axpy(1.0F, d.b, y + static_cast<ptrdiff_t>(r) * d.out, AsSize(d.out));

@@ -33,6 +33,10 @@ struct DecodeResult {
 // many users at once, so every projection is one matrix-matrix product. ScoreCandidates runs
 // N candidate items at position next_pos against one window, reading it only.
 //
+// Determinism: a user's rows do not depend on which other users share a DecodeBatch call (the
+// projections use a row-invariant matrix product), so Decode one event at a time and
+// DecodeBatch over any grouping give bit-identical windows.
+//
 // Lifecycle: Create from a Bundle that outlives the Decoder (weights are not copied).
 // Concurrency: not thread-safe (it owns scratch buffers reused across calls); use one
 // Decoder per thread, all sharing one Bundle.

@@ -174,6 +174,7 @@ struct StateBatch::Rep {
   rocksdb::ColumnFamilyHandle* users_cf = nullptr;
   rocksdb::ColumnFamilyHandle* rows_cf = nullptr;
   rocksdb::ColumnFamilyHandle* offsets_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* default_cf = nullptr;
   rocksdb::WriteBatch batch;
   std::string scratch;  // One row value, reused.
 };
@@ -184,13 +185,24 @@ StateBatch& StateBatch::operator=(StateBatch&& other) noexcept = default;
 StateBatch::~StateBatch() = default;
 
 Status StateBatch::PutWindow(std::string_view user, std::string_view model_id,
-                             const encoders::KvWindow& window, int64_t new_rows) {
+                             const encoders::KvWindow& window, int64_t new_rows,
+                             std::span<const std::string> recent_event_ids) {
   ROTOR_RETURN_IF_ERROR(CheckName("user id", user, internal::kMaxUserIdBytes));
   if (model_id.size() > internal::kMaxModelIdBytes) {
     return Status::InvalidArgument("model id of {} bytes, want at most {}", model_id.size(),
                                    internal::kMaxModelIdBytes);
   }
   ROTOR_RETURN_IF_ERROR(CheckWindow(window));
+  if (recent_event_ids.size() > internal::kMaxRecentEventIds) {
+    return Status::InvalidArgument("{} recent event ids, want at most {}", recent_event_ids.size(),
+                                   internal::kMaxRecentEventIds);
+  }
+  for (const std::string& id : recent_event_ids) {
+    if (id.size() > internal::kMaxEventIdBytes) {
+      return Status::InvalidArgument("recent event id of {} bytes, want at most {}", id.size(),
+                                     internal::kMaxEventIdBytes);
+    }
+  }
   if (new_rows < 0 || new_rows > window.next_pos - window.first_pos) {
     return Status::InvalidArgument("new_rows {} out of [0, events appended = {}]", new_rows,
                                    window.next_pos - window.first_pos);
@@ -234,7 +246,9 @@ Status StateBatch::PutWindow(std::string_view user, std::string_view model_id,
                                     .last_ts_ms = window.last_ts_ms,
                                     .capacity = window.capacity,
                                     .d_model = window.d_model,
-                                    .n_blocks = window.n_blocks()};
+                                    .n_blocks = window.n_blocks(),
+                                    .recent_event_ids = std::vector<std::string>(
+                                        recent_event_ids.begin(), recent_event_ids.end())};
   return check(
       rep_->batch.Put(rep_->users_cf, internal::UserKey(user), internal::EncodeUserMetadata(meta)));
 }
@@ -248,6 +262,13 @@ Status StateBatch::SetOffset(std::string_view topic, int32_t partition, int64_t 
   return FromRocksDb(rep_->batch.Put(rep_->offsets_cf, internal::OffsetKey(topic, partition),
                                      internal::EncodeOffsetValue(next_offset)),
                      "batching an offset");
+}
+
+Status StateBatch::PutInfo(std::string_view name, std::string_view value) {
+  ROTOR_RETURN_IF_ERROR(CheckName("info name", name, 4096));
+  ROTOR_RETURN_IF_ERROR(CheckName("info value", value, 4096));
+  return FromRocksDb(rep_->batch.Put(rep_->default_cf, internal::InfoKey(name), value),
+                     "batching an info entry");
 }
 
 int64_t StateBatch::Count() const {
@@ -318,6 +339,17 @@ Result<std::optional<encoders::KvWindow>> UserStateStore::LoadWindow(std::string
                                                                      int64_t n_blocks,
                                                                      int64_t window,
                                                                      int64_t d_model) const {
+  ROTOR_ASSIGN_OR_RETURN(std::optional<UserState> state,
+                         LoadUserState(user, n_blocks, window, d_model));
+  if (!state) {
+    return std::optional<encoders::KvWindow>();
+  }
+  return std::optional<encoders::KvWindow>(std::move(state->window));
+}
+
+Result<std::optional<UserState>> UserStateStore::LoadUserState(std::string_view user,
+                                                               int64_t n_blocks, int64_t window,
+                                                               int64_t d_model) const {
   ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
   ROTOR_RETURN_IF_ERROR(CheckName("user id", user, internal::kMaxUserIdBytes));
   if (n_blocks <= 0 || window <= 0 || d_model <= 0) {
@@ -334,10 +366,10 @@ Result<std::optional<encoders::KvWindow>> UserStateStore::LoadWindow(std::string
   const rocksdb::Status got =
       impl_->db->Get(read, impl_->Cf(ColumnFamily::kUsers), user_key, &value);
   if (got.IsNotFound()) {
-    return std::optional<encoders::KvWindow>();
+    return std::optional<UserState>();
   }
   ROTOR_RETURN_IF_ERROR(FromRocksDb(got, context));
-  ROTOR_ASSIGN_OR_RETURN(const internal::UserMetadata meta,
+  ROTOR_ASSIGN_OR_RETURN(internal::UserMetadata meta,
                          internal::DecodeUserMetadata(user_key, value));
   if (meta.n_blocks != n_blocks || meta.capacity != window || meta.d_model != d_model) {
     return Status::FailedPrecondition(
@@ -389,7 +421,8 @@ Result<std::optional<encoders::KvWindow>> UserStateStore::LoadWindow(std::string
                               context, internal::PrintableBytes(internal::RowKey(user, expected)),
                               expected, meta.rows);
   }
-  return std::optional<encoders::KvWindow>(std::move(out));
+  return std::optional<UserState>(
+      UserState{.window = std::move(out), .recent_event_ids = std::move(meta.recent_event_ids)});
 }
 
 Result<std::optional<std::string>> UserStateStore::LoadModelId(std::string_view user) const {
@@ -407,6 +440,31 @@ Result<std::optional<std::string>> UserStateStore::LoadModelId(std::string_view 
   ROTOR_ASSIGN_OR_RETURN(internal::UserMetadata meta,
                          internal::DecodeUserMetadata(user_key, value));
   return std::optional<std::string>(std::move(meta.model_id));
+}
+
+Result<std::vector<std::string>> UserStateStore::ListUsers() const {
+  ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
+  std::vector<std::string> out;
+  const std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->Cf(ColumnFamily::kUsers)));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    out.emplace_back(it->key().data(), it->key().size());
+  }
+  ROTOR_RETURN_IF_ERROR(FromRocksDb(it->status(), "listing users"));
+  return out;
+}
+
+Result<std::optional<std::string>> UserStateStore::LoadInfo(std::string_view name) const {
+  ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
+  ROTOR_RETURN_IF_ERROR(CheckName("info name", name, 4096));
+  std::string value;
+  const rocksdb::Status got =
+      impl_->db->Get(rocksdb::ReadOptions(), impl_->default_cf, internal::InfoKey(name), &value);
+  if (got.IsNotFound()) {
+    return std::optional<std::string>();
+  }
+  ROTOR_RETURN_IF_ERROR(FromRocksDb(got, fmt::format("loading info '{}'", name)));
+  return std::optional<std::string>(std::move(value));
 }
 
 Result<std::map<std::pair<std::string, int32_t>, int64_t>> UserStateStore::LoadOffsets() const {
@@ -432,6 +490,7 @@ StateBatch UserStateStore::NewBatch() const {
   rep->users_cf = impl_->Cf(ColumnFamily::kUsers);
   rep->rows_cf = impl_->Cf(ColumnFamily::kRows);
   rep->offsets_cf = impl_->Cf(ColumnFamily::kOffsets);
+  rep->default_cf = impl_->default_cf;
   return StateBatch(std::move(rep));
 }
 

@@ -9,9 +9,11 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "common/status.h"
 #include "encoders/kv_window.h"
@@ -42,6 +44,14 @@ struct StoreOptions {
 
 class UserStateStore;
 
+// Everything rotor keeps per user: the K/V window and the ids of the user's most recent events
+// (the pipeline's bounded dedupe memory, oldest first). Both are committed together, so a
+// restart or a replay rebuilds the dedupe memory exactly as an uninterrupted run has it.
+struct UserState {
+  encoders::KvWindow window;
+  std::vector<std::string> recent_event_ids;
+};
+
 // The writes of one commit: users' new rows and metadata, trimmed rows, and input offsets.
 // Nothing is visible until UserStateStore::Commit applies the whole batch atomically; a batch
 // destroyed or cleared without Commit leaves the store untouched.
@@ -62,17 +72,22 @@ class StateBatch {
 
   // Records `user`'s state after a decode: the newest min(new_rows, window.rows) rows (the
   // events appended since the user's last commit), the metadata (model id, positions, rows,
-  // last ts, shape), and a DeleteRange of every stored row that fell out of the window
-  // (position < window.next_pos - window.capacity).
+  // last ts, shape, `recent_event_ids`), and a DeleteRange of every stored row that fell out of
+  // the window (position < window.next_pos - window.capacity).
   // InvalidArgument: empty or over-long user or model id, an inconsistent window (shape,
   // first_pos < 0, rows out of range), new_rows < 0 or more than the events the window ever
-  // appended.
+  // appended, more than 100000 recent ids or one over 4096 bytes.
   Status PutWindow(std::string_view user, std::string_view model_id,
-                   const encoders::KvWindow& window, int64_t new_rows);
+                   const encoders::KvWindow& window, int64_t new_rows,
+                   std::span<const std::string> recent_event_ids = {});
 
   // Records that `partition` of `topic` resumes from `next_offset`. InvalidArgument for an
   // empty or over-long topic, a negative partition or offset.
   Status SetOffset(std::string_view topic, int32_t partition, int64_t next_offset);
+
+  // Records a store-wide property (e.g. the model id the state was computed with). Name and
+  // value are 1..4096 bytes; InvalidArgument otherwise.
+  Status PutInfo(std::string_view name, std::string_view value);
 
   // Number of RocksDB operations recorded (puts and range deletes); 0 after Clear/Commit.
   int64_t Count() const;
@@ -122,9 +137,19 @@ class UserStateStore {
   // d_model); Corruption (naming the key) for undecodable metadata or rows, or a missing row.
   Result<std::optional<encoders::KvWindow>> LoadWindow(std::string_view user, int64_t n_blocks,
                                                        int64_t window, int64_t d_model) const;
+  // LoadWindow plus the user's recent event ids, from the same snapshot.
+  Result<std::optional<UserState>> LoadUserState(std::string_view user, int64_t n_blocks,
+                                                 int64_t window, int64_t d_model) const;
 
   // The model id `user`'s window was computed with; nullopt when the user has no state.
   Result<std::optional<std::string>> LoadModelId(std::string_view user) const;
+
+  // Every user with state, in key order (for inspection and tests: it reads the whole users
+  // column family).
+  Result<std::vector<std::string>> ListUsers() const;
+
+  // A store-wide property written by StateBatch::PutInfo; nullopt when never written.
+  Result<std::optional<std::string>> LoadInfo(std::string_view name) const;
 
   // Every committed (topic, partition) -> next offset to consume.
   Result<std::map<std::pair<std::string, int32_t>, int64_t>> LoadOffsets() const;

@@ -275,6 +275,56 @@ TEST_F(UserStateStoreTest, ReopenAfterCloseAndFlushKeepsEverything) {
   EXPECT_EQ(offsets->at({"events", 1}), 12);
 }
 
+TEST_F(UserStateStoreTest, RecentEventIdsCommitWithTheWindowAndReloadInOrder) {
+  KvWindow w(kBlocks, 4, kD, 0);
+  Append(w, 1, 10);
+  StateBatch batch = store_->NewBatch();
+  const std::vector<std::string> ids = {"e3", "e1", std::string("e\0\xff", 3)};
+  ASSERT_TRUE(batch.PutWindow("erin", "m", w, 1, ids).ok());
+  ASSERT_TRUE(store_->Commit(batch).ok());
+  Reopen();
+  auto loaded = store_->LoadUserState("erin", kBlocks, 4, kD);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ASSERT_TRUE(loaded->has_value());
+  EXPECT_EQ((*loaded)->recent_event_ids, ids);
+  ExpectSameWindow((*loaded)->window, w);
+  // A later commit replaces the list (the pipeline keeps it bounded).
+  batch = store_->NewBatch();  // The old batch belonged to the store before Reopen.
+  Append(w, 1, 11);
+  ASSERT_TRUE(batch.PutWindow("erin", "m", w, 1, std::vector<std::string>{"e4"}).ok());
+  ASSERT_TRUE(store_->Commit(batch).ok());
+  loaded = store_->LoadUserState("erin", kBlocks, 4, kD);
+  ASSERT_TRUE(loaded.ok() && loaded->has_value());
+  EXPECT_EQ((*loaded)->recent_event_ids, std::vector<std::string>{"e4"});
+  const auto users = store_->ListUsers();
+  ASSERT_TRUE(users.ok());
+  EXPECT_EQ(*users, std::vector<std::string>{"erin"});
+  const auto none = store_->LoadUserState("nobody", kBlocks, 4, kD);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  EXPECT_EQ(
+      batch
+          .PutWindow("erin", "m", w, 0,
+                     std::vector<std::string>{std::string(internal::kMaxEventIdBytes + 1, 'x')})
+          .code(),
+      StatusCode::kInvalidArgument);
+}
+
+TEST_F(UserStateStoreTest, InfoEntriesCommitAndReload) {
+  auto none = store_->LoadInfo("model_id");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  StateBatch batch = store_->NewBatch();
+  ASSERT_TRUE(batch.PutInfo("model_id", "abc").ok());
+  EXPECT_EQ(batch.PutInfo("", "x").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(batch.PutInfo("x", "").code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(store_->Commit(batch).ok());
+  Reopen();
+  auto got = store_->LoadInfo("model_id");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ(**got, "abc");
+}
+
 TEST_F(UserStateStoreTest, CorruptMetadataIsCorruptionNamingTheKey) {
   KvWindow w(kBlocks, 4, kD, 0);
   AppendAndCommit("dave", w, 3, 2, 1);

@@ -8,7 +8,12 @@ namespace rotor::storage {
 WindowCache::WindowCache(int64_t budget_bytes)
     : budget_bytes_(std::max<int64_t>(budget_bytes, 0)) {}
 
-int64_t WindowCache::EntryBytes(std::string_view user, const encoders::KvWindow& window) {
+int64_t WindowCache::EntryBytes(std::string_view user, const UserState& state) {
+  const encoders::KvWindow& window = state.window;
+  int64_t id_bytes = 0;
+  for (const std::string& id : state.recent_event_ids) {
+    id_bytes += static_cast<int64_t>(sizeof(std::string) + id.size());
+  }
   int64_t floats = 0;
   for (const auto& block : window.k) {
     floats += static_cast<int64_t>(block.size());
@@ -18,10 +23,10 @@ int64_t WindowCache::EntryBytes(std::string_view user, const encoders::KvWindow&
   }
   return floats * static_cast<int64_t>(sizeof(float)) +
          static_cast<int64_t>(window.pos.size() * sizeof(int64_t)) +
-         static_cast<int64_t>(user.size()) + kEntryOverheadBytes;
+         static_cast<int64_t>(user.size()) + id_bytes + kEntryOverheadBytes;
 }
 
-encoders::KvWindow* WindowCache::Find(std::string_view user) {
+UserState* WindowCache::Find(std::string_view user) {
   const auto found = index_.find(user);
   if (found == index_.end()) {
     ++stats_.misses;
@@ -29,12 +34,12 @@ encoders::KvWindow* WindowCache::Find(std::string_view user) {
   }
   ++stats_.hits;
   lru_.splice(lru_.begin(), lru_, found->second);
-  return &found->second->window;
+  return &found->second->state;
 }
 
-encoders::KvWindow* WindowCache::Insert(std::string user, encoders::KvWindow window) {
+UserState* WindowCache::Insert(std::string user, UserState state) {
   Erase(user);
-  const int64_t entry_bytes = EntryBytes(user, window);
+  const int64_t entry_bytes = EntryBytes(user, state);
   if (entry_bytes > budget_bytes_) {
     ++stats_.rejected;
     return nullptr;
@@ -43,11 +48,10 @@ encoders::KvWindow* WindowCache::Insert(std::string user, encoders::KvWindow win
     Remove(std::prev(lru_.end()));
     ++stats_.evictions;
   }
-  lru_.push_front(
-      Entry{.user = std::move(user), .window = std::move(window), .bytes = entry_bytes});
+  lru_.push_front(Entry{.user = std::move(user), .state = std::move(state), .bytes = entry_bytes});
   index_.emplace(lru_.front().user, lru_.begin());
   bytes_ += entry_bytes;
-  return &lru_.front().window;
+  return &lru_.front().state;
 }
 
 void WindowCache::Erase(std::string_view user) {

@@ -1,5 +1,6 @@
-// WindowCache: the hot users' KvWindows kept in memory within a byte budget, so a decode does
-// not read RocksDB for a user seen recently (DESIGN section 5). UserStateStore serves misses.
+// WindowCache: the hot users' state (KvWindow + recent event ids) kept in memory within a byte
+// budget, so a decode does not read RocksDB for a user seen recently (DESIGN section 5).
+// UserStateStore serves misses.
 
 #ifndef ROTOR_STORAGE_WINDOW_CACHE_H_
 #define ROTOR_STORAGE_WINDOW_CACHE_H_
@@ -13,22 +14,24 @@
 #include <unordered_map>
 
 #include "encoders/kv_window.h"
+#include "storage/user_state_store.h"
 
 namespace rotor::storage {
 
-// A least-recently-used map user id -> KvWindow bounded by bytes.
+// A least-recently-used map user id -> UserState bounded by bytes.
 //
-//   encoders::KvWindow* window = cache.Find(user);
-//   if (window == nullptr) {
-//     ROTOR_ASSIGN_OR_RETURN(auto loaded, store.LoadWindow(user, n_blocks, w, d_model));
-//     window = cache.Insert(std::string(user), loaded ? std::move(*loaded) : decoder.NewWindow());
+//   UserState* state = cache.Find(user);
+//   if (state == nullptr) {
+//     ROTOR_ASSIGN_OR_RETURN(auto loaded, store.LoadUserState(user, n_blocks, w, d_model));
+//     state = cache.Insert(std::string(user),
+//                          loaded ? std::move(*loaded) : UserState{decoder.NewWindow(), {}});
 //   }
-//   // window may still be null: too large to cache; the caller keeps it then.
+//   // state may still be null: too large to cache; the caller keeps it then.
 //
-// An entry costs EntryBytes(user, window): its K/V and pos storage plus the key and a fixed
-// bookkeeping overhead. After every Insert, bytes() <= budget_bytes(): inserting evicts least
-// recently used entries (never the one just inserted) until the new one fits, and a window that
-// alone exceeds the budget is not cached (counted in stats().rejected).
+// An entry costs EntryBytes(user, state): its K/V and pos storage, its recent event ids, the
+// key and a fixed bookkeeping overhead. After every Insert, bytes() <= budget_bytes(): inserting
+// evicts least recently used entries (never the one just inserted) until the new one fits, and a
+// window that alone exceeds the budget is not cached (counted in stats().rejected).
 //
 // Lifecycle: owns copies of the windows. A pointer from Find/Insert stays valid until the next
 // Insert, Erase or Clear (any of which may evict it). The caller may modify the window in place
@@ -52,19 +55,19 @@ class WindowCache {
   // `budget_bytes` < 0 is treated as 0 (nothing is cached).
   explicit WindowCache(int64_t budget_bytes);
 
-  // The cached window of `user` (now most recently used), or nullptr; counts a hit or a miss.
-  encoders::KvWindow* Find(std::string_view user);
+  // The cached state of `user` (now most recently used), or nullptr; counts a hit or a miss.
+  UserState* Find(std::string_view user);
 
-  // Caches `window` for `user` (replacing any entry of `user`) as most recently used and returns
+  // Caches `state` for `user` (replacing any entry of `user`) as most recently used and returns
   // it, or returns nullptr when it alone exceeds the budget (then no entry of `user` remains).
-  encoders::KvWindow* Insert(std::string user, encoders::KvWindow window);
+  UserState* Insert(std::string user, UserState state);
 
   // Drops `user`'s entry if any (e.g. when its partition is revoked). Not an eviction.
   void Erase(std::string_view user);
   void Clear();
 
-  // What an entry of `user` holding `window` is charged.
-  static int64_t EntryBytes(std::string_view user, const encoders::KvWindow& window);
+  // What an entry of `user` holding `state` is charged.
+  static int64_t EntryBytes(std::string_view user, const UserState& state);
 
   int64_t bytes() const { return bytes_; }
   int64_t budget_bytes() const { return budget_bytes_; }
@@ -74,7 +77,7 @@ class WindowCache {
  private:
   struct Entry {
     std::string user;
-    encoders::KvWindow window;
+    UserState state;
     int64_t bytes = 0;
   };
   using Lru = std::list<Entry>;  // Front: most recently used.

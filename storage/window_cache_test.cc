@@ -13,10 +13,14 @@ namespace {
 using encoders::KvWindow;
 
 // 1 block, window 4, d_model 8: 2 * 4 * 8 floats + 4 positions = 288 data bytes.
-KvWindow SmallWindow(int64_t marker) {
+UserState SmallWindow(int64_t marker) {
   KvWindow w(1, 4, 8, 0);
   w.last_ts_ms = marker;
-  return w;
+  return UserState{.window = std::move(w), .recent_event_ids = {}};
+}
+
+UserState Big() {
+  return UserState{.window = KvWindow(4, 64, 64, 0), .recent_event_ids = {}};
 }
 
 int64_t EntryBytes(const std::string& user) {
@@ -26,6 +30,14 @@ int64_t EntryBytes(const std::string& user) {
 TEST(WindowCacheTest, EntryBytesCountWindowDataKeyAndOverhead) {
   EXPECT_EQ(WindowCache::EntryBytes("ab", SmallWindow(0)),
             2 * 4 * 8 * 4 + 4 * 8 + 2 + WindowCache::kEntryOverheadBytes);
+}
+
+TEST(WindowCacheTest, RecentEventIdsAreCharged) {
+  UserState state = SmallWindow(0);
+  state.recent_event_ids = {"e1", "event-2"};
+  EXPECT_EQ(WindowCache::EntryBytes("ab", state),
+            WindowCache::EntryBytes("ab", SmallWindow(0)) +
+                static_cast<int64_t>(2 * sizeof(std::string) + 2 + 7));
 }
 
 TEST(WindowCacheTest, EvictsLeastRecentlyUsedFirst) {
@@ -40,9 +52,9 @@ TEST(WindowCacheTest, EvictsLeastRecentlyUsedFirst) {
   ASSERT_NE(cache.Insert("u4", SmallWindow(4)), nullptr);  // Evicts u2.
   EXPECT_EQ(cache.Find("u2"), nullptr);
   for (int64_t i : {0, 3, 4}) {
-    const KvWindow* w = cache.Find(fmt::format("u{}", i));
+    const UserState* w = cache.Find(fmt::format("u{}", i));
     ASSERT_NE(w, nullptr) << i;
-    EXPECT_EQ(w->last_ts_ms, i);
+    EXPECT_EQ(w->window.last_ts_ms, i);
   }
   EXPECT_EQ(cache.size(), 3U);
   EXPECT_EQ(cache.stats().evictions, 2);
@@ -67,12 +79,12 @@ TEST(WindowCacheTest, BytesNeverExceedTheBudget) {
 TEST(WindowCacheTest, AWindowLargerThanTheBudgetIsNotCached) {
   WindowCache cache(EntryBytes("small") * 2);
   ASSERT_NE(cache.Insert("small", SmallWindow(1)), nullptr);
-  EXPECT_EQ(cache.Insert("big", KvWindow(4, 64, 64, 0)), nullptr);
+  EXPECT_EQ(cache.Insert("big", Big()), nullptr);
   EXPECT_EQ(cache.stats().rejected, 1);
   EXPECT_EQ(cache.stats().evictions, 0);
   EXPECT_NE(cache.Find("small"), nullptr);  // The rejected insert evicted nothing.
   // Replacing a cached user with a too-large window drops the stale entry.
-  EXPECT_EQ(cache.Insert("small", KvWindow(4, 64, 64, 0)), nullptr);
+  EXPECT_EQ(cache.Insert("small", Big()), nullptr);
   EXPECT_EQ(cache.Find("small"), nullptr);
   EXPECT_EQ(cache.bytes(), 0);
 
@@ -84,15 +96,15 @@ TEST(WindowCacheTest, AWindowLargerThanTheBudgetIsNotCached) {
 TEST(WindowCacheTest, InsertReplacesAndEraseAndClearForget) {
   WindowCache cache(EntryBytes("u1") * 4);
   ASSERT_NE(cache.Insert("u1", SmallWindow(1)), nullptr);
-  KvWindow* replaced = cache.Insert("u1", SmallWindow(7));
+  UserState* replaced = cache.Insert("u1", SmallWindow(7));
   ASSERT_NE(replaced, nullptr);
   EXPECT_EQ(cache.size(), 1U);
   EXPECT_EQ(cache.bytes(), EntryBytes("u1"));
-  replaced->next_pos = 42;  // In-place updates are what the pipeline does.
-  const KvWindow* found = cache.Find("u1");
+  replaced->window.next_pos = 42;  // In-place updates are what the pipeline does.
+  const UserState* found = cache.Find("u1");
   ASSERT_NE(found, nullptr);
-  EXPECT_EQ(found->last_ts_ms, 7);
-  EXPECT_EQ(found->next_pos, 42);
+  EXPECT_EQ(found->window.last_ts_ms, 7);
+  EXPECT_EQ(found->window.next_pos, 42);
 
   ASSERT_NE(cache.Insert("u2", SmallWindow(2)), nullptr);
   cache.Erase("u1");

@@ -53,6 +53,9 @@ bool GetVarint32(std::string_view* in, uint32_t* v) {
     }
     result |= static_cast<uint32_t>(byte & 0x7FU) << shift;
     if ((byte & 0x80U) == 0) {
+      if (byte == 0 && shift > 0) {
+        return false;  // Overlong: a canonical varint never ends in a zero byte.
+      }
       *v = result;
       return true;
     }
@@ -103,7 +106,7 @@ class ValueReader {
   std::string_view rest_;
 };
 
-constexpr std::size_t kMetadataFixedBytes = 4 + 7 * 8 + 4;
+constexpr std::size_t kMetadataFixedBytes = 4 + 7 * 8 + 4 + 4;
 
 }  // namespace
 
@@ -117,6 +120,12 @@ std::string_view ColumnFamilyName(ColumnFamily cf) {
       return "offsets";
   }
   return "unknown";
+}
+
+std::string InfoKey(std::string_view name) {
+  std::string out = "info/";
+  out.append(name);
+  return out;
 }
 
 std::string UserKey(std::string_view user) {
@@ -133,6 +142,11 @@ std::string EncodeUserMetadata(const UserMetadata& meta) {
   }
   PutFixed32(static_cast<uint32_t>(meta.model_id.size()), &out);
   out.append(meta.model_id);
+  PutFixed32(static_cast<uint32_t>(meta.recent_event_ids.size()), &out);
+  for (const std::string& id : meta.recent_event_ids) {
+    PutFixed32(static_cast<uint32_t>(id.size()), &out);
+    out.append(id);
+  }
   return out;
 }
 
@@ -157,13 +171,32 @@ Result<UserMetadata> DecodeUserMetadata(std::string_view key, std::string_view v
     return Status::Corruption("{}: metadata of {} bytes, want at least {}", where, value.size(),
                               kMetadataFixedBytes);
   }
-  if (model_id_bytes > kMaxModelIdBytes || model_id_bytes != reader.remaining()) {
-    return Status::Corruption("{}: model id length {} does not match the {} bytes left", where,
+  std::string_view model_id;
+  if (model_id_bytes > kMaxModelIdBytes || !reader.GetBytes(model_id_bytes, &model_id)) {
+    return Status::Corruption("{}: model id length {} exceeds the {} bytes left", where,
                               model_id_bytes, reader.remaining());
   }
-  std::string_view model_id;
-  (void)reader.GetBytes(model_id_bytes, &model_id);  // Length checked just above.
   meta.model_id = std::string(model_id);
+  uint32_t id_count = 0;
+  if (!reader.GetU32(&id_count) || id_count > kMaxRecentEventIds ||
+      id_count > reader.remaining() / 4) {
+    return Status::Corruption("{}: recent event id count {} with {} bytes left", where, id_count,
+                              reader.remaining());
+  }
+  meta.recent_event_ids.reserve(id_count);
+  for (uint32_t i = 0; i < id_count; ++i) {
+    uint32_t id_bytes = 0;
+    std::string_view id;
+    if (!reader.GetU32(&id_bytes) || id_bytes > kMaxEventIdBytes ||
+        !reader.GetBytes(id_bytes, &id)) {
+      return Status::Corruption("{}: recent event id {} of {} is truncated", where, i, id_count);
+    }
+    meta.recent_event_ids.emplace_back(id);
+  }
+  if (reader.remaining() != 0) {
+    return Status::Corruption("{}: {} trailing bytes after the metadata", where,
+                              reader.remaining());
+  }
   if (meta.capacity <= 0 || meta.d_model <= 0 || meta.n_blocks <= 0) {
     return Status::Corruption("{}: shape capacity={} d_model={} n_blocks={}, want all > 0", where,
                               meta.capacity, meta.d_model, meta.n_blocks);

@@ -6,7 +6,8 @@
 //   users    key   = user id bytes (as received, any bytes, 1..kMaxUserIdBytes)
 //            value = UserMetadata: fixed32 format version, then int64 first_pos, next_pos,
 //                    rows, last_ts_ms, capacity, d_model, n_blocks, then fixed32 length +
-//                    model id bytes. All integers little-endian.
+//                    model id bytes, then fixed32 count of recent event ids and, oldest
+//                    first, fixed32 length + bytes of each. All integers little-endian.
 //   rows     key   = varint32(len(user)) + user + big-endian uint64 position
 //            value = for each block b in 0..n_blocks: K row then V row, d_model float32
 //                    little-endian each (n_blocks * 2 * d_model * 4 bytes).
@@ -15,6 +16,8 @@
 //            range scan returning rows in position order.
 //   offsets  key   = varint32(len(topic)) + topic + big-endian uint32 partition
 //            value = int64 little-endian: the next input offset to consume.
+//
+//   default  key   = "info/" + name: store-wide properties (the model id the state belongs to).
 //
 // Decoders never trust their input: a short, long or out-of-range value is Status::Corruption
 // naming the key, never a crash.
@@ -27,6 +30,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "common/status.h"
 
@@ -46,6 +50,9 @@ inline constexpr uint32_t kMetadataFormatVersion = 1;
 inline constexpr std::size_t kMaxUserIdBytes = 4096;
 inline constexpr std::size_t kMaxTopicBytes = 4096;
 inline constexpr std::size_t kMaxModelIdBytes = 1024;
+// Bounds on the recent event ids kept per user (the pipeline's dedupe memory).
+inline constexpr std::size_t kMaxRecentEventIds = 100000;
+inline constexpr std::size_t kMaxEventIdBytes = 4096;
 
 // One user's entry in the users column family.
 struct UserMetadata {
@@ -57,6 +64,7 @@ struct UserMetadata {
   int64_t capacity = 0;
   int64_t d_model = 0;
   int64_t n_blocks = 0;
+  std::vector<std::string> recent_event_ids;  // Oldest first.
 
   bool operator==(const UserMetadata& other) const = default;
 };
@@ -85,6 +93,9 @@ std::string OffsetKey(std::string_view topic, int32_t partition);
 Result<std::pair<std::string, int32_t>> DecodeOffsetKey(std::string_view key);
 std::string EncodeOffsetValue(int64_t next_offset);
 Result<int64_t> DecodeOffsetValue(std::string_view key, std::string_view value);
+
+// default: key of a store-wide property.
+std::string InfoKey(std::string_view name);
 
 // `bytes` for messages: printable ASCII as is, anything else (and '\\', '\'') as \xNN.
 std::string PrintableBytes(std::string_view bytes);

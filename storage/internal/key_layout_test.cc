@@ -26,7 +26,8 @@ UserMetadata SampleMetadata() {
           .last_ts_ms = 1'700'000'000'000,
           .capacity = 200,
           .d_model = 64,
-          .n_blocks = 3};
+          .n_blocks = 3,
+          .recent_event_ids = {"e-1", "", std::string("e\0x", 3)}};
 }
 
 TEST(KeyLayoutTest, RowPrefixesOfDifferentUsersNeverNest) {
@@ -120,6 +121,9 @@ TEST(KeyLayoutTest, CorruptMetadataIsCorruptionNamingTheKey) {
   bad.push_back(broken([](UserMetadata& m) {
     m.next_pos = m.first_pos + 3;
     m.rows = 4;
+  }));
+  bad.push_back(broken([](UserMetadata& m) {
+    m.recent_event_ids.assign(1, std::string(kMaxEventIdBytes + 1, 'x'));
   }));
   for (const std::string& value : bad) {
     const auto decoded = DecodeUserMetadata("user\x01", value);

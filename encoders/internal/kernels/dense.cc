@@ -142,17 +142,13 @@ HWY_INLINE void GemmMicroTile(D d, const float* HWY_RESTRICT x, size_t ldx,
   }
 }
 
-void GemmImpl(const float* HWY_RESTRICT x, int n, int in, const float* HWY_RESTRICT w, int out,
-              float* HWY_RESTRICT y) {
+// The tiled product. Every output element is one sequential FMA chain over k, whatever the
+// number of rows or the tile a row falls in, so each row's result does not depend on n.
+void GemmTilesImpl(const float* HWY_RESTRICT x, int n, int in, const float* HWY_RESTRICT w, int out,
+                   float* HWY_RESTRICT y) {
   const auto rows = static_cast<size_t>(n);
   const auto depth = static_cast<size_t>(in);
   const auto outs = static_cast<size_t>(out);
-  if (rows < kMinGemmRows) {
-    for (size_t i = 0; i < rows; ++i) {
-      GemvImpl(w, out, in, x + i * depth, y + i * outs);
-    }
-    return;
-  }
   const hn::ScalableTag<float> d;
   const size_t lanes = hn::Lanes(d);
   const size_t panel_width = 2 * lanes;
@@ -208,6 +204,20 @@ void GemmImpl(const float* HWY_RESTRICT x, int n, int in, const float* HWY_RESTR
   }
 }
 
+void GemmImpl(const float* HWY_RESTRICT x, int n, int in, const float* HWY_RESTRICT w, int out,
+              float* HWY_RESTRICT y) {
+  const auto rows = static_cast<size_t>(n);
+  if (rows < kMinGemmRows) {
+    const auto depth = static_cast<size_t>(in);
+    const auto outs = static_cast<size_t>(out);
+    for (size_t i = 0; i < rows; ++i) {
+      GemvImpl(w, out, in, x + i * depth, y + i * outs);
+    }
+    return;
+  }
+  GemmTilesImpl(x, n, in, w, out, y);
+}
+
 void LinearImpl(const float* HWY_RESTRICT w, const float* HWY_RESTRICT b, int in, int out,
                 const float* HWY_RESTRICT x, float* HWY_RESTRICT y) {
   LayerImpl<Activation::kNone>(w, b, in, out, x, y, 0.0f);
@@ -230,6 +240,7 @@ namespace rotor::kernels {
 
 HWY_EXPORT(GemvImpl);
 HWY_EXPORT(GemmImpl);
+HWY_EXPORT(GemmTilesImpl);
 HWY_EXPORT(LinearImpl);
 HWY_EXPORT(LinearReluImpl);
 HWY_EXPORT(SineLayerImpl);
@@ -264,6 +275,11 @@ void GemmHighway(const float* x, int n, int in, const float* w, int out, float* 
 // copies) and Gemv is a tie, except 64 -> 64 where ours is 2x faster.
 void Gemv(const float* w, int rows, int cols, const float* x, float* y) {
   GemvHighway(w, rows, cols, x, y);
+}
+
+void GemmRowInvariant(const float* x, int n, int in, const float* w, int out, float* y) {
+  assert(n >= 0 && in >= 0 && out >= 0);
+  HWY_DYNAMIC_DISPATCH(GemmTilesImpl)(x, n, in, w, out, y);
 }
 
 void Gemm(const float* x, int n, int in, const float* w, int out, float* y) {

@@ -93,6 +93,9 @@ void GemvEigen(const float* w, int rows, int cols, const float* x, float* y);
 void Gemm(const float* x, int n, int in, const float* w, int out, float* y);
 void GemmHighway(const float* x, int n, int in, const float* w, int out, float* y);
 void GemmEigen(const float* x, int n, int in, const float* w, int out, float* y);
+// Gemm whose every row is computed the same way whatever n is (always the tiled Highway path,
+// never the Gemv fallback for small n), so a row's bits do not depend on how rows are batched.
+void GemmRowInvariant(const float* x, int n, int in, const float* w, int out, float* y);
 
 // y = W x + b; b may be null (no bias). y must not alias x.
 void Linear(const float* w, const float* b, int in, int out, const float* x, float* y);

@@ -1,0 +1,296 @@
+#include "encoders/ready_tensors.h"
+
+#include <bit>
+#include <charconv>
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+#include <span>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "encoders/internal/safetensors.h"
+
+namespace rotor::encoders {
+namespace {
+
+using internal::Dtype;
+using internal::SafetensorsMetadata;
+using internal::TensorView;
+
+constexpr std::string_view kFormatKey = "rotor.format";
+
+Dtype ToDtype(WireDtype d) {
+  switch (d) {
+    case WireDtype::kF32:
+      return Dtype::kF32;
+    case WireDtype::kBF16:
+      return Dtype::kBF16;
+    case WireDtype::kF16:
+      return Dtype::kF16;
+  }
+  return Dtype::kF32;
+}
+
+// Appends `count` floats from `src` to `out` in `dtype`, little-endian.
+void AppendRow(const float* src, std::size_t count, WireDtype dtype, std::string& out) {
+  switch (dtype) {
+    case WireDtype::kF32:
+      out.append(reinterpret_cast<const char*>(src), count * sizeof(float));
+      return;
+    case WireDtype::kBF16:
+    case WireDtype::kF16:
+      for (std::size_t i = 0; i < count; ++i) {
+        const uint16_t h = dtype == WireDtype::kBF16 ? FloatToBf16(src[i]) : FloatToF16(src[i]);
+        out.push_back(static_cast<char>(h & 0xFF));
+        out.push_back(static_cast<char>(h >> 8));
+      }
+      return;
+  }
+}
+
+void ReadRows(std::span<const std::byte> data, Dtype dtype, std::vector<float>& out) {
+  if (dtype == Dtype::kF32) {
+    out.resize(data.size() / sizeof(float));
+    if (!data.empty()) {
+      std::memcpy(out.data(), data.data(), data.size());
+    }
+    return;
+  }
+  out.resize(data.size() / 2);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const auto h = static_cast<uint16_t>(std::to_integer<unsigned>(data[2 * i]) |
+                                         (std::to_integer<unsigned>(data[2 * i + 1]) << 8));
+    out[i] = dtype == Dtype::kBF16 ? Bf16ToFloat(h) : F16ToFloat(h);
+  }
+}
+
+template <class T>
+Result<T> MetaInt(const SafetensorsMetadata& meta, std::string_view key) {
+  const auto it = meta.find(key);
+  if (it == meta.end()) {
+    return Status::Corruption("ready tensors: metadata '{}' is missing", key);
+  }
+  T value{};
+  const std::string& text = it->second;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size()) {
+    return Status::Corruption("ready tensors: metadata '{}' = '{}' is not an integer", key, text);
+  }
+  return value;
+}
+
+Result<std::string> MetaString(const SafetensorsMetadata& meta, std::string_view key) {
+  const auto it = meta.find(key);
+  if (it == meta.end()) {
+    return Status::Corruption("ready tensors: metadata '{}' is missing", key);
+  }
+  return it->second;
+}
+
+}  // namespace
+
+std::string_view WireDtypeName(WireDtype dtype) {
+  return internal::DtypeName(ToDtype(dtype));
+}
+
+std::string_view ReadyKindName(ReadyKind kind) {
+  return kind == ReadyKind::kDelta ? "delta" : "snapshot";
+}
+
+uint16_t FloatToBf16(float x) {
+  uint32_t bits = std::bit_cast<uint32_t>(x);
+  if (std::isnan(x)) {
+    return static_cast<uint16_t>((bits >> 16) | 0x40);  // Quiet NaN, sign kept.
+  }
+  bits += 0x7FFF + ((bits >> 16) & 1);  // Round to nearest even.
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+float Bf16ToFloat(uint16_t x) {
+  return std::bit_cast<float>(static_cast<uint32_t>(x) << 16);
+}
+
+uint16_t FloatToF16(float x) {
+  const uint32_t bits = std::bit_cast<uint32_t>(x);
+  const auto sign = static_cast<uint16_t>((bits >> 16) & 0x8000);
+  uint32_t abs = bits & 0x7FFFFFFF;
+  if (abs > 0x7F800000) {
+    return static_cast<uint16_t>(sign | 0x7E00);  // NaN.
+  }
+  if (abs >= 0x477FF000) {  // >= 65520 rounds to infinity (and infinity itself).
+    return static_cast<uint16_t>(sign | 0x7C00);
+  }
+  if (abs < 0x38800000) {  // Below 2^-14: a half subnormal, in units of 2^-24 (exact scaling).
+    const float scaled = std::bit_cast<float>(abs) * 16777216.0F;
+    return static_cast<uint16_t>(sign | static_cast<uint16_t>(std::nearbyint(scaled)));
+  }
+  // Re-bias the exponent from 127 to 15 and round the 13 dropped mantissa bits to even.
+  abs += 0xC8000FFFU + ((abs >> 13) & 1);
+  return static_cast<uint16_t>(sign | (abs >> 13));
+}
+
+float F16ToFloat(uint16_t x) {
+  const uint32_t sign = static_cast<uint32_t>(x & 0x8000) << 16;
+  const uint32_t exponent = (x >> 10) & 0x1F;
+  const uint32_t mantissa = x & 0x3FFU;
+  if (exponent == 0) {
+    const float value = static_cast<float>(mantissa) * (1.0F / 16777216.0F);
+    return sign != 0 ? -value : value;
+  }
+  if (exponent == 31) {
+    return std::bit_cast<float>(sign | 0x7F800000U | (mantissa << 13));
+  }
+  return std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+
+Result<std::string> EncodeReadyTensors(const KvWindow& window, int64_t rows, ReadyHeader header) {
+  if (header.kind == ReadyKind::kSnapshot) {
+    rows = window.rows;
+  }
+  if (rows < 0 || rows > window.rows) {
+    return Status::InvalidArgument("ready tensors: {} rows asked of a window holding {}", rows,
+                                   window.rows);
+  }
+  header.next_pos = window.next_pos;
+  header.last_ts_ms = window.last_ts_ms;
+  const auto d = static_cast<std::size_t>(window.d_model);
+  const auto n_rows = static_cast<std::size_t>(rows);
+  const std::size_t item = header.dtype == WireDtype::kF32 ? 4 : 2;
+  const auto n_blocks = static_cast<std::size_t>(window.n_blocks());
+
+  // One buffer per tensor: k.<b> and v.<b> for every block, then pos.
+  std::vector<std::string> buffers(2 * n_blocks + 1);
+  for (std::size_t b = 0; b < 2 * n_blocks; ++b) {
+    buffers[b].reserve(n_rows * d * item);
+  }
+  std::string& pos_bytes = buffers.back();
+  for (int64_t p = window.next_pos - rows; p < window.next_pos; ++p) {
+    const auto offset = static_cast<std::size_t>(window.SlotOf(p)) * d;
+    for (std::size_t b = 0; b < n_blocks; ++b) {
+      AppendRow(window.k[b].data() + offset, d, header.dtype, buffers[2 * b]);
+      AppendRow(window.v[b].data() + offset, d, header.dtype, buffers[2 * b + 1]);
+    }
+    pos_bytes.append(reinterpret_cast<const char*>(&p), sizeof(p));
+  }
+  std::vector<TensorView> views;
+  views.reserve(buffers.size());
+  const std::vector<int64_t> row_shape = {rows, window.d_model};
+  for (std::size_t b = 0; b < n_blocks; ++b) {
+    for (std::size_t kv = 0; kv < 2; ++kv) {
+      const std::string& buf = buffers[2 * b + kv];
+      views.push_back(
+          TensorView{.name = fmt::format("{}.{}", kv == 0 ? 'k' : 'v', b),
+                     .dtype = ToDtype(header.dtype),
+                     .shape = row_shape,
+                     .data = std::as_bytes(std::span<const char>(buf.data(), buf.size()))});
+    }
+  }
+  views.push_back(
+      TensorView{.name = "pos",
+                 .dtype = Dtype::kI64,
+                 .shape = {rows},
+                 .data = std::as_bytes(std::span<const char>(pos_bytes.data(), pos_bytes.size()))});
+
+  SafetensorsMetadata meta;
+  meta.emplace(kFormatKey, kReadyTensorsFormat);
+  meta.emplace("rotor.kind", ReadyKindName(header.kind));
+  meta.emplace("rotor.model_id", header.model_id);
+  meta.emplace("rotor.user_id", header.user_id);
+  meta.emplace("rotor.next_pos", fmt::format("{}", header.next_pos));
+  meta.emplace("rotor.last_ts_ms", fmt::format("{}", header.last_ts_ms));
+  meta.emplace("rotor.source_topic", header.source_topic);
+  meta.emplace("rotor.source_partition", fmt::format("{}", header.source_partition));
+  meta.emplace("rotor.source_offset", fmt::format("{}", header.source_offset));
+  meta.emplace("rotor.dtype", WireDtypeName(header.dtype));
+  return internal::EncodeSafetensors(views, meta);
+}
+
+Result<ReadyTensors> DecodeReadyTensors(std::string_view bytes) {
+  ROTOR_ASSIGN_OR_RETURN(
+      const internal::SafetensorsFile file,
+      internal::ParseSafetensors(std::as_bytes(std::span<const char>(bytes.data(), bytes.size()))));
+  const SafetensorsMetadata& meta = file.metadata;
+  ROTOR_ASSIGN_OR_RETURN(const std::string format, MetaString(meta, kFormatKey));
+  if (format != kReadyTensorsFormat) {
+    return Status::Corruption("ready tensors: rotor.format '{}', want '{}'", format,
+                              kReadyTensorsFormat);
+  }
+  ReadyTensors out;
+  ReadyHeader& h = out.header;
+  ROTOR_ASSIGN_OR_RETURN(const std::string kind, MetaString(meta, "rotor.kind"));
+  if (kind == "delta") {
+    h.kind = ReadyKind::kDelta;
+  } else if (kind == "snapshot") {
+    h.kind = ReadyKind::kSnapshot;
+  } else {
+    return Status::Corruption("ready tensors: rotor.kind '{}', want delta or snapshot", kind);
+  }
+  ROTOR_ASSIGN_OR_RETURN(h.model_id, MetaString(meta, "rotor.model_id"));
+  ROTOR_ASSIGN_OR_RETURN(h.user_id, MetaString(meta, "rotor.user_id"));
+  ROTOR_ASSIGN_OR_RETURN(h.next_pos, MetaInt<int64_t>(meta, "rotor.next_pos"));
+  ROTOR_ASSIGN_OR_RETURN(h.last_ts_ms, MetaInt<int64_t>(meta, "rotor.last_ts_ms"));
+  ROTOR_ASSIGN_OR_RETURN(h.source_topic, MetaString(meta, "rotor.source_topic"));
+  ROTOR_ASSIGN_OR_RETURN(h.source_partition, MetaInt<int32_t>(meta, "rotor.source_partition"));
+  ROTOR_ASSIGN_OR_RETURN(h.source_offset, MetaInt<int64_t>(meta, "rotor.source_offset"));
+  ROTOR_ASSIGN_OR_RETURN(const std::string dtype, MetaString(meta, "rotor.dtype"));
+  Dtype want = Dtype::kF32;
+  if (dtype == "F32") {
+    h.dtype = WireDtype::kF32;
+  } else if (dtype == "BF16") {
+    h.dtype = WireDtype::kBF16;
+    want = Dtype::kBF16;
+  } else if (dtype == "F16") {
+    h.dtype = WireDtype::kF16;
+    want = Dtype::kF16;
+  } else {
+    return Status::Corruption("ready tensors: rotor.dtype '{}', want F32, BF16 or F16", dtype);
+  }
+
+  const TensorView* pos = file.Find("pos");
+  if (pos == nullptr || pos->dtype != Dtype::kI64 || pos->shape.size() != 1) {
+    return Status::Corruption("ready tensors: 'pos' must be a 1-d I64 tensor");
+  }
+  const int64_t rows = pos->shape[0];
+  out.pos.resize(static_cast<std::size_t>(rows));
+  if (rows > 0) {
+    std::memcpy(out.pos.data(), pos->data.data(), pos->data.size());
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    if (out.pos[static_cast<std::size_t>(i)] != h.next_pos - rows + i) {
+      return Status::Corruption(
+          "ready tensors: pos[{}] = {}, want {} (consecutive, ending at next_pos - 1 = {})", i,
+          out.pos[static_cast<std::size_t>(i)], h.next_pos - rows + i, h.next_pos - 1);
+    }
+  }
+  if (file.tensors.size() % 2 != 1 || file.tensors.size() < 3) {
+    return Status::Corruption("ready tensors: {} tensors, want pos plus k.<b>/v.<b> pairs",
+                              file.tensors.size());
+  }
+  const std::size_t n_blocks = (file.tensors.size() - 1) / 2;
+  out.k.resize(n_blocks);
+  out.v.resize(n_blocks);
+  for (std::size_t b = 0; b < n_blocks; ++b) {
+    for (std::size_t kv = 0; kv < 2; ++kv) {
+      const std::string name = fmt::format("{}.{}", kv == 0 ? 'k' : 'v', b);
+      const TensorView* t = file.Find(name);
+      if (t == nullptr) {
+        return Status::Corruption("ready tensors: tensor '{}' is missing", name);
+      }
+      if (t->dtype != want || t->shape.size() != 2 || t->shape[0] != rows || t->shape[1] <= 0 ||
+          (out.d_model != 0 && t->shape[1] != out.d_model)) {
+        return Status::Corruption(
+            "ready tensors: tensor '{}' has dtype {} and shape [{}], want {} "
+            "[{}, d_model]",
+            name, internal::DtypeName(t->dtype), fmt::join(t->shape, ", "),
+            internal::DtypeName(want), rows);
+      }
+      out.d_model = t->shape[1];
+      ReadRows(t->data, t->dtype, kv == 0 ? out.k[b] : out.v[b]);
+    }
+  }
+  return out;
+}
+
+}  // namespace rotor::encoders
