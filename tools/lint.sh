@@ -46,6 +46,8 @@ fi
 owners=(
   "rocksdb/|storage/"
   "librdkafka/|pipeline/"
+  "simdjson|pipeline/"
+  "yaml-cpp/|config/"
   "boost/beast|api/"
   "boost/asio|api/"
   "hwy/|encoders/"

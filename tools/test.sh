@@ -71,21 +71,53 @@ tools/kafka/fetch.sh
 ctest --preset debug -L integration --output-on-failure
 end
 
-# libFuzzer over the bundle loader (encoders/bundle_fuzzer.cc), clang-built by the `fuzz`
-# preset. Seeds come from testdata/golden (bundles, their configs, expected files) plus tiny
-# bundles of every variant exported by sirenrope; the corpus it grows persists under build/fuzz.
-# Any crash, sanitizer report or broken invariant fails the step and leaves the input in
-# build/fuzz/bundle_fuzzer/artifacts/.
+# libFuzzer, clang-built by the `fuzz` preset, over three parsers of untrusted bytes:
+#   encoders_bundle_fuzzer        the bundle loader (encoders/bundle_fuzzer.cc): seeds from
+#                                 testdata/golden (bundles, their configs, expected files) plus
+#                                 tiny bundles of every variant exported by sirenrope;
+#   pipeline_event_parser_fuzzer  input-topic messages (pipeline/event_parser_fuzzer.cc): seeds
+#                                 are 20 golden event lines and a few edge cases;
+#   storage_key_layout_fuzzer     RocksDB key/value decoders (storage/internal/key_layout_fuzzer.cc).
+# ROTOR_FUZZ_SECONDS is split 1/2, 1/3, 1/6 between them (each at least 1 s). The corpus each
+# grows persists under build/fuzz/<name>/corpus. Any crash, sanitizer report or broken invariant
+# fails the step and leaves the input in build/fuzz/<name>/artifacts/.
 fuzz_seconds="${ROTOR_FUZZ_SECONDS:-60}"
 if [[ "${fuzz_seconds}" == "0" ]]; then
   summary+=("fuzz: skipped (ROTOR_FUZZ_SECONDS=0)")
 else
-  begin "fuzz (libFuzzer, bundle loader, ${fuzz_seconds}s)"
+  begin "fuzz (libFuzzer: bundle loader, event parser, key layout; ${fuzz_seconds}s)"
   cmake --preset fuzz >/dev/null
-  cmake --build --preset fuzz --target encoders_bundle_fuzzer
-  fuzz_dir=build/fuzz/bundle_fuzzer
-  rm -rf "${fuzz_dir}/seeds"
-  mkdir -p "${fuzz_dir}/seeds" "${fuzz_dir}/corpus" "${fuzz_dir}/artifacts"
+  cmake --build --preset fuzz --target encoders_bundle_fuzzer pipeline_event_parser_fuzzer \
+    storage_key_layout_fuzzer
+
+  # Fresh seeds and the corpus/artifacts folders of fuzzer `name`; prints the folder.
+  fuzz_prepare() {
+    local dir="build/fuzz/$1"
+    rm -rf "${dir}/seeds"
+    mkdir -p "${dir}/seeds" "${dir}/corpus" "${dir}/artifacts"
+    echo "${dir}"
+  }
+  # Runs fuzzer binary $2 (named $1) for $3 seconds over its corpus and seeds; extra libFuzzer
+  # flags follow. Fails the step with the log's tail when it finds something.
+  fuzz_run() {
+    local name="$1" binary="$2" seconds="$3" dir="build/fuzz/$1"
+    shift 3
+    echo "fuzz: ${name} for ${seconds}s"
+    "${binary}" -max_total_time="${seconds}" -rss_limit_mb=2048 -timeout=30 -print_final_stats=1 \
+      -artifact_prefix="${dir}/artifacts/" "$@" "${dir}/corpus" "${dir}/seeds" \
+      2>"${dir}/log" || {
+      tail -n 60 "${dir}/log" >&2
+      echo "test.sh: the fuzzer ${name} failed; the input is in ${dir}/artifacts/" >&2
+      exit 1
+    }
+    grep -E '^(#[0-9]+[[:space:]]+DONE|stat::)' "${dir}/log" || true
+  }
+  fuzz_share() {  # fuzz_share DIVISOR: fuzz_seconds / DIVISOR, at least 1.
+    local s=$((fuzz_seconds / $1))
+    echo $((s < 1 ? 1 : s))
+  }
+
+  fuzz_dir="$(fuzz_prepare bundle_fuzzer)"
   "${ROTOR_PY}" - "${fuzz_dir}/seeds" testdata/golden <<'PY'
 import os, shutil, sys
 import torch
@@ -116,15 +148,38 @@ for variant in VARIANTS:  # Small valid bundles: mutations of them reach the dee
     with open(os.path.join(out, f"tiny_{variant}.bundle.safetensors"), "wb") as f:
         f.write(bundle_bytes(GenerativeRecommender(cfg)))
 PY
-  build/fuzz/encoders/encoders_bundle_fuzzer -max_total_time="${fuzz_seconds}" \
-    -rss_limit_mb=2048 -timeout=30 -print_final_stats=1 -dict=encoders/bundle_fuzzer.dict \
-    -artifact_prefix="${fuzz_dir}/artifacts/" "${fuzz_dir}/corpus" "${fuzz_dir}/seeds" \
-    2>"${fuzz_dir}/log" || {
-    tail -n 60 "${fuzz_dir}/log" >&2
-    echo "test.sh: the fuzzer failed; the input is in ${fuzz_dir}/artifacts/" >&2
-    exit 1
-  }
-  grep -E '^(#[0-9]+[[:space:]]+DONE|stat::)' "${fuzz_dir}/log" || true
+  fuzz_run bundle_fuzzer build/fuzz/encoders/encoders_bundle_fuzzer "$(fuzz_share 2)" \
+    -dict=encoders/bundle_fuzzer.dict
+
+  # Event parser seeds: the first two lines of the golden event files (20 messages, one per
+  # file) and two events that reach the parser's refusal-precedence paths.
+  fuzz_dir="$(fuzz_prepare event_parser_fuzzer)"
+  n=0
+  for events in testdata/golden/*.events.jsonl; do
+    while IFS= read -r line && ((n < 20)); do
+      printf '%s' "${line}" >"${fuzz_dir}/seeds/golden-${n}.json"
+      n=$((n + 1))
+    done < <(head -n 2 "${events}")
+  done
+  printf '%s' '{"event_id":"e","user_id":"u","ts_ms":1,"item":{"id":"i","features":[1,"x",2,3,4,5,6,7]},"action":{"click":true,"click":1,"like":null}}' \
+    >"${fuzz_dir}/seeds/edge-types.json"
+  printf '%s' '{"event_id":"e","user_id":"u","ts_ms":18446744073709551615,"item":[],"action":[],"attrs":{"topic":1,"topic":"tech"}}' \
+    >"${fuzz_dir}/seeds/edge-ranges.json"
+  fuzz_run event_parser_fuzzer build/fuzz/pipeline/pipeline_event_parser_fuzzer "$(fuzz_share 3)" \
+    -dict=pipeline/event_parser_fuzzer.dict
+
+  # Key layout seeds: a valid users value (the whole input is both key and value), and a
+  # rows key and an offsets key (first byte = key length, the rest split into key and value).
+  fuzz_dir="$(fuzz_prepare key_layout_fuzzer)"
+  printf '\x01\x00\x00\x00%b%b%b%b%b%b%b\x02\x00\x00\x00m1\x01\x00\x00\x00\x02\x00\x00\x00e1' \
+    '\x00\x00\x00\x00\x00\x00\x00\x00' '\x03\x00\x00\x00\x00\x00\x00\x00' \
+    '\x02\x00\x00\x00\x00\x00\x00\x00' '\x00\x00\x00\x00\x00\x00\x00\x00' \
+    '\x04\x00\x00\x00\x00\x00\x00\x00' '\x02\x00\x00\x00\x00\x00\x00\x00' \
+    '\x01\x00\x00\x00\x00\x00\x00\x00' >"${fuzz_dir}/seeds/users-value"
+  printf '\x0b\x02u1\x00\x00\x00\x00\x00\x00\x00\x07' >"${fuzz_dir}/seeds/rows-key"
+  printf '\x09\x04in-1\x00\x00\x00\x03\x2a\x00\x00\x00\x00\x00\x00\x00' \
+    >"${fuzz_dir}/seeds/offsets-key-value"
+  fuzz_run key_layout_fuzzer build/fuzz/storage/storage_key_layout_fuzzer "$(fuzz_share 6)"
   end
 fi
 
@@ -135,6 +190,12 @@ else
   tools/lint.sh
   end
 fi
+
+# docker-compose.yml must validate (Debian's docker-compose checks it without an engine) and
+# the config the image ships must pass the daemon's validator (docs/deploy.md).
+begin "deployment files (tools/compose_check.sh)"
+tools/compose_check.sh
+end
 
 begin "python tests (pytest python/tests)"
 pytest_rc=0

@@ -1,0 +1,759 @@
+// The YAML reader and validator behind daemon_config.h.
+//
+// How it reads: yaml-cpp builds a node tree (it throws on malformed YAML; every exception is
+// caught in ReadYaml and becomes a Status), then one table (Sections) maps every section and
+// key to a typed reader bound to its struct field. The readers are strict: yaml-cpp leaves
+// scalars untyped and its as<T>() is lenient (as<bool> takes yes/no/on/off), so integers and
+// booleans are recognised here, by the YAML 1.2 core-schema spelling of a plain scalar.
+// Ranges live in one place (the k*Range constants) and both the readers and
+// ValidateDaemonConfig phrase a violation the same way.
+//
+// Lifecycle: stateless functions; the yaml-cpp tree lives only inside ReadYaml.
+//
+// Concurrency: every function is reentrant. ProcessEnv reads the environment with getenv, so
+// it must not run while another thread calls setenv/putenv (call it at startup).
+//
+// Limitations: one YAML document per file. Integers are decimal only ("010" is ten, as in
+// YAML 1.2; no 0x, 0o, 1_000); booleans are `true`/`false` only; sizes take binary suffixes only
+// (B, KiB, MiB, GiB, TiB; no KB/MB, no space). Merge keys (`<<`) are not understood (an unknown
+// field). Duplicate keys are errors. Error messages carry the field's path, not its line number
+// (only malformed YAML reports line and column).
+
+#include "config/daemon_config.h"
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <fmt/core.h>
+#include <yaml-cpp/yaml.h>
+
+#include "common/status.h"
+
+namespace rotor::config {
+namespace {
+
+// ---- ranges and spellings -------------------------------------------------------------------
+
+constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+
+// Inclusive bounds of an integer field.
+struct IntRange {
+  int64_t lo;
+  int64_t hi;
+};
+
+constexpr IntRange kEmbeddedPartitionsRange{1, 1024};
+constexpr IntRange kSessionTimeoutMsRange{1000, 3600000};
+constexpr IntRange kTransactionTimeoutMsRange{1000, 900000};
+constexpr IntRange kMaxBatchEventsRange{1, 1000000};
+constexpr IntRange kMaxBatchWaitMsRange{0, 60000};
+// Not in the header: 1 GiB bounds the one buffer a single input message may need.
+constexpr IntRange kMaxMessageBytesRange{1, int64_t{1} << 30};
+constexpr IntRange kDedupeIdsPerUserRange{0, 100000};
+constexpr IntRange kNonNegative{0, kInt64Max};
+constexpr IntRange kPositive{1, kInt64Max};
+
+static_assert(kEmbeddedPartitionsRange.hi <= kInt32Max && kSessionTimeoutMsRange.hi <= kInt32Max &&
+                  kTransactionTimeoutMsRange.hi <= kInt32Max &&
+                  kMaxBatchEventsRange.hi <= kInt32Max && kMaxBatchWaitMsRange.hi <= kInt32Max &&
+                  kDedupeIdsPerUserRange.hi <= kInt32Max,
+              "the range of an int32_t field must fit in int32_t");
+
+// Kafka's own limit on topic names (kafka.common.internals.Topic).
+constexpr std::size_t kMaxTopicNameLength = 249;
+
+// The YAML spellings, indexed by the enumerator's value.
+constexpr std::array<std::string_view, 2> kDeliveryModeNames = {"at_least_once", "exactly_once"};
+constexpr std::array<std::string_view, 3> kOutputDtypeNames = {"f32", "bf16", "f16"};
+constexpr std::array<std::string_view, 4> kLogLevelNames = {"debug", "info", "warn", "error"};
+
+constexpr std::string_view kSectionNames = "model, kafka, delivery, pipeline, output, state, log";
+
+// librdkafka properties that rotor sets from its own fields or its delivery logic; a user value
+// would silently break offsets-with-state or the delivery guarantee. `hint` ends the message.
+struct ReservedProperty {
+  std::string_view key;
+  std::string_view hint;
+};
+constexpr std::array<ReservedProperty, 9> kReservedProperties = {{
+    {"bootstrap.servers", "use kafka.bootstrap_servers"},
+    {"metadata.broker.list", "use kafka.bootstrap_servers"},  // librdkafka's alias.
+    {"group.id", "use kafka.group_id"},
+    {"enable.auto.commit", "offsets are committed with the state (state.dir)"},
+    {"enable.auto.offset.store", "offsets are committed with the state (state.dir)"},
+    {"isolation.level", "it follows delivery.mode"},
+    {"transactional.id", "use delivery.transactional_id"},
+    {"enable.idempotence", "it follows delivery.mode"},
+    {"partition.assignment.strategy", "the pipeline needs its own assignor"},
+}};
+
+// "a, b, c".
+template <std::size_t N>
+std::string JoinNames(const std::array<std::string_view, N>& names) {
+  std::string out;
+  for (std::size_t i = 0; i < N; ++i) {
+    if (i > 0) {
+      out += ", ";
+    }
+    out += names[i];
+  }
+  return out;
+}
+
+template <std::size_t N>
+std::string_view NameAt(const std::array<std::string_view, N>& names, unsigned index) {
+  return index < N ? names[index] : std::string_view("?");
+}
+
+// ---- messages -------------------------------------------------------------------------------
+
+// The one error shape of this module: "config <path>: <what>" ("config: <what>" at the top).
+Status Fail(std::string_view path, std::string_view what) {
+  if (path.empty()) {
+    return Status::InvalidArgument("config: {}", what);
+  }
+  return Status::InvalidArgument("config {}: {}", path, what);
+}
+
+std::string JoinPath(std::string_view path, std::string_view key) {
+  return path.empty() ? std::string(key) : fmt::format("{}.{}", path, key);
+}
+
+// `text` in double quotes, with quotes, backslashes and control bytes escaped; cut after 60
+// bytes (at a UTF-8 character boundary) with "..." so a stray blob cannot flood a log line.
+std::string Quote(std::string_view text) {
+  constexpr std::size_t kMaxShown = 60;
+  std::size_t shown = std::min(text.size(), kMaxShown);
+  while (shown > 0 && shown < text.size() &&
+         (static_cast<unsigned char>(text[shown]) & 0xC0U) == 0x80U) {
+    --shown;
+  }
+  std::string out = "\"";
+  for (const char c : text.substr(0, shown)) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (byte < 0x20U || byte == 0x7FU) {
+      out += fmt::format("\\x{:02x}", byte);
+    } else {
+      out.push_back(c);
+    }
+  }
+  if (shown < text.size()) {
+    out += "...";
+  }
+  out.push_back('"');
+  return out;
+}
+
+bool IsDigit(char c) {
+  return c >= '0' && c <= '9';
+}
+
+// Locale-free, unlike std::isalnum.
+bool IsAsciiAlnum(char c) {
+  return IsDigit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+bool IsPlain(const YAML::Node& node) {
+  return node.Tag() == "?";
+}
+
+// A plain scalar a reader would take for a number or a boolean ("5", "-1.5e3", "12abc", "yes"):
+// shown bare in messages; anything else is shown quoted, as the string it is.
+bool LooksBare(std::string_view text) {
+  if (text.empty() || text.size() > 60) {
+    return false;
+  }
+  const bool numeric =
+      IsDigit(text[0]) ||
+      (text.size() > 1 && (text[0] == '-' || text[0] == '+' || text[0] == '.') && IsDigit(text[1]));
+  if (numeric) {
+    return std::ranges::all_of(text, [](char c) {
+      return IsAsciiAlnum(c) || c == '+' || c == '-' || c == '.' || c == '_';
+    });
+  }
+  static constexpr std::array<std::string_view, 24> kWords = {
+      "true", "True", "TRUE", "false", "False", "FALSE", "yes", "Yes", "YES", "no", "No",   "NO",
+      "on",   "On",   "ON",   "off",   "Off",   "OFF",   "y",   "Y",   "n",   "N",  ".inf", ".nan"};
+  return std::ranges::find(kWords, text) != kWords.end();
+}
+
+// What a node is, for "got ...": null, a sequence, a mapping, 5, true, "fp8".
+std::string Describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+      return "null";
+    case YAML::NodeType::Sequence:
+      return "a sequence";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    case YAML::NodeType::Scalar:
+      return IsPlain(node) && LooksBare(node.Scalar()) ? node.Scalar() : Quote(node.Scalar());
+    case YAML::NodeType::Undefined:
+      break;
+  }
+  return "nothing";
+}
+
+enum class IntSyntax : unsigned char {
+  kPlain,  // A YAML integer.
+  kBytes,  // A YAML integer or a size string ("256MiB").
+};
+
+// "an integer in [1, 1024]", "an integer >= 0 or a size like "256MiB"".
+std::string ExpectedInt(IntRange range, IntSyntax syntax) {
+  std::string out = range.hi == kInt64Max
+                        ? fmt::format("an integer >= {}", range.lo)
+                        : fmt::format("an integer in [{}, {}]", range.lo, range.hi);
+  if (syntax == IntSyntax::kBytes) {
+    out += R"( or a size like "256MiB")";
+  }
+  return out;
+}
+
+// ---- scalar readers -------------------------------------------------------------------------
+
+// [-+]?[0-9]+ in int64, else nullopt (malformed or out of range).
+std::optional<int64_t> ParseDecimal(std::string_view text) {
+  if (!text.empty() && text[0] == '+') {
+    text.remove_prefix(1);
+    if (!text.empty() && text[0] == '-') {
+      return std::nullopt;
+    }
+  }
+  int64_t value = 0;
+  const char* const end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec != std::errc() || ptr != end) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+// "<digits><B|KiB|MiB|GiB|TiB>" in int64, else nullopt.
+std::optional<int64_t> ParseSize(std::string_view text) {
+  std::size_t digits = 0;
+  while (digits < text.size() && IsDigit(text[digits])) {
+    ++digits;
+  }
+  if (digits == 0) {
+    return std::nullopt;
+  }
+  static constexpr std::array<std::pair<std::string_view, int>, 5> kSuffixes = {{
+      {"B", 0},
+      {"KiB", 10},
+      {"MiB", 20},
+      {"GiB", 30},
+      {"TiB", 40},
+  }};
+  const std::string_view suffix = text.substr(digits);
+  for (const auto& [name, shift] : kSuffixes) {
+    if (suffix != name) {
+      continue;
+    }
+    const std::optional<int64_t> count = ParseDecimal(text.substr(0, digits));
+    if (!count || *count > (kInt64Max >> shift)) {
+      return std::nullopt;
+    }
+    return *count << shift;
+  }
+  return std::nullopt;
+}
+
+template <class T>
+Status ReadInt(const YAML::Node& node, std::string_view path, IntRange range, IntSyntax syntax,
+               T& out) {
+  std::optional<int64_t> value;
+  if (node.IsScalar()) {
+    if (IsPlain(node) || node.Tag() == "tag:yaml.org,2002:int") {
+      value = ParseDecimal(node.Scalar());
+    }
+    if (!value && syntax == IntSyntax::kBytes) {
+      value = ParseSize(node.Scalar());
+    }
+  }
+  if (!value || *value < range.lo || *value > range.hi) {
+    return Fail(path,
+                fmt::format("expected {}, got {}", ExpectedInt(range, syntax), Describe(node)));
+  }
+  out = static_cast<T>(*value);  // In range, and every range fits T (static_assert above).
+  return Status::OK();
+}
+
+Status ReadBool(const YAML::Node& node, std::string_view path, bool& out) {
+  if (node.IsScalar() && (IsPlain(node) || node.Tag() == "tag:yaml.org,2002:bool")) {
+    if (node.Scalar() == "true") {
+      out = true;
+      return Status::OK();
+    }
+    if (node.Scalar() == "false") {
+      out = false;
+      return Status::OK();
+    }
+  }
+  return Fail(path, fmt::format("expected true or false, got {}", Describe(node)));
+}
+
+// Any scalar, as its text (`group_id: 123` is "123"); never null, a sequence or a mapping.
+Status ReadString(const YAML::Node& node, std::string_view path, std::string& out) {
+  if (!node.IsScalar()) {
+    return Fail(path, fmt::format("expected a string, got {}", Describe(node)));
+  }
+  if (node.Scalar().find('\0') != std::string::npos) {
+    return Fail(path, fmt::format("expected a string without NUL characters, got {}",
+                                  Quote(node.Scalar())));
+  }
+  out = node.Scalar();
+  return Status::OK();
+}
+
+template <class E, std::size_t N>
+Status ReadEnum(const YAML::Node& node, std::string_view path,
+                const std::array<std::string_view, N>& names, E& out) {
+  if (node.IsScalar()) {
+    for (std::size_t i = 0; i < N; ++i) {
+      if (node.Scalar() == names[i]) {
+        out = static_cast<E>(i);
+        return Status::OK();
+      }
+    }
+  }
+  return Fail(path, fmt::format("expected one of {}, got {}", JoinNames(names), Describe(node)));
+}
+
+// A mapping key as text; keys must be scalars.
+Result<std::string> KeyOf(const YAML::Node& key, std::string_view path) {
+  if (!key.IsScalar()) {
+    return Fail(path, fmt::format("expected string keys, got {}", Describe(key)));
+  }
+  return key.Scalar();
+}
+
+// librdkafka properties: a mapping of name -> scalar; null (nothing under the key) is empty.
+Status ReadProperties(const YAML::Node& node, std::string_view path,
+                      std::map<std::string, std::string>& out) {
+  if (node.IsNull()) {
+    return Status::OK();
+  }
+  if (!node.IsMap()) {
+    return Fail(path, fmt::format("expected a mapping, got {}", Describe(node)));
+  }
+  for (const auto& entry : node) {
+    ROTOR_ASSIGN_OR_RETURN(std::string key, KeyOf(entry.first, path));
+    const std::string property_path = JoinPath(path, key);
+    std::string value;
+    ROTOR_RETURN_IF_ERROR(ReadString(entry.second, property_path, value));
+    if (!out.emplace(std::move(key), std::move(value)).second) {
+      return Fail(property_path, "duplicate field");
+    }
+  }
+  return Status::OK();
+}
+
+// ---- the field table ------------------------------------------------------------------------
+
+// Reads one value into the field it is bound to; `path` is the value's dotted path.
+using FieldReader = std::function<Status(const YAML::Node& value, const std::string& path)>;
+
+struct Field {
+  std::string_view name;
+  FieldReader read;
+};
+
+FieldReader BoolField(bool& out) {
+  return [&out](const YAML::Node& v, const std::string& p) {
+    return ReadBool(v, p, out);
+  };
+}
+
+FieldReader StringField(std::string& out) {
+  return [&out](const YAML::Node& v, const std::string& p) {
+    return ReadString(v, p, out);
+  };
+}
+
+template <class T>
+FieldReader IntField(T& out, IntRange range) {
+  return [&out, range](const YAML::Node& v, const std::string& p) {
+    return ReadInt(v, p, range, IntSyntax::kPlain, out);
+  };
+}
+
+FieldReader BytesField(int64_t& out, IntRange range) {
+  return [&out, range](const YAML::Node& v, const std::string& p) {
+    return ReadInt(v, p, range, IntSyntax::kBytes, out);
+  };
+}
+
+template <class E, std::size_t N>
+FieldReader EnumField(E& out, const std::array<std::string_view, N>& names) {
+  return [&out, &names](const YAML::Node& v, const std::string& p) {
+    return ReadEnum(v, p, names, out);
+  };
+}
+
+FieldReader PropertiesField(std::map<std::string, std::string>& out) {
+  return [&out](const YAML::Node& v, const std::string& p) {
+    return ReadProperties(v, p, out);
+  };
+}
+
+// Reads a mapping whose keys must be among `fields`. Null (an empty file, `kafka:` with
+// nothing under it) leaves every field at its default. `unknown` is the message for other keys.
+Status ReadMapping(const YAML::Node& node, std::string_view path, const std::vector<Field>& fields,
+                   std::string_view unknown) {
+  if (node.IsNull()) {
+    return Status::OK();
+  }
+  if (!node.IsMap()) {
+    return Fail(path, fmt::format("expected a mapping{}, got {}",
+                                  path.empty() ? " of sections" : "", Describe(node)));
+  }
+  std::set<std::string, std::less<>> seen;
+  for (const auto& entry : node) {
+    ROTOR_ASSIGN_OR_RETURN(std::string key, KeyOf(entry.first, path));
+    const std::string field_path = JoinPath(path, key);
+    if (!seen.insert(key).second) {
+      return Fail(field_path, "duplicate field");
+    }
+    const Field* field = nullptr;
+    for (const Field& f : fields) {
+      if (f.name == key) {
+        field = &f;
+        break;
+      }
+    }
+    if (field == nullptr) {
+      return Fail(field_path, unknown);
+    }
+    ROTOR_RETURN_IF_ERROR(field->read(entry.second, field_path));
+  }
+  return Status::OK();
+}
+
+Field Section(std::string_view name, std::vector<Field> fields) {
+  return {name, [fields = std::move(fields)](const YAML::Node& v, const std::string& p) {
+            return ReadMapping(v, p, fields, "unknown field");
+          }};
+}
+
+// Every section and key of the file, bound to the fields of `c`. The one list of YAML names.
+std::vector<Field> Sections(DaemonConfig& c) {
+  KafkaOptions& k = c.kafka;
+  PipelineOptions& p = c.pipeline;
+  return {
+      Section("model", {{"bundle", StringField(c.model.bundle)}}),
+      Section(
+          "kafka",
+          {
+              {"embedded", BoolField(k.embedded)},
+              {"embedded_partitions", IntField(k.embedded_partitions, kEmbeddedPartitionsRange)},
+              {"bootstrap_servers", StringField(k.bootstrap_servers)},
+              {"group_id", StringField(k.group_id)},
+              {"client_id", StringField(k.client_id)},
+              {"input_topic", StringField(k.input_topic)},
+              {"output_topic", StringField(k.output_topic)},
+              {"dead_letter_topic", StringField(k.dead_letter_topic)},
+              {"session_timeout_ms", IntField(k.session_timeout_ms, kSessionTimeoutMsRange)},
+              {"consumer_properties", PropertiesField(k.consumer_properties)},
+              {"producer_properties", PropertiesField(k.producer_properties)},
+          }),
+      Section("delivery",
+              {
+                  {"mode", EnumField(c.delivery.mode, kDeliveryModeNames)},
+                  {"transactional_id", StringField(c.delivery.transactional_id)},
+                  {"transaction_timeout_ms",
+                   IntField(c.delivery.transaction_timeout_ms, kTransactionTimeoutMsRange)},
+              }),
+      Section("pipeline",
+              {
+                  {"max_batch_events", IntField(p.max_batch_events, kMaxBatchEventsRange)},
+                  {"max_batch_wait_ms", IntField(p.max_batch_wait_ms, kMaxBatchWaitMsRange)},
+                  {"max_message_bytes", BytesField(p.max_message_bytes, kMaxMessageBytesRange)},
+                  {"dedupe_ids_per_user", IntField(p.dedupe_ids_per_user, kDedupeIdsPerUserRange)},
+                  {"max_future_ms", IntField(p.max_future_ms, kNonNegative)},
+              }),
+      Section("output",
+              {
+                  {"dtype", EnumField(c.output.dtype, kOutputDtypeNames)},
+                  {"deltas", BoolField(c.output.deltas)},
+                  {"snapshot_interval_ms", IntField(c.output.snapshot_interval_ms, kNonNegative)},
+              }),
+      Section("state",
+              {
+                  {"dir", StringField(c.state.dir)},
+                  {"block_cache_bytes", BytesField(c.state.block_cache_bytes, kPositive)},
+                  {"write_buffer_bytes", BytesField(c.state.write_buffer_bytes, kPositive)},
+                  {"sync_writes", BoolField(c.state.sync_writes)},
+                  {"window_cache_bytes", BytesField(c.state.window_cache_bytes, kNonNegative)},
+              }),
+      Section("log",
+              {
+                  {"level", EnumField(c.log.level, kLogLevelNames)},
+                  {"stats_interval_ms", IntField(c.log.stats_interval_ms, kNonNegative)},
+              }),
+  };
+}
+
+// Parses `text` into `config` (defaults for what it leaves out). yaml-cpp's exceptions end here.
+Status ReadYaml(std::string_view text, DaemonConfig& config) {
+  try {
+    const std::vector<YAML::Node> documents = YAML::LoadAll(std::string(text));
+    if (documents.size() > 1) {
+      return Fail("", fmt::format("expected one YAML document, got {}", documents.size()));
+    }
+    if (documents.empty()) {  // Empty, or only comments.
+      return Status::OK();
+    }
+    const std::string unknown_section = fmt::format("unknown section; expected {}", kSectionNames);
+    return ReadMapping(documents[0], "", Sections(config), unknown_section);
+  } catch (const YAML::Exception& e) {
+    if (e.mark.is_null()) {
+      return Status::InvalidArgument("config: not YAML: {}", e.msg);
+    }
+    return Status::InvalidArgument("config: not YAML: line {}, column {}: {}", e.mark.line + 1,
+                                   e.mark.column + 1, e.msg);
+  } catch (const std::exception& e) {  // std::bad_alloc and the like: not the file's fault.
+    return Status::Internal("config: reading YAML failed: {}", e.what());
+  }
+}
+
+void ApplyEnv(const EnvLookup& env, DaemonConfig& config) {
+  if (const auto it = env.find(kEnvBootstrapServers); it != env.end() && !it->second.empty()) {
+    config.kafka.bootstrap_servers = it->second;
+  }
+  if (const auto it = env.find(kEnvStateDir); it != env.end() && !it->second.empty()) {
+    config.state.dir = it->second;
+  }
+}
+
+// ---- validation -----------------------------------------------------------------------------
+
+Status CheckInt(std::string_view path, int64_t value, IntRange range,
+                IntSyntax syntax = IntSyntax::kPlain) {
+  if (value < range.lo || value > range.hi) {
+    return Fail(path, fmt::format("expected {}, got {}", ExpectedInt(range, syntax), value));
+  }
+  return Status::OK();
+}
+
+Status CheckNonEmpty(std::string_view path, const std::string& value) {
+  if (value.empty()) {
+    return Fail(path, R"(expected a non-empty string, got "")");
+  }
+  return Status::OK();
+}
+
+template <class E, std::size_t N>
+Status CheckEnum(std::string_view path, E value, const std::array<std::string_view, N>& names) {
+  if (static_cast<std::size_t>(value) >= N) {
+    return Fail(path, fmt::format("expected one of {}, got {}", JoinNames(names),
+                                  static_cast<unsigned>(value)));
+  }
+  return Status::OK();
+}
+
+bool IsTopicName(std::string_view name) {
+  if (name.empty() || name.size() > kMaxTopicNameLength || name == "." || name == "..") {
+    return false;
+  }
+  return std::ranges::all_of(
+      name, [](char c) { return IsAsciiAlnum(c) || c == '.' || c == '_' || c == '-'; });
+}
+
+Status CheckTopic(std::string_view path, const std::string& name) {
+  if (!IsTopicName(name)) {
+    return Fail(path, fmt::format("expected a Kafka topic name (1 to {} characters of a-z A-Z 0-9 "
+                                  R"(. _ -, not "." or ".."), got {})",
+                                  kMaxTopicNameLength, Quote(name)));
+  }
+  return Status::OK();
+}
+
+Status CheckDistinctTopics(const KafkaOptions& k) {
+  const std::array<std::pair<std::string_view, const std::string*>, 3> topics = {{
+      {"kafka.input_topic", &k.input_topic},
+      {"kafka.output_topic", &k.output_topic},
+      {"kafka.dead_letter_topic", &k.dead_letter_topic},
+  }};
+  for (std::size_t i = 0; i < topics.size(); ++i) {
+    for (std::size_t j = 0; j < i; ++j) {
+      if (*topics[i].second == *topics[j].second) {
+        return Fail(topics[i].first,
+                    fmt::format("expected a topic different from {}, got {} for both",
+                                topics[j].first, Quote(*topics[i].second)));
+      }
+    }
+  }
+  return Status::OK();
+}
+
+Status CheckProperties(std::string_view path,
+                       const std::map<std::string, std::string>& properties) {
+  for (const auto& [key, value] : properties) {
+    if (key.empty()) {
+      return Fail(path, R"(expected non-empty property names, got "")");
+    }
+    for (const ReservedProperty& reserved : kReservedProperties) {
+      if (key == reserved.key) {
+        return Fail(JoinPath(path, key), fmt::format("set by rotor; {}", reserved.hint));
+      }
+    }
+  }
+  return Status::OK();
+}
+
+Status ValidateKafka(const KafkaOptions& k) {
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("kafka.embedded_partitions", k.embedded_partitions, kEmbeddedPartitionsRange));
+  if (!k.embedded && k.bootstrap_servers.empty()) {
+    return Fail("kafka.bootstrap_servers",
+                fmt::format("expected a non-empty string unless kafka.embedded is true (or set {} "
+                            "in the environment), got \"\"",
+                            kEnvBootstrapServers));
+  }
+  ROTOR_RETURN_IF_ERROR(CheckNonEmpty("kafka.group_id", k.group_id));
+  ROTOR_RETURN_IF_ERROR(CheckNonEmpty("kafka.client_id", k.client_id));
+  ROTOR_RETURN_IF_ERROR(CheckTopic("kafka.input_topic", k.input_topic));
+  ROTOR_RETURN_IF_ERROR(CheckTopic("kafka.output_topic", k.output_topic));
+  ROTOR_RETURN_IF_ERROR(CheckTopic("kafka.dead_letter_topic", k.dead_letter_topic));
+  ROTOR_RETURN_IF_ERROR(CheckDistinctTopics(k));
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("kafka.session_timeout_ms", k.session_timeout_ms, kSessionTimeoutMsRange));
+  ROTOR_RETURN_IF_ERROR(CheckProperties("kafka.consumer_properties", k.consumer_properties));
+  return CheckProperties("kafka.producer_properties", k.producer_properties);
+}
+
+Status ValidateDelivery(const DeliveryOptions& d, const KafkaOptions& k) {
+  ROTOR_RETURN_IF_ERROR(CheckEnum("delivery.mode", d.mode, kDeliveryModeNames));
+  if (d.mode == DeliveryMode::kExactlyOnce && k.embedded) {
+    return Fail("delivery.mode",
+                "exactly_once needs a real Kafka broker; the embedded mock cluster "
+                "(kafka.embedded: true) has no transactions");
+  }
+  return CheckInt("delivery.transaction_timeout_ms", d.transaction_timeout_ms,
+                  kTransactionTimeoutMsRange);
+}
+
+Status ValidatePipeline(const PipelineOptions& p) {
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("pipeline.max_batch_events", p.max_batch_events, kMaxBatchEventsRange));
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("pipeline.max_batch_wait_ms", p.max_batch_wait_ms, kMaxBatchWaitMsRange));
+  ROTOR_RETURN_IF_ERROR(CheckInt("pipeline.max_message_bytes", p.max_message_bytes,
+                                 kMaxMessageBytesRange, IntSyntax::kBytes));
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("pipeline.dedupe_ids_per_user", p.dedupe_ids_per_user, kDedupeIdsPerUserRange));
+  return CheckInt("pipeline.max_future_ms", p.max_future_ms, kNonNegative);
+}
+
+Status ValidateState(const StateOptions& s) {
+  ROTOR_RETURN_IF_ERROR(CheckNonEmpty("state.dir", s.dir));
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("state.block_cache_bytes", s.block_cache_bytes, kPositive, IntSyntax::kBytes));
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("state.write_buffer_bytes", s.write_buffer_bytes, kPositive, IntSyntax::kBytes));
+  if (s.write_buffer_bytes > s.block_cache_bytes) {
+    // The memtables are charged to the block cache (storage/README.md): one memory budget.
+    return Fail("state.write_buffer_bytes",
+                fmt::format("expected at most state.block_cache_bytes ({}), got {}",
+                            s.block_cache_bytes, s.write_buffer_bytes));
+  }
+  return CheckInt("state.window_cache_bytes", s.window_cache_bytes, kNonNegative,
+                  IntSyntax::kBytes);
+}
+
+}  // namespace
+
+EnvLookup ProcessEnv() {
+  EnvLookup env;
+  for (const std::string_view name : {kEnvBootstrapServers, kEnvStateDir}) {
+    const char* value = std::getenv(std::string(name).c_str());
+    if (value != nullptr && *value != '\0') {
+      env.emplace(name, value);
+    }
+  }
+  return env;
+}
+
+Result<DaemonConfig> ParseDaemonConfig(std::string_view yaml_text, const EnvLookup& env) {
+  DaemonConfig config;
+  ROTOR_RETURN_IF_ERROR(ReadYaml(yaml_text, config));
+  ApplyEnv(env, config);
+  ROTOR_RETURN_IF_ERROR(ValidateDaemonConfig(config));
+  return config;
+}
+
+Result<DaemonConfig> LoadDaemonConfig(const std::string& path, const EnvLookup& env) {
+  struct FileCloser {
+    void operator()(std::FILE* file) const { static_cast<void>(std::fclose(file)); }
+  };
+  const std::unique_ptr<std::FILE, FileCloser> file(std::fopen(path.c_str(), "rb"));
+  if (file == nullptr) {
+    return Status::IOError("config: cannot read {}: {}", path,
+                           std::system_category().message(errno));
+  }
+  std::string text;
+  std::array<char, 8192> buffer{};
+  std::size_t n = 0;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), file.get())) > 0) {
+    text.append(buffer.data(), n);
+  }
+  if (std::ferror(file.get()) != 0) {  // E.g. EISDIR: fopen accepts a directory, fread fails.
+    return Status::IOError("config: cannot read {}: {}", path,
+                           std::system_category().message(errno));
+  }
+  return ParseDaemonConfig(text, env);
+}
+
+Status ValidateDaemonConfig(const DaemonConfig& config) {
+  ROTOR_RETURN_IF_ERROR(CheckNonEmpty("model.bundle", config.model.bundle));
+  ROTOR_RETURN_IF_ERROR(ValidateKafka(config.kafka));
+  ROTOR_RETURN_IF_ERROR(ValidateDelivery(config.delivery, config.kafka));
+  ROTOR_RETURN_IF_ERROR(ValidatePipeline(config.pipeline));
+  ROTOR_RETURN_IF_ERROR(CheckEnum("output.dtype", config.output.dtype, kOutputDtypeNames));
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("output.snapshot_interval_ms", config.output.snapshot_interval_ms, kNonNegative));
+  ROTOR_RETURN_IF_ERROR(ValidateState(config.state));
+  ROTOR_RETURN_IF_ERROR(CheckEnum("log.level", config.log.level, kLogLevelNames));
+  return CheckInt("log.stats_interval_ms", config.log.stats_interval_ms, kNonNegative);
+}
+
+std::string_view DeliveryModeName(DeliveryMode mode) {
+  return NameAt(kDeliveryModeNames, static_cast<unsigned>(mode));
+}
+
+std::string_view OutputDtypeName(OutputDtype dtype) {
+  return NameAt(kOutputDtypeNames, static_cast<unsigned>(dtype));
+}
+
+std::string_view LogLevelName(LogLevel level) {
+  return NameAt(kLogLevelNames, static_cast<unsigned>(level));
+}
+
+}  // namespace rotor::config

@@ -1,0 +1,130 @@
+// DaemonConfig: everything `rotor serve` reads from its YAML file (configs/rotor.yaml documents
+// every field). The one place that knows YAML: other modules receive these typed structs.
+
+#ifndef ROTOR_CONFIG_DAEMON_CONFIG_H_
+#define ROTOR_CONFIG_DAEMON_CONFIG_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+
+namespace rotor::config {
+
+// Environment variables that override the file (applied after parsing, before validation).
+inline constexpr std::string_view kEnvBootstrapServers = "ROTOR_KAFKA_BOOTSTRAP_SERVERS";
+inline constexpr std::string_view kEnvStateDir = "ROTOR_STATE_DIR";
+
+// model:
+struct ModelOptions {
+  std::string bundle;  // Path of the model bundle (safetensors). Required.
+};
+
+// kafka:
+struct KafkaOptions {
+  // true: host librdkafka's mock cluster in-process (no external broker; no transactions).
+  bool embedded = false;
+  // Partitions of every topic the embedded cluster creates. In [1, 1024].
+  int32_t embedded_partitions = 4;
+  // Comma-separated host:port list. Required unless embedded. Env: ROTOR_KAFKA_BOOTSTRAP_SERVERS.
+  std::string bootstrap_servers;
+  std::string group_id = "rotor";
+  std::string client_id = "rotor";
+  std::string input_topic = "rotor.events";
+  std::string output_topic = "rotor.tensors";
+  std::string dead_letter_topic = "rotor.dead-letter";
+  int32_t session_timeout_ms = 10000;  // In [1000, 3600000].
+  // Extra librdkafka properties, passed through verbatim (e.g. security.protocol).
+  std::map<std::string, std::string> consumer_properties;
+  std::map<std::string, std::string> producer_properties;
+};
+
+enum class DeliveryMode : unsigned char {
+  kAtLeastOnce,  // "at_least_once": idempotent producer; repeats carry the same pos.
+  kExactlyOnce,  // "exactly_once": Kafka transactions; consumers read with read_committed.
+};
+
+// delivery:
+struct DeliveryOptions {
+  DeliveryMode mode = DeliveryMode::kAtLeastOnce;
+  // exactly_once: the producer's transactional.id; must be stable across restarts of one
+  // instance and unique per instance. Default (empty): "<group_id>-<hostname>".
+  std::string transactional_id;
+  int32_t transaction_timeout_ms = 60000;  // In [1000, 900000].
+};
+
+// pipeline:
+struct PipelineOptions {
+  int32_t max_batch_events = 2048;    // Events per micro-batch. In [1, 1000000].
+  int32_t max_batch_wait_ms = 5;      // Longest wait to fill a batch. In [0, 60000].
+  int64_t max_message_bytes = 65536;  // Larger input messages go to the dead-letter topic.
+  int32_t dedupe_ids_per_user = 64;   // Recent event ids remembered per user. In [0, 100000].
+  // Events with ts_ms more than this ahead of the daemon's clock are refused. >= 0.
+  int64_t max_future_ms = 86400000;
+};
+
+enum class OutputDtype : unsigned char { kF32, kBF16, kF16 };  // "f32", "bf16", "f16"
+
+// output:
+struct OutputOptions {
+  OutputDtype dtype = OutputDtype::kF32;
+  bool deltas = true;  // Publish one delta per user per batch.
+  // Publish a user's whole window at most once per interval (0 = no snapshots). >= 0.
+  int64_t snapshot_interval_ms = 60000;
+};
+
+// state:
+struct StateOptions {
+  std::string dir = "data/state";                  // RocksDB directory. Env: ROTOR_STATE_DIR.
+  int64_t block_cache_bytes = int64_t{256} << 20;  // > 0.
+  int64_t write_buffer_bytes = int64_t{64} << 20;  // In (0, block_cache_bytes].
+  bool sync_writes = true;
+  int64_t window_cache_bytes = int64_t{512} << 20;  // >= 0 (0 = no hot-window cache).
+};
+
+enum class LogLevel : unsigned char { kDebug, kInfo, kWarn, kError };
+
+// log:
+struct LogOptions {
+  LogLevel level = LogLevel::kInfo;
+  int64_t stats_interval_ms = 10000;  // Throughput/lag line every interval (0 = never).
+};
+
+struct DaemonConfig {
+  ModelOptions model;
+  KafkaOptions kafka;
+  DeliveryOptions delivery;
+  PipelineOptions pipeline;
+  OutputOptions output;
+  StateOptions state;
+  LogOptions log;
+};
+
+// Reads the environment through this (tests pass a map instead of the real environment).
+using EnvLookup = std::map<std::string, std::string, std::less<>>;
+// The process's values of kEnvBootstrapServers and kEnvStateDir, when set and non-empty.
+EnvLookup ProcessEnv();
+
+// Parses YAML text. Every error is InvalidArgument starting "config <path>: " where <path>
+// names the field ("config kafka.session_timeout_ms: expected an integer in [1000, 3600000],
+// got 5"; "config pipeline.max_batch_event: unknown field"; "config: not YAML: ..."). Unknown
+// fields are errors; missing fields take the defaults above. Then applies `env` overrides, then
+// validates the whole (ValidateDaemonConfig).
+Result<DaemonConfig> ParseDaemonConfig(std::string_view yaml_text, const EnvLookup& env);
+// Reads the file (IOError naming the path) and parses it; relative paths inside (model.bundle,
+// state.dir) stay relative to the process's working directory.
+Result<DaemonConfig> LoadDaemonConfig(const std::string& path, const EnvLookup& env);
+
+// Cross-field and range checks, with the same "config <path>: " messages.
+Status ValidateDaemonConfig(const DaemonConfig& config);
+
+// Spellings used in YAML and logs.
+std::string_view DeliveryModeName(DeliveryMode mode);
+std::string_view OutputDtypeName(OutputDtype dtype);
+std::string_view LogLevelName(LogLevel level);
+
+}  // namespace rotor::config
+
+#endif  // ROTOR_CONFIG_DAEMON_CONFIG_H_

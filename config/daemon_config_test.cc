@@ -1,0 +1,949 @@
+#include "config/daemon_config.h"
+
+#include <unistd.h>
+
+#include <array>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fmt/core.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace rotor::config {
+namespace {
+
+using ::testing::AnyOf;
+using ::testing::StartsWith;
+
+// Every field of the file, as "section.key"; the tests below check that the parser, the shipped
+// configs and docs/configuration.md all know exactly these.
+constexpr std::array<std::string_view, 30> kAllFields = {
+    "model.bundle",
+    "kafka.embedded",
+    "kafka.embedded_partitions",
+    "kafka.bootstrap_servers",
+    "kafka.group_id",
+    "kafka.client_id",
+    "kafka.input_topic",
+    "kafka.output_topic",
+    "kafka.dead_letter_topic",
+    "kafka.session_timeout_ms",
+    "kafka.consumer_properties",
+    "kafka.producer_properties",
+    "delivery.mode",
+    "delivery.transactional_id",
+    "delivery.transaction_timeout_ms",
+    "pipeline.max_batch_events",
+    "pipeline.max_batch_wait_ms",
+    "pipeline.max_message_bytes",
+    "pipeline.dedupe_ids_per_user",
+    "pipeline.max_future_ms",
+    "output.dtype",
+    "output.deltas",
+    "output.snapshot_interval_ms",
+    "state.dir",
+    "state.block_cache_bytes",
+    "state.write_buffer_bytes",
+    "state.sync_writes",
+    "state.window_cache_bytes",
+    "log.level",
+    "log.stats_interval_ms",
+};
+
+// The fields a real-broker config must set; every test document starts from these.
+const std::map<std::string, std::string>& RequiredFields() {
+  static const auto* const kRequired = new std::map<std::string, std::string>{
+      {"model.bundle", "m.safetensors"},
+      {"kafka.bootstrap_servers", "broker:9092"},
+  };
+  return *kRequired;
+}
+
+// A YAML document from "section.key" -> YAML value text, grouped by section. `overrides` replace
+// (or, with an empty value, add a null for) the required fields.
+std::string Doc(const std::map<std::string, std::string>& overrides) {
+  std::map<std::string, std::string> fields = RequiredFields();
+  for (const auto& [path, value] : overrides) {
+    fields[path] = value;
+  }
+  std::map<std::string, std::vector<std::string>> sections;
+  for (const auto& [path, value] : fields) {
+    const std::size_t dot = path.find('.');
+    sections[path.substr(0, dot)].push_back(
+        fmt::format("  {}:{}{}", path.substr(dot + 1), value.empty() ? "" : " ", value));
+  }
+  std::string out;
+  for (const auto& [section, lines] : sections) {
+    out += section + ":\n";
+    for (const std::string& line : lines) {
+      out += line + "\n";
+    }
+  }
+  return out;
+}
+
+// "OK", or the message of the InvalidArgument that parsing `yaml` returns.
+std::string ErrorOf(std::string_view yaml, const EnvLookup& env = {}) {
+  auto config = ParseDaemonConfig(yaml, env);
+  if (config.ok()) {
+    return "OK";
+  }
+  EXPECT_EQ(config.status().code(), StatusCode::kInvalidArgument) << config.status().ToString();
+  return std::string(config.status().message());
+}
+
+std::string ValidationErrorOf(const DaemonConfig& config) {
+  const Status status = ValidateDaemonConfig(config);
+  if (status.ok()) {
+    return "OK";
+  }
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString();
+  return std::string(status.message());
+}
+
+// A config that passes validation: the defaults plus the required fields.
+DaemonConfig MinimalConfig() {
+  DaemonConfig config;
+  config.model.bundle = "m.safetensors";
+  config.kafka.bootstrap_servers = "broker:9092";
+  return config;
+}
+
+void ExpectSameConfig(const DaemonConfig& got, const DaemonConfig& want) {
+  EXPECT_EQ(got.model.bundle, want.model.bundle);
+  EXPECT_EQ(got.kafka.embedded, want.kafka.embedded);
+  EXPECT_EQ(got.kafka.embedded_partitions, want.kafka.embedded_partitions);
+  EXPECT_EQ(got.kafka.bootstrap_servers, want.kafka.bootstrap_servers);
+  EXPECT_EQ(got.kafka.group_id, want.kafka.group_id);
+  EXPECT_EQ(got.kafka.client_id, want.kafka.client_id);
+  EXPECT_EQ(got.kafka.input_topic, want.kafka.input_topic);
+  EXPECT_EQ(got.kafka.output_topic, want.kafka.output_topic);
+  EXPECT_EQ(got.kafka.dead_letter_topic, want.kafka.dead_letter_topic);
+  EXPECT_EQ(got.kafka.session_timeout_ms, want.kafka.session_timeout_ms);
+  EXPECT_EQ(got.kafka.consumer_properties, want.kafka.consumer_properties);
+  EXPECT_EQ(got.kafka.producer_properties, want.kafka.producer_properties);
+  EXPECT_EQ(DeliveryModeName(got.delivery.mode), DeliveryModeName(want.delivery.mode));
+  EXPECT_EQ(got.delivery.transactional_id, want.delivery.transactional_id);
+  EXPECT_EQ(got.delivery.transaction_timeout_ms, want.delivery.transaction_timeout_ms);
+  EXPECT_EQ(got.pipeline.max_batch_events, want.pipeline.max_batch_events);
+  EXPECT_EQ(got.pipeline.max_batch_wait_ms, want.pipeline.max_batch_wait_ms);
+  EXPECT_EQ(got.pipeline.max_message_bytes, want.pipeline.max_message_bytes);
+  EXPECT_EQ(got.pipeline.dedupe_ids_per_user, want.pipeline.dedupe_ids_per_user);
+  EXPECT_EQ(got.pipeline.max_future_ms, want.pipeline.max_future_ms);
+  EXPECT_EQ(OutputDtypeName(got.output.dtype), OutputDtypeName(want.output.dtype));
+  EXPECT_EQ(got.output.deltas, want.output.deltas);
+  EXPECT_EQ(got.output.snapshot_interval_ms, want.output.snapshot_interval_ms);
+  EXPECT_EQ(got.state.dir, want.state.dir);
+  EXPECT_EQ(got.state.block_cache_bytes, want.state.block_cache_bytes);
+  EXPECT_EQ(got.state.write_buffer_bytes, want.state.write_buffer_bytes);
+  EXPECT_EQ(got.state.sync_writes, want.state.sync_writes);
+  EXPECT_EQ(got.state.window_cache_bytes, want.state.window_cache_bytes);
+  EXPECT_EQ(LogLevelName(got.log.level), LogLevelName(want.log.level));
+  EXPECT_EQ(got.log.stats_interval_ms, want.log.stats_interval_ms);
+}
+
+// The repository root, found from this file's path (config/daemon_config_test.cc).
+std::filesystem::path RepoRoot() {
+  return std::filesystem::path(__FILE__).parent_path().parent_path();
+}
+
+std::string ReadRepoFile(const std::string& relative) {
+  const std::filesystem::path path = RepoRoot() / relative;
+  std::ifstream in(path);
+  EXPECT_TRUE(in.good()) << "cannot open " << path;
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// ---- defaults and round trips ---------------------------------------------------------------
+
+TEST(DaemonConfigTest, EmptyDocumentTakesDefaultsThenNeedsTheModelBundle) {
+  // Parsing succeeds with every default; validation then asks for the first required field.
+  for (const std::string_view yaml : {"", "# only a comment\n", "---\n", "~\n"}) {
+    EXPECT_EQ(ErrorOf(yaml), R"(config model.bundle: expected a non-empty string, got "")") << yaml;
+  }
+}
+
+TEST(DaemonConfigTest, MissingFieldsTakeTheHeaderDefaults) {
+  auto config = ParseDaemonConfig(Doc({}), {});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  ExpectSameConfig(*config, MinimalConfig());
+  // The defaults themselves, spelled out once so a changed default is a conscious change.
+  const DaemonConfig& c = *config;
+  EXPECT_FALSE(c.kafka.embedded);
+  EXPECT_EQ(c.kafka.embedded_partitions, 4);
+  EXPECT_EQ(c.kafka.group_id, "rotor");
+  EXPECT_EQ(c.kafka.client_id, "rotor");
+  EXPECT_EQ(c.kafka.input_topic, "rotor.events");
+  EXPECT_EQ(c.kafka.output_topic, "rotor.tensors");
+  EXPECT_EQ(c.kafka.dead_letter_topic, "rotor.dead-letter");
+  EXPECT_EQ(c.kafka.session_timeout_ms, 10000);
+  EXPECT_TRUE(c.kafka.consumer_properties.empty());
+  EXPECT_TRUE(c.kafka.producer_properties.empty());
+  EXPECT_EQ(c.delivery.mode, DeliveryMode::kAtLeastOnce);
+  EXPECT_EQ(c.delivery.transactional_id, "");
+  EXPECT_EQ(c.delivery.transaction_timeout_ms, 60000);
+  EXPECT_EQ(c.pipeline.max_batch_events, 2048);
+  EXPECT_EQ(c.pipeline.max_batch_wait_ms, 5);
+  EXPECT_EQ(c.pipeline.max_message_bytes, 65536);
+  EXPECT_EQ(c.pipeline.dedupe_ids_per_user, 64);
+  EXPECT_EQ(c.pipeline.max_future_ms, 86400000);
+  EXPECT_EQ(c.output.dtype, OutputDtype::kF32);
+  EXPECT_TRUE(c.output.deltas);
+  EXPECT_EQ(c.output.snapshot_interval_ms, 60000);
+  EXPECT_EQ(c.state.dir, "data/state");
+  EXPECT_EQ(c.state.block_cache_bytes, 268435456);
+  EXPECT_EQ(c.state.write_buffer_bytes, 67108864);
+  EXPECT_TRUE(c.state.sync_writes);
+  EXPECT_EQ(c.state.window_cache_bytes, 536870912);
+  EXPECT_EQ(c.log.level, LogLevel::kInfo);
+  EXPECT_EQ(c.log.stats_interval_ms, 10000);
+}
+
+TEST(DaemonConfigTest, EmptySectionsAndPropertyMappingsMeanDefaults) {
+  for (const std::string_view empty : {"", "{}"}) {
+    std::map<std::string, std::string> fields = {
+        {"kafka.consumer_properties", std::string(empty)},
+        {"kafka.producer_properties", std::string(empty)},
+    };
+    std::string yaml = Doc(fields);
+    for (const std::string_view section : {"delivery", "pipeline", "output", "state", "log"}) {
+      yaml += fmt::format("{}:{}{}\n", section, empty.empty() ? "" : " ", empty);
+    }
+    auto config = ParseDaemonConfig(yaml, {});
+    ASSERT_TRUE(config.ok()) << config.status().ToString() << "\n" << yaml;
+    ExpectSameConfig(*config, MinimalConfig());
+  }
+}
+
+TEST(DaemonConfigTest, FullDocumentSetsEveryField) {
+  constexpr std::string_view kYaml = R"(# Every field, none at its default.
+model:
+  bundle: models/m.safetensors
+kafka:
+  embedded: false
+  embedded_partitions: 16
+  bootstrap_servers: "k1:9092,k2:9092"
+  group_id: g
+  client_id: c
+  input_topic: in
+  output_topic: out
+  dead_letter_topic: dlq
+  session_timeout_ms: 45000
+  consumer_properties:
+    security.protocol: SSL
+    fetch.wait.max.ms: 100
+    enable.partition.eof: false
+    "quoted.key": 'x: y'
+  producer_properties:
+    linger.ms: 2.5
+    compression.type: lz4
+delivery:
+  mode: exactly_once
+  transactional_id: rotor-0
+  transaction_timeout_ms: 30000
+pipeline:
+  max_batch_events: 100
+  max_batch_wait_ms: 0
+  max_message_bytes: 1MiB
+  dedupe_ids_per_user: 0
+  max_future_ms: 0
+output:
+  dtype: bf16
+  deltas: false
+  snapshot_interval_ms: 0
+state:
+  dir: /var/lib/rotor
+  block_cache_bytes: 1GiB
+  write_buffer_bytes: "128MiB"
+  sync_writes: false
+  window_cache_bytes: 0
+log:
+  level: debug
+  stats_interval_ms: 0
+)";
+  DaemonConfig want;
+  want.model.bundle = "models/m.safetensors";
+  want.kafka.embedded = false;
+  want.kafka.embedded_partitions = 16;
+  want.kafka.bootstrap_servers = "k1:9092,k2:9092";
+  want.kafka.group_id = "g";
+  want.kafka.client_id = "c";
+  want.kafka.input_topic = "in";
+  want.kafka.output_topic = "out";
+  want.kafka.dead_letter_topic = "dlq";
+  want.kafka.session_timeout_ms = 45000;
+  want.kafka.consumer_properties = {{"security.protocol", "SSL"},
+                                    {"fetch.wait.max.ms", "100"},
+                                    {"enable.partition.eof", "false"},
+                                    {"quoted.key", "x: y"}};
+  want.kafka.producer_properties = {{"linger.ms", "2.5"}, {"compression.type", "lz4"}};
+  want.delivery.mode = DeliveryMode::kExactlyOnce;
+  want.delivery.transactional_id = "rotor-0";
+  want.delivery.transaction_timeout_ms = 30000;
+  want.pipeline.max_batch_events = 100;
+  want.pipeline.max_batch_wait_ms = 0;
+  want.pipeline.max_message_bytes = 1 << 20;
+  want.pipeline.dedupe_ids_per_user = 0;
+  want.pipeline.max_future_ms = 0;
+  want.output.dtype = OutputDtype::kBF16;
+  want.output.deltas = false;
+  want.output.snapshot_interval_ms = 0;
+  want.state.dir = "/var/lib/rotor";
+  want.state.block_cache_bytes = int64_t{1} << 30;
+  want.state.write_buffer_bytes = int64_t{128} << 20;
+  want.state.sync_writes = false;
+  want.state.window_cache_bytes = 0;
+  want.log.level = LogLevel::kDebug;
+  want.log.stats_interval_ms = 0;
+
+  auto config = ParseDaemonConfig(kYaml, {});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  ExpectSameConfig(*config, want);
+}
+
+TEST(DaemonConfigTest, EnumNamesAreTheYamlSpellingsAndParseBack) {
+  const std::array<DeliveryMode, 2> modes = {DeliveryMode::kAtLeastOnce,
+                                             DeliveryMode::kExactlyOnce};
+  EXPECT_EQ(DeliveryModeName(modes[0]), "at_least_once");
+  EXPECT_EQ(DeliveryModeName(modes[1]), "exactly_once");
+  for (const DeliveryMode mode : modes) {
+    auto config =
+        ParseDaemonConfig(Doc({{"delivery.mode", std::string(DeliveryModeName(mode))}}), {});
+    ASSERT_TRUE(config.ok()) << config.status().ToString();
+    EXPECT_EQ(config->delivery.mode, mode);
+  }
+
+  const std::array<OutputDtype, 3> dtypes = {OutputDtype::kF32, OutputDtype::kBF16,
+                                             OutputDtype::kF16};
+  EXPECT_EQ(OutputDtypeName(dtypes[0]), "f32");
+  EXPECT_EQ(OutputDtypeName(dtypes[1]), "bf16");
+  EXPECT_EQ(OutputDtypeName(dtypes[2]), "f16");
+  for (const OutputDtype dtype : dtypes) {
+    auto config =
+        ParseDaemonConfig(Doc({{"output.dtype", std::string(OutputDtypeName(dtype))}}), {});
+    ASSERT_TRUE(config.ok()) << config.status().ToString();
+    EXPECT_EQ(config->output.dtype, dtype);
+  }
+
+  const std::array<LogLevel, 4> levels = {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn,
+                                          LogLevel::kError};
+  EXPECT_EQ(LogLevelName(levels[0]), "debug");
+  EXPECT_EQ(LogLevelName(levels[1]), "info");
+  EXPECT_EQ(LogLevelName(levels[2]), "warn");
+  EXPECT_EQ(LogLevelName(levels[3]), "error");
+  for (const LogLevel level : levels) {
+    auto config = ParseDaemonConfig(Doc({{"log.level", std::string(LogLevelName(level))}}), {});
+    ASSERT_TRUE(config.ok()) << config.status().ToString();
+    EXPECT_EQ(config->log.level, level);
+  }
+
+  EXPECT_EQ(OutputDtypeName(static_cast<OutputDtype>(9)), "?");
+}
+
+// ---- one bad value per field ----------------------------------------------------------------
+
+struct BadValue {
+  std::string path;   // "section.key".
+  std::string value;  // YAML text ("" = null).
+  std::string error;  // The whole message.
+};
+
+TEST(DaemonConfigTest, EveryFieldRefusesBadTypesAndOutOfRangeValues) {
+  const std::vector<BadValue> cases = {
+      {"model.bundle", "", "config model.bundle: expected a string, got null"},
+      {"model.bundle", "[a]", "config model.bundle: expected a string, got a sequence"},
+      {"model.bundle", R"("")", R"(config model.bundle: expected a non-empty string, got "")"},
+
+      {"kafka.embedded", "1", "config kafka.embedded: expected true or false, got 1"},
+      {"kafka.embedded", R"("true")",
+       R"(config kafka.embedded: expected true or false, got "true")"},
+      {"kafka.embedded_partitions", "0",
+       "config kafka.embedded_partitions: expected an integer in [1, 1024], got 0"},
+      {"kafka.embedded_partitions", "1025",
+       "config kafka.embedded_partitions: expected an integer in [1, 1024], got 1025"},
+      {"kafka.embedded_partitions", "1.5",
+       "config kafka.embedded_partitions: expected an integer in [1, 1024], got 1.5"},
+      {"kafka.embedded_partitions", R"("4")",
+       R"(config kafka.embedded_partitions: expected an integer in [1, 1024], got "4")"},
+      {"kafka.bootstrap_servers", "{a: 1}",
+       "config kafka.bootstrap_servers: expected a string, got a mapping"},
+      {"kafka.bootstrap_servers", R"("")",
+       "config kafka.bootstrap_servers: expected a non-empty string unless kafka.embedded is true "
+       R"((or set ROTOR_KAFKA_BOOTSTRAP_SERVERS in the environment), got "")"},
+      {"kafka.group_id", "[g]", "config kafka.group_id: expected a string, got a sequence"},
+      {"kafka.group_id", R"('')", R"(config kafka.group_id: expected a non-empty string, got "")"},
+      {"kafka.client_id", "", "config kafka.client_id: expected a string, got null"},
+      {"kafka.client_id", R"("")",
+       R"(config kafka.client_id: expected a non-empty string, got "")"},
+      {"kafka.input_topic", "[t]", "config kafka.input_topic: expected a string, got a sequence"},
+      {"kafka.input_topic", R"("a b")",
+       "config kafka.input_topic: expected a Kafka topic name (1 to 249 characters of a-z A-Z "
+       R"(0-9 . _ -, not "." or ".."), got "a b")"},
+      {"kafka.output_topic", R"("..")",
+       "config kafka.output_topic: expected a Kafka topic name (1 to 249 characters of a-z A-Z "
+       R"(0-9 . _ -, not "." or ".."), got "..")"},
+      {"kafka.output_topic", "rotor.events",
+       "config kafka.output_topic: expected a topic different from kafka.input_topic, got "
+       R"("rotor.events" for both)"},
+      {"kafka.dead_letter_topic", R"("")",
+       "config kafka.dead_letter_topic: expected a Kafka topic name (1 to 249 characters of a-z "
+       R"(A-Z 0-9 . _ -, not "." or ".."), got "")"},
+      {"kafka.dead_letter_topic", "rotor.tensors",
+       "config kafka.dead_letter_topic: expected a topic different from kafka.output_topic, got "
+       R"("rotor.tensors" for both)"},
+      {"kafka.session_timeout_ms", "5",
+       "config kafka.session_timeout_ms: expected an integer in [1000, 3600000], got 5"},
+      {"kafka.session_timeout_ms", "3600001",
+       "config kafka.session_timeout_ms: expected an integer in [1000, 3600000], got 3600001"},
+      {"kafka.session_timeout_ms", "true",
+       "config kafka.session_timeout_ms: expected an integer in [1000, 3600000], got true"},
+      {"kafka.consumer_properties", "5",
+       "config kafka.consumer_properties: expected a mapping, got 5"},
+      {"kafka.consumer_properties", "{a: [1]}",
+       "config kafka.consumer_properties.a: expected a string, got a sequence"},
+      {"kafka.producer_properties", "[a]",
+       "config kafka.producer_properties: expected a mapping, got a sequence"},
+      {"kafka.producer_properties", "{linger.ms: }",
+       "config kafka.producer_properties.linger.ms: expected a string, got null"},
+
+      {"delivery.mode", "exactly",
+       R"(config delivery.mode: expected one of at_least_once, exactly_once, got "exactly")"},
+      {"delivery.mode", "1",
+       "config delivery.mode: expected one of at_least_once, exactly_once, got 1"},
+      {"delivery.transactional_id", "{}",
+       "config delivery.transactional_id: expected a string, got a mapping"},
+      {"delivery.transaction_timeout_ms", "999",
+       "config delivery.transaction_timeout_ms: expected an integer in [1000, 900000], got 999"},
+      {"delivery.transaction_timeout_ms", "900001",
+       "config delivery.transaction_timeout_ms: expected an integer in [1000, 900000], got 900001"},
+
+      {"pipeline.max_batch_events", "0",
+       "config pipeline.max_batch_events: expected an integer in [1, 1000000], got 0"},
+      {"pipeline.max_batch_events", "1000001",
+       "config pipeline.max_batch_events: expected an integer in [1, 1000000], got 1000001"},
+      {"pipeline.max_batch_events", "12abc",
+       "config pipeline.max_batch_events: expected an integer in [1, 1000000], got 12abc"},
+      {"pipeline.max_batch_wait_ms", "-1",
+       "config pipeline.max_batch_wait_ms: expected an integer in [0, 60000], got -1"},
+      {"pipeline.max_batch_wait_ms", "60001",
+       "config pipeline.max_batch_wait_ms: expected an integer in [0, 60000], got 60001"},
+      {"pipeline.max_message_bytes", "0",
+       "config pipeline.max_message_bytes: expected an integer in [1, 1073741824] or a size like "
+       R"("256MiB", got 0)"},
+      {"pipeline.max_message_bytes", "2GiB",
+       "config pipeline.max_message_bytes: expected an integer in [1, 1073741824] or a size like "
+       R"("256MiB", got 2GiB)"},
+      {"pipeline.max_message_bytes", "64KB",
+       "config pipeline.max_message_bytes: expected an integer in [1, 1073741824] or a size like "
+       R"("256MiB", got 64KB)"},
+      {"pipeline.dedupe_ids_per_user", "-1",
+       "config pipeline.dedupe_ids_per_user: expected an integer in [0, 100000], got -1"},
+      {"pipeline.dedupe_ids_per_user", "100001",
+       "config pipeline.dedupe_ids_per_user: expected an integer in [0, 100000], got 100001"},
+      {"pipeline.max_future_ms", "-1",
+       "config pipeline.max_future_ms: expected an integer >= 0, got -1"},
+      {"pipeline.max_future_ms", "1e3",
+       "config pipeline.max_future_ms: expected an integer >= 0, got 1e3"},
+      {"pipeline.max_future_ms", "99999999999999999999",
+       "config pipeline.max_future_ms: expected an integer >= 0, got 99999999999999999999"},
+
+      {"output.dtype", "fp8", R"(config output.dtype: expected one of f32, bf16, f16, got "fp8")"},
+      {"output.dtype", "[f32]",
+       "config output.dtype: expected one of f32, bf16, f16, got a sequence"},
+      {"output.deltas", "", "config output.deltas: expected true or false, got null"},
+      {"output.deltas", "on", "config output.deltas: expected true or false, got on"},
+      {"output.snapshot_interval_ms", "-5",
+       "config output.snapshot_interval_ms: expected an integer >= 0, got -5"},
+      {"output.snapshot_interval_ms", "soon",
+       R"(config output.snapshot_interval_ms: expected an integer >= 0, got "soon")"},
+
+      {"state.dir", "[a]", "config state.dir: expected a string, got a sequence"},
+      {"state.dir", R"("")", R"(config state.dir: expected a non-empty string, got "")"},
+      {"state.block_cache_bytes", "0",
+       R"(config state.block_cache_bytes: expected an integer >= 1 or a size like "256MiB", got 0)"},
+      {"state.block_cache_bytes", "1.5GiB",
+       "config state.block_cache_bytes: expected an integer >= 1 or a size like \"256MiB\", got "
+       "1.5GiB"},
+      {"state.write_buffer_bytes", "0MiB",
+       "config state.write_buffer_bytes: expected an integer >= 1 or a size like \"256MiB\", got "
+       "0MiB"},
+      {"state.write_buffer_bytes", "512MiB",
+       "config state.write_buffer_bytes: expected at most state.block_cache_bytes (268435456), got "
+       "536870912"},
+      {"state.sync_writes", "no", "config state.sync_writes: expected true or false, got no"},
+      {"state.sync_writes", "False", "config state.sync_writes: expected true or false, got False"},
+      {"state.window_cache_bytes", "-1",
+       "config state.window_cache_bytes: expected an integer >= 0 or a size like \"256MiB\", got "
+       "-1"},
+      {"state.window_cache_bytes", "{}",
+       "config state.window_cache_bytes: expected an integer >= 0 or a size like \"256MiB\", got a "
+       "mapping"},
+
+      {"log.level", "verbose",
+       R"(config log.level: expected one of debug, info, warn, error, got "verbose")"},
+      {"log.level", "INFO",
+       R"(config log.level: expected one of debug, info, warn, error, got "INFO")"},
+      {"log.stats_interval_ms", "-1",
+       "config log.stats_interval_ms: expected an integer >= 0, got -1"},
+      {"log.stats_interval_ms", "[]",
+       "config log.stats_interval_ms: expected an integer >= 0, got a sequence"},
+  };
+  std::map<std::string, int> cases_per_field;
+  for (const BadValue& c : cases) {
+    const std::string yaml = Doc({{c.path, c.value}});
+    EXPECT_EQ(ErrorOf(yaml), c.error) << yaml;
+    // The message names the field (or, for properties, an entry under it).
+    EXPECT_THAT(c.error,
+                AnyOf(StartsWith("config " + c.path + ": "), StartsWith("config " + c.path + ".")))
+        << "a typo in the case table";
+    ++cases_per_field[c.path];
+  }
+  for (const std::string_view field : kAllFields) {
+    EXPECT_GE(cases_per_field[std::string(field)], 1) << field << " has no bad-value case";
+  }
+}
+
+TEST(DaemonConfigTest, ValidateChecksRangesOfConfigsBuiltInCode) {
+  // The parser refuses these before validation; ValidateDaemonConfig must catch them too, with
+  // the same messages, for configs that never came from YAML.
+  DaemonConfig c = MinimalConfig();
+  EXPECT_EQ(ValidationErrorOf(c), "OK");
+  c.kafka.session_timeout_ms = 5;
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config kafka.session_timeout_ms: expected an integer in [1000, 3600000], got 5");
+  c = MinimalConfig();
+  c.kafka.embedded_partitions = 0;
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config kafka.embedded_partitions: expected an integer in [1, 1024], got 0");
+  c = MinimalConfig();
+  c.delivery.transaction_timeout_ms = 900001;
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config delivery.transaction_timeout_ms: expected an integer in [1000, 900000], got "
+            "900001");
+  c = MinimalConfig();
+  c.pipeline.max_batch_events = 0;
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config pipeline.max_batch_events: expected an integer in [1, 1000000], got 0");
+  c = MinimalConfig();
+  c.pipeline.max_batch_wait_ms = -1;
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config pipeline.max_batch_wait_ms: expected an integer in [0, 60000], got -1");
+  c = MinimalConfig();
+  c.pipeline.max_message_bytes = (int64_t{1} << 30) + 1;
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config pipeline.max_message_bytes: expected an integer in [1, 1073741824] or a size "
+            "like \"256MiB\", got 1073741825");
+  c = MinimalConfig();
+  c.pipeline.dedupe_ids_per_user = 100001;
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config pipeline.dedupe_ids_per_user: expected an integer in [0, 100000], got 100001");
+  c = MinimalConfig();
+  c.pipeline.max_future_ms = -1;
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config pipeline.max_future_ms: expected an integer >= 0, got -1");
+  c = MinimalConfig();
+  c.output.snapshot_interval_ms = -1;
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config output.snapshot_interval_ms: expected an integer >= 0, got -1");
+  c = MinimalConfig();
+  c.output.dtype = static_cast<OutputDtype>(7);
+  EXPECT_EQ(ValidationErrorOf(c), "config output.dtype: expected one of f32, bf16, f16, got 7");
+  c = MinimalConfig();
+  c.delivery.mode = static_cast<DeliveryMode>(2);
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config delivery.mode: expected one of at_least_once, exactly_once, got 2");
+  c = MinimalConfig();
+  c.log.level = static_cast<LogLevel>(4);
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config log.level: expected one of debug, info, warn, error, got 4");
+  c = MinimalConfig();
+  c.state.block_cache_bytes = 0;
+  EXPECT_EQ(
+      ValidationErrorOf(c),
+      R"(config state.block_cache_bytes: expected an integer >= 1 or a size like "256MiB", got 0)");
+  c = MinimalConfig();
+  c.state.write_buffer_bytes = c.state.block_cache_bytes;  // Equal is allowed.
+  EXPECT_EQ(ValidationErrorOf(c), "OK");
+  c.state.write_buffer_bytes = c.state.block_cache_bytes + 1;
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config state.write_buffer_bytes: expected at most state.block_cache_bytes "
+            "(268435456), got 268435457");
+  c = MinimalConfig();
+  c.state.window_cache_bytes = -1;
+  EXPECT_EQ(
+      ValidationErrorOf(c),
+      R"(config state.window_cache_bytes: expected an integer >= 0 or a size like "256MiB", got -1)");
+  c = MinimalConfig();
+  c.log.stats_interval_ms = -1;
+  EXPECT_EQ(ValidationErrorOf(c), "config log.stats_interval_ms: expected an integer >= 0, got -1");
+  c = MinimalConfig();
+  c.kafka.consumer_properties[""] = "x";
+  EXPECT_EQ(ValidationErrorOf(c),
+            R"(config kafka.consumer_properties: expected non-empty property names, got "")");
+}
+
+TEST(DaemonConfigTest, RangeBoundsAreInclusive) {
+  auto config = ParseDaemonConfig(Doc({
+                                      {"kafka.embedded_partitions", "1024"},
+                                      {"kafka.session_timeout_ms", "1000"},
+                                      {"delivery.transaction_timeout_ms", "900000"},
+                                      {"pipeline.max_batch_events", "1000000"},
+                                      {"pipeline.max_batch_wait_ms", "60000"},
+                                      {"pipeline.max_message_bytes", "1GiB"},
+                                      {"pipeline.dedupe_ids_per_user", "100000"},
+                                      {"pipeline.max_future_ms", "9223372036854775807"},
+                                      {"state.block_cache_bytes", "1"},
+                                      {"state.write_buffer_bytes", "1"},
+                                  }),
+                                  {});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->kafka.embedded_partitions, 1024);
+  EXPECT_EQ(config->kafka.session_timeout_ms, 1000);
+  EXPECT_EQ(config->delivery.transaction_timeout_ms, 900000);
+  EXPECT_EQ(config->pipeline.max_batch_events, 1000000);
+  EXPECT_EQ(config->pipeline.max_batch_wait_ms, 60000);
+  EXPECT_EQ(config->pipeline.max_message_bytes, int64_t{1} << 30);
+  EXPECT_EQ(config->pipeline.dedupe_ids_per_user, 100000);
+  EXPECT_EQ(config->pipeline.max_future_ms, INT64_MAX);
+  EXPECT_EQ(config->state.block_cache_bytes, 1);
+  EXPECT_EQ(config->state.write_buffer_bytes, 1);
+}
+
+// ---- structure ------------------------------------------------------------------------------
+
+TEST(DaemonConfigTest, UnknownFieldsAndSectionsAreErrors) {
+  EXPECT_EQ(ErrorOf("pipeline:\n  max_batch_event: 5\n"),
+            "config pipeline.max_batch_event: unknown field");
+  EXPECT_EQ(ErrorOf(Doc({{"kafka.bootstrap.servers", "x"}})),
+            "config kafka.bootstrap.servers: unknown field");
+  EXPECT_EQ(ErrorOf("pipelines:\n  max_batch_events: 5\n"),
+            "config pipelines: unknown section; expected model, kafka, delivery, pipeline, output, "
+            "state, log");
+  // Merge keys are not understood: they are unknown fields, not silently merged.
+  EXPECT_EQ(ErrorOf("log:\n  <<: {level: info}\n"), "config log.<<: unknown field");
+}
+
+TEST(DaemonConfigTest, SectionsMustBeMappings) {
+  EXPECT_EQ(ErrorOf("kafka: 5\n"), "config kafka: expected a mapping, got 5");
+  EXPECT_EQ(ErrorOf("kafka: [a, b]\n"), "config kafka: expected a mapping, got a sequence");
+  EXPECT_EQ(ErrorOf("kafka: broker\n"), R"(config kafka: expected a mapping, got "broker")");
+  EXPECT_EQ(ErrorOf("hello\n"), R"(config: expected a mapping of sections, got "hello")");
+  EXPECT_EQ(ErrorOf("- model\n"), "config: expected a mapping of sections, got a sequence");
+  EXPECT_EQ(ErrorOf("[a]: 1\n"), "config: expected string keys, got a sequence");
+  EXPECT_EQ(ErrorOf("log:\n  ? [a]\n  : 1\n"), "config log: expected string keys, got a sequence");
+}
+
+TEST(DaemonConfigTest, NullValuesAreErrorsNotDefaults) {
+  for (const std::string_view null : {"", "~", "null", "Null", "NULL"}) {
+    EXPECT_EQ(ErrorOf(Doc({{"pipeline.max_batch_events", std::string(null)}})),
+              "config pipeline.max_batch_events: expected an integer in [1, 1000000], got null")
+        << null;
+    EXPECT_EQ(ErrorOf(Doc({{"kafka.group_id", std::string(null)}})),
+              "config kafka.group_id: expected a string, got null")
+        << null;
+  }
+  // Quoted, "null" is just a string.
+  auto config = ParseDaemonConfig(Doc({{"kafka.group_id", R"("null")"}}), {});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->kafka.group_id, "null");
+}
+
+TEST(DaemonConfigTest, DuplicateKeysAreErrors) {
+  EXPECT_EQ(ErrorOf("log:\n  level: info\n  level: debug\n"), "config log.level: duplicate field");
+  EXPECT_EQ(ErrorOf("log: {}\nlog: {}\n"), "config log: duplicate field");
+  EXPECT_EQ(ErrorOf("kafka:\n  consumer_properties:\n    a: 1\n    a: 2\n"),
+            "config kafka.consumer_properties.a: duplicate field");
+}
+
+TEST(DaemonConfigTest, MalformedYamlNamesLineAndColumn) {
+  EXPECT_EQ(ErrorOf("kafka:\n  group_id: [a\n"),
+            "config: not YAML: line 3, column 1: end of sequence flow not found");
+  EXPECT_THAT(ErrorOf("log: *nowhere\n"),
+              StartsWith("config: not YAML: line 1, column 6: the referenced anchor"));
+  EXPECT_THAT(ErrorOf("log:\n  level: info\n level: debug\n"),
+              StartsWith("config: not YAML: line 3, column "));
+  EXPECT_EQ(ErrorOf("log: {}\n---\nlog: {}\n"), "config: expected one YAML document, got 2");
+}
+
+// ---- scalar syntax --------------------------------------------------------------------------
+
+TEST(DaemonConfigTest, BooleansAreOnlyTrueAndFalse) {
+  for (const std::string_view bad : {"yes", "no", "on", "off", "y", "n", "True", "FALSE", "0"}) {
+    EXPECT_EQ(ErrorOf(Doc({{"output.deltas", std::string(bad)}})),
+              fmt::format("config output.deltas: expected true or false, got {}", bad));
+  }
+  auto config = ParseDaemonConfig(
+      Doc({{"output.deltas", "false"}, {"state.sync_writes", "!!bool true"}}), {});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_FALSE(config->output.deltas);
+  EXPECT_TRUE(config->state.sync_writes);
+}
+
+TEST(DaemonConfigTest, IntegersAreDecimalYamlIntegers) {
+  auto config = ParseDaemonConfig(
+      Doc({{"pipeline.max_batch_events", "+7"}, {"pipeline.max_batch_wait_ms", "!!int 9"}}), {});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->pipeline.max_batch_events, 7);
+  EXPECT_EQ(config->pipeline.max_batch_wait_ms, 9);
+  for (const std::string_view bad : {"0x10", "1_000", "10.0", "+-3", "!!str 5", "'5'"}) {
+    EXPECT_THAT(ErrorOf(Doc({{"pipeline.max_batch_events", std::string(bad)}})),
+                StartsWith("config pipeline.max_batch_events: expected an integer in [1, 1000000], "
+                           "got "))
+        << bad;
+  }
+}
+
+TEST(DaemonConfigTest, ByteFieldsTakeIntegersAndBinarySuffixes) {
+  const std::vector<std::pair<std::string, int64_t>> good = {
+      {"512B", 512},
+      {"64KiB", int64_t{64} << 10},
+      {"256MiB", int64_t{256} << 20},
+      {"1GiB", int64_t{1} << 30},
+      {"3TiB", int64_t{3} << 40},
+      {R"("256MiB")", int64_t{256} << 20},
+      {"'8KiB'", int64_t{8} << 10},
+      {"1048576", 1048576},
+      {"0", 0},
+      {"0GiB", 0},
+  };
+  for (const auto& [text, want] : good) {
+    auto config = ParseDaemonConfig(Doc({{"state.window_cache_bytes", text}}), {});
+    ASSERT_TRUE(config.ok()) << text << ": " << config.status().ToString();
+    EXPECT_EQ(config->state.window_cache_bytes, want) << text;
+  }
+  for (const std::string_view bad :
+       {"256MB", "256 MiB", "256mib", "MiB", "-1MiB", "+1MiB", "1.5GiB", R"("1024")", "8388608TiB",
+        "99999999999999999999B", R"(" 1GiB")"}) {
+    EXPECT_THAT(
+        ErrorOf(Doc({{"state.window_cache_bytes", std::string(bad)}})),
+        StartsWith(
+            R"(config state.window_cache_bytes: expected an integer >= 0 or a size like "256MiB", got )"))
+        << bad;
+  }
+  // The largest size that fits int64.
+  auto config = ParseDaemonConfig(Doc({{"state.window_cache_bytes", "8388607TiB"}}), {});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->state.window_cache_bytes, int64_t{8388607} << 40);
+}
+
+TEST(DaemonConfigTest, StringsTakeAnyScalarAsText) {
+  auto config = ParseDaemonConfig(Doc({{"kafka.group_id", "123"},
+                                       {"kafka.client_id", "true"},
+                                       {"model.bundle", "|\n    m.st"}}),
+                                  {});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->kafka.group_id, "123");
+  EXPECT_EQ(config->kafka.client_id, "true");
+  EXPECT_EQ(config->model.bundle, "m.st\n");
+  EXPECT_EQ(ErrorOf(Doc({{"kafka.group_id", R"("a\0b")"}})),
+            R"(config kafka.group_id: expected a string without NUL characters, got "a\x00b")");
+}
+
+TEST(DaemonConfigTest, LongAndOddValuesAreQuotedAndCutInMessages) {
+  const std::string long_value(100, 'x');
+  EXPECT_EQ(ErrorOf(Doc({{"output.dtype", long_value}})),
+            fmt::format(R"(config output.dtype: expected one of f32, bf16, f16, got "{}...")",
+                        std::string(60, 'x')));
+  EXPECT_EQ(ErrorOf(Doc({{"output.dtype", R"("a\"b\\c\td")"}})),
+            R"(config output.dtype: expected one of f32, bf16, f16, got "a\"b\\c\td")");
+}
+
+// ---- Kafka rules ----------------------------------------------------------------------------
+
+TEST(DaemonConfigTest, TopicNamesFollowKafkasRules) {
+  for (const std::string& good :
+       {std::string("a"), std::string("A.b_c-9"), std::string("..."), std::string(249, 't')}) {
+    EXPECT_EQ(ErrorOf(Doc({{"kafka.input_topic", fmt::format("\"{}\"", good)}})), "OK") << good;
+  }
+  for (const std::string& bad :
+       {std::string("."), std::string("a/b"), std::string("tópico"), std::string(250, 't')}) {
+    EXPECT_THAT(ErrorOf(Doc({{"kafka.input_topic", fmt::format("\"{}\"", bad)}})),
+                StartsWith("config kafka.input_topic: expected a Kafka topic name"))
+        << bad;
+  }
+  EXPECT_EQ(
+      ErrorOf(Doc({{"kafka.input_topic", "x"}, {"kafka.dead_letter_topic", "x"}})),
+      R"(config kafka.dead_letter_topic: expected a topic different from kafka.input_topic, got "x" for both)");
+}
+
+TEST(DaemonConfigTest, BootstrapServersAreOptionalOnlyWhenEmbedded) {
+  EXPECT_THAT(ErrorOf("model: {bundle: m}\n"),
+              StartsWith("config kafka.bootstrap_servers: expected a non-empty string unless "
+                         "kafka.embedded is true"));
+  EXPECT_EQ(ErrorOf("model: {bundle: m}\nkafka: {embedded: true}\n"), "OK");
+}
+
+TEST(DaemonConfigTest, ExactlyOnceNeedsARealBroker) {
+  EXPECT_EQ(ErrorOf(Doc({{"kafka.embedded", "true"}, {"delivery.mode", "exactly_once"}})),
+            "config delivery.mode: exactly_once needs a real Kafka broker; the embedded mock "
+            "cluster (kafka.embedded: true) has no transactions");
+  EXPECT_EQ(ErrorOf(Doc({{"kafka.embedded", "false"}, {"delivery.mode", "exactly_once"}})), "OK");
+  EXPECT_EQ(ErrorOf(Doc({{"kafka.embedded", "true"}, {"delivery.mode", "at_least_once"}})), "OK");
+}
+
+TEST(DaemonConfigTest, PropertiesRotorOwnsAreRefused) {
+  const std::vector<std::pair<std::string, std::string>> reserved = {
+      {"bootstrap.servers", "use kafka.bootstrap_servers"},
+      {"metadata.broker.list", "use kafka.bootstrap_servers"},
+      {"group.id", "use kafka.group_id"},
+      {"enable.auto.commit", "offsets are committed with the state (state.dir)"},
+      {"enable.auto.offset.store", "offsets are committed with the state (state.dir)"},
+      {"isolation.level", "it follows delivery.mode"},
+      {"transactional.id", "use delivery.transactional_id"},
+      {"enable.idempotence", "it follows delivery.mode"},
+      {"partition.assignment.strategy", "the pipeline needs its own assignor"},
+  };
+  for (const std::string_view map : {"consumer_properties", "producer_properties"}) {
+    for (const auto& [key, hint] : reserved) {
+      EXPECT_EQ(ErrorOf(Doc({{fmt::format("kafka.{}", map), fmt::format("{{{}: x}}", key)}})),
+                fmt::format("config kafka.{}.{}: set by rotor; {}", map, key, hint));
+    }
+  }
+  EXPECT_EQ(ErrorOf(Doc({{"kafka.consumer_properties", "{group.id: g}"}})),
+            "config kafka.consumer_properties.group.id: set by rotor; use kafka.group_id");
+  // Anything else passes through verbatim.
+  EXPECT_EQ(ErrorOf(Doc({{"kafka.consumer_properties", "{security.protocol: SSL, client.rack: r1}"},
+                         {"kafka.producer_properties", "{acks: all}"}})),
+            "OK");
+}
+
+// ---- environment ----------------------------------------------------------------------------
+
+TEST(DaemonConfigTest, EnvironmentOverridesWinOverTheFile) {
+  const std::string yaml =
+      Doc({{"kafka.bootstrap_servers", "file:9092"}, {"state.dir", "file-dir"}});
+  const EnvLookup env = {
+      {std::string(kEnvBootstrapServers), "env:9092"},
+      {std::string(kEnvStateDir), "env-dir"},
+      {"ROTOR_UNRELATED", "ignored"},
+  };
+  auto config = ParseDaemonConfig(yaml, env);
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->kafka.bootstrap_servers, "env:9092");
+  EXPECT_EQ(config->state.dir, "env-dir");
+}
+
+TEST(DaemonConfigTest, EmptyEnvironmentValuesAreIgnored) {
+  const std::string yaml =
+      Doc({{"kafka.bootstrap_servers", "file:9092"}, {"state.dir", "file-dir"}});
+  const EnvLookup env = {{std::string(kEnvBootstrapServers), ""}, {std::string(kEnvStateDir), ""}};
+  auto config = ParseDaemonConfig(yaml, env);
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->kafka.bootstrap_servers, "file:9092");
+  EXPECT_EQ(config->state.dir, "file-dir");
+}
+
+TEST(DaemonConfigTest, EnvironmentCanSupplyRequiredFieldsBeforeValidation) {
+  const EnvLookup env = {{std::string(kEnvBootstrapServers), "env:9092"}};
+  auto config = ParseDaemonConfig(
+      "model: {bundle: m}\nstate: {dir: ''}\n",
+      {{std::string(kEnvBootstrapServers), "env:9092"}, {std::string(kEnvStateDir), "env-dir"}});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->kafka.bootstrap_servers, "env:9092");
+  EXPECT_EQ(config->state.dir, "env-dir");
+  // Parsing errors still come first: the environment cannot hide a bad file.
+  EXPECT_EQ(ErrorOf("kafka: {bootstrap_servers: [x]}\n", env),
+            "config kafka.bootstrap_servers: expected a string, got a sequence");
+}
+
+TEST(DaemonConfigTest, ProcessEnvReadsOnlyTheOverrideVariablesWhenSetAndNonEmpty) {
+  // Each test runs in its own process under ctest; restore anyway for --gtest_repeat.
+  ASSERT_EQ(setenv(std::string(kEnvStateDir).c_str(), "/srv/rotor", 1), 0);
+  ASSERT_EQ(setenv(std::string(kEnvBootstrapServers).c_str(), "", 1), 0);
+  EnvLookup env = ProcessEnv();
+  EXPECT_EQ(env, (EnvLookup{{std::string(kEnvStateDir), "/srv/rotor"}}));
+
+  ASSERT_EQ(setenv(std::string(kEnvBootstrapServers).c_str(), "h:1", 1), 0);
+  ASSERT_EQ(unsetenv(std::string(kEnvStateDir).c_str()), 0);
+  env = ProcessEnv();
+  EXPECT_EQ(env, (EnvLookup{{std::string(kEnvBootstrapServers), "h:1"}}));
+  ASSERT_EQ(unsetenv(std::string(kEnvBootstrapServers).c_str()), 0);
+  EXPECT_TRUE(ProcessEnv().empty());
+}
+
+// ---- files ----------------------------------------------------------------------------------
+
+TEST(DaemonConfigTest, LoadReportsUnreadableFilesAsIoErrorsNamingThePath) {
+  const std::string missing = "/nonexistent-rotor-dir/rotor.yaml";
+  auto config = LoadDaemonConfig(missing, {});
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), StatusCode::kIOError);
+  EXPECT_EQ(config.status().message(),
+            "config: cannot read /nonexistent-rotor-dir/rotor.yaml: No such file or directory");
+
+  const std::string dir = ::testing::TempDir();
+  config = LoadDaemonConfig(dir, {});
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), StatusCode::kIOError);
+  EXPECT_EQ(config.status().message(), fmt::format("config: cannot read {}: Is a directory", dir));
+}
+
+TEST(DaemonConfigTest, LoadParsesTheFile) {
+  const std::string path =
+      fmt::format("{}rotor_daemon_config_test_{}.yaml", ::testing::TempDir(), getpid());
+  {
+    std::ofstream out(path);
+    out << Doc({{"log.level", "warn"}});
+  }
+  auto config = LoadDaemonConfig(path, {{std::string(kEnvStateDir), "env-dir"}});
+  std::filesystem::remove(path);
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->log.level, LogLevel::kWarn);
+  EXPECT_EQ(config->state.dir, "env-dir");
+}
+
+TEST(DaemonConfigTest, ShippedRotorYamlHasEveryFieldAtItsDefault) {
+  const std::string path = (RepoRoot() / "configs/rotor.yaml").string();
+  auto config = LoadDaemonConfig(path, {});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  DaemonConfig want;
+  want.model.bundle = "data/default.bundle.safetensors";
+  want.kafka.bootstrap_servers = "127.0.0.1:9092";
+  ExpectSameConfig(*config, want);
+
+  // Every field is written out (with its section above it), so the file documents them all.
+  const std::string text = ReadRepoFile("configs/rotor.yaml");
+  for (const std::string_view field : kAllFields) {
+    const std::size_t dot = field.find('.');
+    const std::size_t section = text.find(fmt::format("\n{}:\n", field.substr(0, dot)));
+    ASSERT_NE(section, std::string::npos) << field;
+    EXPECT_NE(text.find(fmt::format("\n  {}:", field.substr(dot + 1)), section), std::string::npos)
+        << field << " is missing from configs/rotor.yaml";
+  }
+}
+
+TEST(DaemonConfigTest, ShippedEmbeddedYamlIsTheDemoConfig) {
+  const std::string path = (RepoRoot() / "configs/embedded.yaml").string();
+  auto config = LoadDaemonConfig(path, {});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  DaemonConfig want;
+  want.model.bundle = "data/default.bundle.safetensors";
+  want.kafka.embedded = true;
+  want.kafka.embedded_partitions = 4;
+  want.state.dir = "data/demo-state";
+  want.state.sync_writes = false;
+  ExpectSameConfig(*config, want);
+}
+
+TEST(DaemonConfigTest, ConfigurationDocsListEveryField) {
+  const std::string text = ReadRepoFile("docs/configuration.md");
+  for (const std::string_view field : kAllFields) {
+    EXPECT_NE(text.find(fmt::format("| `{}` |", field)), std::string::npos)
+        << field << " has no row in docs/configuration.md";
+  }
+  EXPECT_NE(text.find(kEnvBootstrapServers), std::string::npos);
+  EXPECT_NE(text.find(kEnvStateDir), std::string::npos);
+}
+
+}  // namespace
+}  // namespace rotor::config

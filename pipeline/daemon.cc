@@ -1,0 +1,707 @@
+#include "pipeline/daemon.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "pipeline/internal/rdkafka_util.h"
+#include "pipeline/kafka_tools.h"
+#include "pipeline/processor.h"
+
+namespace rotor::pipeline {
+namespace {
+
+using internal::ConfPtr;
+using internal::FromKafka;
+using internal::FromKafkaError;
+using internal::HandlePtr;
+using internal::MessagePtr;
+using internal::NewHandle;
+using internal::PartitionListPtr;
+using internal::SetConf;
+using SteadyClock = std::chrono::steady_clock;
+
+int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+double Seconds(SteadyClock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+std::string DefaultTransactionalId(const config::DaemonConfig& config) {
+  std::array<char, 256> host{};
+  if (gethostname(host.data(), host.size() - 1) != 0) {
+    return config.kafka.group_id + "-rotor";
+  }
+  return config.kafka.group_id + "-" + host.data();
+}
+
+void LogCallback(const rd_kafka_t* /*rk*/, int level, const char* fac, const char* buf) {
+  if (level <= 3) {
+    spdlog::error("kafka {}: {}", fac, buf);
+  } else if (level <= 4) {
+    spdlog::warn("kafka {}: {}", fac, buf);
+  } else {
+    spdlog::debug("kafka {}: {}", fac, buf);
+  }
+}
+
+void ErrorCallback(rd_kafka_t* /*rk*/, int err, const char* reason, void* /*opaque*/) {
+  spdlog::warn("kafka: {} ({})", reason, rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err)));
+}
+
+// Errors of a coordinator request that a retry can cure (the coordinator moved or restarts).
+bool IsTransientCoordinatorError(rd_kafka_resp_err_t err) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TRANSPORT:
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_NOT_COORDINATOR:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+struct Daemon::Impl {
+  config::DaemonConfig config;
+  RunOptions run;
+  std::unique_ptr<EmbeddedKafka> embedded;
+  std::string bootstrap;
+  std::unique_ptr<encoders::Bundle> bundle;
+  std::unique_ptr<storage::UserStateStore> store;
+  std::unique_ptr<Processor> processor;
+  HandlePtr producer;
+  HandlePtr consumer;
+  bool exactly_once = false;
+  std::atomic<int64_t> delivery_failures{0};
+  rd_kafka_resp_err_t last_delivery_error = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+  // Assigned partitions of the input topic: the Kafka committed offset at assignment (records
+  // below it were already published) and a generation bumped on every revoke.
+  std::map<int32_t, int64_t> publish_from;
+  // Next input offset to apply per assigned partition: the store's offset, advanced as records
+  // join a batch. A consumer that goes back (an offset reset, a re-fetch after a revoke and
+  // re-assign) must not apply a record twice.
+  std::map<int32_t, int64_t> apply_from;
+  int64_t skipped_records = 0;
+  int64_t assignment_generation = 0;
+  // When input last arrived or partitions were last assigned (the idle exit's clock).
+  SteadyClock::time_point last_activity = SteadyClock::now();
+  std::atomic<int64_t> processed_records{0};
+  std::atomic<int64_t> fed{0};  // Events the feeder produced (written by its thread).
+  std::atomic<bool> feed_done{true};
+  std::thread feeder;
+  std::atomic<bool> stop_feeder{false};
+  DaemonStats stats;
+  Status rebalance_error;
+
+  Impl() = default;
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+  Impl(Impl&&) = delete;
+  Impl& operator=(Impl&&) = delete;
+  ~Impl() {
+    stop_feeder = true;
+    if (feeder.joinable()) {
+      feeder.join();
+    }
+    consumer.reset();
+    producer.reset();
+    processor.reset();
+    store.reset();
+    embedded.reset();
+  }
+
+  static void DeliveryReport(rd_kafka_t* /*rk*/, const rd_kafka_message_t* m, void* opaque) {
+    auto* self = static_cast<Impl*>(opaque);
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (self->delivery_failures.fetch_add(1) == 0 || m->err != self->last_delivery_error) {
+        spdlog::warn("delivery to '{}' failed: {}", rd_kafka_topic_name(m->rkt),
+                     rd_kafka_err2str(m->err));
+      }
+      self->last_delivery_error = m->err;
+    }
+  }
+
+  static void Rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
+                        rd_kafka_topic_partition_list_t* parts, void* opaque) {
+    auto* self = static_cast<Impl*>(opaque);
+    const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE";
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+      self->OnAssign(rk, parts, cooperative);
+    } else {
+      self->OnRevoke(rk, parts, cooperative, rd_kafka_assignment_lost(rk) != 0);
+    }
+  }
+
+  void OnAssign(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* parts, bool cooperative) {
+    last_activity = SteadyClock::now();
+    auto stored = store->LoadOffsets();
+    if (!stored.ok()) {
+      rebalance_error = stored.status();
+      return;
+    }
+    PartitionListPtr committed(rd_kafka_topic_partition_list_copy(parts));
+    rd_kafka_resp_err_t cerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int attempt = 1;; ++attempt) {
+      cerr = rd_kafka_committed(rk, committed.get(), 30000);
+      if (!IsTransientCoordinatorError(cerr) || attempt == 10) {
+        break;
+      }
+      spdlog::warn("reading the group's committed offsets: {} (retrying)", rd_kafka_err2str(cerr));
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rebalance_error = FromKafka(cerr, "reading the group's committed offsets");
+      return;
+    }
+    for (int i = 0; i < parts->cnt; ++i) {
+      rd_kafka_topic_partition_t& p = parts->elems[i];
+      const auto found = stored->find({p.topic, p.partition});
+      const int64_t resume = found == stored->end() ? RD_KAFKA_OFFSET_BEGINNING : found->second;
+      const int64_t kafka_committed = committed->elems[i].offset;
+      p.offset = resume;
+      publish_from[p.partition] = kafka_committed;
+      if (found != stored->end()) {
+        apply_from[p.partition] = found->second;
+      } else {
+        apply_from.erase(p.partition);
+      }
+      if (kafka_committed >= 0 && kafka_committed > resume) {
+        spdlog::info(
+            "partition {}: assigned, resuming at {} from the state store; offsets below {} were "
+            "already published and are re-applied to state without publishing",
+            p.partition,
+            resume == RD_KAFKA_OFFSET_BEGINNING ? std::string("the beginning")
+                                                : std::to_string(resume),
+            kafka_committed);
+      } else {
+        spdlog::info("partition {}: assigned, resuming at {}", p.partition,
+                     resume == RD_KAFKA_OFFSET_BEGINNING ? std::string("the beginning")
+                                                         : std::to_string(resume));
+      }
+    }
+    const Status s = cooperative
+                         ? FromKafkaError(rd_kafka_incremental_assign(rk, parts), "assigning")
+                         : FromKafka(rd_kafka_assign(rk, parts), "assigning");
+    if (!s.ok()) {
+      rebalance_error = s;
+    }
+  }
+
+  void OnRevoke(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* parts, bool cooperative,
+                bool lost) {
+    for (int i = 0; i < parts->cnt; ++i) {
+      publish_from.erase(parts->elems[i].partition);
+      apply_from.erase(parts->elems[i].partition);
+      spdlog::info("partition {}: {}", parts->elems[i].partition, lost ? "lost" : "revoked");
+    }
+    ++assignment_generation;
+    processor->ClearCache();
+    const Status s = cooperative
+                         ? FromKafkaError(rd_kafka_incremental_unassign(rk, parts), "unassigning")
+                         : FromKafka(rd_kafka_assign(rk, nullptr), "unassigning");
+    if (!s.ok()) {
+      spdlog::warn("{}", s);
+    }
+  }
+
+  Status Connect() {
+    const config::KafkaOptions& k = config.kafka;
+    // Producer.
+    ConfPtr pconf(rd_kafka_conf_new());
+    ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "bootstrap.servers", bootstrap));
+    ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "client.id", k.client_id));
+    ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "enable.idempotence", "true"));
+    ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "linger.ms", "2"));
+    if (exactly_once) {
+      const std::string id = config.delivery.transactional_id.empty()
+                                 ? DefaultTransactionalId(config)
+                                 : config.delivery.transactional_id;
+      ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "transactional.id", id));
+      ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "transaction.timeout.ms",
+                                    std::to_string(config.delivery.transaction_timeout_ms)));
+    }
+    ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), k.producer_properties));
+    rd_kafka_conf_set_dr_msg_cb(pconf.get(), DeliveryReport);
+    rd_kafka_conf_set_log_cb(pconf.get(), LogCallback);
+    rd_kafka_conf_set_error_cb(pconf.get(), ErrorCallback);
+    rd_kafka_conf_set_opaque(pconf.get(), this);
+    ROTOR_ASSIGN_OR_RETURN(producer, NewHandle(RD_KAFKA_PRODUCER, std::move(pconf)));
+    if (exactly_once) {
+      // Fences any zombie with the same transactional.id and aborts its open transaction.
+      ROTOR_RETURN_IF_ERROR(
+          FromKafkaError(rd_kafka_init_transactions(producer.get(), 60000), "init_transactions"));
+    }
+    // Consumer.
+    ConfPtr cconf(rd_kafka_conf_new());
+    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "bootstrap.servers", bootstrap));
+    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "client.id", k.client_id));
+    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "group.id", k.group_id));
+    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "enable.auto.commit", "false"));
+    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "enable.auto.offset.store", "false"));
+    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "isolation.level", "read_committed"));
+    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "auto.offset.reset", "earliest"));
+    ROTOR_RETURN_IF_ERROR(
+        SetConf(cconf.get(), "partition.assignment.strategy", "cooperative-sticky"));
+    ROTOR_RETURN_IF_ERROR(
+        SetConf(cconf.get(), "session.timeout.ms", std::to_string(k.session_timeout_ms)));
+    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), k.consumer_properties));
+    rd_kafka_conf_set_rebalance_cb(cconf.get(), Rebalance);
+    rd_kafka_conf_set_log_cb(cconf.get(), LogCallback);
+    rd_kafka_conf_set_error_cb(cconf.get(), ErrorCallback);
+    rd_kafka_conf_set_opaque(cconf.get(), this);
+    ROTOR_ASSIGN_OR_RETURN(consumer, NewHandle(RD_KAFKA_CONSUMER, std::move(cconf)));
+    rd_kafka_poll_set_consumer(consumer.get());
+    PartitionListPtr topics(rd_kafka_topic_partition_list_new(1));
+    rd_kafka_topic_partition_list_add(topics.get(), k.input_topic.c_str(), RD_KAFKA_PARTITION_UA);
+    return FromKafka(rd_kafka_subscribe(consumer.get(), topics.get()),
+                     fmt::format("subscribing to '{}'", k.input_topic));
+  }
+
+  // Produces one message, waiting while librdkafka's queue is full.
+  Status Produce(const OutputRecord& out) {
+    const std::string& topic = out.topic == OutputRecord::Topic::kOutput
+                                   ? config.kafka.output_topic
+                                   : config.kafka.dead_letter_topic;
+    while (true) {
+      rd_kafka_headers_t* headers = nullptr;
+      if (!out.headers.empty()) {
+        headers = rd_kafka_headers_new(out.headers.size());
+        for (const auto& [name, value] : out.headers) {
+          rd_kafka_header_add(headers, name.data(), static_cast<ssize_t>(name.size()), value.data(),
+                              static_cast<ssize_t>(value.size()));
+        }
+      }
+      const rd_kafka_resp_err_t err =
+          internal::ProduceCopy(producer.get(), topic, out.key.data(), out.key.size(),
+                                out.value.data(), out.value.size(), headers);
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        return Status::OK();
+      }
+      if (headers != nullptr) {
+        rd_kafka_headers_destroy(headers);
+      }
+      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        return FromKafka(err, fmt::format("producing to '{}'", topic));
+      }
+      rd_kafka_poll(producer.get(), 10);
+    }
+  }
+
+  // The offsets to commit to Kafka for a batch: only partitions still assigned and only when
+  // they move the group's committed offset forward.
+  PartitionListPtr KafkaOffsets(const PendingBatch& batch) {
+    PartitionListPtr list(
+        rd_kafka_topic_partition_list_new(static_cast<int>(batch.next_offsets.size())));
+    for (const auto& [tp, next] : batch.next_offsets) {
+      const auto it = publish_from.find(tp.second);
+      if (it == publish_from.end() || next <= it->second) {
+        continue;
+      }
+      rd_kafka_topic_partition_list_add(list.get(), tp.first.c_str(), tp.second)->offset = next;
+    }
+    return list;
+  }
+
+  // Delivers the batch's messages; Aborted when they must be retried from the stored offsets.
+  Status Deliver(const PendingBatch& batch) {
+    PartitionListPtr offsets = KafkaOffsets(batch);
+    if (batch.outputs.empty() && offsets->cnt == 0) {
+      return Status::OK();
+    }
+    if (!exactly_once) {
+      const int64_t failures_before = delivery_failures.load();
+      for (const OutputRecord& out : batch.outputs) {
+        ROTOR_RETURN_IF_ERROR(Produce(out));
+      }
+      while (rd_kafka_outq_len(producer.get()) > 0) {
+        rd_kafka_flush(producer.get(), 100);
+      }
+      if (delivery_failures.load() != failures_before) {
+        return Status::Aborted("{} messages of the batch were not delivered",
+                               delivery_failures.load() - failures_before);
+      }
+      return Status::OK();
+    }
+    ROTOR_RETURN_IF_ERROR(
+        FromKafkaError(rd_kafka_begin_transaction(producer.get()), "begin_transaction"));
+    Status s;
+    for (const OutputRecord& out : batch.outputs) {
+      s = Produce(out);
+      if (!s.ok()) {
+        break;
+      }
+    }
+    if (s.ok() && offsets->cnt > 0) {
+      rd_kafka_consumer_group_metadata_t* group = rd_kafka_consumer_group_metadata(consumer.get());
+      s = TransactionCall(
+          [&] {
+            return rd_kafka_send_offsets_to_transaction(producer.get(), offsets.get(), group, -1);
+          },
+          "send_offsets_to_transaction");
+      rd_kafka_consumer_group_metadata_destroy(group);
+    }
+    if (s.ok()) {
+      s = TransactionCall([&] { return rd_kafka_commit_transaction(producer.get(), -1); },
+                          "commit_transaction");
+    }
+    if (s.ok()) {
+      return s;
+    }
+    if (s.code() != StatusCode::kAborted) {
+      return s;  // Fatal: the caller stops.
+    }
+    spdlog::warn("aborting the transaction: {}", s);
+    ROTOR_RETURN_IF_ERROR(
+        FromKafkaError(rd_kafka_abort_transaction(producer.get(), -1), "abort_transaction"));
+    return s;
+  }
+
+  // Runs a transactional call, retrying retriable errors; Aborted when the transaction must be
+  // aborted, another error when the producer is unusable.
+  template <class F>
+  Status TransactionCall(F call, std::string_view what) {
+    while (true) {
+      rd_kafka_error_t* error = call();
+      if (error == nullptr) {
+        return Status::OK();
+      }
+      const std::string message = rd_kafka_error_string(error);
+      const bool retriable = rd_kafka_error_is_retriable(error) != 0;
+      const bool abortable = rd_kafka_error_txn_requires_abort(error) != 0;
+      const bool fatal = rd_kafka_error_is_fatal(error) != 0;
+      rd_kafka_error_destroy(error);
+      if (fatal) {
+        return Status::FailedPrecondition("{}: fatal: {}", what, message);
+      }
+      if (abortable) {
+        return Status::Aborted("{}: {}", what, message);
+      }
+      if (!retriable) {
+        return Status::Aborted("{}: {}", what, message);
+      }
+      spdlog::warn("{}: {} (retrying)", what, message);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+
+  // After a failed delivery: every assigned partition goes back to the offset in the store.
+  Status Rewind() {
+    ROTOR_ASSIGN_OR_RETURN(auto stored, store->LoadOffsets());
+    PartitionListPtr list(rd_kafka_topic_partition_list_new(static_cast<int>(publish_from.size())));
+    for (const auto& [partition, unused] : publish_from) {
+      const auto found = stored.find({config.kafka.input_topic, partition});
+      if (found != stored.end()) {
+        apply_from[partition] = found->second;
+      } else {
+        apply_from.erase(partition);
+      }
+      rd_kafka_topic_partition_list_add(list.get(), config.kafka.input_topic.c_str(), partition)
+          ->offset = found == stored.end() ? RD_KAFKA_OFFSET_BEGINNING : found->second;
+    }
+    if (list->cnt == 0) {
+      return Status::OK();
+    }
+    return FromKafkaError(rd_kafka_seek_partitions(consumer.get(), list.get(), 30000),
+                          "seeking back to the stored offsets");
+  }
+
+  void StartFeeder() {
+    if (run.feed_file.empty()) {
+      return;
+    }
+    feed_done = false;
+    feeder = std::thread([this] {
+      ProduceOptions options;
+      options.bootstrap_servers = bootstrap;
+      options.topic = config.kafka.input_topic;
+      options.stop = &stop_feeder;
+      options.may_send = [this](int64_t sent) {
+        fed.store(sent);
+        return sent - processed_records.load() < run.feed_max_ahead;
+      };
+      auto result = ProduceJsonLines(run.feed_file, options);
+      if (!result.ok()) {
+        spdlog::error("feeding '{}': {}", run.feed_file, result.status());
+      } else {
+        fed.store(result->sent);
+        spdlog::info("fed {} events from '{}' in {:.1f} s", result->sent, run.feed_file,
+                     result->seconds);
+      }
+      feed_done = true;
+    });
+  }
+
+  void LogStats(double seconds) const {
+    const ProcessorStats& p = processor->stats();
+    spdlog::info(
+        "{} events ({:.0f}/s busy), {} replayed without publishing, {} dead letters, {} "
+        "duplicates, "
+        "{} deltas, {} snapshots, {} batches ({} retried), {} store loads",
+        p.events, seconds > 0 ? static_cast<double>(p.events) / seconds : 0.0, p.replayed,
+        p.dead_letters, p.duplicates, p.deltas, p.snapshots, stats.batches, stats.failed_batches,
+        p.store_loads);
+  }
+
+  Status Serve(const std::atomic<bool>& stop);
+};
+
+Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
+  const config::PipelineOptions& opt = config.pipeline;
+  std::vector<MessagePtr> messages;
+  std::vector<InputRecord> records;
+  auto last_stats = SteadyClock::now();
+  std::optional<SteadyClock::time_point> first_batch;
+  SteadyClock::time_point last_commit{};
+  while (!stop.load()) {
+    ROTOR_RETURN_IF_ERROR(rebalance_error);
+    // Fill a batch: up to max_batch_events, waiting at most max_batch_wait_ms once one arrived.
+    messages.clear();
+    const int64_t generation = assignment_generation;
+    SteadyClock::time_point deadline{};
+    while (static_cast<int64_t>(messages.size()) < opt.max_batch_events && !stop.load()) {
+      int timeout = 100;
+      if (!messages.empty()) {
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now())
+                .count();
+        if (left <= 0) {
+          break;
+        }
+        timeout = static_cast<int>(std::min<int64_t>(left, 100));
+      }
+      MessagePtr m(rd_kafka_consumer_poll(consumer.get(), timeout));
+      if (!m) {
+        if (messages.empty()) {
+          break;  // Nothing yet: check stop, idle and stats, then poll again.
+        }
+        continue;
+      }
+      if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+          spdlog::warn("consumer: {}", rd_kafka_message_errstr(m.get()));
+        }
+        continue;
+      }
+      if (messages.empty()) {
+        deadline = SteadyClock::now() + std::chrono::milliseconds(opt.max_batch_wait_ms);
+      }
+      messages.push_back(std::move(m));
+    }
+    ROTOR_RETURN_IF_ERROR(rebalance_error);
+    const auto now = SteadyClock::now();
+    if (config.log.stats_interval_ms > 0 &&
+        now - last_stats > std::chrono::milliseconds(config.log.stats_interval_ms)) {
+      last_stats = now;
+      LogStats(first_batch ? Seconds(last_commit - *first_batch) : 0.0);
+    }
+    if (messages.empty()) {
+      // Idle means: partitions assigned, any feed fully produced and consumed, and nothing
+      // new for exit_when_idle_ms.
+      if (run.exit_when_idle_ms > 0 && feed_done.load() && !publish_from.empty() &&
+          processed_records.load() >= fed.load() &&
+          now - last_activity > std::chrono::milliseconds(run.exit_when_idle_ms)) {
+        spdlog::info("no input for {} ms: stopping", run.exit_when_idle_ms);
+        break;
+      }
+      continue;
+    }
+    last_activity = now;
+    if (!first_batch) {
+      first_batch = now;
+    }
+    // A revoke during the fill: drop the messages of partitions no longer ours (their new
+    // owner consumes them from the committed offsets).
+    records.clear();
+    for (const MessagePtr& m : messages) {
+      const auto it = publish_from.find(m->partition);
+      if (it == publish_from.end()) {
+        continue;
+      }
+      (void)generation;
+      const auto [next, unseen] = apply_from.try_emplace(m->partition, m->offset);
+      if (m->offset < next->second) {
+        if (skipped_records++ == 0) {
+          spdlog::warn("partition {}: offset {} is below {}, already applied: skipping",
+                       m->partition, m->offset, next->second);
+        }
+        continue;
+      }
+      next->second = m->offset + 1;
+      InputRecord r;
+      r.topic = config.kafka.input_topic;
+      r.partition = m->partition;
+      r.offset = m->offset;
+      r.has_key = m->key != nullptr;
+      if (r.has_key) {
+        r.key = std::string_view(static_cast<const char*>(m->key), m->key_len);
+      }
+      if (m->payload != nullptr) {
+        r.value = std::string_view(static_cast<const char*>(m->payload), m->len);
+      }
+      r.publish = m->offset >= it->second;
+      records.push_back(r);
+    }
+    if (records.empty()) {
+      continue;
+    }
+    ROTOR_ASSIGN_OR_RETURN(PendingBatch batch, processor->Process(records));
+    Status delivered = Deliver(batch);
+    if (!delivered.ok()) {
+      if (delivered.code() != StatusCode::kAborted &&
+          delivered.code() != StatusCode::kUnavailable) {
+        processor->Abandon(std::move(batch));
+        return delivered;
+      }
+      ++stats.failed_batches;
+      spdlog::warn("batch of {} records not delivered ({}); retrying from the stored offsets",
+                   records.size(), delivered);
+      processor->Abandon(std::move(batch));
+      ROTOR_RETURN_IF_ERROR(Rewind());
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      continue;
+    }
+    ROTOR_RETURN_IF_ERROR(store->Commit(batch.state));
+    if (!exactly_once) {
+      PartitionListPtr offsets = KafkaOffsets(batch);
+      if (offsets->cnt > 0) {
+        // Informational for at-least-once (the store's offsets are the truth); async.
+        const rd_kafka_resp_err_t err = rd_kafka_commit(consumer.get(), offsets.get(), 1);
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+          spdlog::warn("committing offsets to Kafka: {}", rd_kafka_err2str(err));
+        }
+      }
+    }
+    processed_records += static_cast<int64_t>(records.size());
+    processor->Finish(std::move(batch));
+    ++stats.batches;
+    last_commit = SteadyClock::now();
+  }
+  if (first_batch) {
+    stats.busy_seconds = Seconds(last_commit - *first_batch);
+  }
+  LogStats(stats.busy_seconds);
+  return Status::OK();
+}
+
+Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Daemon::~Daemon() = default;
+
+Result<std::unique_ptr<Daemon>> Daemon::Create(const config::DaemonConfig& config, RunOptions run) {
+  ROTOR_RETURN_IF_ERROR(config::ValidateDaemonConfig(config));
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  impl->run = std::move(run);
+  impl->exactly_once = config.delivery.mode == config::DeliveryMode::kExactlyOnce;
+  {
+    auto bundle = encoders::Bundle::Load(config.model.bundle);
+    if (!bundle.ok()) {
+      return Status(
+          bundle.status().code(),
+          fmt::format("model.bundle '{}': {}", config.model.bundle, bundle.status().message()));
+    }
+    impl->bundle = std::make_unique<encoders::Bundle>(std::move(bundle).value());
+  }
+  auto store = storage::UserStateStore::Open({.path = config.state.dir,
+                                              .block_cache_bytes = config.state.block_cache_bytes,
+                                              .write_buffer_bytes = config.state.write_buffer_bytes,
+                                              .sync_writes = config.state.sync_writes,
+                                              .create_if_missing = true});
+  if (!store.ok()) {
+    return Status(store.status().code(),
+                  fmt::format("state.dir '{}': {}", config.state.dir, store.status().message()));
+  }
+  impl->store = std::move(store).value();
+  ROTOR_ASSIGN_OR_RETURN(impl->processor,
+                         Processor::Create(*impl->bundle, *impl->store, config.pipeline,
+                                           config.output, config.state.window_cache_bytes, WallMs));
+  if (config.kafka.embedded) {
+    ROTOR_ASSIGN_OR_RETURN(impl->embedded, EmbeddedKafka::Start(1));
+    for (const std::string& topic :
+         {config.kafka.input_topic, config.kafka.output_topic, config.kafka.dead_letter_topic}) {
+      ROTOR_RETURN_IF_ERROR(impl->embedded->CreateTopic(topic, config.kafka.embedded_partitions));
+    }
+    impl->bootstrap = impl->embedded->bootstrap_servers();
+    spdlog::info("embedded Kafka (librdkafka mock cluster) at {}", impl->bootstrap);
+  } else {
+    impl->bootstrap = config.kafka.bootstrap_servers;
+  }
+  ROTOR_RETURN_IF_ERROR(impl->Connect());
+  spdlog::info(
+      "serving model {} ({}), input '{}' -> output '{}', dead letters '{}', {} delivery, "
+      "state in '{}'",
+      impl->bundle->model_id().substr(0, 12), encoders::VariantName(impl->bundle->config().variant),
+      config.kafka.input_topic, config.kafka.output_topic, config.kafka.dead_letter_topic,
+      config::DeliveryModeName(config.delivery.mode), config.state.dir);
+  return std::unique_ptr<Daemon>(new Daemon(std::move(impl)));
+}
+
+Status Daemon::Run(const std::atomic<bool>& stop) {
+  Impl& d = *impl_;
+  d.StartFeeder();
+  Status served = d.Serve(stop);
+  d.stop_feeder = true;
+  if (d.feeder.joinable()) {
+    d.feeder.join();
+  }
+  // Leave the group (revokes our partitions), then flush what is queued and sync the store.
+  const Status closed =
+      FromKafka(rd_kafka_consumer_close(d.consumer.get()), "closing the consumer");
+  if (!closed.ok()) {
+    spdlog::warn("{}", closed);
+  }
+  while (rd_kafka_outq_len(d.producer.get()) > 0) {
+    rd_kafka_flush(d.producer.get(), 100);
+  }
+  const Status flushed = d.store->Flush();
+  if (served.ok() && !flushed.ok()) {
+    served = flushed;
+  }
+  const ProcessorStats& p = d.processor->stats();
+  d.stats.fed = d.fed.load();
+  d.stats.records = p.records;
+  d.stats.events = p.events;
+  d.stats.replayed = p.replayed;
+  d.stats.dead_letters = p.dead_letters;
+  d.stats.duplicates = p.duplicates;
+  d.stats.deltas = p.deltas;
+  d.stats.snapshots = p.snapshots;
+  return served;
+}
+
+DaemonStats Daemon::stats() const {
+  return impl_->stats;
+}
+
+const std::string& Daemon::bootstrap_servers() const {
+  return impl_->bootstrap;
+}
+
+const encoders::Bundle& Daemon::bundle() const {
+  return *impl_->bundle;
+}
+
+Result<std::optional<storage::UserState>> Daemon::LoadUser(const std::string& user) const {
+  const encoders::ModelConfig& cfg = impl_->bundle->config();
+  return impl_->store->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+}
+
+}  // namespace rotor::pipeline

@@ -1,0 +1,769 @@
+// The whole Daemon against librdkafka's mock cluster: the test owns the cluster (the daemon
+// connects to it as to any broker), so it can take the broker down and inject request errors
+// while the daemon serves. Every test ends with the same two checks: each user's committed
+// state equals a direct decode of the user's events bit for bit (nothing lost, nothing applied
+// twice), and every (user, position) reached the output topic with the direct rows (at least
+// once; repeats are allowed). The daemon runs without event-id dedupe, so a replayed event
+// would show up in the state instead of being silently dropped.
+
+#include "pipeline/daemon.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <librdkafka/rdkafka.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "encoders/decoder.h"
+#include "encoders/featurizer.h"
+#include "encoders/ready_tensors.h"
+#include "pipeline/event_parser.h"
+#include "pipeline/internal/rdkafka_util.h"
+#include "pipeline/kafka_tools.h"
+#include "pipeline/processor.h"
+
+namespace rotor::pipeline {
+namespace {
+
+using std::chrono::milliseconds;
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr int32_t kPartitions = 4;
+constexpr std::string_view kInputTopic = "rotor.events";
+constexpr std::string_view kOutputTopic = "rotor.tensors";
+constexpr std::string_view kDeadLetterTopic = "rotor.dead-letter";
+// Longest wait for the daemon to reach the expected state (a group join takes about 3 s).
+constexpr milliseconds kServeTimeout{25000};
+
+class TempDir {
+ public:
+  TempDir() {
+    static std::atomic<int> counter{0};
+    path_ = std::filesystem::temp_directory_path() /
+            fmt::format("rotor_daemon_test_{}_{}", ::getpid(), counter.fetch_add(1));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  std::string path() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::vector<std::string> ReadLines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty()) {
+      lines.push_back(line);
+    }
+  }
+  return lines;
+}
+
+void WriteLines(const std::string& path, const std::vector<std::string>& lines) {
+  std::ofstream out(path);
+  for (const std::string& line : lines) {
+    out << line << '\n';
+  }
+  ASSERT_TRUE(out.good()) << path;
+}
+
+// The golden "long" events of the siren bundle, renamed to `user` with event ids prefixed so
+// several users can share them.
+std::vector<std::string> UserEvents(const std::string& user) {
+  std::vector<std::string> out;
+  for (std::string line : ReadLines(std::string(ROTOR_GOLDEN_DIR) + "/siren.long.events.jsonl")) {
+    const std::string from = R"("user_id":"u-long")";
+    const auto at = line.find(from);
+    EXPECT_NE(at, std::string::npos);
+    line.replace(at, from.size(), fmt::format(R"("user_id":"{}")", user));
+    const std::string id = R"("event_id":")";
+    line.insert(line.find(id) + id.size(), user + "/");
+    out.push_back(line);
+  }
+  return out;
+}
+
+using EventsByUser = std::map<std::string, std::vector<std::string>>;
+
+EventsByUser GoldenUsers(int count) {
+  EventsByUser events;
+  for (int i = 0; i < count; ++i) {
+    const std::string user = fmt::format("user-{}", i);
+    events[user] = UserEvents(user);
+  }
+  return events;
+}
+
+// Events [from, to) of every user, interleaved round-robin (each user's own order kept).
+std::vector<std::string> Interleave(const EventsByUser& events, std::size_t from = 0,
+                                    std::size_t to = SIZE_MAX) {
+  std::vector<std::string> out;
+  std::size_t longest = 0;
+  for (const auto& [user, lines] : events) {
+    longest = std::max(longest, lines.size());
+  }
+  for (std::size_t i = from; i < std::min(to, longest); ++i) {
+    for (const auto& [user, lines] : events) {
+      if (i < lines.size()) {
+        out.push_back(lines[i]);
+      }
+    }
+  }
+  return out;
+}
+
+// Every user's first `n` events.
+EventsByUser Prefix(const EventsByUser& events, std::size_t n) {
+  EventsByUser out;
+  for (const auto& [user, lines] : events) {
+    out[user].assign(lines.begin(), lines.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  return out;
+}
+
+// Polls `done` every 100 ms until it holds (true) or `timeout` passes (false).
+bool WaitFor(const std::function<bool()>& done, milliseconds timeout) {
+  const auto deadline = SteadyClock::now() + timeout;
+  while (!done()) {
+    if (SteadyClock::now() > deadline) {
+      return false;
+    }
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  return true;
+}
+
+// Sends (key, value) messages in order through an idempotent producer, waiting for delivery;
+// a message without a key is sent unkeyed. For what ProduceJsonLines cannot send (a key that is
+// not the line's user_id).
+void ProduceRaw(const std::string& bootstrap, std::string_view topic,
+                const std::vector<std::pair<std::optional<std::string>, std::string>>& messages) {
+  internal::ConfPtr conf(rd_kafka_conf_new());
+  ASSERT_TRUE(internal::SetConf(conf.get(), "bootstrap.servers", bootstrap).ok());
+  ASSERT_TRUE(internal::SetConf(conf.get(), "enable.idempotence", "true").ok());
+  std::atomic<int> failures{0};
+  rd_kafka_conf_set_dr_msg_cb(conf.get(),
+                              [](rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
+                                if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+                                  static_cast<std::atomic<int>*>(opaque)->fetch_add(1);
+                                }
+                              });
+  rd_kafka_conf_set_opaque(conf.get(), &failures);
+  auto producer = internal::NewHandle(RD_KAFKA_PRODUCER, std::move(conf));
+  ASSERT_TRUE(producer.ok()) << producer.status().ToString();
+  rd_kafka_topic_t* handle =
+      rd_kafka_topic_new(producer->get(), std::string(topic).c_str(), nullptr);
+  ASSERT_NE(handle, nullptr);
+  for (const auto& [key, value] : messages) {
+    const int sent = rd_kafka_produce(handle, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
+                                      const_cast<char*>(value.data()), value.size(),
+                                      key ? key->data() : nullptr, key ? key->size() : 0, nullptr);
+    EXPECT_EQ(sent, 0) << rd_kafka_err2str(rd_kafka_last_error());
+  }
+  rd_kafka_topic_destroy(handle);
+  EXPECT_EQ(rd_kafka_flush(producer->get(), 20000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  EXPECT_EQ(failures.load(), 0);
+}
+
+// Routes spdlog's default logger to a ring buffer (and stderr) while it lives.
+class LogCapture {
+ public:
+  LogCapture()
+      : ring_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(16384)),
+        previous_(spdlog::default_logger()) {
+    auto logger = std::make_shared<spdlog::logger>(
+        "daemon_test",
+        spdlog::sinks_init_list{ring_, std::make_shared<spdlog::sinks::stderr_sink_mt>()});
+    logger->set_level(spdlog::level::info);
+    spdlog::set_default_logger(std::move(logger));
+  }
+  LogCapture(const LogCapture&) = delete;
+  LogCapture& operator=(const LogCapture&) = delete;
+  ~LogCapture() { spdlog::set_default_logger(previous_); }
+
+  // The messages logged at `level` or above that contain `text`.
+  std::vector<std::string> Find(spdlog::level::level_enum level, std::string_view text) const {
+    std::vector<std::string> found;
+    for (const auto& m : ring_->last_raw()) {
+      const std::string_view payload(m.payload.data(), m.payload.size());
+      if (m.level >= level && payload.find(text) != std::string_view::npos) {
+        found.emplace_back(payload);
+      }
+    }
+    return found;
+  }
+
+ private:
+  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> ring_;
+  std::shared_ptr<spdlog::logger> previous_;
+};
+
+// A Daemon serving on its own thread until Stop (or destruction).
+class ServingDaemon {
+ public:
+  explicit ServingDaemon(std::unique_ptr<Daemon> daemon) : daemon_(std::move(daemon)) {
+    thread_ = std::thread([this] { result_ = daemon_->Run(stop_); });
+  }
+  ServingDaemon(const ServingDaemon&) = delete;
+  ServingDaemon& operator=(const ServingDaemon&) = delete;
+  ~ServingDaemon() { (void)Stop(); }
+
+  // Asks Run to return and waits for it; Run's status.
+  Status Stop() {
+    stop_ = true;
+    if (thread_.joinable()) {
+      thread_.join();
+    }
+    return result_;
+  }
+  // Thread-safe while serving: LoadUser (the store's loads are); stats() only after Stop.
+  const Daemon& daemon() const { return *daemon_; }
+
+ private:
+  std::unique_ptr<Daemon> daemon_;
+  std::atomic<bool> stop_{false};
+  Status result_;
+  std::thread thread_;
+};
+
+// What the encoders produce for one user's events: the final window, and the rows of every
+// position as they were when the position was appended ([pos] -> [block] -> d_model floats).
+struct Reference {
+  encoders::KvWindow window;
+  std::vector<std::vector<std::vector<float>>> k;
+  std::vector<std::vector<std::vector<float>>> v;
+};
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto kafka = EmbeddedKafka::Start(1);
+    ASSERT_TRUE(kafka.ok()) << kafka.status().ToString();
+    kafka_ = std::move(kafka).value();
+    for (const std::string_view topic : {kInputTopic, kOutputTopic, kDeadLetterTopic}) {
+      const Status created = kafka_->CreateTopic(std::string(topic), kPartitions);
+      ASSERT_TRUE(created.ok()) << created.ToString();
+    }
+    auto bundle = encoders::Bundle::Load(BundlePath());
+    ASSERT_TRUE(bundle.ok()) << bundle.status().ToString();
+    bundle_ = std::make_unique<encoders::Bundle>(std::move(bundle).value());
+  }
+
+  static std::string BundlePath() {
+    return std::string(ROTOR_GOLDEN_DIR) + "/siren.bundle.safetensors";
+  }
+
+  config::DaemonConfig Config() const {
+    config::DaemonConfig c;
+    c.model.bundle = BundlePath();
+    c.kafka.embedded = false;  // The test owns the cluster, to inject faults into it.
+    c.kafka.bootstrap_servers = kafka_->bootstrap_servers();
+    c.kafka.group_id = "rotor-daemon-test";
+    c.kafka.input_topic = std::string(kInputTopic);
+    c.kafka.output_topic = std::string(kOutputTopic);
+    c.kafka.dead_letter_topic = std::string(kDeadLetterTopic);
+    // Many small batches, none larger than the model's window (8): a batch with more events of
+    // one user publishes only the newest window rows, and these tests check every position.
+    c.pipeline.max_batch_events = 8;
+    c.pipeline.max_batch_wait_ms = 5;
+    // The golden events are from January 2026; accept them whatever this machine's clock says.
+    c.pipeline.max_future_ms = int64_t{10} * 365 * 86400000;
+    // No event-id dedupe: an event applied twice must show in the state, not be dropped.
+    c.pipeline.dedupe_ids_per_user = 0;
+    c.output.dtype = config::OutputDtype::kF32;
+    c.output.deltas = true;
+    c.output.snapshot_interval_ms = 0;
+    c.state.dir = dir_.path() + "/state";
+    c.state.sync_writes = false;
+    c.state.block_cache_bytes = int64_t{16} << 20;
+    c.state.write_buffer_bytes = int64_t{4} << 20;
+    c.log.stats_interval_ms = 0;
+    return c;
+  }
+
+  static std::unique_ptr<ServingDaemon> Serve(const config::DaemonConfig& config) {
+    auto daemon = Daemon::Create(config);
+    EXPECT_TRUE(daemon.ok()) << daemon.status().ToString();
+    if (!daemon.ok()) {
+      return nullptr;
+    }
+    return std::make_unique<ServingDaemon>(std::move(daemon).value());
+  }
+
+  // Produces `lines` into the input topic (keyed by user_id) at `rate_per_s` (0: at once).
+  void Produce(const std::vector<std::string>& lines, double rate_per_s = 0) {
+    const std::string path = fmt::format("{}/input-{}.jsonl", dir_.path(), files_.fetch_add(1));
+    ASSERT_NO_FATAL_FAILURE(WriteLines(path, lines));
+    ProduceOptions options;
+    options.bootstrap_servers = kafka_->bootstrap_servers();
+    options.topic = std::string(kInputTopic);
+    options.rate_per_s = rate_per_s;
+    options.properties["reconnect.backoff.max.ms"] = "1000";  // Back soon after an outage.
+    auto result = ProduceJsonLines(path, options);
+    ASSERT_TRUE(result.ok()) << result.status().ToString();
+    EXPECT_EQ(result->sent, static_cast<int64_t>(lines.size()));
+    EXPECT_EQ(result->failed, 0);
+  }
+
+  std::vector<TopicMessage> Read(std::string_view topic, int64_t idle_ms = 300) const {
+    ReadOptions options;
+    options.bootstrap_servers = kafka_->bootstrap_servers();
+    options.topic = std::string(topic);
+    options.read_committed = false;
+    options.idle_ms = idle_ms;
+    options.timeout_ms = 20000;
+    auto messages = ReadTopic(options);
+    EXPECT_TRUE(messages.ok()) << messages.status().ToString();
+    return messages.ok() ? std::move(messages).value() : std::vector<TopicMessage>{};
+  }
+
+  // Whether every user's committed state holds at least its events.
+  static bool Reached(const ServingDaemon& serving, const EventsByUser& events) {
+    for (const auto& [user, lines] : events) {
+      auto state = serving.daemon().LoadUser(user);
+      if (!state.ok() || !state->has_value() ||
+          (*state)->window.next_pos < static_cast<int64_t>(lines.size())) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // Waits until the daemon's state holds `events` (or fails the test), then stops it.
+  static void ServeUntil(ServingDaemon& serving, const EventsByUser& events) {
+    EXPECT_TRUE(WaitFor([&] { return Reached(serving, events); }, kServeTimeout))
+        << "the daemon did not reach the expected state in time";
+    const Status stopped = serving.Stop();
+    EXPECT_TRUE(stopped.ok()) << stopped.ToString();
+  }
+
+  Reference Direct(const std::vector<std::string>& events) const {
+    auto decoder = encoders::Decoder::Create(*bundle_);
+    EXPECT_TRUE(decoder.ok());
+    EventParser parser(bundle_->config());
+    encoders::Featurizer featurizer(bundle_->config());
+    Reference ref{.window = decoder->NewWindow(0), .k = {}, .v = {}};
+    encoders::KvWindow& window = ref.window;
+    for (const auto& line : events) {
+      ParsedEvent parsed;
+      Rejection rejection;
+      EXPECT_TRUE(parser.Parse(line, parsed, rejection)) << rejection.detail;
+      auto inputs = featurizer.Featurize(parsed.event, true);
+      EXPECT_TRUE(inputs.ok()) << inputs.status().ToString();
+      EXPECT_TRUE(decoder->Decode(window, *inputs).ok());
+      const int64_t slot = window.SlotOf(window.next_pos - 1);
+      auto& k = ref.k.emplace_back();
+      auto& v = ref.v.emplace_back();
+      for (int64_t b = 0; b < window.n_blocks(); ++b) {
+        const auto kr = window.KRow(b, slot);
+        const auto vr = window.VRow(b, slot);
+        k.emplace_back(kr.begin(), kr.end());
+        v.emplace_back(vr.begin(), vr.end());
+      }
+    }
+    return ref;
+  }
+
+  static void ExpectSameRows(const encoders::KvWindow& got, const encoders::KvWindow& want) {
+    ASSERT_EQ(got.next_pos, want.next_pos);
+    ASSERT_EQ(got.rows, want.rows);
+    EXPECT_EQ(got.last_ts_ms, want.last_ts_ms);
+    for (int64_t p = want.next_pos - want.rows; p < want.next_pos; ++p) {
+      for (int64_t b = 0; b < want.n_blocks(); ++b) {
+        const auto gk = got.KRow(b, got.SlotOf(p));
+        const auto wk = want.KRow(b, want.SlotOf(p));
+        const auto gv = got.VRow(b, got.SlotOf(p));
+        const auto wv = want.VRow(b, want.SlotOf(p));
+        for (std::size_t j = 0; j < gk.size(); ++j) {
+          ASSERT_EQ(gk[j], wk[j]) << "K block " << b << " pos " << p << " col " << j;
+          ASSERT_EQ(gv[j], wv[j]) << "V block " << b << " pos " << p << " col " << j;
+        }
+      }
+    }
+  }
+
+  // Every user's committed state is the direct decode of its events, bit for bit.
+  void ExpectStateIsDirect(const Daemon& daemon, const EventsByUser& events) const {
+    for (const auto& [user, lines] : events) {
+      SCOPED_TRACE(user);
+      auto state = daemon.LoadUser(user);
+      ASSERT_TRUE(state.ok()) << state.status().ToString();
+      ASSERT_TRUE(state->has_value());
+      ExpectSameRows((*state)->window, Direct(lines).window);
+    }
+  }
+
+  // Checks every output message (a delta of a known user whose rows are the direct rows of
+  // their positions) and that every (user, position) was published; returns how many times
+  // each was.
+  std::map<std::string, std::map<int64_t, int>> ExpectEveryPositionPublished(
+      const EventsByUser& events) const {
+    std::map<std::string, Reference> refs;
+    for (const auto& [user, lines] : events) {
+      refs[user] = Direct(lines);
+    }
+    std::map<std::string, std::map<int64_t, int>> published;
+    for (const TopicMessage& m : Read(kOutputTopic)) {
+      auto tensors = encoders::DecodeReadyTensors(m.value);
+      EXPECT_TRUE(tensors.ok()) << tensors.status().ToString();
+      if (!tensors.ok()) {
+        continue;
+      }
+      EXPECT_EQ(tensors->header.kind, encoders::ReadyKind::kDelta);
+      EXPECT_EQ(tensors->header.user_id, m.key);
+      EXPECT_EQ(tensors->header.model_id, bundle_->model_id());
+      EXPECT_EQ(tensors->header.source_topic, kInputTopic);
+      const auto ref = refs.find(m.key);
+      EXPECT_NE(ref, refs.end()) << "delta for unknown user '" << m.key << "'";
+      if (ref == refs.end()) {
+        continue;
+      }
+      for (int64_t r = 0; r < tensors->rows(); ++r) {
+        const int64_t p = tensors->pos[static_cast<std::size_t>(r)];
+        EXPECT_GE(p, 0);
+        EXPECT_LT(p, static_cast<int64_t>(ref->second.k.size())) << m.key;
+        if (p < 0 || p >= static_cast<int64_t>(ref->second.k.size())) {
+          continue;
+        }
+        ++published[m.key][p];
+        const auto& wk = ref->second.k[static_cast<std::size_t>(p)];
+        const auto& wv = ref->second.v[static_cast<std::size_t>(p)];
+        for (std::size_t b = 0; b < wk.size(); ++b) {
+          const auto at = static_cast<std::ptrdiff_t>(r * tensors->d_model);
+          const std::vector<float> gk(tensors->k[b].begin() + at,
+                                      tensors->k[b].begin() + at + tensors->d_model);
+          const std::vector<float> gv(tensors->v[b].begin() + at,
+                                      tensors->v[b].begin() + at + tensors->d_model);
+          EXPECT_EQ(gk, wk[b]) << m.key << " pos " << p << " K block " << b;
+          EXPECT_EQ(gv, wv[b]) << m.key << " pos " << p << " V block " << b;
+        }
+      }
+    }
+    for (const auto& [user, lines] : events) {
+      EXPECT_EQ(published[user].size(), lines.size())
+          << user << ": positions missing from the output topic";
+    }
+    return published;
+  }
+
+  static int64_t Total(const EventsByUser& events) {
+    int64_t n = 0;
+    for (const auto& [user, lines] : events) {
+      n += static_cast<int64_t>(lines.size());
+    }
+    return n;
+  }
+
+  LogCapture logs_;  // First: outlives the daemons that log into it.
+  TempDir dir_;
+  std::unique_ptr<EmbeddedKafka> kafka_;
+  std::unique_ptr<encoders::Bundle> bundle_;
+  std::atomic<int> files_{0};
+};
+
+TEST_F(DaemonTest, InterleavedUsersGetExactStateAndEveryPositionIsPublished) {
+  const EventsByUser events = GoldenUsers(6);
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events)));
+  auto serving = Serve(Config());
+  ASSERT_NE(serving, nullptr);
+  ServeUntil(*serving, events);
+
+  const DaemonStats stats = serving->daemon().stats();
+  EXPECT_EQ(stats.records, Total(events));
+  EXPECT_EQ(stats.events, Total(events));
+  EXPECT_EQ(stats.replayed, 0);
+  EXPECT_EQ(stats.dead_letters, 0);
+  EXPECT_EQ(stats.failed_batches, 0);
+  EXPECT_GE(stats.batches, Total(events) / 8);
+  ExpectStateIsDirect(serving->daemon(), events);
+  for (const auto& [user, counts] : ExpectEveryPositionPublished(events)) {
+    for (const auto& [pos, n] : counts) {
+      EXPECT_EQ(n, 1) << user << " pos " << pos << ": published again without a fault";
+    }
+  }
+  EXPECT_TRUE(Read(kDeadLetterTopic).empty());
+}
+
+// Reconnects within a second once the broker is back (librdkafka's backoff grows to 10 s by
+// default, which only makes the tests slower).
+void FastReconnects(config::DaemonConfig& config) {
+  config.kafka.consumer_properties["reconnect.backoff.max.ms"] = "1000";
+  config.kafka.producer_properties["reconnect.backoff.max.ms"] = "1000";
+}
+
+TEST_F(DaemonTest, BrokerDownBrieflyLosesNothingAndIsLogged) {
+  const EventsByUser events = GoldenUsers(6);
+  config::DaemonConfig config = Config();
+  FastReconnects(config);
+  auto serving = Serve(config);
+  ASSERT_NE(serving, nullptr);
+  // Events trickle in for about 5 s; the broker goes away for 3 s once the daemon serves.
+  std::thread producer([&] { Produce(Interleave(events), 50); });
+  EXPECT_TRUE(WaitFor([&] { return Reached(*serving, Prefix(events, 2)); }, kServeTimeout));
+  EXPECT_TRUE(kafka_->SetBrokerDown(1, true).ok());
+  std::this_thread::sleep_for(milliseconds(3000));
+  EXPECT_TRUE(kafka_->SetBrokerDown(1, false).ok());
+  producer.join();
+  ServeUntil(*serving, events);
+
+  EXPECT_EQ(serving->daemon().stats().events, Total(events));
+  ExpectStateIsDirect(serving->daemon(), events);
+  ExpectEveryPositionPublished(events);
+  EXPECT_FALSE(logs_.Find(spdlog::level::warn, "brokers are down").empty());
+}
+
+TEST_F(DaemonTest, BrokerDownLongerThanTheSessionResumesFromTheStore) {
+  const EventsByUser events = GoldenUsers(6);
+  config::DaemonConfig config = Config();
+  FastReconnects(config);
+  config.kafka.session_timeout_ms = 3000;
+  config.kafka.consumer_properties["heartbeat.interval.ms"] = "500";
+  auto serving = Serve(config);
+  ASSERT_NE(serving, nullptr);
+  // The session times out while the broker is away: the partitions are lost, and once the
+  // broker is back the daemon joins again and resumes from the offsets in its store.
+  std::thread producer([&] { Produce(Interleave(events), 50); });
+  EXPECT_TRUE(WaitFor([&] { return Reached(*serving, Prefix(events, 2)); }, kServeTimeout));
+  EXPECT_TRUE(kafka_->SetBrokerDown(1, true).ok());
+  std::this_thread::sleep_for(milliseconds(4500));
+  EXPECT_TRUE(kafka_->SetBrokerDown(1, false).ok());
+  producer.join();
+  ServeUntil(*serving, events);
+
+  EXPECT_EQ(serving->daemon().stats().replayed, 0);
+  ExpectStateIsDirect(serving->daemon(), events);
+  ExpectEveryPositionPublished(events);
+  EXPECT_FALSE(logs_.Find(spdlog::level::warn, "session timed out").empty());
+  std::set<std::string> resumed;  // Partitions assigned again at a stored offset.
+  for (const std::string& line : logs_.Find(spdlog::level::info, "assigned, resuming at ")) {
+    if (line.find("the beginning") == std::string::npos) {
+      resumed.insert(line.substr(0, line.find(':')));
+    }
+  }
+  EXPECT_FALSE(resumed.empty()) << "no partition was assigned again after the session timeout";
+}
+
+TEST_F(DaemonTest, RetriableProduceErrorsAreRetriedWithoutLoss) {
+  const EventsByUser events = GoldenUsers(6);
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events)));
+  // The daemon's first produce requests fail (it sends at least one per batch, 32 batches).
+  kafka_->PushRequestErrors(
+      0, {RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, 0, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+          RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS});
+  auto serving = Serve(Config());
+  ASSERT_NE(serving, nullptr);
+  ServeUntil(*serving, events);
+
+  EXPECT_EQ(serving->daemon().stats().failed_batches, 0) << "librdkafka retries these itself";
+  ExpectStateIsDirect(serving->daemon(), events);
+  ExpectEveryPositionPublished(events);
+}
+
+TEST_F(DaemonTest, UndeliveredBatchesAreAbandonedRewoundAndRetried) {
+  const EventsByUser events = GoldenUsers(6);
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events)));
+  // Not retriable: librdkafka fails the messages, the daemon abandons the batch, seeks back to
+  // the stored offsets and processes the records again.
+  kafka_->PushRequestErrors(
+      0, {RD_KAFKA_RESP_ERR_INVALID_RECORD, 0, RD_KAFKA_RESP_ERR_INVALID_RECORD, 0, 0,
+          RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE});
+  auto serving = Serve(Config());
+  ASSERT_NE(serving, nullptr);
+  ServeUntil(*serving, events);
+
+  const DaemonStats stats = serving->daemon().stats();
+  EXPECT_GE(stats.failed_batches, 2);
+  EXPECT_GT(stats.records, Total(events)) << "the failed batches were not processed again";
+  ExpectStateIsDirect(serving->daemon(), events);
+  ExpectEveryPositionPublished(events);
+  EXPECT_FALSE(logs_.Find(spdlog::level::warn, "delivery to 'rotor.tensors' failed").empty());
+  EXPECT_FALSE(logs_.Find(spdlog::level::warn, "not delivered").empty());
+}
+
+TEST_F(DaemonTest, FetchErrorsWhileServingLoseNothing) {
+  const EventsByUser events = GoldenUsers(6);
+  auto serving = Serve(Config());
+  ASSERT_NE(serving, nullptr);
+  std::atomic<bool> produced{false};
+  std::thread producer([&] {
+    Produce(Interleave(events), 60);
+    produced = true;
+  });
+  // A fetch error every 500 ms while the events arrive.
+  const std::vector<int> errors = {
+      RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+      RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE};
+  for (std::size_t i = 0; !produced.load(); ++i) {
+    kafka_->PushRequestErrors(1, {errors[i % errors.size()]});
+    std::this_thread::sleep_for(milliseconds(500));
+  }
+  producer.join();
+  ServeUntil(*serving, events);
+
+  EXPECT_EQ(serving->daemon().stats().events, Total(events));
+  ExpectStateIsDirect(serving->daemon(), events);
+  ExpectEveryPositionPublished(events);
+}
+
+TEST_F(DaemonTest, RestartResumesFromTheStoredOffsets) {
+  const EventsByUser events = GoldenUsers(6);
+  constexpr std::size_t kFirst = 20;
+  const EventsByUser first = Prefix(events, kFirst);
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events, 0, kFirst)));
+  config::DaemonConfig config = Config();
+  config.kafka.session_timeout_ms = 3000;
+  config.kafka.consumer_properties["heartbeat.interval.ms"] = "500";
+  {
+    auto serving = Serve(config);
+    ASSERT_NE(serving, nullptr);
+    ServeUntil(*serving, first);
+    EXPECT_EQ(serving->daemon().stats().records, Total(first));
+    ExpectStateIsDirect(serving->daemon(), first);
+  }
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events, kFirst)));
+  auto serving = Serve(config);  // Same state directory, same group.
+  ASSERT_NE(serving, nullptr);
+  ServeUntil(*serving, events);
+
+  const DaemonStats stats = serving->daemon().stats();
+  EXPECT_EQ(stats.records, Total(events) - Total(first)) << "the first half was consumed again";
+  EXPECT_EQ(stats.replayed, 0);
+  ExpectStateIsDirect(serving->daemon(), events);
+  for (const auto& [user, counts] : ExpectEveryPositionPublished(events)) {
+    for (const auto& [pos, n] : counts) {
+      EXPECT_EQ(n, 1) << user << " pos " << pos << ": published again after the restart";
+    }
+  }
+}
+
+TEST_F(DaemonTest, BadMessagesGoToTheDeadLetterTopicAndGoodOnesSurvive) {
+  const EventsByUser events = GoldenUsers(4);
+  const std::string& other_users_event = events.at("user-0")[3];
+  std::string nine_features = events.at("user-2")[0];
+  nine_features.replace(nine_features.find("\"features\":["), 12, "\"features\":[1,");
+  const std::string future = R"({"event_id":"x","user_id":"user-3","ts_ms":4102444800000,)"
+                             R"("item":{"features":[0,0,0,0,0,0,0,0]}})";
+  struct Bad {
+    std::optional<std::string> key;
+    std::string value;
+    std::string code;
+  };
+  const std::vector<Bad> bad = {
+      {"user-0", "{not json", "invalid_json"},
+      {"user-1", other_users_event, "key_mismatch"},
+      {std::nullopt, other_users_event, "key_mismatch"},
+      {"user-2", nine_features, "schema"},
+      {"user-3", future, "ts_in_future"},
+      {"user-3", R"({"user_id":"user-3","ts_ms":1767604447477})", "missing_field"},
+      {"user-1", std::string(70000, ' '), "oversized"},
+  };
+  std::vector<std::pair<std::optional<std::string>, std::string>> raw;
+  raw.reserve(bad.size());
+  for (const Bad& b : bad) {
+    raw.emplace_back(b.key, b.value);
+  }
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events, 0, 10)));
+  ASSERT_NO_FATAL_FAILURE(ProduceRaw(kafka_->bootstrap_servers(), kInputTopic, raw));
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events, 10)));
+
+  auto serving = Serve(Config());
+  ASSERT_NE(serving, nullptr);
+  EXPECT_TRUE(WaitFor(
+      [&] { return Reached(*serving, events) && Read(kDeadLetterTopic, 0).size() >= bad.size(); },
+      kServeTimeout));
+  const Status stopped = serving->Stop();
+  ASSERT_TRUE(stopped.ok()) << stopped.ToString();
+
+  EXPECT_EQ(serving->daemon().stats().dead_letters, static_cast<int64_t>(bad.size()));
+  ExpectStateIsDirect(serving->daemon(), events);
+  ExpectEveryPositionPublished(events);
+
+  std::map<std::pair<int32_t, int64_t>, TopicMessage> input;
+  for (TopicMessage& m : Read(kInputTopic)) {
+    input[{m.partition, m.offset}] = std::move(m);
+  }
+  std::map<std::string, int> codes;  // rotor.error -> dead letters
+  for (const TopicMessage& m : Read(kDeadLetterTopic)) {
+    const std::map<std::string, std::string> h(m.headers.begin(), m.headers.end());
+    ASSERT_EQ(h.count(std::string(kHeaderError)), 1U);
+    ASSERT_EQ(h.count(std::string(kHeaderSourcePartition)), 1U);
+    ASSERT_EQ(h.count(std::string(kHeaderSourceOffset)), 1U);
+    EXPECT_EQ(h.at(std::string(kHeaderSourceTopic)), kInputTopic);
+    EXPECT_FALSE(h.at(std::string(kHeaderErrorDetail)).empty());
+    // The source coordinates name the original message; the dead letter carries its bytes.
+    const auto source = input.find({std::stoi(h.at(std::string(kHeaderSourcePartition))),
+                                    std::stoll(h.at(std::string(kHeaderSourceOffset)))});
+    ASSERT_NE(source, input.end());
+    EXPECT_EQ(m.value, source->second.value);
+    EXPECT_EQ(m.key, source->second.key);
+    const auto expected = std::find_if(bad.begin(), bad.end(), [&](const Bad& b) {
+      return b.value == m.value && b.key.value_or("") == m.key;
+    });
+    ASSERT_NE(expected, bad.end()) << "unexpected dead letter: " << m.value.substr(0, 80);
+    EXPECT_EQ(h.at(std::string(kHeaderError)), expected->code) << m.value.substr(0, 80);
+    ++codes[h.at(std::string(kHeaderError))];
+  }
+  const std::map<std::string, int> want = {{"invalid_json", 1},  {"key_mismatch", 2},
+                                           {"schema", 1},        {"ts_in_future", 1},
+                                           {"missing_field", 1}, {"oversized", 1}};
+  EXPECT_EQ(codes, want);
+}
+
+TEST_F(DaemonTest, CoordinatorErrorWhileAssigningIsRetried) {
+  const EventsByUser events = GoldenUsers(6);
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events)));
+  // The OffsetFetch that reads the group's committed offsets at assignment fails once.
+  kafka_->PushRequestErrors(9, {RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE});
+  auto serving = Serve(Config());
+  ASSERT_NE(serving, nullptr);
+  ServeUntil(*serving, events);
+  ExpectStateIsDirect(serving->daemon(), events);
+  ExpectEveryPositionPublished(events);
+}
+
+TEST_F(DaemonTest, OffsetResetToTheBeginningDoesNotApplyRecordsTwice) {
+  const EventsByUser events = GoldenUsers(6);
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events, 0, 20)));
+  auto serving = Serve(Config());
+  ASSERT_NE(serving, nullptr);
+  EXPECT_TRUE(WaitFor([&] { return Reached(*serving, Prefix(events, 20)); }, kServeTimeout));
+  // librdkafka resets every partition to the beginning (auto.offset.reset = earliest).
+  kafka_->PushRequestErrors(1, {RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE});
+  std::this_thread::sleep_for(milliseconds(1000));
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events, 20)));
+  ServeUntil(*serving, events);
+  ExpectStateIsDirect(serving->daemon(), events);
+}
+
+}  // namespace
+}  // namespace rotor::pipeline

@@ -1,0 +1,451 @@
+// EventParser over simdjson's DOM API.
+//
+// How the refusals line up with python/sirenrope/features.py: the parser refuses the identity
+// fields itself (event_id, user_id, ts_ms's presence and type), and everything else is left to
+// the Featurizer except what encoders::Event cannot carry: `item` of the wrong type, a
+// non-number in item.features and a non-number value of a schema action. Python reports only
+// the first problem of an event, in its own order (ts_ms, item, item.features[0..], action.<a>
+// in schema order, attrs), so before refusing one of those three the parser asks whether
+// Python gets that far: it featurizes a copy of the event whose parts from that check on are
+// valid stand-ins. When the copy fails, an earlier check fails on the real event too; the
+// parser then accepts the event (with the bad part recorded as absent or as 0.0) and lets the
+// Featurizer report the earlier problem, as Python does. This costs a Featurize call only on
+// the refusal path.
+//
+// simdjson facts this relies on (3.0.1, checked in event_parser_test.cc):
+// - integers in [INT64_MIN, UINT64_MAX] are int64 or uint64 elements; anything beyond, and any
+//   number that overflows a double (1e400), fails the whole parse with NUMBER_ERROR, as do
+//   NaN/Infinity, so JSON numbers here are always finite;
+// - "-0" is the int64 0 (Python: int 0) and "-0.0" the double -0.0 (Python: float);
+// - strings are validated UTF-8; an escaped lone surrogate ("\ud800") is STRING_ERROR (Python
+//   accepts it);
+// - keys are unescaped, so "ts\u005fms" is "ts_ms", as in Python;
+// - object iteration yields repeated keys in document order; at_key would return the first.
+
+#include "pipeline/event_parser.h"
+
+#include <simdjson.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <fmt/core.h>
+
+namespace rotor::pipeline {
+namespace {
+
+using simdjson::dom::element;
+using simdjson::dom::element_type;
+
+constexpr std::size_t kNone = std::numeric_limits<std::size_t>::max();
+// Objects with more members than this find repeated keys through a hash map.
+constexpr std::size_t kLinearScanMembers = 16;
+
+// One object's members with repeated keys resolved as Python's dict does: the first
+// occurrence's position, the last occurrence's value.
+using Members = std::vector<std::pair<std::string_view, element>>;
+using MemberIndex = std::unordered_map<std::string_view, std::size_t>;
+
+void CollectMembers(simdjson::dom::object object, Members& members, MemberIndex& index) {
+  members.clear();
+  index.clear();
+  for (const simdjson::dom::key_value_pair field : object) {
+    std::size_t at = kNone;
+    if (members.size() <= kLinearScanMembers) {
+      for (std::size_t i = 0; i < members.size(); ++i) {
+        if (members[i].first == field.key) {
+          at = i;
+          break;
+        }
+      }
+    } else {
+      if (index.empty()) {
+        for (std::size_t i = 0; i < members.size(); ++i) {
+          index.emplace(members[i].first, i);
+        }
+      }
+      const auto [it, inserted] = index.try_emplace(field.key, members.size());
+      at = inserted ? kNone : it->second;
+    }
+    if (at == kNone) {
+      members.emplace_back(field.key, field.value);
+    } else {
+      members[at].second = field.value;
+    }
+  }
+}
+
+bool IsNumber(element value) {
+  const element_type t = value.type();
+  return t == element_type::INT64 || t == element_type::UINT64 || t == element_type::DOUBLE;
+}
+
+// A number element as Python's float(v) sees it (int to double rounds to nearest in both).
+double NumberValue(element value) {
+  switch (value.type()) {
+    case element_type::INT64:
+      return static_cast<double>(value.get_int64().value_unsafe());
+    case element_type::UINT64:
+      return static_cast<double>(value.get_uint64().value_unsafe());
+    default:
+      return value.get_double().value_unsafe();
+  }
+}
+
+std::string_view JsonTypeName(element_type t) {
+  switch (t) {
+    case element_type::ARRAY:
+      return "an array";
+    case element_type::OBJECT:
+      return "an object";
+    case element_type::INT64:
+    case element_type::UINT64:
+    case element_type::DOUBLE:
+      return "a number";
+    case element_type::STRING:
+      return "a string";
+    case element_type::BOOL:
+      return "a boolean";
+    case element_type::NULL_VALUE:
+      return "null";
+  }
+  return "an unknown value";
+}
+
+// The enumerator's name, for dead-letter details ("NUMBER_ERROR: Problem while parsing a
+// number"); simdjson itself only has the sentence.
+std::string_view SimdjsonErrorName(simdjson::error_code code) {
+  switch (code) {
+    case simdjson::CAPACITY:
+      return "CAPACITY";
+    case simdjson::MEMALLOC:
+      return "MEMALLOC";
+    case simdjson::TAPE_ERROR:
+      return "TAPE_ERROR";
+    case simdjson::DEPTH_ERROR:
+      return "DEPTH_ERROR";
+    case simdjson::STRING_ERROR:
+      return "STRING_ERROR";
+    case simdjson::T_ATOM_ERROR:
+      return "T_ATOM_ERROR";
+    case simdjson::F_ATOM_ERROR:
+      return "F_ATOM_ERROR";
+    case simdjson::N_ATOM_ERROR:
+      return "N_ATOM_ERROR";
+    case simdjson::NUMBER_ERROR:
+      return "NUMBER_ERROR";
+    case simdjson::UTF8_ERROR:
+      return "UTF8_ERROR";
+    case simdjson::EMPTY:
+      return "EMPTY";
+    case simdjson::UNESCAPED_CHARS:
+      return "UNESCAPED_CHARS";
+    case simdjson::UNCLOSED_STRING:
+      return "UNCLOSED_STRING";
+    case simdjson::TRAILING_CONTENT:
+      return "TRAILING_CONTENT";
+    default:
+      return "ERROR";
+  }
+}
+
+bool Reject(Rejection& rejection, RejectCode code, std::string detail) {
+  rejection.code = code;
+  rejection.detail = std::move(detail);
+  return false;
+}
+
+// event_id / user_id: a non-empty string of at most kMaxIdBytes bytes.
+bool ReadId(std::string_view name, const std::optional<element>& value, std::string& out,
+            Rejection& rejection) {
+  if (!value) {
+    return Reject(rejection, RejectCode::kMissingField, fmt::format("{}: missing", name));
+  }
+  std::string_view id;
+  if (value->get_string().get(id) != simdjson::SUCCESS) {
+    return Reject(rejection, RejectCode::kWrongType, fmt::format("{}: expected a string", name));
+  }
+  if (id.empty()) {
+    return Reject(rejection, RejectCode::kInvalidValue, fmt::format("{}: empty", name));
+  }
+  if (id.size() > kMaxIdBytes) {
+    return Reject(rejection, RejectCode::kInvalidValue,
+                  fmt::format("{}: {} bytes, longer than {}", name, id.size(), kMaxIdBytes));
+  }
+  out.assign(id);
+  return true;
+}
+
+// `event` with everything after its ts_ms replaced by values every schema accepts: an item of
+// the schema's kind and size, no actions (callers add them), attrs an object.
+encoders::Event StandIn(const encoders::Event& event, const encoders::ModelConfig& config) {
+  encoders::Event s;
+  s.has_ts_ms = event.has_ts_ms;
+  s.ts_ms = event.ts_ms;
+  s.has_item = true;
+  s.has_item_id = true;
+  s.has_item_features = true;
+  s.item_features.assign(static_cast<std::size_t>(config.schema.item.dim), 0.0);
+  return s;
+}
+
+}  // namespace
+
+std::string_view RejectCodeName(RejectCode code) {
+  switch (code) {
+    case RejectCode::kOversized:
+      return "oversized";
+    case RejectCode::kInvalidJson:
+      return "invalid_json";
+    case RejectCode::kNotObject:
+      return "not_object";
+    case RejectCode::kMissingField:
+      return "missing_field";
+    case RejectCode::kWrongType:
+      return "wrong_type";
+    case RejectCode::kInvalidValue:
+      return "invalid_value";
+    case RejectCode::kKeyMismatch:
+      return "key_mismatch";
+    case RejectCode::kSchema:
+      return "schema";
+    case RejectCode::kTsBeforeEpoch:
+      return "ts_before_epoch";
+    case RejectCode::kTsInFuture:
+      return "ts_in_future";
+  }
+  return "unknown";
+}
+
+struct EventParser::Impl {
+  explicit Impl(const encoders::ModelConfig& config) : featurizer(config) {}
+
+  // Whether features.py reaches its `item` type check: ts_ms passes.
+  bool ReachesItemCheck(const encoders::Event& event) const {
+    return featurizer.Featurize(StandIn(event, config()), /*need_actions=*/false).ok();
+  }
+
+  // Whether features.py reaches item.features[j]: ts_ms passes, the array has `dim` elements
+  // and elements 0..j-1 are within feature_abs_max.
+  bool ReachesFeatureCheck(const encoders::Event& event, std::size_t j) const {
+    encoders::Event s = StandIn(event, config());
+    s.item_features = event.item_features;
+    for (std::size_t k = j; k < s.item_features.size(); ++k) {
+      s.item_features[k] = 0.0;
+    }
+    return featurizer.Featurize(s, /*need_actions=*/false).ok();
+  }
+
+  // Whether features.py reaches action.<schema action j>: ts_ms and the item pass, and schema
+  // actions 0..j-1 (given or default) are within feature_abs_max.
+  bool ReachesActionCheck(const encoders::Event& event, std::size_t j) const {
+    const auto& actions = config().schema.actions;
+    encoders::Event s = StandIn(event, config());
+    s.has_item = event.has_item;
+    s.has_item_id = event.has_item_id;
+    s.item_id = event.item_id;
+    s.has_item_features = event.has_item_features;
+    s.item_features = event.item_features;
+    for (const auto& [name, value] : event.actions) {
+      const std::size_t k = SchemaActionIndex(name);
+      if (k < j) {
+        s.actions.emplace_back(name, value);
+      }
+    }
+    for (std::size_t k = j; k < actions.size(); ++k) {
+      s.actions.emplace_back(actions[k].name, 0.0);
+    }
+    return featurizer.Featurize(s, /*need_actions=*/true).ok();
+  }
+
+  // Position of `name` among the schema's actions, or kNone.
+  std::size_t SchemaActionIndex(std::string_view name) const {
+    const auto& actions = config().schema.actions;
+    for (std::size_t k = 0; k < actions.size(); ++k) {
+      if (actions[k].name == name) {
+        return k;
+      }
+    }
+    return kNone;
+  }
+
+  const encoders::ModelConfig& config() const { return featurizer.config(); }
+
+  encoders::Featurizer featurizer;
+  simdjson::dom::parser json;
+  Members members;  // Scratch for CollectMembers.
+  MemberIndex member_index;
+};
+
+EventParser::EventParser(const encoders::ModelConfig& config)
+    : impl_(std::make_unique<Impl>(config)) {}
+EventParser::EventParser(EventParser&&) noexcept = default;
+EventParser& EventParser::operator=(EventParser&&) noexcept = default;
+EventParser::~EventParser() = default;
+
+bool EventParser::Parse(std::string_view bytes, ParsedEvent& out, Rejection& rejection) {
+  Impl& impl = *impl_;
+  out = ParsedEvent{};
+  encoders::Event& ev = out.event;
+
+  // realloc_if_needed: simdjson copies the bytes into its own padded buffer (reused).
+  element root;
+  const char* data = bytes.empty() ? "" : bytes.data();  // memcpy wants non-null.
+  if (const simdjson::error_code error = impl.json.parse(data, bytes.size(), true).get(root);
+      error != simdjson::SUCCESS) {
+    return Reject(
+        rejection, RejectCode::kInvalidJson,
+        fmt::format("not JSON: {}: {}", SimdjsonErrorName(error), simdjson::error_message(error)));
+  }
+  simdjson::dom::object top;
+  if (root.get_object().get(top) != simdjson::SUCCESS) {
+    return Reject(rejection, RejectCode::kNotObject,
+                  fmt::format("expected a JSON object, got {}", JsonTypeName(root.type())));
+  }
+
+  // The last value of each known field; unknown fields are ignored (forward compatibility).
+  std::optional<element> event_id, user_id, ts_ms, item, action, attrs;
+  for (const simdjson::dom::key_value_pair field : top) {
+    if (field.key == "event_id") {
+      event_id = field.value;
+    } else if (field.key == "user_id") {
+      user_id = field.value;
+    } else if (field.key == "ts_ms") {
+      ts_ms = field.value;
+    } else if (field.key == "item") {
+      item = field.value;
+    } else if (field.key == "action") {
+      action = field.value;
+    } else if (field.key == "attrs") {
+      attrs = field.value;
+    }
+  }
+
+  if (!ReadId("event_id", event_id, out.event_id, rejection) ||
+      !ReadId("user_id", user_id, out.user_id, rejection)) {
+    return false;
+  }
+
+  // ts_ms: an integer; beyond int64 only as a uint64, stored saturated ("out of range").
+  if (!ts_ms) {
+    return Reject(rejection, RejectCode::kMissingField, "ts_ms: missing");
+  }
+  switch (ts_ms->type()) {
+    case element_type::INT64:
+      ev.ts_ms = ts_ms->get_int64().value_unsafe();
+      break;
+    case element_type::UINT64: {
+      const uint64_t v = ts_ms->get_uint64().value_unsafe();
+      constexpr auto kMax = std::numeric_limits<int64_t>::max();
+      ev.ts_ms = v > static_cast<uint64_t>(kMax) ? kMax : static_cast<int64_t>(v);
+      break;
+    }
+    default:
+      return Reject(rejection, RejectCode::kWrongType, "ts_ms: expected an integer");
+  }
+  ev.has_ts_ms = true;
+
+  // item: absent is the Featurizer's "item: expected an object"; another type is refused here
+  // (same message) unless Python stops at ts_ms first.
+  bool features_pending = false;  // A non-number feature left for an earlier refusal.
+  if (item) {
+    simdjson::dom::object item_object;
+    if (item->get_object().get(item_object) != simdjson::SUCCESS) {
+      if (impl.ReachesItemCheck(ev)) {
+        return Reject(rejection, RejectCode::kWrongType, "item: expected an object");
+      }
+    } else {
+      ev.has_item = true;
+      std::optional<element> id, features;
+      for (const simdjson::dom::key_value_pair field : item_object) {
+        if (field.key == "id") {
+          id = field.value;
+        } else if (field.key == "features") {
+          features = field.value;
+        }
+      }
+      std::string_view id_text;
+      if (id && id->get_string().get(id_text) == simdjson::SUCCESS) {
+        ev.has_item_id = true;
+        ev.item_id.assign(id_text);
+      }
+      simdjson::dom::array feature_array;
+      if (features && features->get_array().get(feature_array) == simdjson::SUCCESS) {
+        ev.has_item_features = true;
+        ev.item_features.reserve(feature_array.size());
+        std::size_t first_non_number = kNone;
+        for (const element v : feature_array) {
+          if (IsNumber(v)) {
+            ev.item_features.push_back(NumberValue(v));
+          } else {
+            if (first_non_number == kNone) {
+              first_non_number = ev.item_features.size();
+            }
+            ev.item_features.push_back(0.0);
+          }
+        }
+        // kind=id never looks at the features, nor does Python.
+        if (first_non_number != kNone &&
+            impl.config().schema.item.kind == encoders::ItemKind::kFeatures) {
+          if (impl.ReachesFeatureCheck(ev, first_non_number)) {
+            return Reject(rejection, RejectCode::kSchema,
+                          fmt::format("item.features[{}]: expected a number", first_non_number));
+          }
+          features_pending = true;
+        }
+      }
+    }
+  }
+
+  // action: numbers only (bools are not numbers, as in _number()); a non-number value of a
+  // schema action is refused when Python gets that far (it checks actions in schema order).
+  if (action) {
+    simdjson::dom::object action_object;
+    if (action->get_object().get(action_object) != simdjson::SUCCESS) {
+      ev.action_is_object = false;
+    } else {
+      CollectMembers(action_object, impl.members, impl.member_index);
+      std::size_t first_bad_action = kNone;  // Schema position.
+      for (const auto& [name, value] : impl.members) {
+        if (IsNumber(value)) {
+          ev.actions.emplace_back(std::string(name), NumberValue(value));
+        } else if (const std::size_t k = impl.SchemaActionIndex(name);
+                   k != kNone && (first_bad_action == kNone || k < first_bad_action)) {
+          first_bad_action = k;
+        }
+      }
+      if (first_bad_action != kNone && !features_pending &&
+          impl.ReachesActionCheck(ev, first_bad_action)) {
+        return Reject(rejection, RejectCode::kSchema,
+                      fmt::format("action.{}: expected a number",
+                                  impl.config().schema.actions[first_bad_action].name));
+      }
+    }
+  }
+
+  // attrs: string values only; the others map to row 0 in Python, as absent ones do here.
+  if (attrs) {
+    simdjson::dom::object attrs_object;
+    if (attrs->get_object().get(attrs_object) != simdjson::SUCCESS) {
+      ev.attrs_is_object = false;
+    } else {
+      CollectMembers(attrs_object, impl.members, impl.member_index);
+      for (const auto& [name, value] : impl.members) {
+        std::string_view text;
+        if (value.get_string().get(text) == simdjson::SUCCESS) {
+          ev.attrs.emplace_back(std::string(name), std::string(text));
+        }
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace rotor::pipeline

@@ -1,0 +1,101 @@
+#include "pipeline/internal/rdkafka_util.h"
+
+#include <array>
+#include <utility>
+
+namespace rotor::pipeline::internal {
+
+Status SetConf(rd_kafka_conf_t* conf, std::string_view key, std::string_view value) {
+  std::array<char, 512> err{};
+  const std::string k(key);
+  const std::string v(value);
+  if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err.data(), err.size()) != RD_KAFKA_CONF_OK) {
+    return Status::InvalidArgument("kafka property '{}' = '{}': {}", key, value, err.data());
+  }
+  return Status::OK();
+}
+
+Status SetConf(rd_kafka_conf_t* conf, const std::map<std::string, std::string>& properties) {
+  for (const auto& [key, value] : properties) {
+    ROTOR_RETURN_IF_ERROR(SetConf(conf, key, value));
+  }
+  return Status::OK();
+}
+
+Result<HandlePtr> NewHandle(rd_kafka_type_t type, ConfPtr conf) {
+  std::array<char, 512> err{};
+  rd_kafka_t* rk = rd_kafka_new(type, conf.get(), err.data(), err.size());
+  if (rk == nullptr) {
+    return Status::InvalidArgument("creating the Kafka {}: {}",
+                                   type == RD_KAFKA_PRODUCER ? "producer" : "consumer", err.data());
+  }
+  (void)conf.release();  // Owned by rk now.
+  return HandlePtr(rk);
+}
+
+rd_kafka_resp_err_t ProduceCopy(rd_kafka_t* producer, const std::string& topic, const void* key,
+                                std::size_t key_len, const void* value, std::size_t value_len,
+                                rd_kafka_headers_t* headers) {
+  std::array<rd_kafka_vu_t, 5> vus{};
+  std::size_t n = 0;
+  vus[n].vtype = RD_KAFKA_VTYPE_TOPIC;
+  vus[n++].u.cstr = topic.c_str();
+  vus[n].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+  vus[n++].u.i = RD_KAFKA_MSG_F_COPY;
+  vus[n].vtype = RD_KAFKA_VTYPE_KEY;
+  vus[n].u.mem.ptr = const_cast<void*>(key);  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+  vus[n++].u.mem.size = key_len;
+  vus[n].vtype = RD_KAFKA_VTYPE_VALUE;
+  vus[n].u.mem.ptr = const_cast<void*>(value);  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+  vus[n++].u.mem.size = value_len;
+  if (headers != nullptr) {
+    vus[n].vtype = RD_KAFKA_VTYPE_HEADERS;
+    vus[n++].u.headers = headers;
+  }
+  rd_kafka_error_t* error = rd_kafka_produceva(producer, vus.data(), n);
+  if (error == nullptr) {
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
+  }
+  const rd_kafka_resp_err_t code = rd_kafka_error_code(error);
+  rd_kafka_error_destroy(error);
+  return code;
+}
+
+Status FromKafka(rd_kafka_resp_err_t err, std::string_view context) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR_NO_ERROR:
+      return Status::OK();
+    case RD_KAFKA_RESP_ERR__TRANSPORT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+    case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_NOT_COORDINATOR:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS:
+      return Status::Unavailable("{}: {}", context, rd_kafka_err2str(err));
+    case RD_KAFKA_RESP_ERR__FENCED:
+    case RD_KAFKA_RESP_ERR_PRODUCER_FENCED:
+    case RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH:
+    case RD_KAFKA_RESP_ERR__STATE:
+      return Status::Aborted("{}: {}", context, rd_kafka_err2str(err));
+    default:
+      return Status::Internal("{}: {} ({})", context, rd_kafka_err2str(err),
+                              rd_kafka_err2name(err));
+  }
+}
+
+Status FromKafkaError(rd_kafka_error_t* error, std::string_view context) {
+  if (error == nullptr) {
+    return Status::OK();
+  }
+  Status out = FromKafka(rd_kafka_error_code(error), context);
+  if (!out.ok()) {
+    out = Status(out.code(), fmt::format("{}: {}", context, rd_kafka_error_string(error)));
+  }
+  rd_kafka_error_destroy(error);
+  return out;
+}
+
+}  // namespace rotor::pipeline::internal

@@ -1,0 +1,61 @@
+// librdkafka plumbing shared by pipeline/'s .cc files: RAII handles, configuration with errors
+// naming the property, and the translation of librdkafka errors into Status.
+
+#ifndef ROTOR_PIPELINE_INTERNAL_RDKAFKA_UTIL_H_
+#define ROTOR_PIPELINE_INTERNAL_RDKAFKA_UTIL_H_
+
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <librdkafka/rdkafka.h>
+
+#include "common/status.h"
+
+namespace rotor::pipeline::internal {
+
+struct ConfDeleter {
+  void operator()(rd_kafka_conf_t* c) const { rd_kafka_conf_destroy(c); }
+};
+struct HandleDeleter {
+  void operator()(rd_kafka_t* rk) const { rd_kafka_destroy(rk); }
+};
+struct PartitionListDeleter {
+  void operator()(rd_kafka_topic_partition_list_t* l) const {
+    rd_kafka_topic_partition_list_destroy(l);
+  }
+};
+struct MessageDeleter {
+  void operator()(rd_kafka_message_t* m) const { rd_kafka_message_destroy(m); }
+};
+using ConfPtr = std::unique_ptr<rd_kafka_conf_t, ConfDeleter>;
+using HandlePtr = std::unique_ptr<rd_kafka_t, HandleDeleter>;
+using PartitionListPtr = std::unique_ptr<rd_kafka_topic_partition_list_t, PartitionListDeleter>;
+using MessagePtr = std::unique_ptr<rd_kafka_message_t, MessageDeleter>;
+
+// Sets one property; InvalidArgument "kafka property '<key>' = '<value>': <librdkafka's reason>".
+Status SetConf(rd_kafka_conf_t* conf, std::string_view key, std::string_view value);
+Status SetConf(rd_kafka_conf_t* conf, const std::map<std::string, std::string>& properties);
+
+// rd_kafka_new; on failure Unavailable/InvalidArgument with librdkafka's message. Takes the conf
+// (freed by librdkafka on success, by the ConfPtr otherwise).
+Result<HandlePtr> NewHandle(rd_kafka_type_t type, ConfPtr conf);
+
+// Produces one message, copying key and value (key may be null), through rd_kafka_produceva
+// (the RD_KAFKA_V_* macros of rd_kafka_producev use GNU statement expressions, which clang
+// refuses under -Wpedantic). `headers` (may be null) is owned by librdkafka on success only.
+rd_kafka_resp_err_t ProduceCopy(rd_kafka_t* producer, const std::string& topic, const void* key,
+                                std::size_t key_len, const void* value, std::size_t value_len,
+                                rd_kafka_headers_t* headers);
+
+// A Status for `err` (Unavailable for transport/timeouts, Aborted for fencing, Internal else);
+// ok for RD_KAFKA_RESP_ERR_NO_ERROR.
+Status FromKafka(rd_kafka_resp_err_t err, std::string_view context);
+// Same for an rd_kafka_error_t, which it destroys (null is ok).
+Status FromKafkaError(rd_kafka_error_t* error, std::string_view context);
+
+}  // namespace rotor::pipeline::internal
+
+#endif  // ROTOR_PIPELINE_INTERNAL_RDKAFKA_UTIL_H_

@@ -1,0 +1,358 @@
+#include "pipeline/processor.h"
+
+#include <algorithm>
+#include <optional>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "encoders/decoder.h"
+#include "encoders/featurizer.h"
+#include "encoders/ready_tensors.h"
+#include "pipeline/event_parser.h"
+#include "storage/window_cache.h"
+
+namespace rotor::pipeline {
+namespace {
+
+// Longest excerpt of a key quoted in a dead-letter detail.
+constexpr std::size_t kQuoteBytes = 64;
+
+std::string Quote(std::string_view bytes) {
+  std::string out;
+  for (const char c : bytes.substr(0, kQuoteBytes)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u < 0x7F && c != '\\' && c != '\'') {
+      out.push_back(c);
+    } else {
+      out += fmt::format("\\x{:02x}", u);
+    }
+  }
+  if (bytes.size() > kQuoteBytes) {
+    out += "...";
+  }
+  return out;
+}
+
+encoders::WireDtype ToWire(config::OutputDtype dtype) {
+  switch (dtype) {
+    case config::OutputDtype::kF32:
+      return encoders::WireDtype::kF32;
+    case config::OutputDtype::kBF16:
+      return encoders::WireDtype::kBF16;
+    case config::OutputDtype::kF16:
+      return encoders::WireDtype::kF16;
+  }
+  return encoders::WireDtype::kF32;
+}
+
+// Entries of the snapshot clock map above which stale ones are pruned.
+constexpr std::size_t kSnapshotClockPruneAt = std::size_t{1} << 20;
+
+}  // namespace
+
+struct Processor::Impl {
+  const encoders::Bundle& bundle;
+  storage::UserStateStore& store;
+  config::PipelineOptions pipeline;
+  config::OutputOptions output;
+  Clock clock;
+  encoders::Decoder decoder;
+  encoders::Featurizer featurizer;
+  EventParser parser;
+  storage::WindowCache cache;
+  bool model_id_stored = false;
+  ProcessorStats stats;
+  // Wall-clock time of each user's last snapshot (or first sight), for coalescing.
+  std::unordered_map<std::string, int64_t> last_snapshot_ms;
+
+  // Work of one user within a batch.
+  struct UserWork {
+    const std::string* user = nullptr;
+    storage::UserState* state = nullptr;
+    std::vector<encoders::EventInputs> events;
+    int64_t publish_events = 0;  // The last publish_events events are publishable.
+    std::string_view topic;
+    int32_t partition = 0;
+    int64_t last_offset = 0;
+  };
+
+  Impl(const encoders::Bundle& b, storage::UserStateStore& s, config::PipelineOptions p,
+       config::OutputOptions o, int64_t cache_bytes, Clock c, encoders::Decoder d)
+      : bundle(b),
+        store(s),
+        pipeline(p),
+        output(o),
+        clock(std::move(c)),
+        decoder(std::move(d)),
+        featurizer(b.config()),
+        parser(b.config()),
+        cache(cache_bytes) {}
+
+  Result<storage::UserState*> Take(const std::string& user, PendingBatch& batch) {
+    if (auto it = batch.users.find(user); it != batch.users.end()) {
+      return &it->second;
+    }
+    storage::UserState state;
+    if (storage::UserState* cached = cache.Find(user); cached != nullptr) {
+      state = std::move(*cached);
+      cache.Erase(user);
+    } else {
+      const encoders::ModelConfig& cfg = bundle.config();
+      ++stats.store_loads;
+      ROTOR_ASSIGN_OR_RETURN(auto loaded,
+                             store.LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model));
+      state = loaded ? std::move(*loaded) : storage::UserState{decoder.NewWindow(0), {}};
+    }
+    return &batch.users.emplace(user, std::move(state)).first->second;
+  }
+
+  void Reject(const InputRecord& record, RejectCode code, std::string detail, PendingBatch& batch) {
+    ++stats.dead_letters;
+    ++stats.rejects_by_code[std::string(RejectCodeName(code))];
+    if (!record.publish) {
+      return;
+    }
+    OutputRecord out;
+    out.topic = OutputRecord::Topic::kDeadLetter;
+    if (record.has_key) {
+      out.key = std::string(record.key);
+    }
+    out.value = std::string(record.value);
+    out.headers = {{std::string(kHeaderError), std::string(RejectCodeName(code))},
+                   {std::string(kHeaderErrorDetail), std::move(detail)},
+                   {std::string(kHeaderSourceTopic), std::string(record.topic)},
+                   {std::string(kHeaderSourcePartition), fmt::format("{}", record.partition)},
+                   {std::string(kHeaderSourceOffset), fmt::format("{}", record.offset)}};
+    batch.outputs.push_back(std::move(out));
+  }
+
+  static void NoteOffset(const InputRecord& record, PendingBatch& batch) {
+    for (auto& [tp, next] : batch.next_offsets) {
+      if (tp.second == record.partition && tp.first == record.topic) {
+        next = std::max(next, record.offset + 1);
+        return;
+      }
+    }
+    batch.next_offsets.push_back(
+        {{std::string(record.topic), record.partition}, record.offset + 1});
+  }
+
+  Status Publish(const UserWork& work, int64_t now, PendingBatch& batch) {
+    const encoders::KvWindow& window = work.state->window;
+    encoders::ReadyHeader header{.kind = encoders::ReadyKind::kDelta,
+                                 .model_id = bundle.model_id(),
+                                 .user_id = *work.user,
+                                 .source_topic = std::string(work.topic),
+                                 .source_partition = work.partition,
+                                 .source_offset = work.last_offset,
+                                 .dtype = ToWire(output.dtype)};
+    if (output.deltas) {
+      ROTOR_ASSIGN_OR_RETURN(
+          std::string bytes,
+          encoders::EncodeReadyTensors(window, std::min(work.publish_events, window.rows), header));
+      batch.outputs.push_back(OutputRecord{.topic = OutputRecord::Topic::kOutput,
+                                           .key = *work.user,
+                                           .value = std::move(bytes),
+                                           .headers = {}});
+      ++stats.deltas;
+    }
+    if (output.snapshot_interval_ms > 0) {
+      auto [it, first_sight] = last_snapshot_ms.try_emplace(*work.user, now);
+      if (!first_sight && now - it->second >= output.snapshot_interval_ms) {
+        it->second = now;
+        header.kind = encoders::ReadyKind::kSnapshot;
+        ROTOR_ASSIGN_OR_RETURN(std::string bytes,
+                               encoders::EncodeReadyTensors(window, window.rows, header));
+        batch.outputs.push_back(OutputRecord{.topic = OutputRecord::Topic::kOutput,
+                                             .key = *work.user,
+                                             .value = std::move(bytes),
+                                             .headers = {}});
+        ++stats.snapshots;
+      }
+      if (last_snapshot_ms.size() > kSnapshotClockPruneAt) {
+        std::erase_if(last_snapshot_ms, [&](const auto& entry) {
+          return now - entry.second >= output.snapshot_interval_ms;
+        });
+      }
+    }
+    return Status::OK();
+  }
+};
+
+Processor::Processor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Processor::~Processor() = default;
+
+Result<std::unique_ptr<Processor>> Processor::Create(const encoders::Bundle& bundle,
+                                                     storage::UserStateStore& store,
+                                                     const config::PipelineOptions& pipeline,
+                                                     const config::OutputOptions& output,
+                                                     int64_t window_cache_bytes, Clock clock) {
+  ROTOR_ASSIGN_OR_RETURN(auto stored_model, store.LoadInfo(kInfoModelId));
+  if (stored_model && *stored_model != bundle.model_id()) {
+    return Status::FailedPrecondition(
+        "the state directory holds state computed with model {}, but the bundle is model {}: "
+        "point state.dir at a fresh directory and replay the input to serve a new model",
+        *stored_model, bundle.model_id());
+  }
+  ROTOR_ASSIGN_OR_RETURN(encoders::Decoder decoder, encoders::Decoder::Create(bundle));
+  auto impl = std::make_unique<Impl>(bundle, store, pipeline, output, window_cache_bytes,
+                                     std::move(clock), std::move(decoder));
+  impl->model_id_stored = stored_model.has_value();
+  return std::unique_ptr<Processor>(new Processor(std::move(impl)));
+}
+
+Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
+  Impl& s = *impl_;
+  PendingBatch batch{
+      .outputs = {}, .state = s.store.NewBatch(), .next_offsets = {}, .users = {}, .events = 0};
+  if (!s.model_id_stored) {
+    ROTOR_RETURN_IF_ERROR(batch.state.PutInfo(kInfoModelId, s.bundle.model_id()));
+  }
+  const int64_t now = s.clock();
+  const auto dedupe = static_cast<std::size_t>(s.pipeline.dedupe_ids_per_user);
+
+  std::vector<Impl::UserWork> work;
+  std::unordered_map<std::string_view, std::size_t> work_index;
+  ParsedEvent parsed;
+  Rejection rejection;
+  for (const InputRecord& record : records) {
+    ++s.stats.records;
+    Impl::NoteOffset(record, batch);
+    if (static_cast<int64_t>(record.value.size()) > s.pipeline.max_message_bytes) {
+      s.Reject(record, RejectCode::kOversized,
+               fmt::format("message of {} bytes exceeds pipeline.max_message_bytes = {}",
+                           record.value.size(), s.pipeline.max_message_bytes),
+               batch);
+      continue;
+    }
+    if (!s.parser.Parse(record.value, parsed, rejection)) {
+      s.Reject(record, rejection.code, std::move(rejection.detail), batch);
+      continue;
+    }
+    if (!record.has_key || record.key != parsed.user_id) {
+      s.Reject(record, RejectCode::kKeyMismatch,
+               record.has_key ? fmt::format("message key '{}' is not the event's user_id '{}'",
+                                            Quote(record.key), Quote(parsed.user_id))
+                              : fmt::format("message has no key; it must be the event's user_id "
+                                            "'{}'",
+                                            Quote(parsed.user_id)),
+               batch);
+      continue;
+    }
+    if (parsed.event.has_ts_ms && parsed.event.ts_ms < 0) {
+      s.Reject(record, RejectCode::kTsBeforeEpoch,
+               fmt::format("ts_ms: {} is before 1970-01-01", parsed.event.ts_ms), batch);
+      continue;
+    }
+    if (parsed.event.has_ts_ms && parsed.event.ts_ms > now &&
+        parsed.event.ts_ms - now > s.pipeline.max_future_ms) {
+      s.Reject(record, RejectCode::kTsInFuture,
+               fmt::format("ts_ms: {} is more than pipeline.max_future_ms = {} ahead of now ({})",
+                           parsed.event.ts_ms, s.pipeline.max_future_ms, now),
+               batch);
+      continue;
+    }
+    auto inputs = s.featurizer.Featurize(parsed.event, /*need_actions=*/true);
+    if (!inputs.ok()) {
+      s.Reject(record, RejectCode::kSchema, std::string(inputs.status().message()), batch);
+      continue;
+    }
+    ROTOR_ASSIGN_OR_RETURN(storage::UserState * state, s.Take(parsed.user_id, batch));
+    if (dedupe > 0) {
+      auto& ids = state->recent_event_ids;
+      if (std::find(ids.begin(), ids.end(), parsed.event_id) != ids.end()) {
+        ++s.stats.duplicates;
+        continue;
+      }
+      if (ids.size() >= dedupe) {
+        ids.erase(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(ids.size() - dedupe + 1));
+      }
+      ids.push_back(parsed.event_id);
+    }
+    const std::string& user_key = batch.users.find(parsed.user_id)->first;
+    auto [slot, fresh] = work_index.try_emplace(user_key, work.size());
+    if (fresh) {
+      Impl::UserWork fresh_work;
+      fresh_work.user = &user_key;
+      fresh_work.state = state;
+      work.push_back(std::move(fresh_work));
+    }
+    Impl::UserWork& w = work[slot->second];
+    w.events.push_back(std::move(inputs).value());
+    if (record.publish) {
+      ++w.publish_events;
+    }
+    w.topic = record.topic;
+    w.partition = record.partition;
+    w.last_offset = record.offset;
+    ++s.stats.events;
+    if (!record.publish) {
+      ++s.stats.replayed;
+    }
+  }
+
+  // Decode in rounds: round r appends the r-th event of every user that has one, so each
+  // DecodeBatch sees distinct windows and every user's events keep their log order.
+  std::size_t rounds = 0;
+  for (const auto& w : work) {
+    rounds = std::max(rounds, w.events.size());
+  }
+  std::vector<encoders::KvWindow*> windows;
+  std::vector<encoders::EventInputs> events;
+  for (std::size_t r = 0; r < rounds; ++r) {
+    windows.clear();
+    events.clear();
+    for (auto& w : work) {
+      if (r < w.events.size()) {
+        windows.push_back(&w.state->window);
+        events.push_back(std::move(w.events[r]));
+      }
+    }
+    ROTOR_RETURN_IF_ERROR(s.decoder.DecodeBatch(windows, events));
+  }
+
+  for (const auto& w : work) {
+    const auto n = static_cast<int64_t>(w.events.size());
+    ROTOR_RETURN_IF_ERROR(batch.state.PutWindow(*w.user, s.bundle.model_id(), w.state->window, n,
+                                                w.state->recent_event_ids));
+    batch.events += n;
+    if (w.publish_events > 0) {
+      ROTOR_RETURN_IF_ERROR(s.Publish(w, now, batch));
+    }
+  }
+  // Users whose only events were duplicates changed nothing; their state stays as loaded.
+  for (const auto& [tp, next] : batch.next_offsets) {
+    ROTOR_RETURN_IF_ERROR(batch.state.SetOffset(tp.first, tp.second, next));
+  }
+  return batch;
+}
+
+void Processor::Finish(PendingBatch&& batch) {
+  impl_->model_id_stored = true;
+  for (auto& [user, state] : batch.users) {
+    impl_->cache.Insert(user, std::move(state));
+  }
+  batch.users.clear();
+}
+
+void Processor::Abandon(PendingBatch&& batch) {
+  ++impl_->stats.abandoned_batches;
+  batch.users.clear();
+  batch.outputs.clear();
+  batch.state.Clear();
+}
+
+void Processor::ClearCache() {
+  impl_->cache.Clear();
+}
+
+const ProcessorStats& Processor::stats() const {
+  return impl_->stats;
+}
+
+const std::string& Processor::model_id() const {
+  return impl_->bundle.model_id();
+}
+
+}  // namespace rotor::pipeline

@@ -1,0 +1,123 @@
+// Processor: the Kafka-free heart of the pipeline. It turns one micro-batch of input records
+// into the messages to publish (deltas, snapshots, dead letters) and the state to commit (new
+// K/V rows, recent event ids and input offsets in one storage::StateBatch), exactly as DESIGN
+// sections 4 and 5 describe. The Kafka side (pipeline/daemon.cc) feeds it and delivers what
+// it returns.
+
+#ifndef ROTOR_PIPELINE_PROCESSOR_H_
+#define ROTOR_PIPELINE_PROCESSOR_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "config/daemon_config.h"
+#include "encoders/bundle.h"
+#include "storage/user_state_store.h"
+
+namespace rotor::pipeline {
+
+// Dead-letter headers (the value is the message's original bytes, the key its original key).
+inline constexpr std::string_view kHeaderError = "rotor.error";
+inline constexpr std::string_view kHeaderErrorDetail = "rotor.error.detail";
+inline constexpr std::string_view kHeaderSourceTopic = "rotor.source.topic";
+inline constexpr std::string_view kHeaderSourcePartition = "rotor.source.partition";
+inline constexpr std::string_view kHeaderSourceOffset = "rotor.source.offset";
+
+// The store-wide info entry naming the model the state was computed with.
+inline constexpr std::string_view kInfoModelId = "model_id";
+
+// One consumed message. Views stay valid until Process returns.
+struct InputRecord {
+  std::string_view topic;
+  int32_t partition = 0;
+  int64_t offset = 0;
+  bool has_key = false;
+  std::string_view key;
+  std::string_view value;
+  // false: the record's outputs were already published (Kafka's committed offset is past it):
+  // apply it to state, publish nothing (not even a dead letter).
+  bool publish = true;
+};
+
+// One message to produce.
+struct OutputRecord {
+  enum class Topic : unsigned char { kOutput, kDeadLetter };
+  Topic topic = Topic::kOutput;
+  std::string key;
+  std::string value;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+// Counters since construction (or the last ResetStats).
+struct ProcessorStats {
+  int64_t records = 0;            // Input records seen.
+  int64_t events = 0;             // Events decoded into state.
+  int64_t replayed = 0;           // Of which re-applied without publishing.
+  int64_t dead_letters = 0;       // Records refused (published or not).
+  int64_t duplicates = 0;         // Events dropped as repeated event ids.
+  int64_t deltas = 0;             // Delta messages made.
+  int64_t snapshots = 0;          // Snapshot messages made.
+  int64_t store_loads = 0;        // Users read from RocksDB (cache misses).
+  int64_t abandoned_batches = 0;  // Batches dropped because delivery failed.
+  std::unordered_map<std::string, int64_t> rejects_by_code;
+};
+
+// What one Process call produced; hand it back to Finish once delivered and committed, or to
+// Abandon when delivery failed.
+struct PendingBatch {
+  std::vector<OutputRecord> outputs;
+  storage::StateBatch state;
+  // Next input offset per (topic, partition) after this batch.
+  std::vector<std::pair<std::pair<std::string, int32_t>, int64_t>> next_offsets;
+  // The users this batch touched, their new state (not yet in the cache).
+  std::unordered_map<std::string, storage::UserState> users;
+  int64_t events = 0;
+};
+
+// Lifecycle: borrows the bundle and the store, which outlive it. The hot-window cache holds only
+// committed state: Process moves the users it touches out of the cache into the PendingBatch,
+// and Finish moves them back; Abandon drops them (the next batch reloads them from RocksDB).
+// Concurrency: single-threaded (one decoder, one cache).
+class Processor {
+ public:
+  using Clock = std::function<int64_t()>;  // Milliseconds since the Unix epoch.
+
+  static Result<std::unique_ptr<Processor>> Create(const encoders::Bundle& bundle,
+                                                   storage::UserStateStore& store,
+                                                   const config::PipelineOptions& pipeline,
+                                                   const config::OutputOptions& output,
+                                                   int64_t window_cache_bytes, Clock clock);
+  ~Processor();
+  Processor(const Processor&) = delete;
+  Processor& operator=(const Processor&) = delete;
+
+  // Processes `records` (in offset order within each partition). Fails only on a storage or
+  // internal error (bad input never fails it: it becomes a dead letter).
+  Result<PendingBatch> Process(std::span<const InputRecord> records);
+  // The batch's outputs were delivered and its state committed: keep its users hot.
+  void Finish(PendingBatch&& batch);
+  // The batch was not committed: forget its in-memory effects.
+  void Abandon(PendingBatch&& batch);
+  // Drops every cached user (e.g. after partitions are revoked).
+  void ClearCache();
+
+  const ProcessorStats& stats() const;
+  const std::string& model_id() const;
+
+ private:
+  struct Impl;
+  explicit Processor(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rotor::pipeline
+
+#endif  // ROTOR_PIPELINE_PROCESSOR_H_

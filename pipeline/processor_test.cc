@@ -1,0 +1,425 @@
+#include "pipeline/processor.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "encoders/decoder.h"
+#include "encoders/ready_tensors.h"
+#include "pipeline/event_parser.h"
+
+namespace rotor::pipeline {
+namespace {
+
+constexpr std::string_view kTopic = "events";
+
+class TempDir {
+ public:
+  TempDir() {
+    static std::atomic<int> counter{0};
+    path_ = std::filesystem::temp_directory_path() /
+            fmt::format("rotor_processor_test_{}_{}", ::getpid(), counter.fetch_add(1));
+    std::filesystem::remove_all(path_);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  std::string path() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::vector<std::string> ReadLines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty()) {
+      lines.push_back(line);
+    }
+  }
+  return lines;
+}
+
+// The golden "long" events of the siren bundle, renamed to `user` with event ids prefixed so
+// several users can share them.
+std::vector<std::string> UserEvents(const std::string& user) {
+  std::vector<std::string> out;
+  for (std::string line : ReadLines(std::string(ROTOR_GOLDEN_DIR) + "/siren.long.events.jsonl")) {
+    const std::string from = R"("user_id":"u-long")";
+    const auto at = line.find(from);
+    EXPECT_NE(at, std::string::npos);
+    line.replace(at, from.size(), fmt::format(R"("user_id":"{}")", user));
+    const std::string id = R"("event_id":")";
+    line.insert(line.find(id) + id.size(), user + "/");
+    out.push_back(line);
+  }
+  return out;
+}
+
+struct Message {
+  std::string key;
+  std::string value;
+  int64_t offset = 0;
+};
+
+class ProcessorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto bundle =
+        encoders::Bundle::Load(std::string(ROTOR_GOLDEN_DIR) + "/siren.bundle.safetensors");
+    ASSERT_TRUE(bundle.ok()) << bundle.status().ToString();
+    bundle_ = std::make_unique<encoders::Bundle>(std::move(bundle).value());
+    OpenStore();
+  }
+
+  void OpenStore() {
+    processor_.reset();
+    store_.reset();
+    auto store = storage::UserStateStore::Open({.path = dir_.path(),
+                                                .block_cache_bytes = 8 << 20,
+                                                .write_buffer_bytes = 2 << 20,
+                                                .sync_writes = false,
+                                                .create_if_missing = true});
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    store_ = std::move(store).value();
+    MakeProcessor();
+  }
+
+  void MakeProcessor() {
+    processor_.reset();
+    auto processor = Processor::Create(*bundle_, *store_, pipeline_, output_, cache_bytes_,
+                                       [this] { return now_ms_; });
+    ASSERT_TRUE(processor.ok()) << processor.status().ToString();
+    processor_ = std::move(processor).value();
+  }
+
+  // Processes messages (offsets from next_offset_) in batches of `batch_size`, committing each.
+  std::vector<OutputRecord> Run(const std::vector<Message>& messages, std::size_t batch_size,
+                                bool publish = true) {
+    std::vector<OutputRecord> outputs;
+    for (std::size_t start = 0; start < messages.size(); start += batch_size) {
+      std::vector<InputRecord> records;
+      for (std::size_t i = start; i < std::min(messages.size(), start + batch_size); ++i) {
+        records.push_back(InputRecord{.topic = kTopic,
+                                      .partition = 0,
+                                      .offset = messages[i].offset,
+                                      .has_key = !messages[i].key.empty(),
+                                      .key = messages[i].key,
+                                      .value = messages[i].value,
+                                      .publish = publish});
+      }
+      auto batch = processor_->Process(records);
+      EXPECT_TRUE(batch.ok()) << batch.status().ToString();
+      if (!batch.ok()) {
+        return outputs;
+      }
+      EXPECT_TRUE(store_->Commit(batch->state).ok());
+      for (auto& out : batch->outputs) {
+        outputs.push_back(std::move(out));
+      }
+      processor_->Finish(std::move(batch).value());
+    }
+    return outputs;
+  }
+
+  std::vector<Message> Keyed(const std::vector<std::string>& values, const std::string& user) {
+    std::vector<Message> out;
+    out.reserve(values.size());
+    for (const auto& v : values) {
+      out.push_back(Message{.key = user, .value = v, .offset = next_offset_++});
+    }
+    return out;
+  }
+
+  // The window the encoders produce for these events, one Decode per event.
+  encoders::KvWindow Direct(const std::vector<std::string>& events) {
+    auto decoder = encoders::Decoder::Create(*bundle_);
+    EXPECT_TRUE(decoder.ok());
+    EventParser parser(bundle_->config());
+    encoders::Featurizer featurizer(bundle_->config());
+    encoders::KvWindow window = decoder->NewWindow(0);
+    for (const auto& line : events) {
+      ParsedEvent parsed;
+      Rejection rejection;
+      EXPECT_TRUE(parser.Parse(line, parsed, rejection)) << rejection.detail;
+      auto inputs = featurizer.Featurize(parsed.event, true);
+      EXPECT_TRUE(inputs.ok()) << inputs.status().ToString();
+      EXPECT_TRUE(decoder->Decode(window, *inputs).ok());
+    }
+    return window;
+  }
+
+  encoders::KvWindow Stored(const std::string& user) {
+    const auto& cfg = bundle_->config();
+    auto state = store_->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+    EXPECT_TRUE(state.ok() && state->has_value()) << user;
+    return state.ok() && state->has_value() ? (*state)->window : encoders::KvWindow();
+  }
+
+  static void ExpectSameRows(const encoders::KvWindow& got, const encoders::KvWindow& want) {
+    ASSERT_EQ(got.next_pos, want.next_pos);
+    ASSERT_EQ(got.rows, want.rows);
+    EXPECT_EQ(got.last_ts_ms, want.last_ts_ms);
+    for (int64_t p = want.next_pos - want.rows; p < want.next_pos; ++p) {
+      for (int64_t b = 0; b < want.n_blocks(); ++b) {
+        const auto gk = got.KRow(b, got.SlotOf(p));
+        const auto wk = want.KRow(b, want.SlotOf(p));
+        const auto gv = got.VRow(b, got.SlotOf(p));
+        const auto wv = want.VRow(b, want.SlotOf(p));
+        for (std::size_t j = 0; j < gk.size(); ++j) {
+          ASSERT_EQ(gk[j], wk[j]) << "K block " << b << " pos " << p << " col " << j;
+          ASSERT_EQ(gv[j], wv[j]) << "V block " << b << " pos " << p << " col " << j;
+        }
+      }
+    }
+  }
+
+  TempDir dir_;
+  std::unique_ptr<encoders::Bundle> bundle_;
+  std::unique_ptr<storage::UserStateStore> store_;
+  std::unique_ptr<Processor> processor_;
+  config::PipelineOptions pipeline_;
+  config::OutputOptions output_{
+      .dtype = config::OutputDtype::kF32, .deltas = true, .snapshot_interval_ms = 0};
+  int64_t cache_bytes_ = 1 << 20;
+  int64_t now_ms_ = 1767571200000 + 86400000LL * 30;
+  int64_t next_offset_ = 0;
+};
+
+TEST_F(ProcessorTest, InterleavedUsersGetExactlyTheEncodersRowsAndDeltasCarryThem) {
+  const std::vector<std::string> users = {"alice", "bob", "carol"};
+  std::map<std::string, std::vector<std::string>> events;
+  std::vector<Message> messages;
+  for (const auto& u : users) {
+    events[u] = UserEvents(u);
+  }
+  // Round-robin interleaving with uneven lengths (carol stops early).
+  for (std::size_t i = 0; i < events["alice"].size(); ++i) {
+    for (const auto& u : users) {
+      if (u == "carol" && i >= 11) {
+        continue;
+      }
+      messages.push_back(Message{.key = u, .value = events[u][i], .offset = next_offset_++});
+    }
+  }
+  events["carol"].resize(11);
+  const std::vector<OutputRecord> outputs = Run(messages, 7);
+
+  std::map<std::string, std::map<int64_t, encoders::ReadyTensors>> rows_by_pos;
+  for (const auto& out : outputs) {
+    ASSERT_EQ(out.topic, OutputRecord::Topic::kOutput);
+    auto tensors = encoders::DecodeReadyTensors(out.value);
+    ASSERT_TRUE(tensors.ok()) << tensors.status().ToString();
+    EXPECT_EQ(tensors->header.kind, encoders::ReadyKind::kDelta);
+    EXPECT_EQ(tensors->header.user_id, out.key);
+    EXPECT_EQ(tensors->header.model_id, bundle_->model_id());
+    for (const int64_t p : tensors->pos) {
+      EXPECT_EQ(rows_by_pos[out.key].count(p), 0U) << "position " << p << " published twice";
+      rows_by_pos[out.key][p] = *tensors;
+    }
+  }
+  for (const auto& u : users) {
+    const encoders::KvWindow want = Direct(events[u]);
+    ExpectSameRows(Stored(u), want);
+    // Every event's rows were published exactly once, equal to the direct rows.
+    ASSERT_EQ(rows_by_pos[u].size(), events[u].size()) << u;
+    for (int64_t p = want.next_pos - want.rows; p < want.next_pos; ++p) {
+      const encoders::ReadyTensors& t = rows_by_pos[u][p];
+      const int64_t r = p - t.pos.front();
+      for (int64_t b = 0; b < want.n_blocks(); ++b) {
+        const auto wk = want.KRow(b, want.SlotOf(p));
+        for (int64_t j = 0; j < want.d_model; ++j) {
+          ASSERT_EQ(t.k[static_cast<std::size_t>(b)][static_cast<std::size_t>(r * t.d_model + j)],
+                    wk[static_cast<std::size_t>(j)]);
+        }
+      }
+    }
+  }
+  const auto offsets = store_->LoadOffsets();
+  ASSERT_TRUE(offsets.ok());
+  EXPECT_EQ(offsets->at({std::string(kTopic), 0}), next_offset_);
+  EXPECT_EQ(processor_->stats().events, static_cast<int64_t>(messages.size()));
+}
+
+TEST_F(ProcessorTest, BadInputsGoToTheDeadLetterTopicWithTheirReasonAndGoodOnesSurvive) {
+  const std::vector<std::string> good = UserEvents("dora");
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string s = good[1];
+    const auto at = s.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    s.replace(at, from.size(), to);
+    return s;
+  };
+  struct Bad {
+    std::string value;
+    std::string key;
+    std::string code;
+  };
+  const std::string ts_field =
+      good[1].substr(good[1].find("\"ts_ms\":"), 21);  // "ts_ms":1767... (13 digits)
+  const std::vector<Bad> bad = {
+      {"{not json", "dora", "invalid_json"},
+      {"", "dora", "invalid_json"},
+      {"[1,2,3]", "dora", "not_object"},
+      {"\"just a string\"", "dora", "not_object"},
+      {R"({"user_id":"dora","ts_ms":1767604447477})", "dora", "missing_field"},
+      {with(R"("user_id":"dora")", R"("user_id":17)"), "dora", "wrong_type"},
+      {with(R"("event_id":"dora/)", R"("event_id":["x"],"z":")"), "dora", "wrong_type"},
+      {with(ts_field, R"("ts_ms":"yesterday")"), "dora", "wrong_type"},
+      {with(ts_field, "\"ts_ms\":1.7676e12"), "dora", "wrong_type"},
+      {with(ts_field, "\"ts_ms\":-5"), "dora", "ts_before_epoch"},
+      {with(ts_field, "\"ts_ms\":4102444800000"), "dora", "ts_in_future"},
+      {with("\"features\":[", "\"features\":[NaN,"), "dora", "invalid_json"},
+      {with("\"features\":[", "\"features\":[1e999,"), "dora", "invalid_json"},
+      {with("\"features\":[", R"("features":["x",)"), "dora", "schema"},
+      {with("\"features\":[", "\"features\":[1,"), "dora", "schema"},  // 9 features
+      {with("\"features\":[", "\"features\":[123456789.0,"), "dora", "schema"},
+      {with("\"click\":", R"("click":"yes","x":)"), "dora", "schema"},
+      {good[1], "mallory", "key_mismatch"},
+      {good[1], "", "key_mismatch"},
+      {std::string(static_cast<std::size_t>(pipeline_.max_message_bytes) + 1, ' '), "dora",
+       "oversized"},
+  };
+  std::vector<Message> messages;
+  std::vector<std::string> accepted;
+  std::map<int64_t, std::string> want_code;
+  for (std::size_t i = 0; i < bad.size(); ++i) {
+    messages.push_back(Message{.key = "dora", .value = good[i], .offset = next_offset_++});
+    accepted.push_back(good[i]);
+    want_code[next_offset_] = bad[i].code;
+    messages.push_back(Message{.key = bad[i].key, .value = bad[i].value, .offset = next_offset_++});
+  }
+  const std::vector<OutputRecord> outputs = Run(messages, 5);
+  std::map<int64_t, std::string> got_code;
+  for (const auto& out : outputs) {
+    if (out.topic != OutputRecord::Topic::kDeadLetter) {
+      continue;
+    }
+    std::map<std::string, std::string> h(out.headers.begin(), out.headers.end());
+    const int64_t offset = std::stoll(h.at(std::string(kHeaderSourceOffset)));
+    got_code[offset] = h.at(std::string(kHeaderError));
+    EXPECT_EQ(h.at(std::string(kHeaderSourceTopic)), kTopic);
+    EXPECT_EQ(h.at(std::string(kHeaderSourcePartition)), "0");
+    EXPECT_FALSE(h.at(std::string(kHeaderErrorDetail)).empty());
+    EXPECT_EQ(out.value, messages[static_cast<std::size_t>(offset)].value) << "original bytes";
+  }
+  EXPECT_EQ(got_code, want_code);
+  EXPECT_EQ(processor_->stats().dead_letters, static_cast<int64_t>(bad.size()));
+  ExpectSameRows(Stored("dora"), Direct(accepted));
+}
+
+TEST_F(ProcessorTest, UnknownCategoricalValuesAndMissingOptionalPartsAreAccepted) {
+  std::string e = UserEvents("erin")[0];
+  const auto at = e.find(R"("topic":")");
+  ASSERT_NE(at, std::string::npos);
+  e.insert(at + 9, "never-seen-");
+  const std::string minimal =
+      R"({"event_id":"m1","user_id":"erin","ts_ms":1767604447477,"item":{"features":[0,0,0,0,0,0,0,0]}})";
+  const auto outputs = Run(Keyed({e, minimal}, "erin"), 10);
+  EXPECT_EQ(processor_->stats().dead_letters, 0);
+  EXPECT_EQ(outputs.size(), 1U);  // One delta for erin's batch.
+  ExpectSameRows(Stored("erin"), Direct({e, minimal}));
+}
+
+TEST_F(ProcessorTest, DuplicateEventIdsAreDroppedAcrossBatchesAndRestarts) {
+  const std::vector<std::string> events = UserEvents("finn");
+  Run(Keyed({events[0], events[1], events[0]}, "finn"), 2);
+  EXPECT_EQ(processor_->stats().duplicates, 1);
+  OpenStore();  // A restart: cache gone, the recent ids come back from RocksDB.
+  Run(Keyed({events[1], events[2]}, "finn"), 10);
+  EXPECT_EQ(processor_->stats().duplicates, 1);
+  ExpectSameRows(Stored("finn"), Direct({events[0], events[1], events[2]}));
+
+  // With a memory of 2 ids, the oldest is forgotten and comes back as a new event.
+  pipeline_.dedupe_ids_per_user = 2;
+  MakeProcessor();
+  Run(Keyed({events[3], events[0]}, "finn"), 10);
+  EXPECT_EQ(processor_->stats().duplicates, 0);
+  ExpectSameRows(Stored("finn"), Direct({events[0], events[1], events[2], events[3], events[0]}));
+}
+
+TEST_F(ProcessorTest, ReplayedRecordsUpdateStateButPublishNothing) {
+  const std::vector<std::string> events = UserEvents("gus");
+  const auto silent = Run(Keyed({events[0], events[1], "{bad"}, "gus"), 10, /*publish=*/false);
+  EXPECT_TRUE(silent.empty());
+  EXPECT_EQ(processor_->stats().replayed, 2);
+  EXPECT_EQ(processor_->stats().dead_letters, 1);
+  const auto loud = Run(Keyed({events[2]}, "gus"), 10);
+  ASSERT_EQ(loud.size(), 1U);
+  auto tensors = encoders::DecodeReadyTensors(loud[0].value);
+  ASSERT_TRUE(tensors.ok());
+  EXPECT_EQ(tensors->pos, std::vector<int64_t>{2});
+  ExpectSameRows(Stored("gus"), Direct({events[0], events[1], events[2]}));
+}
+
+TEST_F(ProcessorTest, AbandonedBatchesLeaveNoTrace) {
+  const std::vector<std::string> events = UserEvents("hana");
+  Run(Keyed({events[0]}, "hana"), 10);
+  std::vector<Message> more = Keyed({events[1]}, "hana");
+  InputRecord r{.topic = kTopic,
+                .partition = 0,
+                .offset = more[0].offset,
+                .has_key = true,
+                .key = more[0].key,
+                .value = more[0].value,
+                .publish = true};
+  auto batch = processor_->Process(std::span<const InputRecord>(&r, 1));
+  ASSERT_TRUE(batch.ok());
+  processor_->Abandon(std::move(batch).value());
+  next_offset_ = more[0].offset;
+  Run(Keyed({events[1]}, "hana"), 10);  // Retried after the failure.
+  ExpectSameRows(Stored("hana"), Direct({events[0], events[1]}));
+}
+
+TEST_F(ProcessorTest, SnapshotsAreCoalescedToOnePerIntervalPerUser) {
+  output_.snapshot_interval_ms = 1000;
+  MakeProcessor();
+  const std::vector<std::string> events = UserEvents("ivy");
+  int snapshots = 0;
+  for (std::size_t i = 0; i < 10; ++i) {
+    now_ms_ += 300;
+    for (const auto& out : Run(Keyed({events[i]}, "ivy"), 10)) {
+      auto tensors = encoders::DecodeReadyTensors(out.value);
+      ASSERT_TRUE(tensors.ok());
+      if (tensors->header.kind == encoders::ReadyKind::kSnapshot) {
+        ++snapshots;
+        EXPECT_EQ(tensors->rows(),
+                  std::min<int64_t>(static_cast<int64_t>(i) + 1, bundle_->config().window));
+      }
+    }
+  }
+  // First sight at t=300, then at most one per 1000 ms over 3000 ms: t=1500, 2700.
+  EXPECT_EQ(snapshots, 2);
+  EXPECT_EQ(processor_->stats().deltas, 10);
+}
+
+TEST_F(ProcessorTest, StateOfAnotherModelIsRefused) {
+  Run(Keyed({UserEvents("jo")[0]}, "jo"), 10);
+  processor_.reset();
+  auto other =
+      encoders::Bundle::Load(std::string(ROTOR_GOLDEN_DIR) + "/time_linear.bundle.safetensors");
+  ASSERT_TRUE(other.ok());
+  auto refused = Processor::Create(*other, *store_, pipeline_, output_, cache_bytes_,
+                                   [] { return int64_t{0}; });
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("fresh directory"), std::string_view::npos);
+}
+
+}  // namespace
+}  // namespace rotor::pipeline
