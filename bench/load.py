@@ -191,8 +191,8 @@ def main():
     parser.add_argument("--models", default="default,paper")
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="seconds of input left out of p50/p99/p999 (the all_* fields keep "
-                             "them): the load generator's idempotent producer gets its "
-                             "producer id first, which delays its first messages by ~1 s")
+                             "them): the first events of a run wait ~1 s, a start-up transient "
+                             "(most likely the generator's producer-id fetch; unconfirmed)")
     parser.add_argument("--events", default=os.path.join(ROOT, "data",
                                                          "synth-200000-seed0.jsonl"))
     args = parser.parse_args()
