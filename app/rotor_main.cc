@@ -174,6 +174,26 @@ uint64_t WindowDigest(const rotor::encoders::KvWindow& w) {
   return rotor::encoders::Fnv1a64(bytes);
 }
 
+// A command's flags (always including --config) and its loaded config, or nullopt after
+// printing why not.
+struct Invocation {
+  Args args;
+  rotor::config::DaemonConfig config;
+};
+
+std::optional<Invocation> Begin(int argc, char** argv, std::vector<std::string> allowed) {
+  allowed.emplace_back("config");
+  auto args = ParseArgs(argc, argv, allowed);
+  if (!args) {
+    return std::nullopt;
+  }
+  auto config = LoadConfig(*args);
+  if (!config) {
+    return std::nullopt;
+  }
+  return Invocation{std::move(*args), std::move(*config)};
+}
+
 double Norm(std::span<const float> row) {
   double sum = 0;
   for (const float x : row) {
@@ -206,24 +226,22 @@ void PrintUser(const std::string& user, const rotor::storage::UserState& state,
 }
 
 int Serve(int argc, char** argv) {
-  const auto args = ParseArgs(argc, argv, {"config", "exit-when-idle-ms", "feed", "show-user"});
-  if (!args) {
+  const auto call = Begin(argc, argv, {"exit-when-idle-ms", "feed", "show-user"});
+  if (!call) {
     return 2;
   }
-  const auto config = LoadConfig(*args);
-  if (!config) {
-    return 2;
-  }
+  const Args& args = call->args;
+  const rotor::config::DaemonConfig& config = call->config;
   rotor::pipeline::RunOptions run;
-  run.exit_when_idle_ms = args->GetInt("exit-when-idle-ms", 0);
-  run.feed_file = args->Get("feed").value_or("");
-  if (!run.feed_file.empty() && !config->kafka.embedded) {
+  run.exit_when_idle_ms = args.GetInt("exit-when-idle-ms", 0);
+  run.feed_file = args.Get("feed").value_or("");
+  if (!run.feed_file.empty() && !config.kafka.embedded) {
     fmt::print(stderr,
                "rotor serve: --feed is for the embedded cluster (kafka.embedded: true); "
                "use `rotor produce` against a real broker\n");
     return 2;
   }
-  auto daemon = rotor::pipeline::Daemon::Create(*config, run);
+  auto daemon = rotor::pipeline::Daemon::Create(config, run);
   if (!daemon.ok()) {
     fmt::print(stderr, "rotor serve: {}\n", daemon.status().message());
     return daemon.status().code() == rotor::StatusCode::kInvalidArgument ||
@@ -240,7 +258,7 @@ int Serve(int argc, char** argv) {
       stats.events, stats.busy_seconds,
       stats.busy_seconds > 0 ? static_cast<double>(stats.events) / stats.busy_seconds : 0.0,
       stats.dead_letters, stats.duplicates, stats.deltas, stats.snapshots);
-  if (const auto user = args->Get("show-user")) {
+  if (const auto user = args.Get("show-user")) {
     auto state = (*daemon)->LoadUser(*user);
     if (!state.ok()) {
       fmt::print(stderr, "rotor serve: {}\n", state.status().message());
@@ -258,31 +276,29 @@ int Serve(int argc, char** argv) {
 }
 
 int Produce(int argc, char** argv) {
-  const auto args = ParseArgs(argc, argv, {"config", "file", "rate", "limit", "topic"});
-  if (!args) {
+  const auto call = Begin(argc, argv, {"file", "rate", "limit", "topic"});
+  if (!call) {
     return 2;
   }
-  const auto config = LoadConfig(*args);
-  if (!config) {
-    return 2;
-  }
-  const auto file = args->Get("file");
+  const Args& args = call->args;
+  const rotor::config::DaemonConfig& config = call->config;
+  const auto file = args.Get("file");
   if (!file) {
     fmt::print(stderr, "rotor produce: --file EVENTS.jsonl is required\n");
     return 2;
   }
-  if (config->kafka.embedded) {
+  if (config.kafka.embedded) {
     fmt::print(stderr,
                "rotor produce: the embedded cluster lives inside `rotor serve`; use "
                "`rotor serve --feed FILE` with it\n");
     return 2;
   }
   rotor::pipeline::ProduceOptions options;
-  options.bootstrap_servers = config->kafka.bootstrap_servers;
-  options.topic = args->Get("topic").value_or(config->kafka.input_topic);
-  options.rate_per_s = static_cast<double>(args->GetInt("rate", 0));
-  options.limit = args->GetInt("limit", -1);
-  options.properties = config->kafka.producer_properties;
+  options.bootstrap_servers = config.kafka.bootstrap_servers;
+  options.topic = args.Get("topic").value_or(config.kafka.input_topic);
+  options.rate_per_s = static_cast<double>(args.GetInt("rate", 0));
+  options.limit = args.GetInt("limit", -1);
+  options.properties = config.kafka.producer_properties;
   InstallSignals();
   options.stop = &g_stop;
   auto result = rotor::pipeline::ProduceJsonLines(*file, options);
@@ -298,20 +314,18 @@ int Produce(int argc, char** argv) {
 }
 
 int Consume(int argc, char** argv) {
-  const auto args = ParseArgs(argc, argv, {"config", "topic", "max", "idle-ms", "json"});
-  if (!args) {
+  const auto call = Begin(argc, argv, {"topic", "max", "idle-ms", "json"});
+  if (!call) {
     return 2;
   }
-  const auto config = LoadConfig(*args);
-  if (!config) {
-    return 2;
-  }
+  const Args& args = call->args;
+  const rotor::config::DaemonConfig& config = call->config;
   rotor::pipeline::ReadOptions options;
-  options.bootstrap_servers = config->kafka.bootstrap_servers;
-  options.topic = args->Get("topic").value_or(config->kafka.output_topic);
-  options.max_messages = args->GetInt("max", -1);
-  options.idle_ms = args->GetInt("idle-ms", 2000);
-  const bool json = args->Get("json").value_or("false") == "true";
+  options.bootstrap_servers = config.kafka.bootstrap_servers;
+  options.topic = args.Get("topic").value_or(config.kafka.output_topic);
+  options.max_messages = args.GetInt("max", -1);
+  options.idle_ms = args.GetInt("idle-ms", 2000);
+  const bool json = args.Get("json").value_or("false") == "true";
   options.on_message = [json](const rotor::pipeline::TopicMessage& m) {
     if (json) {
       nlohmann::json headers = nlohmann::json::object();
@@ -350,26 +364,24 @@ int Consume(int argc, char** argv) {
 }
 
 int Inspect(int argc, char** argv) {
-  const auto args = ParseArgs(argc, argv, {"config", "user", "all"});
-  if (!args) {
+  const auto call = Begin(argc, argv, {"user", "all"});
+  if (!call) {
     return 2;
   }
-  const auto config = LoadConfig(*args);
-  if (!config) {
-    return 2;
-  }
-  const auto user = args->Get("user");
-  const bool all = args->Get("all").value_or("false") == "true";
+  const Args& args = call->args;
+  const rotor::config::DaemonConfig& config = call->config;
+  const auto user = args.Get("user");
+  const bool all = args.Get("all").value_or("false") == "true";
   if (!user && !all) {
     fmt::print(stderr, "rotor inspect: --user ID or --all true is required\n");
     return 2;
   }
-  auto bundle = rotor::encoders::Bundle::Load(config->model.bundle);
+  auto bundle = rotor::encoders::Bundle::Load(config.model.bundle);
   if (!bundle.ok()) {
     fmt::print(stderr, "rotor inspect: model.bundle: {}\n", bundle.status().message());
     return 2;
   }
-  auto store = rotor::storage::UserStateStore::Open({.path = config->state.dir,
+  auto store = rotor::storage::UserStateStore::Open({.path = config.state.dir,
                                                      .block_cache_bytes = 64 << 20,
                                                      .write_buffer_bytes = 16 << 20,
                                                      .sync_writes = false,
@@ -418,20 +430,18 @@ int Inspect(int argc, char** argv) {
 }
 
 int Replay(int argc, char** argv) {
-  const auto args = ParseArgs(argc, argv, {"config", "file"});
-  if (!args) {
+  const auto call = Begin(argc, argv, {"file"});
+  if (!call) {
     return 2;
   }
-  const auto config = LoadConfig(*args);
-  if (!config) {
-    return 2;
-  }
-  const auto file = args->Get("file");
+  const Args& args = call->args;
+  const rotor::config::DaemonConfig& config = call->config;
+  const auto file = args.Get("file");
   if (!file) {
     fmt::print(stderr, "rotor replay: --file EVENTS.jsonl is required\n");
     return 2;
   }
-  auto stats = rotor::pipeline::ReplayFile(*config, *file);
+  auto stats = rotor::pipeline::ReplayFile(config, *file);
   if (!stats.ok()) {
     fmt::print(stderr, "rotor replay: {}\n", stats.status().message());
     return 1;
@@ -439,24 +449,22 @@ int Replay(int argc, char** argv) {
   fmt::print(
       "rotor replay: {} records, {} events into '{}' in {:.2f} s; {} dead letters, {} "
       "duplicates\n",
-      stats->records, stats->events, config->state.dir, stats->seconds, stats->dead_letters,
+      stats->records, stats->events, config.state.dir, stats->seconds, stats->dead_letters,
       stats->duplicates);
   return 0;
 }
 
 int Topics(int argc, char** argv) {
-  const auto args = ParseArgs(argc, argv, {"config", "partitions"});
-  if (!args) {
+  const auto call = Begin(argc, argv, {"partitions"});
+  if (!call) {
     return 2;
   }
-  const auto config = LoadConfig(*args);
-  if (!config) {
-    return 2;
-  }
-  const auto& k = config->kafka;
+  const Args& args = call->args;
+  const rotor::config::DaemonConfig& config = call->config;
+  const auto& k = config.kafka;
   const Status s = rotor::pipeline::CreateTopics(
       k.bootstrap_servers, {k.input_topic, k.output_topic, k.dead_letter_topic},
-      static_cast<int32_t>(args->GetInt("partitions", 8)));
+      static_cast<int32_t>(args.GetInt("partitions", 8)));
   if (!s.ok()) {
     fmt::print(stderr, "rotor topics: {}\n", s.message());
     return 1;

@@ -40,6 +40,7 @@
 #include "encoders/ready_tensors.h"
 #include "pipeline/event_parser.h"
 #include "pipeline/internal/rdkafka_util.h"
+#include "pipeline/internal/testing.h"
 #include "pipeline/kafka_tools.h"
 #include "pipeline/processor.h"
 
@@ -56,39 +57,6 @@ constexpr std::string_view kDeadLetterTopic = "rotor.dead-letter";
 // Longest wait for the daemon to reach the expected state (a group join takes about 3 s).
 constexpr milliseconds kServeTimeout{25000};
 
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = std::filesystem::temp_directory_path() /
-            fmt::format("rotor_daemon_test_{}_{}", ::getpid(), counter.fetch_add(1));
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  std::string path() const { return path_.string(); }
-
- private:
-  std::filesystem::path path_;
-};
-
-std::vector<std::string> ReadLines(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<std::string> lines;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty()) {
-      lines.push_back(line);
-    }
-  }
-  return lines;
-}
-
 void WriteLines(const std::string& path, const std::vector<std::string>& lines) {
   std::ofstream out(path);
   for (const std::string& line : lines) {
@@ -97,29 +65,13 @@ void WriteLines(const std::string& path, const std::vector<std::string>& lines) 
   ASSERT_TRUE(out.good()) << path;
 }
 
-// The golden "long" events of the siren bundle, renamed to `user` with event ids prefixed so
-// several users can share them.
-std::vector<std::string> UserEvents(const std::string& user) {
-  std::vector<std::string> out;
-  for (std::string line : ReadLines(std::string(ROTOR_GOLDEN_DIR) + "/siren.long.events.jsonl")) {
-    const std::string from = R"("user_id":"u-long")";
-    const auto at = line.find(from);
-    EXPECT_NE(at, std::string::npos);
-    line.replace(at, from.size(), fmt::format(R"("user_id":"{}")", user));
-    const std::string id = R"("event_id":")";
-    line.insert(line.find(id) + id.size(), user + "/");
-    out.push_back(line);
-  }
-  return out;
-}
-
 using EventsByUser = std::map<std::string, std::vector<std::string>>;
 
 EventsByUser GoldenUsers(int count) {
   EventsByUser events;
   for (int i = 0; i < count; ++i) {
     const std::string user = fmt::format("user-{}", i);
-    events[user] = UserEvents(user);
+    events[user] = testing::GoldenUserEvents(user);
   }
   return events;
 }
@@ -485,7 +437,7 @@ class DaemonTest : public ::testing::Test {
   }
 
   LogCapture logs_;  // First: outlives the daemons that log into it.
-  TempDir dir_;
+  testing::TempDir dir_{"rotor_daemon_test"};
   std::unique_ptr<EmbeddedKafka> kafka_;
   std::unique_ptr<encoders::Bundle> bundle_;
   std::atomic<int> files_{0};

@@ -17,59 +17,12 @@
 #include "encoders/decoder.h"
 #include "encoders/ready_tensors.h"
 #include "pipeline/event_parser.h"
+#include "pipeline/internal/testing.h"
 
 namespace rotor::pipeline {
 namespace {
 
 constexpr std::string_view kTopic = "events";
-
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = std::filesystem::temp_directory_path() /
-            fmt::format("rotor_processor_test_{}_{}", ::getpid(), counter.fetch_add(1));
-    std::filesystem::remove_all(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  std::string path() const { return path_.string(); }
-
- private:
-  std::filesystem::path path_;
-};
-
-std::vector<std::string> ReadLines(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<std::string> lines;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty()) {
-      lines.push_back(line);
-    }
-  }
-  return lines;
-}
-
-// The golden "long" events of the siren bundle, renamed to `user` with event ids prefixed so
-// several users can share them.
-std::vector<std::string> UserEvents(const std::string& user) {
-  std::vector<std::string> out;
-  for (std::string line : ReadLines(std::string(ROTOR_GOLDEN_DIR) + "/siren.long.events.jsonl")) {
-    const std::string from = R"("user_id":"u-long")";
-    const auto at = line.find(from);
-    EXPECT_NE(at, std::string::npos);
-    line.replace(at, from.size(), fmt::format(R"("user_id":"{}")", user));
-    const std::string id = R"("event_id":")";
-    line.insert(line.find(id) + id.size(), user + "/");
-    out.push_back(line);
-  }
-  return out;
-}
 
 struct Message {
   std::string key;
@@ -189,7 +142,7 @@ class ProcessorTest : public ::testing::Test {
     }
   }
 
-  TempDir dir_;
+  testing::TempDir dir_{"rotor_processor_test"};
   std::unique_ptr<encoders::Bundle> bundle_;
   std::unique_ptr<storage::UserStateStore> store_;
   std::unique_ptr<Processor> processor_;
@@ -206,7 +159,7 @@ TEST_F(ProcessorTest, InterleavedUsersGetExactlyTheEncodersRowsAndDeltasCarryThe
   std::map<std::string, std::vector<std::string>> events;
   std::vector<Message> messages;
   for (const auto& u : users) {
-    events[u] = UserEvents(u);
+    events[u] = testing::GoldenUserEvents(u);
   }
   // Round-robin interleaving with uneven lengths (carol stops early).
   for (std::size_t i = 0; i < events["alice"].size(); ++i) {
@@ -257,7 +210,7 @@ TEST_F(ProcessorTest, InterleavedUsersGetExactlyTheEncodersRowsAndDeltasCarryThe
 }
 
 TEST_F(ProcessorTest, BadInputsGoToTheDeadLetterTopicWithTheirReasonAndGoodOnesSurvive) {
-  const std::vector<std::string> good = UserEvents("dora");
+  const std::vector<std::string> good = testing::GoldenUserEvents("dora");
   auto with = [&](const std::string& from, const std::string& to) {
     std::string s = good[1];
     const auto at = s.find(from);
@@ -324,7 +277,7 @@ TEST_F(ProcessorTest, BadInputsGoToTheDeadLetterTopicWithTheirReasonAndGoodOnesS
 }
 
 TEST_F(ProcessorTest, UnknownCategoricalValuesAndMissingOptionalPartsAreAccepted) {
-  std::string e = UserEvents("erin")[0];
+  std::string e = testing::GoldenUserEvents("erin")[0];
   const auto at = e.find(R"("topic":")");
   ASSERT_NE(at, std::string::npos);
   e.insert(at + 9, "never-seen-");
@@ -337,7 +290,7 @@ TEST_F(ProcessorTest, UnknownCategoricalValuesAndMissingOptionalPartsAreAccepted
 }
 
 TEST_F(ProcessorTest, DuplicateEventIdsAreDroppedAcrossBatchesAndRestarts) {
-  const std::vector<std::string> events = UserEvents("finn");
+  const std::vector<std::string> events = testing::GoldenUserEvents("finn");
   Run(Keyed({events[0], events[1], events[0]}, "finn"), 2);
   EXPECT_EQ(processor_->stats().duplicates, 1);
   OpenStore();  // A restart: cache gone, the recent ids come back from RocksDB.
@@ -354,7 +307,7 @@ TEST_F(ProcessorTest, DuplicateEventIdsAreDroppedAcrossBatchesAndRestarts) {
 }
 
 TEST_F(ProcessorTest, ReplayedRecordsUpdateStateButPublishNothing) {
-  const std::vector<std::string> events = UserEvents("gus");
+  const std::vector<std::string> events = testing::GoldenUserEvents("gus");
   const auto silent = Run(Keyed({events[0], events[1], "{bad"}, "gus"), 10, /*publish=*/false);
   EXPECT_TRUE(silent.empty());
   EXPECT_EQ(processor_->stats().replayed, 2);
@@ -368,7 +321,7 @@ TEST_F(ProcessorTest, ReplayedRecordsUpdateStateButPublishNothing) {
 }
 
 TEST_F(ProcessorTest, AbandonedBatchesLeaveNoTrace) {
-  const std::vector<std::string> events = UserEvents("hana");
+  const std::vector<std::string> events = testing::GoldenUserEvents("hana");
   Run(Keyed({events[0]}, "hana"), 10);
   std::vector<Message> more = Keyed({events[1]}, "hana");
   InputRecord r{.topic = kTopic,
@@ -389,7 +342,7 @@ TEST_F(ProcessorTest, AbandonedBatchesLeaveNoTrace) {
 TEST_F(ProcessorTest, SnapshotsAreCoalescedToOnePerIntervalPerUser) {
   output_.snapshot_interval_ms = 1000;
   MakeProcessor();
-  const std::vector<std::string> events = UserEvents("ivy");
+  const std::vector<std::string> events = testing::GoldenUserEvents("ivy");
   int snapshots = 0;
   for (std::size_t i = 0; i < 10; ++i) {
     now_ms_ += 300;
@@ -409,7 +362,7 @@ TEST_F(ProcessorTest, SnapshotsAreCoalescedToOnePerIntervalPerUser) {
 }
 
 TEST_F(ProcessorTest, StateOfAnotherModelIsRefused) {
-  Run(Keyed({UserEvents("jo")[0]}, "jo"), 10);
+  Run(Keyed({testing::GoldenUserEvents("jo")[0]}, "jo"), 10);
   processor_.reset();
   auto other =
       encoders::Bundle::Load(std::string(ROTOR_GOLDEN_DIR) + "/time_linear.bundle.safetensors");
