@@ -94,14 +94,13 @@ struct Daemon::Impl {
   rd_kafka_resp_err_t last_delivery_error = RD_KAFKA_RESP_ERR_NO_ERROR;
 
   // Assigned partitions of the input topic: the Kafka committed offset at assignment (records
-  // below it were already published) and a generation bumped on every revoke.
+  // below it were already published).
   std::map<int32_t, int64_t> publish_from;
   // Next input offset to apply per assigned partition: the store's offset, advanced as records
   // join a batch. A consumer that goes back (an offset reset, a re-fetch after a revoke and
   // re-assign) must not apply a record twice.
   std::map<int32_t, int64_t> apply_from;
   int64_t skipped_records = 0;
-  int64_t assignment_generation = 0;
   // When input last arrived or partitions were last assigned (the idle exit's clock).
   SteadyClock::time_point last_activity = SteadyClock::now();
   std::atomic<int64_t> processed_records{0};
@@ -213,7 +212,6 @@ struct Daemon::Impl {
       apply_from.erase(parts->elems[i].partition);
       spdlog::info("partition {}: {}", parts->elems[i].partition, lost ? "lost" : "revoked");
     }
-    ++assignment_generation;
     processor->ClearCache();
     const Status s = cooperative
                          ? FromKafkaError(rd_kafka_incremental_unassign(rk, parts), "unassigning")
@@ -281,29 +279,21 @@ struct Daemon::Impl {
     const std::string& topic = out.topic == OutputRecord::Topic::kOutput
                                    ? config.kafka.output_topic
                                    : config.kafka.dead_letter_topic;
-    while (true) {
-      rd_kafka_headers_t* headers = nullptr;
-      if (!out.headers.empty()) {
-        headers = rd_kafka_headers_new(out.headers.size());
-        for (const auto& [name, value] : out.headers) {
-          rd_kafka_header_add(headers, name.data(), static_cast<ssize_t>(name.size()), value.data(),
-                              static_cast<ssize_t>(value.size()));
-        }
+    rd_kafka_headers_t* headers = nullptr;
+    if (!out.headers.empty()) {
+      headers = rd_kafka_headers_new(out.headers.size());
+      for (const auto& [name, value] : out.headers) {
+        rd_kafka_header_add(headers, name.data(), static_cast<ssize_t>(name.size()), value.data(),
+                            static_cast<ssize_t>(value.size()));
       }
-      const rd_kafka_resp_err_t err =
-          internal::ProduceCopy(producer.get(), topic, out.key.data(), out.key.size(),
-                                out.value.data(), out.value.size(), headers);
-      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        return Status::OK();
-      }
-      if (headers != nullptr) {
-        rd_kafka_headers_destroy(headers);
-      }
-      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-        return FromKafka(err, fmt::format("producing to '{}'", topic));
-      }
-      rd_kafka_poll(producer.get(), 10);
     }
+    const rd_kafka_resp_err_t err =
+        internal::ProduceCopy(producer.get(), topic, out.key.data(), out.key.size(),
+                              out.value.data(), out.value.size(), headers);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return Status::OK();
+    }
+    return FromKafka(err, fmt::format("producing to '{}'", topic));
   }
 
   // The offsets to commit to Kafka for a batch: only partitions still assigned and only when
@@ -322,8 +312,8 @@ struct Daemon::Impl {
   }
 
   // Delivers the batch's messages; Aborted when they must be retried from the stored offsets.
-  Status Deliver(const PendingBatch& batch) {
-    PartitionListPtr offsets = KafkaOffsets(batch);
+  // `offsets` is KafkaOffsets(batch).
+  Status Deliver(const PendingBatch& batch, rd_kafka_topic_partition_list_t* offsets) {
     if (batch.outputs.empty() && offsets->cnt == 0) {
       return Status::OK();
     }
@@ -353,9 +343,7 @@ struct Daemon::Impl {
     if (s.ok() && offsets->cnt > 0) {
       rd_kafka_consumer_group_metadata_t* group = rd_kafka_consumer_group_metadata(consumer.get());
       s = TransactionCall(
-          [&] {
-            return rd_kafka_send_offsets_to_transaction(producer.get(), offsets.get(), group, -1);
-          },
+          [&] { return rd_kafka_send_offsets_to_transaction(producer.get(), offsets, group, -1); },
           "send_offsets_to_transaction");
       rd_kafka_consumer_group_metadata_destroy(group);
     }
@@ -475,7 +463,6 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
     ROTOR_RETURN_IF_ERROR(rebalance_error);
     // Fill a batch: up to max_batch_events, waiting at most max_batch_wait_ms once one arrived.
     messages.clear();
-    const int64_t generation = assignment_generation;
     SteadyClock::time_point deadline{};
     while (static_cast<int64_t>(messages.size()) < opt.max_batch_events && !stop.load()) {
       int timeout = 100;
@@ -536,7 +523,6 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
       if (it == publish_from.end()) {
         continue;
       }
-      (void)generation;
       const auto [next, unseen] = apply_from.try_emplace(m->partition, m->offset);
       if (m->offset < next->second) {
         if (skipped_records++ == 0) {
@@ -564,7 +550,9 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
       continue;
     }
     ROTOR_ASSIGN_OR_RETURN(PendingBatch batch, processor->Process(records));
-    Status delivered = Deliver(batch);
+    // Computed once: no consumer poll (hence no rebalance) happens until the batch is done.
+    const PartitionListPtr offsets = KafkaOffsets(batch);
+    Status delivered = Deliver(batch, offsets.get());
     if (!delivered.ok()) {
       if (delivered.code() != StatusCode::kAborted &&
           delivered.code() != StatusCode::kUnavailable) {
@@ -581,7 +569,6 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
     }
     ROTOR_RETURN_IF_ERROR(store->Commit(batch.state));
     if (!exactly_once) {
-      PartitionListPtr offsets = KafkaOffsets(batch);
       if (offsets->cnt > 0) {
         // Informational for at-least-once (the store's offsets are the truth); async.
         const rd_kafka_resp_err_t err = rd_kafka_commit(consumer.get(), offsets.get(), 1);

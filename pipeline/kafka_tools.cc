@@ -200,16 +200,10 @@ Result<ProduceResult> ProduceJsonLines(const std::string& path, const ProduceOpt
     const std::optional<std::string> user = UserIdOfLine(line);
     const char* key = user.has_value() ? user->data() : nullptr;
     const std::size_t key_len = user.has_value() ? user->size() : 0;
-    while (true) {
-      const rd_kafka_resp_err_t err = internal::ProduceCopy(
-          producer.get(), options.topic, key, key_len, line.data(), line.size(), nullptr);
-      if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-        rd_kafka_poll(producer.get(), 10);
-        continue;
-      }
-      ROTOR_RETURN_IF_ERROR(internal::FromKafka(err, "producing an event"));
-      break;
-    }
+    ROTOR_RETURN_IF_ERROR(
+        internal::FromKafka(internal::ProduceCopy(producer.get(), options.topic, key, key_len,
+                                                  line.data(), line.size(), nullptr),
+                            "producing an event"));
     ++result.sent;
     rd_kafka_poll(producer.get(), 0);
   }

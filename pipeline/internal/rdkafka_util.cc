@@ -52,13 +52,21 @@ rd_kafka_resp_err_t ProduceCopy(rd_kafka_t* producer, const std::string& topic, 
     vus[n].vtype = RD_KAFKA_VTYPE_HEADERS;
     vus[n++].u.headers = headers;
   }
-  rd_kafka_error_t* error = rd_kafka_produceva(producer, vus.data(), n);
-  if (error == nullptr) {
-    return RD_KAFKA_RESP_ERR_NO_ERROR;
+  while (true) {
+    rd_kafka_error_t* error = rd_kafka_produceva(producer, vus.data(), n);
+    if (error == nullptr) {
+      return RD_KAFKA_RESP_ERR_NO_ERROR;  // librdkafka owns the headers now.
+    }
+    const rd_kafka_resp_err_t code = rd_kafka_error_code(error);
+    rd_kafka_error_destroy(error);
+    if (code != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+      if (headers != nullptr) {
+        rd_kafka_headers_destroy(headers);
+      }
+      return code;
+    }
+    rd_kafka_poll(producer, 10);
   }
-  const rd_kafka_resp_err_t code = rd_kafka_error_code(error);
-  rd_kafka_error_destroy(error);
-  return code;
 }
 
 Status FromKafka(rd_kafka_resp_err_t err, std::string_view context) {
