@@ -47,6 +47,8 @@
 namespace rotor::pipeline {
 namespace {
 
+using testing::ExpectSameRows;
+
 using std::chrono::milliseconds;
 using SteadyClock = std::chrono::steady_clock;
 
@@ -319,49 +321,21 @@ class DaemonTest : public ::testing::Test {
     EXPECT_TRUE(stopped.ok()) << stopped.ToString();
   }
 
+  // The direct decode of one user's events, with each event's newest rows kept as well.
   Reference Direct(const std::vector<std::string>& events) const {
-    auto decoder = encoders::Decoder::Create(*bundle_);
-    EXPECT_TRUE(decoder.ok());
-    EventParser parser(bundle_->config());
-    encoders::Featurizer featurizer(bundle_->config());
-    Reference ref{.window = decoder->NewWindow(0), .k = {}, .v = {}};
-    encoders::KvWindow& window = ref.window;
-    for (const auto& line : events) {
-      ParsedEvent parsed;
-      Rejection rejection;
-      EXPECT_TRUE(parser.Parse(line, parsed, rejection)) << rejection.detail;
-      auto inputs = featurizer.Featurize(parsed.event, true);
-      EXPECT_TRUE(inputs.ok()) << inputs.status().ToString();
-      EXPECT_TRUE(decoder->Decode(window, *inputs).ok());
-      const int64_t slot = window.SlotOf(window.next_pos - 1);
+    Reference ref;
+    ref.window = testing::DecodeDirectly(*bundle_, events, [&](const encoders::KvWindow& w) {
+      const int64_t slot = w.SlotOf(w.next_pos - 1);
       auto& k = ref.k.emplace_back();
       auto& v = ref.v.emplace_back();
-      for (int64_t b = 0; b < window.n_blocks(); ++b) {
-        const auto kr = window.KRow(b, slot);
-        const auto vr = window.VRow(b, slot);
+      for (int64_t b = 0; b < w.n_blocks(); ++b) {
+        const auto kr = w.KRow(b, slot);
+        const auto vr = w.VRow(b, slot);
         k.emplace_back(kr.begin(), kr.end());
         v.emplace_back(vr.begin(), vr.end());
       }
-    }
+    });
     return ref;
-  }
-
-  static void ExpectSameRows(const encoders::KvWindow& got, const encoders::KvWindow& want) {
-    ASSERT_EQ(got.next_pos, want.next_pos);
-    ASSERT_EQ(got.rows, want.rows);
-    EXPECT_EQ(got.last_ts_ms, want.last_ts_ms);
-    for (int64_t p = want.next_pos - want.rows; p < want.next_pos; ++p) {
-      for (int64_t b = 0; b < want.n_blocks(); ++b) {
-        const auto gk = got.KRow(b, got.SlotOf(p));
-        const auto wk = want.KRow(b, want.SlotOf(p));
-        const auto gv = got.VRow(b, got.SlotOf(p));
-        const auto wv = want.VRow(b, want.SlotOf(p));
-        for (std::size_t j = 0; j < gk.size(); ++j) {
-          ASSERT_EQ(gk[j], wk[j]) << "K block " << b << " pos " << p << " col " << j;
-          ASSERT_EQ(gv[j], wv[j]) << "V block " << b << " pos " << p << " col " << j;
-        }
-      }
-    }
   }
 
   // Every user's committed state is the direct decode of its events, bit for bit.

@@ -22,6 +22,8 @@
 namespace rotor::pipeline {
 namespace {
 
+using testing::ExpectSameRows;
+
 constexpr std::string_view kTopic = "events";
 
 struct Message {
@@ -99,22 +101,8 @@ class ProcessorTest : public ::testing::Test {
     return out;
   }
 
-  // The window the encoders produce for these events, one Decode per event.
-  encoders::KvWindow Direct(const std::vector<std::string>& events) {
-    auto decoder = encoders::Decoder::Create(*bundle_);
-    EXPECT_TRUE(decoder.ok());
-    EventParser parser(bundle_->config());
-    encoders::Featurizer featurizer(bundle_->config());
-    encoders::KvWindow window = decoder->NewWindow(0);
-    for (const auto& line : events) {
-      ParsedEvent parsed;
-      Rejection rejection;
-      EXPECT_TRUE(parser.Parse(line, parsed, rejection)) << rejection.detail;
-      auto inputs = featurizer.Featurize(parsed.event, true);
-      EXPECT_TRUE(inputs.ok()) << inputs.status().ToString();
-      EXPECT_TRUE(decoder->Decode(window, *inputs).ok());
-    }
-    return window;
+  encoders::KvWindow Direct(const std::vector<std::string>& events) const {
+    return testing::DecodeDirectly(*bundle_, events);
   }
 
   encoders::KvWindow Stored(const std::string& user) {
@@ -122,24 +110,6 @@ class ProcessorTest : public ::testing::Test {
     auto state = store_->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
     EXPECT_TRUE(state.ok() && state->has_value()) << user;
     return state.ok() && state->has_value() ? (*state)->window : encoders::KvWindow();
-  }
-
-  static void ExpectSameRows(const encoders::KvWindow& got, const encoders::KvWindow& want) {
-    ASSERT_EQ(got.next_pos, want.next_pos);
-    ASSERT_EQ(got.rows, want.rows);
-    EXPECT_EQ(got.last_ts_ms, want.last_ts_ms);
-    for (int64_t p = want.next_pos - want.rows; p < want.next_pos; ++p) {
-      for (int64_t b = 0; b < want.n_blocks(); ++b) {
-        const auto gk = got.KRow(b, got.SlotOf(p));
-        const auto wk = want.KRow(b, want.SlotOf(p));
-        const auto gv = got.VRow(b, got.SlotOf(p));
-        const auto wv = want.VRow(b, want.SlotOf(p));
-        for (std::size_t j = 0; j < gk.size(); ++j) {
-          ASSERT_EQ(gk[j], wk[j]) << "K block " << b << " pos " << p << " col " << j;
-          ASSERT_EQ(gv[j], wv[j]) << "V block " << b << " pos " << p << " col " << j;
-        }
-      }
-    }
   }
 
   testing::TempDir dir_{"rotor_processor_test"};

@@ -7,8 +7,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -16,6 +19,12 @@
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include "encoders/bundle.h"
+#include "encoders/decoder.h"
+#include "encoders/featurizer.h"
+#include "encoders/kv_window.h"
+#include "pipeline/event_parser.h"
 
 namespace rotor::pipeline::testing {
 
@@ -70,6 +79,50 @@ inline std::vector<std::string> GoldenUserEvents(const std::string& user) {
     out.push_back(line);
   }
   return out;
+}
+
+// The window the encoders produce for these JSON events of one user, one Decoder::Decode per
+// event (the reference the pipeline's state must equal bit for bit). `after_each` sees the
+// window after every event.
+inline encoders::KvWindow DecodeDirectly(
+    const encoders::Bundle& bundle, const std::vector<std::string>& events,
+    const std::function<void(const encoders::KvWindow&)>& after_each = {}) {
+  auto decoder = encoders::Decoder::Create(bundle);
+  EXPECT_TRUE(decoder.ok());
+  EventParser parser(bundle.config());
+  const encoders::Featurizer featurizer(bundle.config());
+  encoders::KvWindow window = decoder->NewWindow(0);
+  for (const auto& line : events) {
+    ParsedEvent parsed;
+    Rejection rejection;
+    EXPECT_TRUE(parser.Parse(line, parsed, rejection)) << rejection.detail;
+    auto inputs = featurizer.Featurize(parsed.event, true);
+    EXPECT_TRUE(inputs.ok()) << inputs.status().ToString();
+    EXPECT_TRUE(decoder->Decode(window, *inputs).ok());
+    if (after_each) {
+      after_each(window);
+    }
+  }
+  return window;
+}
+
+// Same positions, timestamps and K/V rows, bit for bit.
+inline void ExpectSameRows(const encoders::KvWindow& got, const encoders::KvWindow& want) {
+  ASSERT_EQ(got.next_pos, want.next_pos);
+  ASSERT_EQ(got.rows, want.rows);
+  EXPECT_EQ(got.last_ts_ms, want.last_ts_ms);
+  for (int64_t p = want.next_pos - want.rows; p < want.next_pos; ++p) {
+    for (int64_t b = 0; b < want.n_blocks(); ++b) {
+      const auto gk = got.KRow(b, got.SlotOf(p));
+      const auto wk = want.KRow(b, want.SlotOf(p));
+      const auto gv = got.VRow(b, got.SlotOf(p));
+      const auto wv = want.VRow(b, want.SlotOf(p));
+      for (std::size_t j = 0; j < gk.size(); ++j) {
+        ASSERT_EQ(gk[j], wk[j]) << "K block " << b << " pos " << p << " col " << j;
+        ASSERT_EQ(gv[j], wv[j]) << "V block " << b << " pos " << p << " col " << j;
+      }
+    }
+  }
 }
 
 }  // namespace rotor::pipeline::testing
