@@ -64,8 +64,10 @@ struct IntRange {
 constexpr IntRange kEmbeddedPartitionsRange{1, 1024};
 constexpr IntRange kSessionTimeoutMsRange{1000, 3600000};
 constexpr IntRange kTransactionTimeoutMsRange{1000, 900000};
+constexpr IntRange kCommitIntervalMsRange{0, 60000};
 constexpr IntRange kMaxBatchEventsRange{1, 1000000};
 constexpr IntRange kMaxBatchWaitMsRange{0, 60000};
+constexpr IntRange kMaxInflightBatchesRange{1, 1024};
 // Not in the header: 1 GiB bounds the one buffer a single input message may need.
 constexpr IntRange kMaxMessageBytesRange{1, int64_t{1} << 30};
 constexpr IntRange kDedupeIdsPerUserRange{0, 100000};
@@ -74,7 +76,9 @@ constexpr IntRange kPositive{1, kInt64Max};
 
 static_assert(kEmbeddedPartitionsRange.hi <= kInt32Max && kSessionTimeoutMsRange.hi <= kInt32Max &&
                   kTransactionTimeoutMsRange.hi <= kInt32Max &&
-                  kMaxBatchEventsRange.hi <= kInt32Max && kMaxBatchWaitMsRange.hi <= kInt32Max &&
+                  kCommitIntervalMsRange.hi <= kInt32Max && kMaxBatchEventsRange.hi <= kInt32Max &&
+                  kMaxBatchWaitMsRange.hi <= kInt32Max &&
+                  kMaxInflightBatchesRange.hi <= kInt32Max &&
                   kDedupeIdsPerUserRange.hi <= kInt32Max,
               "the range of an int32_t field must fit in int32_t");
 
@@ -489,15 +493,19 @@ std::vector<Field> Sections(DaemonConfig& c) {
                   {"transactional_id", StringField(c.delivery.transactional_id)},
                   {"transaction_timeout_ms",
                    IntField(c.delivery.transaction_timeout_ms, kTransactionTimeoutMsRange)},
+                  {"commit_interval_ms",
+                   IntField(c.delivery.commit_interval_ms, kCommitIntervalMsRange)},
               }),
-      Section("pipeline",
-              {
-                  {"max_batch_events", IntField(p.max_batch_events, kMaxBatchEventsRange)},
-                  {"max_batch_wait_ms", IntField(p.max_batch_wait_ms, kMaxBatchWaitMsRange)},
-                  {"max_message_bytes", BytesField(p.max_message_bytes, kMaxMessageBytesRange)},
-                  {"dedupe_ids_per_user", IntField(p.dedupe_ids_per_user, kDedupeIdsPerUserRange)},
-                  {"max_future_ms", IntField(p.max_future_ms, kNonNegative)},
-              }),
+      Section(
+          "pipeline",
+          {
+              {"max_batch_events", IntField(p.max_batch_events, kMaxBatchEventsRange)},
+              {"max_batch_wait_ms", IntField(p.max_batch_wait_ms, kMaxBatchWaitMsRange)},
+              {"max_inflight_batches", IntField(p.max_inflight_batches, kMaxInflightBatchesRange)},
+              {"max_message_bytes", BytesField(p.max_message_bytes, kMaxMessageBytesRange)},
+              {"dedupe_ids_per_user", IntField(p.dedupe_ids_per_user, kDedupeIdsPerUserRange)},
+              {"max_future_ms", IntField(p.max_future_ms, kNonNegative)},
+          }),
       Section("output",
               {
                   {"dtype", EnumField(c.output.dtype, kOutputDtypeNames)},
@@ -656,8 +664,9 @@ Status ValidateDelivery(const DeliveryOptions& d, const KafkaOptions& k) {
                 "exactly_once needs a real Kafka broker; the embedded mock cluster "
                 "(kafka.embedded: true) has no transactions");
   }
-  return CheckInt("delivery.transaction_timeout_ms", d.transaction_timeout_ms,
-                  kTransactionTimeoutMsRange);
+  ROTOR_RETURN_IF_ERROR(CheckInt("delivery.transaction_timeout_ms", d.transaction_timeout_ms,
+                                 kTransactionTimeoutMsRange));
+  return CheckInt("delivery.commit_interval_ms", d.commit_interval_ms, kCommitIntervalMsRange);
 }
 
 Status ValidatePipeline(const PipelineOptions& p) {
@@ -665,6 +674,8 @@ Status ValidatePipeline(const PipelineOptions& p) {
       CheckInt("pipeline.max_batch_events", p.max_batch_events, kMaxBatchEventsRange));
   ROTOR_RETURN_IF_ERROR(
       CheckInt("pipeline.max_batch_wait_ms", p.max_batch_wait_ms, kMaxBatchWaitMsRange));
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("pipeline.max_inflight_batches", p.max_inflight_batches, kMaxInflightBatchesRange));
   ROTOR_RETURN_IF_ERROR(CheckInt("pipeline.max_message_bytes", p.max_message_bytes,
                                  kMaxMessageBytesRange, IntSyntax::kBytes));
   ROTOR_RETURN_IF_ERROR(

@@ -53,12 +53,20 @@ struct DeliveryOptions {
   // instance and unique per instance. Default (empty): "<group_id>-<hostname>".
   std::string transactional_id;
   int32_t transaction_timeout_ms = 60000;  // In [1000, 900000].
+  // exactly_once: the longest a transaction stays open; it spans the batches consumed meanwhile
+  // (like Kafka Streams' commit.interval.ms). 0 = one transaction per batch. Ignored in
+  // at_least_once. In [0, 60000].
+  int32_t commit_interval_ms = 100;
 };
 
 // pipeline:
 struct PipelineOptions {
-  int32_t max_batch_events = 2048;    // Events per micro-batch. In [1, 1000000].
-  int32_t max_batch_wait_ms = 5;      // Longest wait to fill a batch. In [0, 60000].
+  int32_t max_batch_events = 2048;  // Events per micro-batch. In [1, 1000000].
+  int32_t max_batch_wait_ms = 5;    // Longest wait to fill a batch. In [0, 60000].
+  // Micro-batches decoded and handed to the producer whose delivery (or transaction) is not yet
+  // confirmed; the next batch is decoded while earlier ones are in flight. 1 = one batch at a
+  // time. In [1, 1024].
+  int32_t max_inflight_batches = 8;
   int64_t max_message_bytes = 65536;  // Larger input messages go to the dead-letter topic.
   int32_t dedupe_ids_per_user = 64;   // Recent event ids remembered per user. In [0, 100000].
   // Events with ts_ms more than this ahead of the daemon's clock are refused. >= 0.

@@ -25,7 +25,7 @@ using ::testing::StartsWith;
 
 // Every field of the file, as "section.key"; the tests below check that the parser, the shipped
 // configs and docs/configuration.md all know exactly these.
-constexpr std::array<std::string_view, 30> kAllFields = {
+constexpr std::array<std::string_view, 32> kAllFields = {
     "model.bundle",
     "kafka.embedded",
     "kafka.embedded_partitions",
@@ -41,8 +41,10 @@ constexpr std::array<std::string_view, 30> kAllFields = {
     "delivery.mode",
     "delivery.transactional_id",
     "delivery.transaction_timeout_ms",
+    "delivery.commit_interval_ms",
     "pipeline.max_batch_events",
     "pipeline.max_batch_wait_ms",
+    "pipeline.max_inflight_batches",
     "pipeline.max_message_bytes",
     "pipeline.dedupe_ids_per_user",
     "pipeline.max_future_ms",
@@ -133,8 +135,10 @@ void ExpectSameConfig(const DaemonConfig& got, const DaemonConfig& want) {
   EXPECT_EQ(DeliveryModeName(got.delivery.mode), DeliveryModeName(want.delivery.mode));
   EXPECT_EQ(got.delivery.transactional_id, want.delivery.transactional_id);
   EXPECT_EQ(got.delivery.transaction_timeout_ms, want.delivery.transaction_timeout_ms);
+  EXPECT_EQ(got.delivery.commit_interval_ms, want.delivery.commit_interval_ms);
   EXPECT_EQ(got.pipeline.max_batch_events, want.pipeline.max_batch_events);
   EXPECT_EQ(got.pipeline.max_batch_wait_ms, want.pipeline.max_batch_wait_ms);
+  EXPECT_EQ(got.pipeline.max_inflight_batches, want.pipeline.max_inflight_batches);
   EXPECT_EQ(got.pipeline.max_message_bytes, want.pipeline.max_message_bytes);
   EXPECT_EQ(got.pipeline.dedupe_ids_per_user, want.pipeline.dedupe_ids_per_user);
   EXPECT_EQ(got.pipeline.max_future_ms, want.pipeline.max_future_ms);
@@ -192,8 +196,10 @@ TEST(DaemonConfigTest, MissingFieldsTakeTheHeaderDefaults) {
   EXPECT_EQ(c.delivery.mode, DeliveryMode::kAtLeastOnce);
   EXPECT_EQ(c.delivery.transactional_id, "");
   EXPECT_EQ(c.delivery.transaction_timeout_ms, 60000);
+  EXPECT_EQ(c.delivery.commit_interval_ms, 100);
   EXPECT_EQ(c.pipeline.max_batch_events, 2048);
   EXPECT_EQ(c.pipeline.max_batch_wait_ms, 5);
+  EXPECT_EQ(c.pipeline.max_inflight_batches, 8);
   EXPECT_EQ(c.pipeline.max_message_bytes, 65536);
   EXPECT_EQ(c.pipeline.dedupe_ids_per_user, 64);
   EXPECT_EQ(c.pipeline.max_future_ms, 86400000);
@@ -251,9 +257,11 @@ delivery:
   mode: exactly_once
   transactional_id: rotor-0
   transaction_timeout_ms: 30000
+  commit_interval_ms: 0
 pipeline:
   max_batch_events: 100
   max_batch_wait_ms: 0
+  max_inflight_batches: 1
   max_message_bytes: 1MiB
   dedupe_ids_per_user: 0
   max_future_ms: 0
@@ -290,8 +298,10 @@ log:
   want.delivery.mode = DeliveryMode::kExactlyOnce;
   want.delivery.transactional_id = "rotor-0";
   want.delivery.transaction_timeout_ms = 30000;
+  want.delivery.commit_interval_ms = 0;
   want.pipeline.max_batch_events = 100;
   want.pipeline.max_batch_wait_ms = 0;
+  want.pipeline.max_inflight_batches = 1;
   want.pipeline.max_message_bytes = 1 << 20;
   want.pipeline.dedupe_ids_per_user = 0;
   want.pipeline.max_future_ms = 0;
@@ -426,6 +436,10 @@ TEST(DaemonConfigTest, EveryFieldRefusesBadTypesAndOutOfRangeValues) {
        "config delivery.transaction_timeout_ms: expected an integer in [1000, 900000], got 999"},
       {"delivery.transaction_timeout_ms", "900001",
        "config delivery.transaction_timeout_ms: expected an integer in [1000, 900000], got 900001"},
+      {"delivery.commit_interval_ms", "-1",
+       "config delivery.commit_interval_ms: expected an integer in [0, 60000], got -1"},
+      {"delivery.commit_interval_ms", "60001",
+       "config delivery.commit_interval_ms: expected an integer in [0, 60000], got 60001"},
 
       {"pipeline.max_batch_events", "0",
        "config pipeline.max_batch_events: expected an integer in [1, 1000000], got 0"},
@@ -437,6 +451,10 @@ TEST(DaemonConfigTest, EveryFieldRefusesBadTypesAndOutOfRangeValues) {
        "config pipeline.max_batch_wait_ms: expected an integer in [0, 60000], got -1"},
       {"pipeline.max_batch_wait_ms", "60001",
        "config pipeline.max_batch_wait_ms: expected an integer in [0, 60000], got 60001"},
+      {"pipeline.max_inflight_batches", "0",
+       "config pipeline.max_inflight_batches: expected an integer in [1, 1024], got 0"},
+      {"pipeline.max_inflight_batches", "1025",
+       "config pipeline.max_inflight_batches: expected an integer in [1, 1024], got 1025"},
       {"pipeline.max_message_bytes", "0",
        "config pipeline.max_message_bytes: expected an integer in [1, 1073741824] or a size like "
        R"("256MiB", got 0)"},
@@ -531,6 +549,10 @@ TEST(DaemonConfigTest, ValidateChecksRangesOfConfigsBuiltInCode) {
             "config delivery.transaction_timeout_ms: expected an integer in [1000, 900000], got "
             "900001");
   c = MinimalConfig();
+  c.delivery.commit_interval_ms = 60001;
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config delivery.commit_interval_ms: expected an integer in [0, 60000], got 60001");
+  c = MinimalConfig();
   c.pipeline.max_batch_events = 0;
   EXPECT_EQ(ValidationErrorOf(c),
             "config pipeline.max_batch_events: expected an integer in [1, 1000000], got 0");
@@ -538,6 +560,10 @@ TEST(DaemonConfigTest, ValidateChecksRangesOfConfigsBuiltInCode) {
   c.pipeline.max_batch_wait_ms = -1;
   EXPECT_EQ(ValidationErrorOf(c),
             "config pipeline.max_batch_wait_ms: expected an integer in [0, 60000], got -1");
+  c = MinimalConfig();
+  c.pipeline.max_inflight_batches = 0;
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config pipeline.max_inflight_batches: expected an integer in [1, 1024], got 0");
   c = MinimalConfig();
   c.pipeline.max_message_bytes = (int64_t{1} << 30) + 1;
   EXPECT_EQ(ValidationErrorOf(c),
@@ -597,8 +623,10 @@ TEST(DaemonConfigTest, RangeBoundsAreInclusive) {
                                       {"kafka.embedded_partitions", "1024"},
                                       {"kafka.session_timeout_ms", "1000"},
                                       {"delivery.transaction_timeout_ms", "900000"},
+                                      {"delivery.commit_interval_ms", "60000"},
                                       {"pipeline.max_batch_events", "1000000"},
                                       {"pipeline.max_batch_wait_ms", "60000"},
+                                      {"pipeline.max_inflight_batches", "1024"},
                                       {"pipeline.max_message_bytes", "1GiB"},
                                       {"pipeline.dedupe_ids_per_user", "100000"},
                                       {"pipeline.max_future_ms", "9223372036854775807"},
@@ -610,8 +638,10 @@ TEST(DaemonConfigTest, RangeBoundsAreInclusive) {
   EXPECT_EQ(config->kafka.embedded_partitions, 1024);
   EXPECT_EQ(config->kafka.session_timeout_ms, 1000);
   EXPECT_EQ(config->delivery.transaction_timeout_ms, 900000);
+  EXPECT_EQ(config->delivery.commit_interval_ms, 60000);
   EXPECT_EQ(config->pipeline.max_batch_events, 1000000);
   EXPECT_EQ(config->pipeline.max_batch_wait_ms, 60000);
+  EXPECT_EQ(config->pipeline.max_inflight_batches, 1024);
   EXPECT_EQ(config->pipeline.max_message_bytes, int64_t{1} << 30);
   EXPECT_EQ(config->pipeline.dedupe_ids_per_user, 100000);
   EXPECT_EQ(config->pipeline.max_future_ms, INT64_MAX);

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstdint>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -14,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "pipeline/internal/rdkafka_util.h"
+#include "pipeline/internal/store_writer.h"
 #include "pipeline/kafka_tools.h"
 #include "pipeline/processor.h"
 
@@ -86,12 +89,33 @@ struct Daemon::Impl {
   std::string bootstrap;
   std::unique_ptr<encoders::Bundle> bundle;
   std::unique_ptr<storage::UserStateStore> store;
+  std::unique_ptr<internal::StoreWriter> writer;  // Commits to `store`, in batch order.
   std::unique_ptr<Processor> processor;
   HandlePtr producer;
   HandlePtr consumer;
   bool exactly_once = false;
-  std::atomic<int64_t> delivery_failures{0};
+  int64_t delivery_failures = 0;
   rd_kafka_resp_err_t last_delivery_error = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+  // A processed batch whose outputs were handed to the producer and whose state is not yet
+  // committed to RocksDB. Batches commit in order, each once its deliveries are confirmed
+  // (at-least-once) or the transaction holding it committed (exactly-once).
+  struct InFlight {
+    PendingBatch batch;
+    PartitionListPtr offsets;  // KafkaOffsets(batch).
+    int64_t records = 0;
+    int64_t outstanding = 0;  // Messages produced and not yet reported on.
+    bool failed = false;      // A message failed (or could not be produced).
+    bool confirmed = false;   // Delivered (or its transaction committed): its state may commit.
+    bool submitted = false;   // Handed to the writer.
+  };
+  // Oldest first; sequence numbers consecutive (batch.seq), which the delivery reports carry.
+  std::deque<InFlight> in_flight;
+  bool transaction_open = false;
+  SteadyClock::time_point transaction_began{};
+  // A delivery failed while serving a rebalance callback: the batches were abandoned, and the
+  // partitions must go back to the stored offsets before more input is taken.
+  bool rewind_pending = false;
 
   // Assigned partitions of the input topic: the Kafka committed offset at assignment (records
   // below it were already published).
@@ -109,6 +133,7 @@ struct Daemon::Impl {
   std::thread feeder;
   std::atomic<bool> stop_feeder{false};
   DaemonStats stats;
+  SteadyClock::time_point last_commit{};
   Status rebalance_error;
 
   Impl() = default;
@@ -123,20 +148,39 @@ struct Daemon::Impl {
     }
     consumer.reset();
     producer.reset();
+    writer.reset();  // Finishes its commits first.
     processor.reset();
     store.reset();
     embedded.reset();
   }
 
+  // Served on the Serve thread (rd_kafka_poll and rd_kafka_flush on the producer).
   static void DeliveryReport(rd_kafka_t* /*rk*/, const rd_kafka_message_t* m, void* opaque) {
     auto* self = static_cast<Impl*>(opaque);
+    InFlight* batch = self->FindInFlight(reinterpret_cast<uintptr_t>(m->_private));
+    if (batch != nullptr) {
+      --batch->outstanding;
+    }
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      if (self->delivery_failures.fetch_add(1) == 0 || m->err != self->last_delivery_error) {
+      if (batch != nullptr) {
+        batch->failed = true;
+      }
+      if (self->delivery_failures++ == 0 || m->err != self->last_delivery_error) {
         spdlog::warn("delivery to '{}' failed: {}", rd_kafka_topic_name(m->rkt),
                      rd_kafka_err2str(m->err));
       }
       self->last_delivery_error = m->err;
     }
+  }
+
+  // The batch in flight with this sequence number; null when it is no longer in flight (it was
+  // abandoned, or its report came after a rewind).
+  InFlight* FindInFlight(uintptr_t seq) {
+    if (in_flight.empty() || seq < in_flight.front().batch.seq) {
+      return nullptr;
+    }
+    const uintptr_t index = seq - in_flight.front().batch.seq;
+    return index < in_flight.size() ? &in_flight[index] : nullptr;
   }
 
   static void Rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
@@ -207,6 +251,16 @@ struct Daemon::Impl {
 
   void OnRevoke(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* parts, bool cooperative,
                 bool lost) {
+    // Finish what is in flight while the partitions are still ours: its state and offsets are
+    // committed before their new owner starts from them.
+    const Status drained = Drain();
+    if (!drained.ok()) {
+      if (drained.code() != StatusCode::kAborted) {
+        rebalance_error = drained;
+      } else {
+        rewind_pending = true;  // The abandoned batches' records are consumed again.
+      }
+    }
     for (int i = 0; i < parts->cnt; ++i) {
       publish_from.erase(parts->elems[i].partition);
       apply_from.erase(parts->elems[i].partition);
@@ -228,7 +282,10 @@ struct Daemon::Impl {
     ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "bootstrap.servers", bootstrap));
     ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "client.id", k.client_id));
     ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "enable.idempotence", "true"));
+    // Defaults that kafka.producer_properties may override: a short linger (latency), and a
+    // bounded send queue (librdkafka's default allows 1 GiB; docs/configuration.md, Memory).
     ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "linger.ms", "2"));
+    ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "queue.buffering.max.kbytes", "65536"));
     if (exactly_once) {
       const std::string id = config.delivery.transactional_id.empty()
                                  ? DefaultTransactionalId(config)
@@ -261,6 +318,9 @@ struct Daemon::Impl {
         SetConf(cconf.get(), "partition.assignment.strategy", "cooperative-sticky"));
     ROTOR_RETURN_IF_ERROR(
         SetConf(cconf.get(), "session.timeout.ms", std::to_string(k.session_timeout_ms)));
+    // Prefetched input, bounded below librdkafka's 64 MiB default; kafka.consumer_properties
+    // may override it.
+    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "queued.max.messages.kbytes", "16384"));
     ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), k.consumer_properties));
     rd_kafka_conf_set_rebalance_cb(cconf.get(), Rebalance);
     rd_kafka_conf_set_log_cb(cconf.get(), LogCallback);
@@ -275,7 +335,7 @@ struct Daemon::Impl {
   }
 
   // Produces one message, waiting while librdkafka's queue is full.
-  Status Produce(const OutputRecord& out) {
+  Status Produce(const OutputRecord& out, void* opaque) {
     const std::string& topic = out.topic == OutputRecord::Topic::kOutput
                                    ? config.kafka.output_topic
                                    : config.kafka.dead_letter_topic;
@@ -289,7 +349,7 @@ struct Daemon::Impl {
     }
     const rd_kafka_resp_err_t err =
         internal::ProduceCopy(producer.get(), topic, out.key.data(), out.key.size(),
-                              out.value.data(), out.value.size(), headers);
+                              out.value.data(), out.value.size(), headers, opaque);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       return Status::OK();
     }
@@ -311,39 +371,162 @@ struct Daemon::Impl {
     return list;
   }
 
-  // Delivers the batch's messages; Aborted when they must be retried from the stored offsets.
-  // `offsets` is KafkaOffsets(batch).
-  Status Deliver(const PendingBatch& batch, rd_kafka_topic_partition_list_t* offsets) {
-    if (batch.outputs.empty() && offsets->cnt == 0) {
-      return Status::OK();
+  // Hands a processed batch to the producer (in exactly-once mode inside the open transaction,
+  // beginning one if needed). Its state is committed later, by Settle or CommitTransaction.
+  Status Dispatch(PendingBatch&& batch, int64_t records) {
+    if (exactly_once && !transaction_open) {
+      ROTOR_RETURN_IF_ERROR(
+          FromKafkaError(rd_kafka_begin_transaction(producer.get()), "begin_transaction"));
+      transaction_open = true;
+      transaction_began = SteadyClock::now();
     }
-    if (!exactly_once) {
-      const int64_t failures_before = delivery_failures.load();
-      for (const OutputRecord& out : batch.outputs) {
-        ROTOR_RETURN_IF_ERROR(Produce(out));
-      }
-      while (rd_kafka_outq_len(producer.get()) > 0) {
-        rd_kafka_flush(producer.get(), 100);
-      }
-      if (delivery_failures.load() != failures_before) {
-        return Status::Aborted("{} messages of the batch were not delivered",
-                               delivery_failures.load() - failures_before);
-      }
-      return Status::OK();
-    }
-    ROTOR_RETURN_IF_ERROR(
-        FromKafkaError(rd_kafka_begin_transaction(producer.get()), "begin_transaction"));
-    Status s;
-    for (const OutputRecord& out : batch.outputs) {
-      s = Produce(out);
+    PartitionListPtr offsets = KafkaOffsets(batch);
+    const uint64_t seq = batch.seq;
+    in_flight.push_back(InFlight{.batch = std::move(batch),
+                                 .offsets = std::move(offsets),
+                                 .records = records,
+                                 .outstanding = 0,
+                                 .failed = false,
+                                 .confirmed = false,
+                                 .submitted = false});
+    // Reports may arrive while producing (ProduceCopy serves them when the queue is full), so
+    // the batch is counted in flight message by message.
+    for (const OutputRecord& out : in_flight.back().batch.outputs) {
+      ++in_flight.back().outstanding;
+      // The batch's sequence number travels as the message's opaque, not as a pointer.
+      Status s = Produce(out, reinterpret_cast<void*>(  // NOLINT(performance-no-int-to-ptr)
+                                  static_cast<uintptr_t>(seq)));
       if (!s.ok()) {
+        --in_flight.back().outstanding;
+        if (s.code() != StatusCode::kAborted && s.code() != StatusCode::kUnavailable) {
+          return s;
+        }
+        spdlog::warn("{}", s);
+        in_flight.back().failed = true;
         break;
       }
     }
-    if (s.ok() && offsets->cnt > 0) {
+    return Status::OK();
+  }
+
+  // At-least-once: serves delivery reports and confirms the oldest batches whose messages were
+  // all delivered, in order; their state goes to the writer. A failed one is abandoned with
+  // every later batch and the partitions rewound (Aborted when `rewind` is false: the caller
+  // rewinds).
+  Status Settle(bool rewind = true) {
+    rd_kafka_poll(producer.get(), 0);
+    bool failed = false;
+    for (InFlight& b : in_flight) {
+      if (b.confirmed) {
+        continue;
+      }
+      if (b.outstanding > 0) {
+        break;
+      }
+      if (b.failed) {
+        failed = true;
+        break;
+      }
+      b.confirmed = true;
+    }
+    ROTOR_RETURN_IF_ERROR(Advance());
+    if (!failed) {
+      return Status::OK();
+    }
+    ROTOR_RETURN_IF_ERROR(AbandonUnconfirmed("a message of the oldest failed"));
+    if (!rewind) {
+      return Status::Aborted("a delivery failed");
+    }
+    ROTOR_RETURN_IF_ERROR(Rewind());
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    return Status::OK();
+  }
+
+  // Hands confirmed batches to the writer in order, and finishes those it committed: their
+  // users stay hot, and (at-least-once) their offsets go to Kafka too.
+  Status Advance() {
+    ROTOR_RETURN_IF_ERROR(writer->status());
+    for (InFlight& b : in_flight) {
+      if (!b.submitted) {
+        if (!b.confirmed) {
+          break;
+        }
+        writer->Submit(b.batch.seq, &b.batch.state);
+        b.submitted = true;
+      }
+    }
+    const uint64_t committed = writer->committed();
+    while (!in_flight.empty() && in_flight.front().submitted &&
+           in_flight.front().batch.seq <= committed) {
+      InFlight& front = in_flight.front();
+      if (!exactly_once && front.offsets->cnt > 0) {
+        // Informational for at-least-once (the store's offsets are the truth); async.
+        const rd_kafka_resp_err_t err = rd_kafka_commit(consumer.get(), front.offsets.get(), 1);
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+          spdlog::warn("committing offsets to Kafka: {}", rd_kafka_err2str(err));
+        }
+      }
+      processed_records += front.records;
+      processor->Finish(std::move(front.batch));
+      ++stats.batches;
+      last_commit = SteadyClock::now();
+      in_flight.pop_front();
+    }
+    return Status::OK();
+  }
+
+  // Commits every confirmed batch, then drops the rest (the processor forgets their state).
+  Status AbandonUnconfirmed(std::string_view why) {
+    ROTOR_RETURN_IF_ERROR(writer->Wait());
+    ROTOR_RETURN_IF_ERROR(Advance());
+    if (in_flight.empty()) {
+      return Status::OK();
+    }
+    int64_t records = 0;
+    for (const InFlight& b : in_flight) {
+      records += b.records;
+    }
+    spdlog::warn("{} batch(es) of {} records not delivered ({}); retrying from the stored offsets",
+                 in_flight.size(), records, why);
+    stats.failed_batches += static_cast<int64_t>(in_flight.size());
+    processor->Abandon(std::move(in_flight.front().batch));
+    in_flight.clear();
+    return Status::OK();
+  }
+
+  // Exactly-once: commits the open transaction with the input offsets of every batch in it
+  // (the unconfirmed ones), then hands their state to the writer (a crash in between re-applies
+  // without publishing). On an abortable error the transaction is aborted and the batches
+  // abandoned: Aborted, after a rewind when `rewind` is true.
+  Status CommitTransaction(bool rewind = true) {
+    if (!transaction_open) {
+      return Status::OK();
+    }
+    std::map<std::pair<std::string, int32_t>, int64_t> merged;
+    bool failed = false;
+    for (const InFlight& b : in_flight) {
+      if (b.confirmed) {
+        continue;  // Of an earlier transaction, waiting for the writer.
+      }
+      failed = failed || b.failed;
+      for (int i = 0; i < b.offsets->cnt; ++i) {
+        const rd_kafka_topic_partition_t& p = b.offsets->elems[i];
+        int64_t& next = merged[{p.topic, p.partition}];
+        next = std::max(next, p.offset);
+      }
+    }
+    Status s = failed ? Status::Aborted("a message could not be produced") : Status::OK();
+    if (s.ok() && !merged.empty()) {
+      PartitionListPtr offsets(rd_kafka_topic_partition_list_new(static_cast<int>(merged.size())));
+      for (const auto& [tp, next] : merged) {
+        rd_kafka_topic_partition_list_add(offsets.get(), tp.first.c_str(), tp.second)->offset =
+            next;
+      }
       rd_kafka_consumer_group_metadata_t* group = rd_kafka_consumer_group_metadata(consumer.get());
       s = TransactionCall(
-          [&] { return rd_kafka_send_offsets_to_transaction(producer.get(), offsets, group, -1); },
+          [&] {
+            return rd_kafka_send_offsets_to_transaction(producer.get(), offsets.get(), group, -1);
+          },
           "send_offsets_to_transaction");
       rd_kafka_consumer_group_metadata_destroy(group);
     }
@@ -352,7 +535,12 @@ struct Daemon::Impl {
                           "commit_transaction");
     }
     if (s.ok()) {
-      return s;
+      transaction_open = false;
+      ++stats.transactions;
+      for (InFlight& b : in_flight) {
+        b.confirmed = true;
+      }
+      return Advance();
     }
     if (s.code() != StatusCode::kAborted) {
       return s;  // Fatal: the caller stops.
@@ -360,7 +548,31 @@ struct Daemon::Impl {
     spdlog::warn("aborting the transaction: {}", s);
     ROTOR_RETURN_IF_ERROR(
         FromKafkaError(rd_kafka_abort_transaction(producer.get(), -1), "abort_transaction"));
+    transaction_open = false;
+    ROTOR_RETURN_IF_ERROR(AbandonUnconfirmed(s.message()));
+    if (rewind) {
+      ROTOR_RETURN_IF_ERROR(Rewind());
+    }
     return s;
+  }
+
+  // Waits until nothing is in flight: every delivery confirmed and committed (or the
+  // transaction committed). Aborted when batches had to be abandoned; the caller rewinds.
+  Status Drain() {
+    if (exactly_once) {
+      ROTOR_RETURN_IF_ERROR(CommitTransaction(/*rewind=*/false));
+    }
+    while (!in_flight.empty()) {
+      if (!exactly_once) {
+        rd_kafka_poll(producer.get(), 10);
+        ROTOR_RETURN_IF_ERROR(Settle(/*rewind=*/false));
+      }
+      if (!in_flight.empty() && in_flight.back().confirmed) {
+        ROTOR_RETURN_IF_ERROR(writer->Wait());
+        ROTOR_RETURN_IF_ERROR(Advance());
+      }
+    }
+    return Status::OK();
   }
 
   // Runs a transactional call, retrying retriable errors; Aborted when the transaction must be
@@ -454,18 +666,21 @@ struct Daemon::Impl {
 
 Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
   const config::PipelineOptions& opt = config.pipeline;
+  const auto commit_interval = std::chrono::milliseconds(config.delivery.commit_interval_ms);
   std::vector<MessagePtr> messages;
   std::vector<InputRecord> records;
   auto last_stats = SteadyClock::now();
   std::optional<SteadyClock::time_point> first_batch;
-  SteadyClock::time_point last_commit{};
   while (!stop.load()) {
     ROTOR_RETURN_IF_ERROR(rebalance_error);
+    ROTOR_RETURN_IF_ERROR(exactly_once ? Advance() : Settle());
     // Fill a batch: up to max_batch_events, waiting at most max_batch_wait_ms once one arrived.
+    // While batches are in flight, an empty poll returns at once to settle them.
     messages.clear();
     SteadyClock::time_point deadline{};
-    while (static_cast<int64_t>(messages.size()) < opt.max_batch_events && !stop.load()) {
-      int timeout = 100;
+    while (static_cast<int64_t>(messages.size()) < opt.max_batch_events && !stop.load() &&
+           !rewind_pending) {
+      int timeout = in_flight.empty() ? 100 : 1;
       if (!messages.empty()) {
         const auto left =
             std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now())
@@ -473,10 +688,13 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
         if (left <= 0) {
           break;
         }
-        timeout = static_cast<int>(std::min<int64_t>(left, 100));
+        timeout = static_cast<int>(std::min<int64_t>(left, timeout));
       }
       MessagePtr m(rd_kafka_consumer_poll(consumer.get(), timeout));
       if (!m) {
+        if (!in_flight.empty()) {
+          rd_kafka_poll(producer.get(), 0);  // Delivery reports.
+        }
         if (messages.empty()) {
           break;  // Nothing yet: check stop, idle and stats, then poll again.
         }
@@ -494,6 +712,14 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
       messages.push_back(std::move(m));
     }
     ROTOR_RETURN_IF_ERROR(rebalance_error);
+    if (rewind_pending) {
+      // Batches were abandoned during a rebalance: what was consumed since is read again.
+      rewind_pending = false;
+      messages.clear();
+      ROTOR_RETURN_IF_ERROR(Rewind());
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      continue;
+    }
     const auto now = SteadyClock::now();
     if (config.log.stats_interval_ms > 0 &&
         now - last_stats > std::chrono::milliseconds(config.log.stats_interval_ms)) {
@@ -501,10 +727,14 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
       LogStats(first_batch ? Seconds(last_commit - *first_batch) : 0.0);
     }
     if (messages.empty()) {
-      // Idle means: partitions assigned, any feed fully produced and consumed, and nothing
-      // new for exit_when_idle_ms.
+      if (exactly_once && transaction_open && CommitTransaction().code() == StatusCode::kAborted) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+      ROTOR_RETURN_IF_ERROR(rebalance_error);
+      // Idle means: partitions assigned, nothing in flight, any feed fully produced and
+      // consumed, and nothing new for exit_when_idle_ms.
       if (run.exit_when_idle_ms > 0 && feed_done.load() && !publish_from.empty() &&
-          processed_records.load() >= fed.load() &&
+          in_flight.empty() && processed_records.load() >= fed.load() &&
           now - last_activity > std::chrono::milliseconds(run.exit_when_idle_ms)) {
         spdlog::info("no input for {} ms: stopping", run.exit_when_idle_ms);
         break;
@@ -550,37 +780,38 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
       continue;
     }
     ROTOR_ASSIGN_OR_RETURN(PendingBatch batch, processor->Process(records));
-    // Computed once: no consumer poll (hence no rebalance) happens until the batch is done.
-    const PartitionListPtr offsets = KafkaOffsets(batch);
-    Status delivered = Deliver(batch, offsets.get());
-    if (!delivered.ok()) {
-      if (delivered.code() != StatusCode::kAborted &&
-          delivered.code() != StatusCode::kUnavailable) {
-        processor->Abandon(std::move(batch));
-        return delivered;
-      }
-      ++stats.failed_batches;
-      spdlog::warn("batch of {} records not delivered ({}); retrying from the stored offsets",
-                   records.size(), delivered);
-      processor->Abandon(std::move(batch));
-      ROTOR_RETURN_IF_ERROR(Rewind());
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      continue;
-    }
-    ROTOR_RETURN_IF_ERROR(store->Commit(batch.state));
-    if (!exactly_once) {
-      if (offsets->cnt > 0) {
-        // Informational for at-least-once (the store's offsets are the truth); async.
-        const rd_kafka_resp_err_t err = rd_kafka_commit(consumer.get(), offsets.get(), 1);
-        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-          spdlog::warn("committing offsets to Kafka: {}", rd_kafka_err2str(err));
+    ROTOR_RETURN_IF_ERROR(Dispatch(std::move(batch), static_cast<int64_t>(records.size())));
+    const auto in_flight_max = static_cast<std::size_t>(opt.max_inflight_batches);
+    if (exactly_once) {
+      ROTOR_RETURN_IF_ERROR(Advance());
+      // Commit when the transaction is old or large enough, or at once when a message could
+      // not be produced (the commit then aborts it).
+      if (in_flight.size() >= in_flight_max || in_flight.back().failed ||
+          SteadyClock::now() - transaction_began >= commit_interval) {
+        const Status committed = CommitTransaction();
+        if (committed.code() == StatusCode::kAborted) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        } else {
+          ROTOR_RETURN_IF_ERROR(committed);
         }
       }
+      // Back-pressure: the writer holds at most max_inflight_batches committed batches.
+      if (in_flight.size() >= in_flight_max) {
+        ROTOR_RETURN_IF_ERROR(writer->Wait());
+        ROTOR_RETURN_IF_ERROR(Advance());
+      }
+      continue;
     }
-    processed_records += static_cast<int64_t>(records.size());
-    processor->Finish(std::move(batch));
-    ++stats.batches;
-    last_commit = SteadyClock::now();
+    // Back-pressure: at most max_inflight_batches waiting for their deliveries and commits.
+    while (in_flight.size() >= in_flight_max) {
+      rd_kafka_poll(producer.get(), 1);
+      ROTOR_RETURN_IF_ERROR(Settle());
+    }
+  }
+  // Stopping (or idle): what is in flight is delivered and committed before returning.
+  Status drained = Drain();
+  if (!drained.ok() && drained.code() != StatusCode::kAborted) {
+    return drained;
   }
   if (first_batch) {
     stats.busy_seconds = Seconds(last_commit - *first_batch);
@@ -617,6 +848,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(const config::DaemonConfig& confi
                   fmt::format("state.dir '{}': {}", config.state.dir, store.status().message()));
   }
   impl->store = std::move(store).value();
+  impl->writer = std::make_unique<internal::StoreWriter>(*impl->store);
   ROTOR_ASSIGN_OR_RETURN(impl->processor,
                          Processor::Create(*impl->bundle, *impl->store, config.pipeline,
                                            config.output, config.state.window_cache_bytes, WallMs));

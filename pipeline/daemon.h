@@ -1,6 +1,8 @@
 // Daemon: `rotor serve`. Consumes the input topic in a consumer group, runs each micro-batch
 // through the Processor, delivers its messages (idempotently, or in a Kafka transaction in
 // exactly-once mode) and commits its state and input offsets to RocksDB (DESIGN sections 4-5).
+// Batches are pipelined: the next is decoded while earlier ones are being delivered, and their
+// state commits in order once they are confirmed (docs/daemon.md).
 
 #ifndef ROTOR_PIPELINE_DAEMON_H_
 #define ROTOR_PIPELINE_DAEMON_H_
@@ -40,6 +42,7 @@ struct DaemonStats {
   int64_t snapshots = 0;
   int64_t batches = 0;
   int64_t failed_batches = 0;  // Batches whose delivery failed and were retried.
+  int64_t transactions = 0;    // Transactions committed (exactly-once mode).
   int64_t fed = 0;             // Events the embedded feeder produced.
   double busy_seconds = 0;     // From the first consumed batch to the last commit.
 };
@@ -55,8 +58,8 @@ class Daemon {
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
 
-  // Serves until `stop` is true (checked at least every 100 ms and between batches; the batch
-  // in flight is finished, delivered and committed first) or the idle exit. Then leaves the
+  // Serves until `stop` is true (checked at least every 100 ms and between batches; the batches
+  // in flight are delivered and committed first) or the idle exit. Then leaves the
   // group cleanly, flushes the producer and syncs the store. An error (e.g. the store failing,
   // the producer fenced) stops serving and is returned; state stays consistent.
   Status Run(const std::atomic<bool>& stop);

@@ -1,6 +1,8 @@
 #include "pipeline/processor.h"
 
 #include <algorithm>
+#include <cassert>
+#include <deque>
 #include <optional>
 #include <utility>
 
@@ -65,6 +67,15 @@ struct Processor::Impl {
   ProcessorStats stats;
   // Wall-clock time of each user's last snapshot (or first sight), for coalescing.
   std::unordered_map<std::string, int64_t> last_snapshot_ms;
+  // State of the users touched by batches in flight, with the last such batch. References to
+  // the elements stay valid while others are inserted (UserWork points into it).
+  struct Uncommitted {
+    storage::UserState state;
+    uint64_t seq = 0;
+  };
+  std::unordered_map<std::string, Uncommitted> uncommitted;
+  std::deque<uint64_t> in_flight;  // Sequence numbers of batches in flight, oldest first.
+  uint64_t next_seq = 1;
 
   // Work of one user within a batch.
   struct UserWork {
@@ -89,22 +100,29 @@ struct Processor::Impl {
         parser(b.config()),
         cache(cache_bytes) {}
 
-  Result<storage::UserState*> Take(const std::string& user, PendingBatch& batch) {
-    if (auto it = batch.users.find(user); it != batch.users.end()) {
-      return &it->second;
+  // The user's latest state: from a batch in flight, else the cache, else RocksDB. It is held
+  // in `uncommitted` from now on, marked as touched by `batch`.
+  Result<Uncommitted*> Take(const std::string& user, PendingBatch& batch) {
+    auto it = uncommitted.find(user);
+    if (it == uncommitted.end()) {
+      storage::UserState state;
+      if (storage::UserState* cached = cache.Find(user); cached != nullptr) {
+        state = std::move(*cached);
+        cache.Erase(user);
+      } else {
+        const encoders::ModelConfig& cfg = bundle.config();
+        ++stats.store_loads;
+        ROTOR_ASSIGN_OR_RETURN(auto loaded,
+                               store.LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model));
+        state = loaded ? std::move(*loaded) : storage::UserState{decoder.NewWindow(0), {}};
+      }
+      it = uncommitted.emplace(user, Uncommitted{std::move(state), 0}).first;
     }
-    storage::UserState state;
-    if (storage::UserState* cached = cache.Find(user); cached != nullptr) {
-      state = std::move(*cached);
-      cache.Erase(user);
-    } else {
-      const encoders::ModelConfig& cfg = bundle.config();
-      ++stats.store_loads;
-      ROTOR_ASSIGN_OR_RETURN(auto loaded,
-                             store.LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model));
-      state = loaded ? std::move(*loaded) : storage::UserState{decoder.NewWindow(0), {}};
+    if (it->second.seq != batch.seq) {
+      it->second.seq = batch.seq;
+      batch.users.push_back(user);
     }
-    return &batch.users.emplace(user, std::move(state)).first->second;
+    return &it->second;
   }
 
   void Reject(const InputRecord& record, RejectCode code, std::string detail, PendingBatch& batch) {
@@ -204,8 +222,13 @@ Result<std::unique_ptr<Processor>> Processor::Create(const encoders::Bundle& bun
 
 Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
   Impl& s = *impl_;
-  PendingBatch batch{
-      .outputs = {}, .state = s.store.NewBatch(), .next_offsets = {}, .users = {}, .events = 0};
+  PendingBatch batch{.seq = s.next_seq++,
+                     .outputs = {},
+                     .state = s.store.NewBatch(),
+                     .next_offsets = {},
+                     .users = {},
+                     .events = 0};
+  s.in_flight.push_back(batch.seq);
   if (!s.model_id_stored) {
     ROTOR_RETURN_IF_ERROR(batch.state.PutInfo(kInfoModelId, s.bundle.model_id()));
   }
@@ -258,7 +281,8 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
       s.Reject(record, RejectCode::kSchema, std::string(inputs.status().message()), batch);
       continue;
     }
-    ROTOR_ASSIGN_OR_RETURN(storage::UserState * state, s.Take(parsed.user_id, batch));
+    ROTOR_ASSIGN_OR_RETURN(Impl::Uncommitted * held, s.Take(parsed.user_id, batch));
+    storage::UserState* state = &held->state;
     if (dedupe > 0) {
       auto& ids = state->recent_event_ids;
       if (std::find(ids.begin(), ids.end(), parsed.event_id) != ids.end()) {
@@ -270,7 +294,7 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
       }
       ids.push_back(parsed.event_id);
     }
-    const std::string& user_key = batch.users.find(parsed.user_id)->first;
+    const std::string& user_key = s.uncommitted.find(parsed.user_id)->first;
     auto [slot, fresh] = work_index.try_emplace(user_key, work.size());
     if (fresh) {
       Impl::UserWork fresh_work;
@@ -329,15 +353,28 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
 }
 
 void Processor::Finish(PendingBatch&& batch) {
-  impl_->model_id_stored = true;
-  for (auto& [user, state] : batch.users) {
-    impl_->cache.Insert(user, std::move(state));
+  Impl& s = *impl_;
+  assert(!s.in_flight.empty() && s.in_flight.front() == batch.seq);
+  s.in_flight.pop_front();
+  s.model_id_stored = true;
+  for (const std::string& user : batch.users) {
+    const auto it = s.uncommitted.find(user);
+    // A later batch in flight touched the user again: it keeps the state until it finishes.
+    if (it != s.uncommitted.end() && it->second.seq == batch.seq) {
+      s.cache.Insert(user, std::move(it->second.state));
+      s.uncommitted.erase(it);
+    }
   }
   batch.users.clear();
 }
 
 void Processor::Abandon(PendingBatch&& batch) {
-  ++impl_->stats.abandoned_batches;
+  Impl& s = *impl_;
+  assert(!s.in_flight.empty() && s.in_flight.front() == batch.seq);
+  // This batch and every later one: their state was built on this one's.
+  s.stats.abandoned_batches += static_cast<int64_t>(s.in_flight.size());
+  s.in_flight.clear();
+  s.uncommitted.clear();
   batch.users.clear();
   batch.outputs.clear();
   batch.state.Clear();
@@ -345,6 +382,10 @@ void Processor::Abandon(PendingBatch&& batch) {
 
 void Processor::ClearCache() {
   impl_->cache.Clear();
+}
+
+std::size_t Processor::in_flight() const {
+  return impl_->in_flight.size();
 }
 
 const ProcessorStats& Processor::stats() const {

@@ -7,6 +7,7 @@
 #ifndef ROTOR_PIPELINE_PROCESSOR_H_
 #define ROTOR_PIPELINE_PROCESSOR_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -73,18 +74,27 @@ struct ProcessorStats {
 // What one Process call produced; hand it back to Finish once delivered and committed, or to
 // Abandon when delivery failed.
 struct PendingBatch {
+  uint64_t seq = 0;  // Order of Process calls, from 1.
   std::vector<OutputRecord> outputs;
   storage::StateBatch state;
   // Next input offset per (topic, partition) after this batch.
   std::vector<std::pair<std::pair<std::string, int32_t>, int64_t>> next_offsets;
-  // The users this batch touched, their new state (not yet in the cache).
-  std::unordered_map<std::string, storage::UserState> users;
+  // The users this batch changed (their new state is held by the Processor until Finish).
+  std::vector<std::string> users;
   int64_t events = 0;
 };
 
-// Lifecycle: borrows the bundle and the store, which outlive it. The hot-window cache holds only
-// committed state: Process moves the users it touches out of the cache into the PendingBatch,
-// and Finish moves them back; Abandon drops them (the next batch reloads them from RocksDB).
+// Lifecycle: borrows the bundle and the store, which outlive it.
+//
+// Batches may be in flight: Process may be called again before the previous batch is finished,
+// and the next batch then builds on the previous batches' state (a pipelined daemon decodes
+// batch n+1 while batch n is being delivered). The hot-window cache holds only committed state;
+// the state of users touched by batches in flight is held apart until the last batch that
+// touched them is finished. Finish batches in the order Process made them. Abandon the oldest
+// batch in flight when its delivery failed: that drops it and every later batch (they were
+// computed from its state); discard those without finishing them. The next batch reloads the
+// users from RocksDB. After Process fails (a storage or internal error) the Processor must
+// only be destroyed.
 // Concurrency: single-threaded (one decoder, one cache).
 class Processor {
  public:
@@ -102,12 +112,15 @@ class Processor {
   // Processes `records` (in offset order within each partition). Fails only on a storage or
   // internal error (bad input never fails it: it becomes a dead letter).
   Result<PendingBatch> Process(std::span<const InputRecord> records);
-  // The batch's outputs were delivered and its state committed: keep its users hot.
+  // The oldest batch in flight was delivered and its state committed: keep its users hot.
   void Finish(PendingBatch&& batch);
-  // The batch was not committed: forget its in-memory effects.
+  // The oldest batch in flight was not committed: forget its in-memory effects and those of
+  // every later batch.
   void Abandon(PendingBatch&& batch);
-  // Drops every cached user (e.g. after partitions are revoked).
+  // Drops every cached user (e.g. after partitions are revoked). Call with no batch in flight.
   void ClearCache();
+  // Batches processed and neither finished nor abandoned.
+  std::size_t in_flight() const;
 
   const ProcessorStats& stats() const;
   const std::string& model_id() const;

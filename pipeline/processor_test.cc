@@ -309,6 +309,87 @@ TEST_F(ProcessorTest, AbandonedBatchesLeaveNoTrace) {
   ExpectSameRows(Stored("hana"), Direct({events[0], events[1]}));
 }
 
+// Batch n+1 is processed while batch n is in flight (not yet committed or finished), as the
+// pipelined daemon does: it must build on batch n's state, and the committed result must equal
+// one batch at a time, whatever the cache holds meanwhile.
+TEST_F(ProcessorTest, BatchesInFlightBuildOnEachOther) {
+  cache_bytes_ = 0;  // Nothing hot: any read of stale RocksDB state would show.
+  MakeProcessor();
+  const std::vector<std::string> users = {"kai", "lea", "max"};
+  std::map<std::string, std::vector<std::string>> events;
+  for (const auto& u : users) {
+    events[u] = testing::GoldenUserEvents(u);
+  }
+  std::vector<std::vector<Message>> batches(4);
+  for (std::size_t i = 0; i < 8; ++i) {
+    for (const auto& u : users) {
+      if (u == "max" && i % 2 == 1) {
+        continue;  // A user missing from some batches.
+      }
+      batches[i / 2].push_back(Keyed({events[u][i]}, u)[0]);
+    }
+  }
+  std::vector<std::vector<InputRecord>> records(batches.size());
+  std::vector<PendingBatch> pending;
+  for (std::size_t b = 0; b < batches.size(); ++b) {
+    for (const Message& m : batches[b]) {
+      records[b].push_back(InputRecord{.topic = kTopic,
+                                       .partition = 0,
+                                       .offset = m.offset,
+                                       .has_key = true,
+                                       .key = m.key,
+                                       .value = m.value,
+                                       .publish = true});
+    }
+    auto batch = processor_->Process(records[b]);
+    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+    pending.push_back(std::move(batch).value());
+    EXPECT_EQ(processor_->in_flight(), b + 1);
+  }
+  EXPECT_EQ(processor_->stats().store_loads, 3);  // Each user read once, then carried along.
+  for (PendingBatch& batch : pending) {
+    ASSERT_TRUE(store_->Commit(batch.state).ok());
+    processor_->Finish(std::move(batch));
+  }
+  EXPECT_EQ(processor_->in_flight(), 0U);
+  for (const auto& u : users) {
+    std::vector<std::string> want;
+    for (std::size_t i = 0; i < 8; ++i) {
+      if (u != "max" || i % 2 == 0) {
+        want.push_back(events[u][i]);
+      }
+    }
+    ExpectSameRows(Stored(u), Direct(want));
+  }
+}
+
+// A failed delivery abandons the oldest batch in flight and every later one: the next batch
+// starts from the committed state, not from what the abandoned batches computed.
+TEST_F(ProcessorTest, AbandoningTheOldestBatchDropsEveryLaterOne) {
+  const std::vector<std::string> events = testing::GoldenUserEvents("ned");
+  Run(Keyed({events[0]}, "ned"), 10);
+  std::vector<Message> more = Keyed({events[1], events[2]}, "ned");
+  std::vector<PendingBatch> pending;
+  for (const Message& m : more) {
+    InputRecord r{.topic = kTopic,
+                  .partition = 0,
+                  .offset = m.offset,
+                  .has_key = true,
+                  .key = m.key,
+                  .value = m.value,
+                  .publish = true};
+    auto batch = processor_->Process(std::span<const InputRecord>(&r, 1));
+    ASSERT_TRUE(batch.ok());
+    pending.push_back(std::move(batch).value());
+  }
+  processor_->Abandon(std::move(pending[0]));
+  EXPECT_EQ(processor_->in_flight(), 0U);
+  EXPECT_EQ(processor_->stats().abandoned_batches, 2);
+  next_offset_ = more[0].offset;
+  Run(Keyed({events[1], events[2]}, "ned"), 1);  // Retried after the failure.
+  ExpectSameRows(Stored("ned"), Direct({events[0], events[1], events[2]}));
+}
+
 TEST_F(ProcessorTest, SnapshotsAreCoalescedToOnePerIntervalPerUser) {
   output_.snapshot_interval_ms = 1000;
   MakeProcessor();

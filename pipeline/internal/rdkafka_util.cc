@@ -35,8 +35,8 @@ Result<HandlePtr> NewHandle(rd_kafka_type_t type, ConfPtr conf) {
 
 rd_kafka_resp_err_t ProduceCopy(rd_kafka_t* producer, const std::string& topic, const void* key,
                                 std::size_t key_len, const void* value, std::size_t value_len,
-                                rd_kafka_headers_t* headers) {
-  std::array<rd_kafka_vu_t, 5> vus{};
+                                rd_kafka_headers_t* headers, void* opaque) {
+  std::array<rd_kafka_vu_t, 6> vus{};
   std::size_t n = 0;
   vus[n].vtype = RD_KAFKA_VTYPE_TOPIC;
   vus[n++].u.cstr = topic.c_str();
@@ -51,6 +51,10 @@ rd_kafka_resp_err_t ProduceCopy(rd_kafka_t* producer, const std::string& topic, 
   if (headers != nullptr) {
     vus[n].vtype = RD_KAFKA_VTYPE_HEADERS;
     vus[n++].u.headers = headers;
+  }
+  if (opaque != nullptr) {
+    vus[n].vtype = RD_KAFKA_VTYPE_OPAQUE;
+    vus[n++].u.ptr = opaque;
   }
   while (true) {
     rd_kafka_error_t* error = rd_kafka_produceva(producer, vus.data(), n);
