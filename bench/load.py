@@ -1,21 +1,23 @@
 """End-to-end load benchmark of `rotor serve` against a real Kafka broker on loopback.
 
-For each model and each offered rate: fresh topics (8 partitions) on a broker started by
-tools/kafka/broker.sh, `rotor serve` (release build, at-least-once), `rotor produce --rate R`
-for the given seconds, then both topics are read back and every input event is matched to the
-delta that first carried it (same user, source offset >= the event's offset). Reported per
-run: the offered and achieved input rates, events/s processed (events over first input to
-last output), event-to-publish latency p50/p99/p999 (Kafka CreateTime of the delta minus that
-of the event; both stamped on this machine) after a warm-up (--warmup, default 2 s) and p99
-over all events, the daemon's CPU (user+system over wall) and
-peak RSS.
+For each model, offered rate and in-flight setting: fresh topics (8 partitions) on a broker
+started by tools/kafka/broker.sh (at nice 0, competing with rotor for the same cores),
+`rotor serve` (release build, at-least-once, pipeline.max_inflight_batches = the setting),
+`rotor produce --rate R` for the given seconds, then both topics are read back and every input
+event is matched to the delta that first carried it (same user, source offset >= the event's
+offset). Reported per run: the offered and achieved input rates, events/s processed (events
+over first input to last output), event-to-publish latency p50/p99/p999 (Kafka CreateTime of
+the delta minus that of the event; both stamped on this machine) after a warm-up (--warmup,
+default 2 s) and p99 over all events, the CPU of rotor and of the broker (user+system over
+wall), and rotor's peak RSS. In-flight 1 (one batch at a time) is the baseline measured in the
+same run as the pipelined default (8).
 
     /usr/bin/python3 bench/load.py                       # default + paper model, 10k and 20k/s
-    /usr/bin/python3 bench/load.py --rates 5000,40000 --seconds 10 --models default
+    /usr/bin/python3 bench/load.py --rates 20000,60000 --seconds 6 --models default
 
-Needs data/synth-200000-seed0.jsonl (tools/demo.sh writes it) and Maven's Kafka jars
-(tools/kafka/fetch.sh). Slow by design (about a minute per run): not part of tools/test.sh.
-Results: stdout and build/bench-results/load.json.
+Input: data/synth-1000000-seed1-u10000.jsonl (1M events of 10,000 users), generated on first
+use. Needs Maven's Kafka jars (tools/kafka/fetch.sh). Slow by design (about a minute per run):
+not part of tools/test.sh. Results: stdout and build/bench-results/load.json.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import base64
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "python"))
 ROTOR = os.path.join(ROOT, "build", "release", "app", "rotor")
+PYTHON = "/usr/bin/python3"  # The project's interpreter (Debian's torch and numpy).
 BROKER = os.path.join(ROOT, "tools", "kafka", "broker.sh")
 MODELS = {
     "default": dict(d_model=64, n_heads=2, n_layers=2, d_angle=4, angle_hidden=16),
@@ -87,10 +90,17 @@ def header_metadata(value):
     return json.loads(value[8:8 + n]).get("__metadata__", {})
 
 
-def read_json_lines(config, topic):
-    out = rotor("consume", "--config", config, "--topic", topic, "--json", "true",
-                "--idle-ms", "3000")
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+def read_topic(config, topic, keep):
+    """keep(message dict) for every message of topic, streamed from `rotor consume --json`."""
+    out = []
+    proc = subprocess.Popen([ROTOR, "consume", "--config", config, "--topic", topic, "--json",
+                             "true", "--idle-ms", "3000"], stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.strip():
+            out.append(keep(json.loads(line)))
+    if proc.wait() != 0:
+        sys.exit(f"rotor consume --topic {topic} failed")
+    return out
 
 
 def percentile(sorted_values, q):
@@ -99,8 +109,9 @@ def percentile(sorted_values, q):
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def one_run(bootstrap, bundle, model, rate, seconds, warmup_s, events_file, work):
-    tag = f"load-{model}-{rate}-{uuid.uuid4().hex[:6]}"
+def one_run(bootstrap, broker_pid, bundle, model, rate, inflight, seconds, warmup_s, events_file,
+            work):
+    tag = f"load-{model}-{rate}-{inflight}-{uuid.uuid4().hex[:6]}"
     config = os.path.join(work, f"{tag}.yaml")
     with open(config, "w") as f:
         f.write(f"""
@@ -112,6 +123,8 @@ kafka:
   input_topic: {tag}.events
   output_topic: {tag}.tensors
   dead_letter_topic: {tag}.dead
+pipeline:
+  max_inflight_batches: {inflight}
 output:
   snapshot_interval_ms: 0
 state:
@@ -130,25 +143,29 @@ log:
         if time.monotonic() > deadline or serve.poll() is not None:
             sys.exit(f"rotor serve did not get partitions:\n{open(serve_log).read()}")
         time.sleep(0.2)
-    samples, stop = [], threading.Event()
-    sampler = threading.Thread(target=sample_process, args=(serve.pid, samples, stop))
-    sampler.start()
+    samples, broker_samples, stop = [], [], threading.Event()
+    samplers = [threading.Thread(target=sample_process, args=(serve.pid, samples, stop)),
+                threading.Thread(target=sample_process, args=(broker_pid, broker_samples, stop))]
+    for sampler in samplers:
+        sampler.start()
     limit = int(rate * seconds)
     produced = rotor("produce", "--config", config, "--file", events_file, "--rate", rate,
                      "--limit", limit)
     serve.wait(timeout=600)
     stop.set()
-    sampler.join()
+    for sampler in samplers:
+        sampler.join()
     if serve.returncode != 0:
         sys.exit(f"rotor serve exited {serve.returncode}:\n{open(serve_log).read()[-3000:]}")
 
-    inputs = read_json_lines(config, f"{tag}.events")
-    outputs = read_json_lines(config, f"{tag}.tensors")
+    inputs = read_topic(config, f"{tag}.events", lambda m: {
+        "key": m["key"], "offset": m["offset"], "timestamp_ms": m["timestamp_ms"]})
+    outputs = read_topic(config, f"{tag}.tensors", lambda m: (
+        header_metadata(base64.b64decode(m["value_b64"])), m["timestamp_ms"]))
     deltas = {}  # user -> sorted [(source_offset, timestamp)]
-    for m in outputs:
-        meta = header_metadata(base64.b64decode(m["value_b64"]))
+    for meta, timestamp_ms in outputs:
         deltas.setdefault(meta["rotor.user_id"], []).append(
-            (int(meta["rotor.source_offset"]), m["timestamp_ms"]))
+            (int(meta["rotor.source_offset"]), timestamp_ms))
     for v in deltas.values():
         v.sort()
     latencies, steady, missing = [], [], 0
@@ -168,18 +185,23 @@ log:
             steady.append(latency)
     latencies.sort()
     steady.sort()
-    last_out = max(m["timestamp_ms"] for m in outputs)
-    cpu = (samples[-1][1] - samples[0][1]) / max(1e-9, samples[-1][0] - samples[0][0])
+    last_out = max(timestamp_ms for _, timestamp_ms in outputs)
+    def cores(points):
+        return (points[-1][1] - points[0][1]) / max(1e-9, points[-1][0] - points[0][0])
+
+    cpu = cores(samples)
     achieved = float(produced.split("(")[1].split("/s")[0])
     return {
-        "model": model, "offered_per_s": rate, "achieved_input_per_s": achieved,
+        "model": model, "inflight": inflight, "offered_per_s": rate,
+        "achieved_input_per_s": achieved,
         "events": len(inputs), "unmatched": missing,
         "processed_per_s": len(inputs) / max(1e-3, (last_out - first_in) / 1000.0),
         "p50_ms": percentile(steady, 0.50), "p99_ms": percentile(steady, 0.99),
         "p999_ms": percentile(steady, 0.999),
         "all_p50_ms": percentile(latencies, 0.50), "all_p99_ms": percentile(latencies, 0.99),
         "all_p999_ms": percentile(latencies, 0.999),
-        "cpu_cores": cpu, "peak_rss_mib": max(s[2] for s in samples) / 2**20,
+        "cpu_cores": cpu, "broker_cpu_cores": cores(broker_samples),
+        "peak_rss_mib": max(s[2] for s in samples) / 2**20,
         "deltas": len(outputs),
     }
 
@@ -193,46 +215,67 @@ def main():
                         help="seconds of input left out of p50/p99/p999 (the all_* fields keep "
                              "them): the first events of a run wait ~1 s, a start-up transient "
                              "(most likely the generator's producer-id fetch; unconfirmed)")
+    parser.add_argument("--inflight", default="1,8",
+                        help="pipeline.max_inflight_batches values, each a run (1 = one batch "
+                             "at a time: the same-run baseline of the pipelined default, 8)")
     parser.add_argument("--events", default=os.path.join(ROOT, "data",
-                                                         "synth-200000-seed0.jsonl"))
+                                                         "synth-1000000-seed1-u10000.jsonl"),
+                        help="input events (JSON lines); the default is generated when missing "
+                             "(1M events of 10,000 users, sirenrope.synth)")
     args = parser.parse_args()
     if not os.path.exists(args.events):
-        sys.exit(f"{args.events} is missing: run tools/demo.sh first")
+        log(f"generating {args.events}")
+        subprocess.run([PYTHON, "-m", "sirenrope.synth", "--events", "1000000", "--users",
+                        "10000", "--seed", "1", "--config", os.path.join(ROOT, "configs",
+                                                                         "demo.json"),
+                        "--out", args.events + ".tmp"],
+                       cwd=os.path.join(ROOT, "python"), check=True, stdout=subprocess.DEVNULL)
+        os.replace(args.events + ".tmp", args.events)
     log("building rotor (release)")
     subprocess.run(["cmake", "--preset", "release"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)
     subprocess.run(["cmake", "--build", "--preset", "release", "--target", "rotor"], cwd=ROOT,
                    check=True, stdout=subprocess.DEVNULL)
-    env = dict(os.environ, ROTOR_KAFKA_STATE=os.path.join(ROOT, "build", "kafka"))
+    # The broker runs at the daemon's priority (tools/kafka/broker.sh defaults to nice 19, for
+    # tests): it competes for the same two cores on equal terms, as beside a real deployment.
+    env = dict(os.environ, ROTOR_KAFKA_STATE=os.path.join(ROOT, "build", "kafka"),
+               ROTOR_KAFKA_NICE="0")
     subprocess.run([BROKER, "start", "--name", "load", "--replace"], env=env, check=True,
                    stdout=subprocess.DEVNULL)
     results = []
     try:
         bootstrap = subprocess.run([BROKER, "bootstrap", "--name", "load"], env=env, check=True,
                                    capture_output=True, text=True).stdout.strip()
+        status = subprocess.run([BROKER, "status", "--name", "load"], env=env, check=True,
+                                capture_output=True, text=True).stdout.split()
+        broker_pid = int(status[3])
         work = tempfile.mkdtemp(prefix="rotor-load-")
         bundle_dir = os.path.join(ROOT, "build", "bench-bundles")
         os.makedirs(bundle_dir, exist_ok=True)
         for model in args.models.split(","):
             bundle = make_bundle(model, bundle_dir)
             for rate in map(int, args.rates.split(",")):
-                log(f"{model} model at {rate} events/s for {args.seconds:g} s")
-                r = one_run(bootstrap, bundle, model, rate, args.seconds, args.warmup, args.events,
-                            work)
-                log(json.dumps(r))
-                results.append(r)
+                for inflight in map(int, args.inflight.split(",")):
+                    log(f"{model} model at {rate} events/s for {args.seconds:g} s, "
+                        f"{inflight} batch(es) in flight")
+                    r = one_run(bootstrap, broker_pid, bundle, model, rate, inflight,
+                                args.seconds, args.warmup, args.events, work)
+                    log(json.dumps(r))
+                    results.append(r)
     finally:
         subprocess.run([BROKER, "stop", "--name", "load"], env=env, stdout=subprocess.DEVNULL)
     os.makedirs(os.path.join(ROOT, "build", "bench-results"), exist_ok=True)
     with open(os.path.join(ROOT, "build", "bench-results", "load.json"), "w") as f:
         json.dump(results, f, indent=1)
-    print("| model | offered/s | achieved input/s | processed/s | p50 ms | p99 ms | p999 ms "
-          "| p99 ms incl. warm-up | CPU cores | peak RSS MiB | unmatched |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| model | in flight | offered/s | achieved input/s | processed/s | p50 ms | p99 ms "
+          "| p999 ms | p99 ms incl. warm-up | rotor CPU cores | broker CPU cores "
+          "| peak RSS MiB | unmatched |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
-        print(f"| {r['model']} | {r['offered_per_s']} | {r['achieved_input_per_s']:.0f} | "
-              f"{r['processed_per_s']:.0f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
-              f"{r['p999_ms']:.0f} | {r['all_p99_ms']:.0f} | {r['cpu_cores']:.2f} | "
+        print(f"| {r['model']} | {r['inflight']} | {r['offered_per_s']} | "
+              f"{r['achieved_input_per_s']:.0f} | {r['processed_per_s']:.0f} | "
+              f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['p999_ms']:.0f} | "
+              f"{r['all_p99_ms']:.0f} | {r['cpu_cores']:.2f} | {r['broker_cpu_cores']:.2f} | "
               f"{r['peak_rss_mib']:.0f} | {r['unmatched']} |")
     return 0
 

@@ -315,6 +315,9 @@ Result<std::unique_ptr<UserStateStore>> UserStateStore::Open(const StoreOptions&
   // Each memtable may take half the budget; the WriteBufferManager caps their sum.
   cf_options.write_buffer_size =
       std::max<std::size_t>(static_cast<std::size_t>(options.write_buffer_bytes) / 2, 64 << 10);
+  // K/V rows are float32 noise to a compressor: snappy saved little and cost 3% of the CPU of
+  // an end-to-end run (docs/performance.md), so SST files are written uncompressed.
+  cf_options.compression = rocksdb::kNoCompression;
 
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);
