@@ -72,9 +72,15 @@ struct Processor::Impl {
   struct Uncommitted {
     storage::UserState state;
     uint64_t seq = 0;
+    int64_t bytes = 0;  // Charged against the cache's budget while held here.
   };
   std::unordered_map<std::string, Uncommitted> uncommitted;
   std::deque<uint64_t> in_flight;  // Sequence numbers of batches in flight, oldest first.
+  // state.window_cache_bytes bounds the cache plus the windows held for batches in flight.
+  int64_t cache_budget = 0;
+  int64_t uncommitted_bytes = 0;
+
+  void FitCache() { cache.SetBudget(cache_budget - uncommitted_bytes); }
   uint64_t next_seq = 1;
 
   // Work of one user within a batch.
@@ -98,7 +104,8 @@ struct Processor::Impl {
         decoder(std::move(d)),
         featurizer(b.config()),
         parser(b.config()),
-        cache(cache_bytes) {}
+        cache(cache_bytes),
+        cache_budget(cache_bytes) {}
 
   // The user's latest state: from a batch in flight, else the cache, else RocksDB. It is held
   // in `uncommitted` from now on, marked as touched by `batch`.
@@ -116,7 +123,9 @@ struct Processor::Impl {
                                store.LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model));
         state = loaded ? std::move(*loaded) : storage::UserState{decoder.NewWindow(0), {}};
       }
-      it = uncommitted.emplace(user, Uncommitted{std::move(state), 0}).first;
+      const int64_t bytes = storage::WindowCache::EntryBytes(user, state);
+      uncommitted_bytes += bytes;
+      it = uncommitted.emplace(user, Uncommitted{std::move(state), 0, bytes}).first;
     }
     if (it->second.seq != batch.seq) {
       it->second.seq = batch.seq;
@@ -349,6 +358,7 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
   for (const auto& [tp, next] : batch.next_offsets) {
     ROTOR_RETURN_IF_ERROR(batch.state.SetOffset(tp.first, tp.second, next));
   }
+  s.FitCache();
   return batch;
 }
 
@@ -361,6 +371,8 @@ void Processor::Finish(PendingBatch&& batch) {
     const auto it = s.uncommitted.find(user);
     // A later batch in flight touched the user again: it keeps the state until it finishes.
     if (it != s.uncommitted.end() && it->second.seq == batch.seq) {
+      s.uncommitted_bytes -= it->second.bytes;
+      s.FitCache();  // Room for the insert.
       s.cache.Insert(user, std::move(it->second.state));
       s.uncommitted.erase(it);
     }
@@ -375,6 +387,8 @@ void Processor::Abandon(PendingBatch&& batch) {
   s.stats.abandoned_batches += static_cast<int64_t>(s.in_flight.size());
   s.in_flight.clear();
   s.uncommitted.clear();
+  s.uncommitted_bytes = 0;
+  s.FitCache();
   batch.users.clear();
   batch.outputs.clear();
   batch.state.Clear();

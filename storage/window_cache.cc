@@ -54,6 +54,14 @@ UserState* WindowCache::Insert(std::string user, UserState state) {
   return &lru_.front().state;
 }
 
+void WindowCache::SetBudget(int64_t budget_bytes) {
+  budget_bytes_ = std::max<int64_t>(budget_bytes, 0);
+  while (bytes_ > budget_bytes_) {
+    Remove(std::prev(lru_.end()));
+    ++stats_.evictions;
+  }
+}
+
 void WindowCache::Erase(std::string_view user) {
   const auto found = index_.find(user);
   if (found != index_.end()) {

@@ -62,6 +62,10 @@ class WindowCache {
   // it, or returns nullptr when it alone exceeds the budget (then no entry of `user` remains).
   UserState* Insert(std::string user, UserState state);
 
+  // Changes the budget (< 0 is 0), evicting least recently used entries until bytes() fits:
+  // the pipeline lowers it by what the windows of batches in flight take.
+  void SetBudget(int64_t budget_bytes);
+
   // Drops `user`'s entry if any (e.g. when its partition is revoked). Not an eviction.
   void Erase(std::string_view user);
   void Clear();

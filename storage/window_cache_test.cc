@@ -62,6 +62,24 @@ TEST(WindowCacheTest, EvictsLeastRecentlyUsedFirst) {
   EXPECT_EQ(cache.stats().misses, 2);
 }
 
+TEST(WindowCacheTest, LoweringTheBudgetEvictsLeastRecentlyUsed) {
+  const int64_t entry = EntryBytes("u0");
+  WindowCache cache(3 * entry);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_NE(cache.Insert(fmt::format("u{}", i), SmallWindow(i)), nullptr);
+  }
+  ASSERT_NE(cache.Find("u0"), nullptr);  // u1, then u2, are the least recently used.
+  cache.SetBudget(entry + entry / 2);
+  EXPECT_EQ(cache.size(), 1U);
+  EXPECT_NE(cache.Find("u0"), nullptr);
+  EXPECT_LE(cache.bytes(), cache.budget_bytes());
+  EXPECT_EQ(cache.stats().evictions, 2);
+  cache.SetBudget(-5);
+  EXPECT_EQ(cache.size(), 0U);
+  EXPECT_EQ(cache.budget_bytes(), 0);
+  EXPECT_EQ(cache.Insert("u1", SmallWindow(1)), nullptr);  // Nothing fits a budget of 0.
+}
+
 TEST(WindowCacheTest, BytesNeverExceedTheBudget) {
   const int64_t entry = EntryBytes("u00");
   const int64_t budget = 5 * entry + entry / 2;
