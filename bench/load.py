@@ -277,6 +277,10 @@ def main():
               f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['p999_ms']:.0f} | "
               f"{r['all_p99_ms']:.0f} | {r['cpu_cores']:.2f} | {r['broker_cpu_cores']:.2f} | "
               f"{r['peak_rss_mib']:.0f} | {r['unmatched']} |")
+    lost = [r for r in results if r["unmatched"]]
+    if lost:
+        log(f"{len(lost)} run(s) had input events that no delta carried: see 'unmatched'")
+        return 1
     return 0
 
 

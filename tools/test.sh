@@ -4,6 +4,8 @@
 #   tools/test.sh            setup, debug build + ctest (ASan/UBSan), Kafka integration tests,
 #                            fuzz, lint, pytest, golden check
 #   tools/test.sh --quick    the same without lint
+#   tools/test.sh --load     also the end-to-end load benchmark (bench/load.py, about 10 min;
+#                            ROTOR_LOAD_ARGS passes it arguments, e.g. "--models default")
 #   ROTOR_SLOW=1 tools/test.sh   also run the slow tests (passed through to ctest and pytest)
 #   ROTOR_FUZZ_SECONDS=N tools/test.sh   fuzz for N seconds (default 60; 0 skips the fuzz step)
 #
@@ -13,11 +15,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "${ROTOR_ROOT}"
 
 quick=0
+load=0
 for arg in "$@"; do
   case "${arg}" in
     --quick) quick=1 ;;
+    --load) load=1 ;;
     -h | --help)
-      sed -n '2,10p' "$0"
+      sed -n '2,12p' "$0"
       exit 0
       ;;
     *)
@@ -211,6 +215,16 @@ end
 begin "golden files (sirenrope.golden --check)"
 "${ROTOR_PY}" -m sirenrope.golden --check
 end
+
+# The load benchmark: fixed input rates into a real broker, events/s and event-to-publish
+# latency beside the same run's one-batch-at-a-time baseline (docs/performance.md). Figures,
+# not pass/fail: it fails only when a run breaks (an event without its delta, rotor exiting).
+if ((load)); then
+  begin "load benchmark (bench/load.py ${ROTOR_LOAD_ARGS:-})"
+  # shellcheck disable=SC2086 # ROTOR_LOAD_ARGS is a list of arguments.
+  "${ROTOR_PY}" bench/load.py ${ROTOR_LOAD_ARGS:-}
+  end
+fi
 
 summary_line="$(printf '%s; ' "${summary[@]}")"
 printf '\n==== test.sh: PASSED in %ds: %s%s ====\n' "$((SECONDS - start_all))" \
