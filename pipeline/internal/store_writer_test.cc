@@ -24,7 +24,7 @@ TEST(StoreWriterTest, CommitsInOrderAndReportsProgress) {
   auto store = OpenStore(dir.path() + "/a");
   ASSERT_NE(store, nullptr);
   std::vector<storage::StateBatch> batches;
-  for (int i = 1; i <= 50; ++i) {
+  for (int64_t i = 1; i <= 50; ++i) {
     batches.push_back(store->NewBatch());
     ASSERT_TRUE(batches.back().SetOffset("events", 0, i * 10).ok());
   }
