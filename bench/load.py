@@ -213,8 +213,8 @@ def main():
     parser.add_argument("--models", default="default,paper")
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="seconds of input left out of p50/p99/p999 (the all_* fields keep "
-                             "them): the first events of a run wait ~1 s, a start-up transient "
-                             "(most likely the generator's producer-id fetch; unconfirmed)")
+                             "them); the first events used to wait up to ~1 s for the output "
+                             "topic's metadata, which the daemon now fetches before serving")
     parser.add_argument("--inflight", default="1,8",
                         help="pipeline.max_inflight_batches values, each a run (1 = one batch "
                              "at a time: the same-run baseline of the pipelined default, 8)")

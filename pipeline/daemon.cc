@@ -305,6 +305,7 @@ struct Daemon::Impl {
       ROTOR_RETURN_IF_ERROR(
           FromKafkaError(rd_kafka_init_transactions(producer.get(), 60000), "init_transactions"));
     }
+    WarmOutputTopics();
     // Consumer.
     ConfPtr cconf(rd_kafka_conf_new());
     ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "bootstrap.servers", bootstrap));
@@ -332,6 +333,26 @@ struct Daemon::Impl {
     rd_kafka_topic_partition_list_add(topics.get(), k.input_topic.c_str(), RD_KAFKA_PARTITION_UA);
     return FromKafka(rd_kafka_subscribe(consumer.get(), topics.get()),
                      fmt::format("subscribing to '{}'", k.input_topic));
+  }
+
+  // Fetches the output topics' metadata (leaders) before serving: otherwise the first batches'
+  // messages wait in librdkafka until it is known, a few hundred ms on a fresh topic
+  // (docs/performance.md). Failure is not fatal: producing fetches it again.
+  void WarmOutputTopics() {
+    for (const std::string& topic : {config.kafka.output_topic, config.kafka.dead_letter_topic}) {
+      rd_kafka_topic_t* rkt = rd_kafka_topic_new(producer.get(), topic.c_str(), nullptr);
+      if (rkt == nullptr) {
+        continue;
+      }
+      const rd_kafka_metadata_t* metadata = nullptr;
+      const rd_kafka_resp_err_t err = rd_kafka_metadata(producer.get(), 0, rkt, &metadata, 5000);
+      if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        spdlog::warn("metadata of '{}': {}", topic, rd_kafka_err2str(err));
+      } else {
+        rd_kafka_metadata_destroy(metadata);
+      }
+      rd_kafka_topic_destroy(rkt);
+    }
   }
 
   // Produces one message, waiting while librdkafka's queue is full.

@@ -506,7 +506,16 @@ TEST_F(DaemonTest, RetriableProduceErrorsAreRetriedWithoutLoss) {
   kafka_->PushRequestErrors(
       0, {RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, 0, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
           RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS});
-  auto serving = Serve(Config());
+  // One produce request in flight per connection. With several, librdkafka 2.0's mock cluster
+  // loses messages here although every delivery report says success: seen in 2 of 5 runs once
+  // the daemon fetched the output topic's metadata at start (so requests pipeline from the
+  // first batch), 0 of 6 with this setting. The likely cause, not confirmed: the mock appends
+  // the requests queued behind a failed one (a real broker refuses their sequence gap with
+  // OUT_OF_ORDER_SEQUENCE_NUMBER and librdkafka resends in order), then takes the retried one
+  // for a duplicate. docs/daemon.md, Known limits.
+  config::DaemonConfig config = Config();
+  config.kafka.producer_properties["max.in.flight.requests.per.connection"] = "1";
+  auto serving = Serve(config);
   ASSERT_NE(serving, nullptr);
   ServeUntil(*serving, events);
 
