@@ -225,6 +225,7 @@ def main():
     args = parser.parse_args()
     if not os.path.exists(args.events):
         log(f"generating {args.events}")
+        os.makedirs(os.path.dirname(os.path.abspath(args.events)), exist_ok=True)
         subprocess.run([PYTHON, "-m", "sirenrope.synth", "--events", "1000000", "--users",
                         "10000", "--seed", "1", "--config", os.path.join(ROOT, "configs",
                                                                          "demo.json"),
