@@ -577,6 +577,17 @@ struct Daemon::Impl {
     return s;
   }
 
+  // CommitTransaction for the serving loop: an aborted transaction was rewound already, so
+  // after a short back-off serving goes on; only a fatal error is returned.
+  Status CommitTransactionInLoop() {
+    const Status committed = CommitTransaction();
+    if (committed.code() == StatusCode::kAborted) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      return Status::OK();
+    }
+    return committed;
+  }
+
   // Waits until nothing is in flight: every delivery confirmed and committed (or the
   // transaction committed). Aborted when batches had to be abandoned; the caller rewinds.
   Status Drain() {
@@ -748,8 +759,9 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
       LogStats(first_batch ? Seconds(last_commit - *first_batch) : 0.0);
     }
     if (messages.empty()) {
-      if (exactly_once && transaction_open && CommitTransaction().code() == StatusCode::kAborted) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      if (exactly_once && transaction_open) {
+        // No input: commit now rather than keep the outputs waiting for the interval.
+        ROTOR_RETURN_IF_ERROR(CommitTransactionInLoop());
       }
       ROTOR_RETURN_IF_ERROR(rebalance_error);
       // Idle means: partitions assigned, nothing in flight, any feed fully produced and
@@ -809,12 +821,7 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
       // not be produced (the commit then aborts it).
       if (in_flight.size() >= in_flight_max || in_flight.back().failed ||
           SteadyClock::now() - transaction_began >= commit_interval) {
-        const Status committed = CommitTransaction();
-        if (committed.code() == StatusCode::kAborted) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(200));
-        } else {
-          ROTOR_RETURN_IF_ERROR(committed);
-        }
+        ROTOR_RETURN_IF_ERROR(CommitTransactionInLoop());
       }
       // Back-pressure: the writer holds at most max_inflight_batches committed batches.
       if (in_flight.size() >= in_flight_max) {
