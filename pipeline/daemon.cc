@@ -580,7 +580,7 @@ struct Daemon::Impl {
   // CommitTransaction for the serving loop: an aborted transaction was rewound already, so
   // after a short back-off serving goes on; only a fatal error is returned.
   Status CommitTransactionInLoop() {
-    const Status committed = CommitTransaction();
+    Status committed = CommitTransaction();
     if (committed.code() == StatusCode::kAborted) {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       return Status::OK();
