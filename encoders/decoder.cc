@@ -1,8 +1,10 @@
 #include "encoders/decoder.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <numbers>
 #include <string>
 #include <utility>
@@ -22,6 +24,8 @@ struct Dense {
   const float* b = nullptr;
   int in = 0;
   int out = 0;
+  // W laid out once for the tiled product (DenseRows); shared by copies of the layer.
+  std::shared_ptr<const k::PackedWeights> packed;
 };
 
 struct Norm {
@@ -40,9 +44,9 @@ struct AngleNet {
   std::vector<Table> cat;
   bool has_sine = false;
   bool has_dnn = false;
-  Dense sine[3];
+  std::array<Dense, 3> sine;
   Dense sine_out;
-  Dense dnn[4];
+  std::array<Dense, 4> dnn;
   const float* omega = nullptr;
   double lambda = 1.0;
   double c = 1.0;  // time_linear
@@ -63,8 +67,10 @@ size_t AsSize(int64_t v) {
 
 Dense MakeDense(const Bundle& b, const std::string& prefix, bool bias = true) {
   const Tensor& w = b.Get(prefix + ".weight");
-  return Dense{w.data.data(), bias ? b.Get(prefix + ".bias").data.data() : nullptr, AsInt(w.dim(1)),
-               AsInt(w.dim(0))};
+  const int in = AsInt(w.dim(1));
+  const int out = AsInt(w.dim(0));
+  return Dense{w.data.data(), bias ? b.Get(prefix + ".bias").data.data() : nullptr, in, out,
+               std::make_shared<const k::PackedWeights>(k::PackForGemm(w.data.data(), out, in))};
 }
 
 Norm MakeNorm(const Bundle& b, const std::string& prefix) {
@@ -88,13 +94,13 @@ AngleNet MakeAngleNet(const Bundle& b, const std::string& prefix) {
   net.has_sine = cfg.variant != Variant::kSirenDnnOnly;
   net.has_dnn = cfg.variant != Variant::kSirenSineOnly;
   if (net.has_sine) {
-    for (int i = 0; i < 3; ++i) {
+    for (std::size_t i = 0; i < 3; ++i) {
       net.sine[i] = MakeDense(b, fmt::format("{}.sine.{}.linear", prefix, i));
     }
     net.sine_out = MakeDense(b, prefix + ".sine_out");
   }
   if (net.has_dnn) {
-    for (int i = 0; i < 4; ++i) {
+    for (std::size_t i = 0; i < 4; ++i) {
       net.dnn[i] = MakeDense(b, fmt::format("{}.dnn.{}", prefix, 2 * i));
     }
   }
@@ -106,7 +112,7 @@ AngleNet MakeAngleNet(const Bundle& b, const std::string& prefix) {
 // Y [n, out] = X [n, in] W^T + b. Row-invariant: a user's rows come out bit for bit the same
 // whichever users share the batch, so streaming, restarts and replays agree exactly.
 void DenseRows(const Dense& d, const float* x, int n, float* y) {
-  k::GemmRowInvariant(x, n, d.in, d.w, d.out, y);
+  k::GemmPacked(x, n, *d.packed, y);
   if (d.b != nullptr) {
     for (int r = 0; r < n; ++r) {
       k::Axpy(1.0F, d.b, y + static_cast<ptrdiff_t>(r) * d.out, AsSize(d.out));
@@ -131,7 +137,7 @@ struct Decoder::Impl {
   Table item_emb;
   Dense item_proj;
   Norm item_ln;
-  Dense action[3];
+  std::array<Dense, 3> action;
   AngleNet angle, act_angle;
   std::vector<Block> blocks;
   Norm final_ln;
@@ -202,7 +208,7 @@ struct Decoder::Impl {
     if (net.has_sine) {
       const float* src = ang_in.data();
       float* bufs[2] = {ang_h1.data(), ang_h2.data()};
-      for (int i = 0; i < 3; ++i) {
+      for (std::size_t i = 0; i < 3; ++i) {
         float* dst = bufs[i % 2];
         DenseRows(net.sine[i], src, n, ang_tmp.data());
         const size_t m = static_cast<size_t>(n) * AsSize(h);
@@ -435,7 +441,7 @@ Result<Decoder> Decoder::Create(const Bundle& bundle) {
   }
   m.item_proj = MakeDense(bundle, "item_proj");
   m.item_ln = MakeNorm(bundle, "item_ln");
-  for (int i = 0; i < 3; ++i) {
+  for (std::size_t i = 0; i < 3; ++i) {
     m.action[i] = MakeDense(bundle, fmt::format("action_mlp.{}", 2 * i));
   }
   m.angle = MakeAngleNet(bundle, "angle");

@@ -76,12 +76,12 @@ struct Processor::Impl {
   };
   std::unordered_map<std::string, Uncommitted> uncommitted;
   std::deque<uint64_t> in_flight;  // Sequence numbers of batches in flight, oldest first.
+  uint64_t next_seq = 1;
   // state.window_cache_bytes bounds the cache plus the windows held for batches in flight.
   int64_t cache_budget = 0;
   int64_t uncommitted_bytes = 0;
 
   void FitCache() { cache.SetBudget(cache_budget - uncommitted_bytes); }
-  uint64_t next_seq = 1;
 
   // Work of one user within a batch.
   struct UserWork {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cstddef>
+#include <cstdint>
 
 #include "encoders/internal/kernels/kernels.h"
 
@@ -13,6 +14,7 @@
 #define HWY_TARGET_INCLUDE "encoders/internal/kernels/dense.cc"
 #include <hwy/foreach_target.h>
 // After foreach_target.h.
+#include <hwy/aligned_allocator.h>
 #include <hwy/contrib/math/math-inl.h>
 #include <hwy/highway.h>
 
@@ -142,16 +144,67 @@ HWY_INLINE void GemmMicroTile(D d, const float* HWY_RESTRICT x, size_t ldx,
   }
 }
 
-// The tiled product. Every output element is one sequential FMA chain over k, whatever the
-// number of rows or the tile a row falls in, so each row's result does not depend on n.
+// One panel (kc input columns x two vectors of outputs, input-major) times every row of X:
+// kMr rows at a time, then the remainder.
+template <class D>
+HWY_INLINE void GemmPanel(D d, const float* HWY_RESTRICT x, size_t rows, size_t depth,
+                          const float* HWY_RESTRICT panel, size_t kc, float* HWY_RESTRICT y,
+                          size_t outs, size_t nb, bool accumulate) {
+  size_t i = 0;
+  for (; i + kMr <= rows; i += kMr) {
+    GemmMicroTile<kMr>(d, x + i * depth, depth, panel, kc, y + i * outs, outs, nb, accumulate);
+  }
+  const float* xi = x + i * depth;
+  float* yi = y + i * outs;
+  switch (rows - i) {
+    case 5:
+      GemmMicroTile<5>(d, xi, depth, panel, kc, yi, outs, nb, accumulate);
+      break;
+    case 4:
+      GemmMicroTile<4>(d, xi, depth, panel, kc, yi, outs, nb, accumulate);
+      break;
+    case 3:
+      GemmMicroTile<3>(d, xi, depth, panel, kc, yi, outs, nb, accumulate);
+      break;
+    case 2:
+      GemmMicroTile<2>(d, xi, depth, panel, kc, yi, outs, nb, accumulate);
+      break;
+    case 1:
+      GemmMicroTile<1>(d, xi, depth, panel, kc, yi, outs, nb, accumulate);
+      break;
+    default:
+      break;
+  }
+}
+
+// Lays out W's outputs [o0, o0 + nb) and inputs [k0, k0 + kc) as a panel: kc rows of
+// panel_width floats, outputs beyond nb zero.
+HWY_INLINE void PackPanel(const float* HWY_RESTRICT w, size_t depth, size_t o0, size_t nb,
+                          size_t k0, size_t kc, size_t panel_width, float* HWY_RESTRICT panel) {
+  for (size_t c = 0; c < panel_width; ++c) {
+    if (c < nb) {
+      const float* src = w + (o0 + c) * depth + k0;
+      for (size_t k = 0; k < kc; ++k) {
+        panel[k * panel_width + c] = src[k];
+      }
+    } else {
+      for (size_t k = 0; k < kc; ++k) {
+        panel[k * panel_width + c] = 0.0f;
+      }
+    }
+  }
+}
+
+// The tiled product. Every output element is one sequential FMA chain over k (in chunks of
+// kKc added in order), whatever the number of rows or the tile a row falls in, so each row's
+// result does not depend on n.
 void GemmTilesImpl(const float* HWY_RESTRICT x, int n, int in, const float* HWY_RESTRICT w, int out,
                    float* HWY_RESTRICT y) {
   const auto rows = static_cast<size_t>(n);
   const auto depth = static_cast<size_t>(in);
   const auto outs = static_cast<size_t>(out);
   const hn::ScalableTag<float> d;
-  const size_t lanes = hn::Lanes(d);
-  const size_t panel_width = 2 * lanes;
+  const size_t panel_width = 2 * hn::Lanes(d);
   HWY_ALIGN float panel[kKc * 2 * hn::MaxLanes(hn::ScalableTag<float>())];
   if (depth == 0) {
     std::fill(y, y + rows * outs, 0.0f);
@@ -161,45 +214,46 @@ void GemmTilesImpl(const float* HWY_RESTRICT x, int n, int in, const float* HWY_
     const size_t nb = std::min(panel_width, outs - o0);
     for (size_t k0 = 0; k0 < depth; k0 += kKc) {
       const size_t kc = std::min(kKc, depth - k0);
-      for (size_t c = 0; c < panel_width; ++c) {
-        if (c < nb) {
-          const float* src = w + (o0 + c) * depth + k0;
-          for (size_t k = 0; k < kc; ++k) {
-            panel[k * panel_width + c] = src[k];
-          }
-        } else {
-          for (size_t k = 0; k < kc; ++k) {
-            panel[k * panel_width + c] = 0.0f;
-          }
-        }
-      }
-      const bool accumulate = k0 != 0;
-      size_t i = 0;
-      for (; i + kMr <= rows; i += kMr) {
-        GemmMicroTile<kMr>(d, x + i * depth + k0, depth, panel, kc, y + i * outs + o0, outs, nb,
-                           accumulate);
-      }
-      const float* xi = x + i * depth + k0;
-      float* yi = y + i * outs + o0;
-      switch (rows - i) {
-        case 5:
-          GemmMicroTile<5>(d, xi, depth, panel, kc, yi, outs, nb, accumulate);
-          break;
-        case 4:
-          GemmMicroTile<4>(d, xi, depth, panel, kc, yi, outs, nb, accumulate);
-          break;
-        case 3:
-          GemmMicroTile<3>(d, xi, depth, panel, kc, yi, outs, nb, accumulate);
-          break;
-        case 2:
-          GemmMicroTile<2>(d, xi, depth, panel, kc, yi, outs, nb, accumulate);
-          break;
-        case 1:
-          GemmMicroTile<1>(d, xi, depth, panel, kc, yi, outs, nb, accumulate);
-          break;
-        default:
-          break;
-      }
+      PackPanel(w, depth, o0, nb, k0, kc, panel_width, panel);
+      GemmPanel(d, x + k0, rows, depth, panel, kc, y + o0, outs, nb, k0 != 0);
+    }
+  }
+}
+
+// The panels of every output block, each over the whole depth (a chunk [k0, k0 + kc) of one is
+// then the panel GemmTilesImpl would have packed).
+size_t PanelWidthImpl() {
+  return 2 * hn::Lanes(hn::ScalableTag<float>());
+}
+
+void PackImpl(const float* HWY_RESTRICT w, int out, int in, float* HWY_RESTRICT packed) {
+  const auto depth = static_cast<size_t>(in);
+  const auto outs = static_cast<size_t>(out);
+  const size_t panel_width = PanelWidthImpl();
+  for (size_t o0 = 0; o0 < outs; o0 += panel_width) {
+    PackPanel(w, depth, o0, std::min(panel_width, outs - o0), 0, depth, panel_width,
+              packed + o0 * depth);
+  }
+}
+
+// GemmTilesImpl over pre-packed panels: the same tiles in the same order, without packing.
+void GemmPackedImpl(const float* HWY_RESTRICT x, int n, int in, const float* HWY_RESTRICT packed,
+                    int out, float* HWY_RESTRICT y) {
+  const auto rows = static_cast<size_t>(n);
+  const auto depth = static_cast<size_t>(in);
+  const auto outs = static_cast<size_t>(out);
+  const hn::ScalableTag<float> d;
+  const size_t panel_width = 2 * hn::Lanes(d);
+  if (depth == 0) {
+    std::fill(y, y + rows * outs, 0.0f);
+    return;
+  }
+  for (size_t o0 = 0; o0 < outs; o0 += panel_width) {
+    const size_t nb = std::min(panel_width, outs - o0);
+    for (size_t k0 = 0; k0 < depth; k0 += kKc) {
+      const size_t kc = std::min(kKc, depth - k0);
+      GemmPanel(d, x + k0, rows, depth, packed + o0 * depth + k0 * panel_width, kc, y + o0, outs,
+                nb, k0 != 0);
     }
   }
 }
@@ -241,6 +295,9 @@ namespace rotor::kernels {
 HWY_EXPORT(GemvImpl);
 HWY_EXPORT(GemmImpl);
 HWY_EXPORT(GemmTilesImpl);
+HWY_EXPORT(PanelWidthImpl);
+HWY_EXPORT(PackImpl);
+HWY_EXPORT(GemmPackedImpl);
 HWY_EXPORT(LinearImpl);
 HWY_EXPORT(LinearReluImpl);
 HWY_EXPORT(SineLayerImpl);
@@ -284,6 +341,28 @@ void GemmRowInvariant(const float* x, int n, int in, const float* w, int out, fl
 
 void Gemm(const float* x, int n, int in, const float* w, int out, float* y) {
   GemmHighway(x, n, in, w, out, y);
+}
+
+PackedWeights PackForGemm(const float* w, int out, int in) {
+  assert(in >= 0 && out >= 0);
+  PackedWeights p;
+  p.in = in;
+  p.out = out;
+  p.panel_width = static_cast<int>(HWY_DYNAMIC_DISPATCH(PanelWidthImpl)());
+  const auto width = static_cast<std::size_t>(p.panel_width);
+  const std::size_t panels = (static_cast<std::size_t>(out) + width - 1) / width;
+  // Room to start the panels on a vector boundary (GemmMicroTile loads them aligned).
+  constexpr std::size_t kAlignFloats = HWY_ALIGNMENT / sizeof(float);
+  p.data.assign(panels * width * static_cast<std::size_t>(in) + kAlignFloats, 0.0f);
+  const auto address = reinterpret_cast<std::uintptr_t>(p.data.data());
+  p.offset = ((HWY_ALIGNMENT - address % HWY_ALIGNMENT) % HWY_ALIGNMENT) / sizeof(float);
+  HWY_DYNAMIC_DISPATCH(PackImpl)(w, out, in, p.data.data() + p.offset);
+  return p;
+}
+
+void GemmPacked(const float* x, int n, const PackedWeights& w, float* y) {
+  assert(n >= 0);
+  HWY_DYNAMIC_DISPATCH(GemmPackedImpl)(x, n, w.in, w.panels(), w.out, y);
 }
 
 // The layers use the Highway product (the faster at every measured shape) fused with the bias

@@ -108,6 +108,38 @@ TEST_P(DenseTest, GemmOfOneRowEqualsGemv) {
   EXPECT_EQ(y_gemm, y_gemv);
 }
 
+// The decoder's product: W packed once, then any batch. It must give GemmRowInvariant's bits
+// (state written before packing existed stays valid) and a row's bits must not depend on the
+// batch.
+TEST_P(DenseTest, GemmPackedIsGemmRowInvariantBitForBitAndRowInvariant) {
+  for (const size_t in : {size_t{1}, size_t{5}, lanes_ + 1, size_t{64}, size_t{130}, size_t{300}}) {
+    for (const size_t out :
+         {size_t{1}, std::max<size_t>(lanes_ - 1, 1), 2 * lanes_, 2 * lanes_ + 1, size_t{100}}) {
+      const std::vector<float> w = RandomFloats(out * in, -1.0f, 1.0f, 10);
+      const PackedWeights packed =
+          PackForGemm(w.data(), static_cast<int>(out), static_cast<int>(in));
+      for (const size_t n :
+           {size_t{0}, size_t{1}, size_t{2}, size_t{5}, size_t{6}, size_t{7}, size_t{13}}) {
+        SCOPED_TRACE(::testing::Message() << n << " x " << in << " -> " << out);
+        const std::vector<float> x = RandomFloats(n * in, -1.0f, 1.0f, 11);
+        std::vector<float> want(n * out + 1, 42.0f);
+        std::vector<float> got(n * out + 1, 42.0f);
+        GemmRowInvariant(x.data(), static_cast<int>(n), static_cast<int>(in), w.data(),
+                         static_cast<int>(out), want.data());
+        GemmPacked(x.data(), static_cast<int>(n), packed, got.data());
+        ASSERT_EQ(got, want);
+        for (size_t i = 0; i < n; ++i) {
+          std::vector<float> alone(out);
+          GemmPacked(x.data() + i * in, 1, packed, alone.data());
+          ASSERT_TRUE(std::equal(alone.begin(), alone.end(),
+                                 got.begin() + static_cast<std::ptrdiff_t>(i * out)))
+              << "row " << i << " differs when computed alone";
+        }
+      }
+    }
+  }
+}
+
 TEST_P(DenseTest, LinearLayersMatchFloat64AndScalar) {
   for (const size_t in : Depths()) {
     for (const size_t out : {size_t{1}, size_t{4}, std::max<size_t>(lanes_ - 1, 1), lanes_ + 1,

@@ -97,6 +97,29 @@ void GemmEigen(const float* x, int n, int in, const float* w, int out, float* y)
 // never the Gemv fallback for small n), so a row's bits do not depend on how rows are batched.
 void GemmRowInvariant(const float* x, int n, int in, const float* w, int out, float* y);
 
+// W [out, in] laid out once for GemmRowInvariant's tiles (panels of two vectors of outputs,
+// input-major, for the dispatched target), so that GemmPacked does not lay it out again on
+// every call: at n = 1 that re-packing was most of the product's time.
+// Move-only: a copy's buffer would lose the alignment `offset` was computed for.
+struct PackedWeights {
+  PackedWeights() = default;
+  PackedWeights(PackedWeights&&) = default;
+  PackedWeights& operator=(PackedWeights&&) = default;
+  PackedWeights(const PackedWeights&) = delete;
+  PackedWeights& operator=(const PackedWeights&) = delete;
+  ~PackedWeights() = default;
+
+  std::vector<float> data;  // Panels, each `in` rows of `panel_width` floats; zero padded.
+  std::size_t offset = 0;   // data.data() + offset is aligned for the target's vector loads.
+  int in = 0;
+  int out = 0;
+  int panel_width = 0;
+  const float* panels() const { return data.data() + offset; }
+};
+PackedWeights PackForGemm(const float* w, int out, int in);
+// Y [n, out] = X [n, in] W^T, bit for bit what GemmRowInvariant(x, n, w.in, W, w.out, y) gives.
+void GemmPacked(const float* x, int n, const PackedWeights& w, float* y);
+
 // y = W x + b; b may be null (no bias). y must not alias x.
 void Linear(const float* w, const float* b, int in, int out, const float* x, float* y);
 // y = max(0, W x + b).
