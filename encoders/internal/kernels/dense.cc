@@ -197,9 +197,10 @@ HWY_INLINE void PackPanel(const float* HWY_RESTRICT w, size_t depth, size_t o0, 
 
 // The tiled product. Every output element is one sequential FMA chain over k (in chunks of
 // kKc added in order), whatever the number of rows or the tile a row falls in, so each row's
-// result does not depend on n.
-void GemmTilesImpl(const float* HWY_RESTRICT x, int n, int in, const float* HWY_RESTRICT w, int out,
-                   float* HWY_RESTRICT y) {
+// result does not depend on n. W comes either as is (`w`; each panel is packed on the way) or
+// packed once by PackImpl (`packed`, then `w` is null).
+void GemmTiles(const float* HWY_RESTRICT x, int n, int in, const float* HWY_RESTRICT w,
+               const float* HWY_RESTRICT packed, int out, float* HWY_RESTRICT y) {
   const auto rows = static_cast<size_t>(n);
   const auto depth = static_cast<size_t>(in);
   const auto outs = static_cast<size_t>(out);
@@ -214,14 +215,23 @@ void GemmTilesImpl(const float* HWY_RESTRICT x, int n, int in, const float* HWY_
     const size_t nb = std::min(panel_width, outs - o0);
     for (size_t k0 = 0; k0 < depth; k0 += kKc) {
       const size_t kc = std::min(kKc, depth - k0);
-      PackPanel(w, depth, o0, nb, k0, kc, panel_width, panel);
-      GemmPanel(d, x + k0, rows, depth, panel, kc, y + o0, outs, nb, k0 != 0);
+      const float* tile = packed + o0 * depth + k0 * panel_width;
+      if (w != nullptr) {
+        PackPanel(w, depth, o0, nb, k0, kc, panel_width, panel);
+        tile = panel;
+      }
+      GemmPanel(d, x + k0, rows, depth, tile, kc, y + o0, outs, nb, k0 != 0);
     }
   }
 }
 
+void GemmTilesImpl(const float* HWY_RESTRICT x, int n, int in, const float* HWY_RESTRICT w, int out,
+                   float* HWY_RESTRICT y) {
+  GemmTiles(x, n, in, w, nullptr, out, y);
+}
+
 // The panels of every output block, each over the whole depth (a chunk [k0, k0 + kc) of one is
-// then the panel GemmTilesImpl would have packed).
+// then the panel GemmTiles would have packed).
 size_t PanelWidthImpl() {
   return 2 * hn::Lanes(hn::ScalableTag<float>());
 }
@@ -236,26 +246,10 @@ void PackImpl(const float* HWY_RESTRICT w, int out, int in, float* HWY_RESTRICT 
   }
 }
 
-// GemmTilesImpl over pre-packed panels: the same tiles in the same order, without packing.
+// GemmTiles over pre-packed panels: the same tiles in the same order, without packing.
 void GemmPackedImpl(const float* HWY_RESTRICT x, int n, int in, const float* HWY_RESTRICT packed,
                     int out, float* HWY_RESTRICT y) {
-  const auto rows = static_cast<size_t>(n);
-  const auto depth = static_cast<size_t>(in);
-  const auto outs = static_cast<size_t>(out);
-  const hn::ScalableTag<float> d;
-  const size_t panel_width = 2 * hn::Lanes(d);
-  if (depth == 0) {
-    std::fill(y, y + rows * outs, 0.0f);
-    return;
-  }
-  for (size_t o0 = 0; o0 < outs; o0 += panel_width) {
-    const size_t nb = std::min(panel_width, outs - o0);
-    for (size_t k0 = 0; k0 < depth; k0 += kKc) {
-      const size_t kc = std::min(kKc, depth - k0);
-      GemmPanel(d, x + k0, rows, depth, packed + o0 * depth + k0 * panel_width, kc, y + o0, outs,
-                nb, k0 != 0);
-    }
-  }
+  GemmTiles(x, n, in, nullptr, packed, out, y);
 }
 
 void GemmImpl(const float* HWY_RESTRICT x, int n, int in, const float* HWY_RESTRICT w, int out,
