@@ -63,6 +63,7 @@ struct IntRange {
 
 constexpr IntRange kEmbeddedPartitionsRange{1, 1024};
 constexpr IntRange kSessionTimeoutMsRange{1000, 3600000};
+constexpr IntRange kConnectTimeoutMsRange{100, 600000};
 constexpr IntRange kTransactionTimeoutMsRange{1000, 900000};
 constexpr IntRange kCommitIntervalMsRange{0, 60000};
 constexpr IntRange kMaxBatchEventsRange{1, 1000000};
@@ -484,6 +485,7 @@ std::vector<Field> Sections(DaemonConfig& c) {
               {"output_topic", StringField(k.output_topic)},
               {"dead_letter_topic", StringField(k.dead_letter_topic)},
               {"session_timeout_ms", IntField(k.session_timeout_ms, kSessionTimeoutMsRange)},
+              {"connect_timeout_ms", IntField(k.connect_timeout_ms, kConnectTimeoutMsRange)},
               {"consumer_properties", PropertiesField(k.consumer_properties)},
               {"producer_properties", PropertiesField(k.producer_properties)},
           }),
@@ -653,6 +655,8 @@ Status ValidateKafka(const KafkaOptions& k) {
   ROTOR_RETURN_IF_ERROR(CheckDistinctTopics(k));
   ROTOR_RETURN_IF_ERROR(
       CheckInt("kafka.session_timeout_ms", k.session_timeout_ms, kSessionTimeoutMsRange));
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("kafka.connect_timeout_ms", k.connect_timeout_ms, kConnectTimeoutMsRange));
   ROTOR_RETURN_IF_ERROR(CheckProperties("kafka.consumer_properties", k.consumer_properties));
   return CheckProperties("kafka.producer_properties", k.producer_properties);
 }

@@ -36,6 +36,8 @@ struct KafkaOptions {
   std::string output_topic = "rotor.tensors";
   std::string dead_letter_topic = "rotor.dead-letter";
   int32_t session_timeout_ms = 10000;  // In [1000, 3600000].
+  // Start-up fails when no broker answers (or a topic is missing) within this. In [100, 600000].
+  int32_t connect_timeout_ms = 30000;
   // Extra librdkafka properties, passed through verbatim (e.g. security.protocol).
   std::map<std::string, std::string> consumer_properties;
   std::map<std::string, std::string> producer_properties;

@@ -6,6 +6,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -61,25 +62,6 @@ void LogCallback(const rd_kafka_t* /*rk*/, int level, const char* fac, const cha
   }
 }
 
-void ErrorCallback(rd_kafka_t* /*rk*/, int err, const char* reason, void* /*opaque*/) {
-  spdlog::warn("kafka: {} ({})", reason, rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err)));
-}
-
-// Errors of a coordinator request that a retry can cure (the coordinator moved or restarts).
-bool IsTransientCoordinatorError(rd_kafka_resp_err_t err) {
-  switch (err) {
-    case RD_KAFKA_RESP_ERR__TIMED_OUT:
-    case RD_KAFKA_RESP_ERR__TRANSPORT:
-    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
-    case RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE:
-    case RD_KAFKA_RESP_ERR_NOT_COORDINATOR:
-    case RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS:
-      return true;
-    default:
-      return false;
-  }
-}
-
 }  // namespace
 
 struct Daemon::Impl {
@@ -96,6 +78,11 @@ struct Daemon::Impl {
   bool exactly_once = false;
   int64_t delivery_failures = 0;
   rd_kafka_resp_err_t last_delivery_error = RD_KAFKA_RESP_ERR_NO_ERROR;
+  // A permanent failure (a delivery the broker refused for good, a fenced producer): serving
+  // stops with it, and no batch that was not confirmed before it may commit. Set once.
+  Status fatal;
+  // The Run caller's stop flag, for the waits inside librdkafka callbacks.
+  const std::atomic<bool>* stop_flag = nullptr;
 
   // A processed batch whose outputs were handed to the producer and whose state is not yet
   // committed to RocksDB. Batches commit in order, each once its deliveries are confirmed
@@ -165,12 +152,48 @@ struct Daemon::Impl {
       if (batch != nullptr) {
         batch->failed = true;
       }
+      const std::string topic = rd_kafka_topic_name(m->rkt);
       if (self->delivery_failures++ == 0 || m->err != self->last_delivery_error) {
-        spdlog::warn("delivery to '{}' failed: {}", rd_kafka_topic_name(m->rkt),
-                     rd_kafka_err2str(m->err));
+        spdlog::warn("delivery to '{}' failed: {}", topic, rd_kafka_err2str(m->err));
       }
       self->last_delivery_error = m->err;
+      if (internal::ClassifyDeliveryError(m->err) == internal::DeliveryError::kPermanent) {
+        self->Fail(PermanentDeliveryFailure(m->err, topic, m->len));
+      }
     }
+  }
+
+  // Records the first permanent failure; serving stops with it.
+  void Fail(Status failure) {
+    if (fatal.ok()) {
+      spdlog::error("{}", failure);
+      fatal = std::move(failure);
+    }
+  }
+
+  // Why a message could never be delivered, and what to change.
+  static Status PermanentDeliveryFailure(rd_kafka_resp_err_t err, std::string_view topic,
+                                         std::size_t bytes) {
+    std::string hint;
+    if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ||
+        err == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE) {
+      hint = fmt::format(
+          "; a {}-byte message is over a limit: raise the topic's max.message.bytes and "
+          "kafka.producer_properties message.max.bytes, or shrink the output (output.dtype "
+          "bf16, a smaller model window)",
+          bytes);
+    } else if (err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
+               err == RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED ||
+               err == RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED) {
+      hint = "; grant the producer's principal the missing rights";
+    } else if (err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+               err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+      hint = "; create the topic (`rotor topics`)";
+    }
+    return Status::FailedPrecondition(
+        "delivery to '{}' failed permanently: {} ({}){}; stopping with nothing of the undelivered "
+        "batches committed (a restart redoes them)",
+        topic, rd_kafka_err2str(err), rd_kafka_err2name(err), hint);
   }
 
   // The batch in flight with this sequence number; null when it is no longer in flight (it was
@@ -201,20 +224,12 @@ struct Daemon::Impl {
       rebalance_error = stored.status();
       return;
     }
-    PartitionListPtr committed(rd_kafka_topic_partition_list_copy(parts));
-    rd_kafka_resp_err_t cerr = RD_KAFKA_RESP_ERR_NO_ERROR;
-    for (int attempt = 1;; ++attempt) {
-      cerr = rd_kafka_committed(rk, committed.get(), 30000);
-      if (!IsTransientCoordinatorError(cerr) || attempt == 10) {
-        break;
-      }
-      spdlog::warn("reading the group's committed offsets: {} (retrying)", rd_kafka_err2str(cerr));
-      std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    }
-    if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      rebalance_error = FromKafka(cerr, "reading the group's committed offsets");
+    auto read = ReadCommitted(rk, parts);
+    if (!read.ok()) {
+      rebalance_error = read.status();
       return;
     }
+    const PartitionListPtr committed = std::move(read).value();
     for (int i = 0; i < parts->cnt; ++i) {
       rd_kafka_topic_partition_t& p = parts->elems[i];
       const auto found = stored->find({p.topic, p.partition});
@@ -246,6 +261,32 @@ struct Daemon::Impl {
                          : FromKafka(rd_kafka_assign(rk, parts), "assigning");
     if (!s.ok()) {
       rebalance_error = s;
+    }
+  }
+
+  // The group's committed offsets of `parts`. An error for one partition fails the read like an
+  // error of the whole call: taken as "nothing committed", it would make this instance publish
+  // again everything the partition's previous owner published. Transient coordinator errors
+  // are retried for up to a minute, unless asked to stop.
+  Result<PartitionListPtr> ReadCommitted(rd_kafka_t* rk,
+                                         const rd_kafka_topic_partition_list_t* parts) {
+    const auto deadline = SteadyClock::now() + std::chrono::seconds(60);
+    while (true) {
+      PartitionListPtr committed(rd_kafka_topic_partition_list_copy(parts));
+      constexpr std::string_view kWhat = "reading the group's committed offsets";
+      const rd_kafka_resp_err_t call = rd_kafka_committed(rk, committed.get(), 30000);
+      const Status read = call != RD_KAFKA_RESP_ERR_NO_ERROR
+                              ? FromKafka(call, kWhat)
+                              : internal::FirstPartitionError(committed.get(), kWhat);
+      if (read.ok()) {
+        return committed;
+      }
+      // Unavailable: the coordinator moved, restarts or did not answer in time.
+      if (read.code() != StatusCode::kUnavailable || SteadyClock::now() > deadline || Stopping()) {
+        return read;
+      }
+      spdlog::warn("{} (retrying)", read);
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
   }
 
@@ -297,15 +338,16 @@ struct Daemon::Impl {
     ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), k.producer_properties));
     rd_kafka_conf_set_dr_msg_cb(pconf.get(), DeliveryReport);
     rd_kafka_conf_set_log_cb(pconf.get(), LogCallback);
-    rd_kafka_conf_set_error_cb(pconf.get(), ErrorCallback);
+    rd_kafka_conf_set_error_cb(pconf.get(), OnError);
     rd_kafka_conf_set_opaque(pconf.get(), this);
     ROTOR_ASSIGN_OR_RETURN(producer, NewHandle(RD_KAFKA_PRODUCER, std::move(pconf)));
+    ROTOR_RETURN_IF_ERROR(CheckMessageSizes());
     if (exactly_once) {
       // Fences any zombie with the same transactional.id and aborts its open transaction.
       ROTOR_RETURN_IF_ERROR(
           FromKafkaError(rd_kafka_init_transactions(producer.get(), 60000), "init_transactions"));
     }
-    WarmOutputTopics();
+    ROTOR_RETURN_IF_ERROR(CheckTopics());
     // Consumer.
     ConfPtr cconf(rd_kafka_conf_new());
     ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "bootstrap.servers", bootstrap));
@@ -325,7 +367,7 @@ struct Daemon::Impl {
     ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), k.consumer_properties));
     rd_kafka_conf_set_rebalance_cb(cconf.get(), Rebalance);
     rd_kafka_conf_set_log_cb(cconf.get(), LogCallback);
-    rd_kafka_conf_set_error_cb(cconf.get(), ErrorCallback);
+    rd_kafka_conf_set_error_cb(cconf.get(), OnError);
     rd_kafka_conf_set_opaque(cconf.get(), this);
     ROTOR_ASSIGN_OR_RETURN(consumer, NewHandle(RD_KAFKA_CONSUMER, std::move(cconf)));
     rd_kafka_poll_set_consumer(consumer.get());
@@ -335,31 +377,91 @@ struct Daemon::Impl {
                      fmt::format("subscribing to '{}'", k.input_topic));
   }
 
-  // Fetches the output topics' metadata (leaders) before serving: otherwise the first batches'
-  // messages wait in librdkafka until it is known, a few hundred ms on a fresh topic
-  // (docs/performance.md). Failure is not fatal: producing fetches it again.
-  void WarmOutputTopics() {
-    for (const std::string& topic : {config.kafka.output_topic, config.kafka.dead_letter_topic}) {
-      rd_kafka_topic_t* rkt = rd_kafka_topic_new(producer.get(), topic.c_str(), nullptr);
-      if (rkt == nullptr) {
-        continue;
-      }
-      const rd_kafka_metadata_t* metadata = nullptr;
-      const rd_kafka_resp_err_t err = rd_kafka_metadata(producer.get(), 0, rkt, &metadata, 5000);
-      if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        spdlog::warn("metadata of '{}': {}", topic, rd_kafka_err2str(err));
-      } else {
-        rd_kafka_metadata_destroy(metadata);
-      }
-      rd_kafka_topic_destroy(rkt);
+  // Every message the daemon can make must fit the producer's message.max.bytes: one that does
+  // not is refused by librdkafka, and its batch could never be delivered.
+  Status CheckMessageSizes() {
+    std::array<char, 32> value{};
+    std::size_t size = value.size();
+    if (rd_kafka_conf_get(rd_kafka_conf(producer.get()), "message.max.bytes", value.data(),
+                          &size) != RD_KAFKA_CONF_OK) {
+      return Status::Internal("reading the producer's message.max.bytes");
     }
+    const int64_t limit = std::strtoll(value.data(), nullptr, 10);
+    ROTOR_ASSIGN_OR_RETURN(const int64_t largest,
+                           processor->LargestMessageBytes(config.kafka.input_topic));
+    if (largest > limit) {
+      return Status::InvalidArgument(
+          "the largest message rotor may produce is {} bytes (a snapshot of a full {}-row window "
+          "in output.dtype {}, or a dead letter of up to pipeline.max_message_bytes = {}), over "
+          "the producer's message.max.bytes = {}: raise kafka.producer_properties "
+          "message.max.bytes (and the topics' max.message.bytes), or lower the others",
+          largest, bundle->config().window, config::OutputDtypeName(config.output.dtype),
+          config.pipeline.max_message_bytes, limit);
+    }
+    return Status::OK();
+  }
+
+  // librdkafka's error events (served by the polls on the Serve thread). A fatal one (the
+  // idempotent producer lost its guarantees, a fenced transactional producer) stops serving;
+  // the rest are logged while librdkafka retries.
+  static void OnError(rd_kafka_t* rk, int err, const char* reason, void* opaque) {
+    auto* self = static_cast<Impl*>(opaque);
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+      std::array<char, 512> why{};
+      const rd_kafka_resp_err_t cause = rd_kafka_fatal_error(rk, why.data(), why.size());
+      self->Fail(FromKafka(cause == RD_KAFKA_RESP_ERR_NO_ERROR ? RD_KAFKA_RESP_ERR__FATAL : cause,
+                           fmt::format("kafka: fatal error: {}", why.data())));
+      return;
+    }
+    spdlog::warn("kafka: {} ({})", reason,
+                 rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err)));
+  }
+
+  // Before serving: the cluster answers within kafka.connect_timeout_ms and the three topics
+  // exist. Otherwise start-up fails with a message naming what is wrong, rather than a daemon
+  // that retries forever with nothing to consume. Fetching the output topics' metadata also
+  // saves the first batches the wait for it (a few hundred ms on a fresh topic,
+  // docs/performance.md).
+  Status CheckTopics() {
+    const config::KafkaOptions& k = config.kafka;
+    // All topics: a request naming ours would make a broker with auto.create.topics.enable
+    // create them with its defaults.
+    const rd_kafka_metadata_t* metadata = nullptr;
+    const rd_kafka_resp_err_t err =
+        rd_kafka_metadata(producer.get(), 1, nullptr, &metadata, k.connect_timeout_ms);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return Status::Unavailable(
+          "kafka.bootstrap_servers '{}': no broker answered within kafka.connect_timeout_ms = {} "
+          "({})",
+          bootstrap, k.connect_timeout_ms, rd_kafka_err2str(err));
+    }
+    std::map<std::string, std::pair<rd_kafka_resp_err_t, int>, std::less<>> found;
+    for (int i = 0; i < metadata->topic_cnt; ++i) {
+      const rd_kafka_metadata_topic_t& t = metadata->topics[i];
+      found[t.topic] = {t.err, t.partition_cnt};
+    }
+    rd_kafka_metadata_destroy(metadata);
+    for (const std::string& topic : {k.input_topic, k.output_topic, k.dead_letter_topic}) {
+      const auto it = found.find(topic);
+      if (it == found.end() || it->second.first != RD_KAFKA_RESP_ERR_NO_ERROR ||
+          it->second.second == 0) {
+        return Status::FailedPrecondition(
+            "topic '{}' is not available on '{}' ({}); create the topics with `rotor topics`",
+            topic, bootstrap,
+            it == found.end() ? "it does not exist" : rd_kafka_err2str(it->second.first));
+      }
+    }
+    return Status::OK();
+  }
+
+  const std::string& TopicOf(const OutputRecord& out) const {
+    return out.topic == OutputRecord::Topic::kOutput ? config.kafka.output_topic
+                                                     : config.kafka.dead_letter_topic;
   }
 
   // Produces one message, waiting while librdkafka's queue is full.
-  Status Produce(const OutputRecord& out, void* opaque) {
-    const std::string& topic = out.topic == OutputRecord::Topic::kOutput
-                                   ? config.kafka.output_topic
-                                   : config.kafka.dead_letter_topic;
+  rd_kafka_resp_err_t Produce(const OutputRecord& out, void* opaque) {
+    const std::string& topic = TopicOf(out);
     rd_kafka_headers_t* headers = nullptr;
     if (!out.headers.empty()) {
       headers = rd_kafka_headers_new(out.headers.size());
@@ -368,13 +470,8 @@ struct Daemon::Impl {
                             static_cast<ssize_t>(value.size()));
       }
     }
-    const rd_kafka_resp_err_t err =
-        internal::ProduceCopy(producer.get(), topic, out.key.data(), out.key.size(),
-                              out.value.data(), out.value.size(), headers, opaque);
-    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      return Status::OK();
-    }
-    return FromKafka(err, fmt::format("producing to '{}'", topic));
+    return internal::ProduceCopy(producer.get(), topic, out.key.data(), out.key.size(),
+                                 out.value.data(), out.value.size(), headers, opaque);
   }
 
   // The offsets to commit to Kafka for a batch: only partitions still assigned and only when
@@ -415,15 +512,19 @@ struct Daemon::Impl {
     for (const OutputRecord& out : in_flight.back().batch.outputs) {
       ++in_flight.back().outstanding;
       // The batch's sequence number travels as the message's opaque, not as a pointer.
-      Status s = Produce(out, reinterpret_cast<void*>(  // NOLINT(performance-no-int-to-ptr)
-                                  static_cast<uintptr_t>(seq)));
-      if (!s.ok()) {
+      const rd_kafka_resp_err_t err =
+          Produce(out, reinterpret_cast<void*>(  // NOLINT(performance-no-int-to-ptr)
+                           static_cast<uintptr_t>(seq)));
+      if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        // The batch can no longer be confirmed: it is redone, or (permanent) serving stops.
         --in_flight.back().outstanding;
-        if (s.code() != StatusCode::kAborted && s.code() != StatusCode::kUnavailable) {
-          return s;
-        }
-        spdlog::warn("{}", s);
         in_flight.back().failed = true;
+        const std::string_view topic = TopicOf(out);
+        if (internal::ClassifyDeliveryError(err) == internal::DeliveryError::kPermanent) {
+          Fail(PermanentDeliveryFailure(err, topic, out.value.size()));
+          return fatal;
+        }
+        spdlog::warn("producing to '{}': {}", topic, rd_kafka_err2str(err));
         break;
       }
     }
@@ -436,6 +537,7 @@ struct Daemon::Impl {
   // rewinds).
   Status Settle(bool rewind = true) {
     rd_kafka_poll(producer.get(), 0);
+    ROTOR_RETURN_IF_ERROR(fatal);
     bool failed = false;
     for (InFlight& b : in_flight) {
       if (b.confirmed) {
@@ -512,8 +614,25 @@ struct Daemon::Impl {
     stats.failed_batches += static_cast<int64_t>(in_flight.size());
     processor->Abandon(std::move(in_flight.front().batch));
     in_flight.clear();
-    return Status::OK();
+    SettleAbandonedMessages();
+    return fatal;
   }
+
+  // Drops the abandoned batches' messages still queued in librdkafka and waits for the reports
+  // of those already sent, so that none of them reaches the broker after the batches' redo
+  // (which would put an older copy of a row after a newer one). In exactly-once mode the abort
+  // has purged them already. Gives up waiting when asked to stop (the redo then never comes).
+  void SettleAbandonedMessages() {
+    const rd_kafka_resp_err_t purged = rd_kafka_purge(producer.get(), RD_KAFKA_PURGE_F_QUEUE);
+    if (purged != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      spdlog::warn("purging the abandoned batches' messages: {}", rd_kafka_err2str(purged));
+    }
+    while (rd_kafka_outq_len(producer.get()) > 0 && !Stopping()) {
+      rd_kafka_poll(producer.get(), 10);
+    }
+  }
+
+  bool Stopping() const { return stop_flag != nullptr && stop_flag->load(); }
 
   // Exactly-once: commits the open transaction with the input offsets of every batch in it
   // (the unconfirmed ones), then hands their state to the writer (a crash in between re-applies
@@ -536,6 +655,7 @@ struct Daemon::Impl {
         next = std::max(next, p.offset);
       }
     }
+    ROTOR_RETURN_IF_ERROR(fatal);  // Never commit what a permanent failure touched.
     Status s = failed ? Status::Aborted("a message could not be produced") : Status::OK();
     if (s.ok() && !merged.empty()) {
       PartitionListPtr offsets(rd_kafka_topic_partition_list_new(static_cast<int>(merged.size())));
@@ -564,12 +684,18 @@ struct Daemon::Impl {
       return Advance();
     }
     if (s.code() != StatusCode::kAborted) {
-      return s;  // Fatal: the caller stops.
+      Fail(s);  // The producer is unusable: the caller stops, committing none of it.
+      return s;
     }
     spdlog::warn("aborting the transaction: {}", s);
-    ROTOR_RETURN_IF_ERROR(
-        FromKafkaError(rd_kafka_abort_transaction(producer.get(), -1), "abort_transaction"));
+    // Whatever the abort's outcome, this transaction is over for us: a failed abort stops
+    // serving, and the broker aborts it on the transaction timeout or when a restart fences it.
     transaction_open = false;
+    const Status aborted =
+        FromKafkaError(rd_kafka_abort_transaction(producer.get(), -1), "abort_transaction");
+    if (!aborted.ok()) {
+      Fail(aborted);
+    }
     ROTOR_RETURN_IF_ERROR(AbandonUnconfirmed(s.message()));
     if (rewind) {
       ROTOR_RETURN_IF_ERROR(Rewind());
@@ -607,10 +733,13 @@ struct Daemon::Impl {
     return Status::OK();
   }
 
-  // Runs a transactional call, retrying retriable errors; Aborted when the transaction must be
+  // Runs a transactional call, retrying retriable errors for up to the transaction timeout
+  // (the broker aborts the transaction after that anyway); Aborted when the transaction must be
   // aborted, another error when the producer is unusable.
   template <class F>
   Status TransactionCall(F call, std::string_view what) {
+    const auto deadline =
+        SteadyClock::now() + std::chrono::milliseconds(config.delivery.transaction_timeout_ms);
     while (true) {
       rd_kafka_error_t* error = call();
       if (error == nullptr) {
@@ -619,15 +748,12 @@ struct Daemon::Impl {
       const std::string message = rd_kafka_error_string(error);
       const bool retriable = rd_kafka_error_is_retriable(error) != 0;
       const bool abortable = rd_kafka_error_txn_requires_abort(error) != 0;
-      const bool fatal = rd_kafka_error_is_fatal(error) != 0;
+      const bool unusable = rd_kafka_error_is_fatal(error) != 0;
       rd_kafka_error_destroy(error);
-      if (fatal) {
+      if (unusable) {
         return Status::FailedPrecondition("{}: fatal: {}", what, message);
       }
-      if (abortable) {
-        return Status::Aborted("{}: {}", what, message);
-      }
-      if (!retriable) {
+      if (abortable || !retriable || SteadyClock::now() > deadline) {
         return Status::Aborted("{}: {}", what, message);
       }
       spdlog::warn("{}: {} (retrying)", what, message);
@@ -694,6 +820,30 @@ struct Daemon::Impl {
   }
 
   Status Serve(const std::atomic<bool>& stop);
+
+  // After serving stopped on an error: batches already confirmed (delivered, or in a committed
+  // transaction) still commit their state; every other batch is dropped, its messages purged
+  // and an open transaction aborted, so nothing unconfirmed reaches RocksDB, not even through
+  // the drain of the revoke that closing the consumer triggers. A restart redoes them.
+  void AbandonAfterFailure(const Status& why) {
+    Fail(why);
+    if (writer->Wait().ok()) {
+      (void)Advance();
+    }
+    if (exactly_once && transaction_open) {
+      transaction_open = false;
+      const Status aborted =
+          FromKafkaError(rd_kafka_abort_transaction(producer.get(), 10000), "abort_transaction");
+      if (!aborted.ok()) {
+        spdlog::warn("{}", aborted);
+      }
+    }
+    if (!in_flight.empty()) {
+      processor->Abandon(std::move(in_flight.front().batch));
+      in_flight.clear();
+    }
+    rd_kafka_purge(producer.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+  }
 };
 
 Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
@@ -704,6 +854,7 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
   auto last_stats = SteadyClock::now();
   std::optional<SteadyClock::time_point> first_batch;
   while (!stop.load()) {
+    ROTOR_RETURN_IF_ERROR(fatal);
     ROTOR_RETURN_IF_ERROR(rebalance_error);
     ROTOR_RETURN_IF_ERROR(exactly_once ? Advance() : Settle());
     // Fill a batch: up to max_batch_events, waiting at most max_batch_wait_ms once one arrived.
@@ -806,6 +957,7 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
       if (m->payload != nullptr) {
         r.value = std::string_view(static_cast<const char*>(m->payload), m->len);
       }
+      r.timestamp_ms = rd_kafka_message_timestamp(m.get(), nullptr);
       r.publish = m->offset >= it->second;
       records.push_back(r);
     }
@@ -903,8 +1055,12 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(const config::DaemonConfig& confi
 
 Status Daemon::Run(const std::atomic<bool>& stop) {
   Impl& d = *impl_;
+  d.stop_flag = &stop;
   d.StartFeeder();
   Status served = d.Serve(stop);
+  if (!served.ok()) {
+    d.AbandonAfterFailure(served);
+  }
   d.stop_feeder = true;
   if (d.feeder.joinable()) {
     d.feeder.join();
@@ -915,7 +1071,10 @@ Status Daemon::Run(const std::atomic<bool>& stop) {
   if (!closed.ok()) {
     spdlog::warn("{}", closed);
   }
-  while (rd_kafka_outq_len(d.producer.get()) > 0) {
+  // Every batch is confirmed or dropped by now, so nothing that must arrive is still queued;
+  // what is left (messages of dropped batches) gets a bounded wait, not an unbounded one.
+  for (int waited_ms = 0; rd_kafka_outq_len(d.producer.get()) > 0 && waited_ms < 10000;
+       waited_ms += 100) {
     rd_kafka_flush(d.producer.get(), 100);
   }
   const Status flushed = d.store->Flush();

@@ -125,6 +125,8 @@ void ProduceRaw(const std::string& bootstrap, std::string_view topic,
   internal::ConfPtr conf(rd_kafka_conf_new());
   ASSERT_TRUE(internal::SetConf(conf.get(), "bootstrap.servers", bootstrap).ok());
   ASSERT_TRUE(internal::SetConf(conf.get(), "enable.idempotence", "true").ok());
+  // Room for the oversized messages some tests send (a real topic takes up to 1,048,588 bytes).
+  ASSERT_TRUE(internal::SetConf(conf.get(), "message.max.bytes", "4000000").ok());
   std::atomic<int> failures{0};
   rd_kafka_conf_set_dr_msg_cb(conf.get(),
                               [](rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
@@ -186,7 +188,10 @@ class LogCapture {
 class ServingDaemon {
  public:
   explicit ServingDaemon(std::unique_ptr<Daemon> daemon) : daemon_(std::move(daemon)) {
-    thread_ = std::thread([this] { result_ = daemon_->Run(stop_); });
+    thread_ = std::thread([this] {
+      result_ = daemon_->Run(stop_);
+      finished_ = true;
+    });
   }
   ServingDaemon(const ServingDaemon&) = delete;
   ServingDaemon& operator=(const ServingDaemon&) = delete;
@@ -202,10 +207,13 @@ class ServingDaemon {
   }
   // Thread-safe while serving: LoadUser (the store's loads are); stats() only after Stop.
   const Daemon& daemon() const { return *daemon_; }
+  // Run returned by itself (an error, or the idle exit).
+  bool finished() const { return finished_.load(); }
 
  private:
   std::unique_ptr<Daemon> daemon_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> finished_{false};
   Status result_;
   std::thread thread_;
 };
@@ -524,39 +532,131 @@ TEST_F(DaemonTest, RetriableProduceErrorsAreRetriedWithoutLoss) {
   ExpectEveryPositionPublished(events);
 }
 
-TEST_F(DaemonTest, UndeliveredBatchesAreAbandonedRewoundAndRetried) {
+// A broker outage longer than message.timeout.ms: librdkafka gives up on the batches' messages
+// (_MSG_TIMED_OUT, transient), the daemon drops the batches, purges what is still queued,
+// waits for the reports of what was sent, seeks back to the stored offsets and redoes them.
+TEST_F(DaemonTest, BrokerOutageLongerThanTheMessageTimeoutRedoesTheBatches) {
   const EventsByUser events = GoldenUsers(6);
-  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events)));
-  // Not retriable: librdkafka fails the messages, the daemon abandons the batch, seeks back to
-  // the stored offsets and processes the records again.
-  kafka_->PushRequestErrors(
-      0, {RD_KAFKA_RESP_ERR_INVALID_RECORD, 0, RD_KAFKA_RESP_ERR_INVALID_RECORD, 0, 0,
-          RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE});
-  auto serving = Serve(Config());
+  config::DaemonConfig config = Config();
+  FastReconnects(config);
+  config.kafka.producer_properties["message.timeout.ms"] = "1500";
+  auto serving = Serve(config);
   ASSERT_NE(serving, nullptr);
+  std::thread producer([&] { Produce(Interleave(events), 50); });
+  EXPECT_TRUE(WaitFor([&] { return Reached(*serving, Prefix(events, 2)); }, kServeTimeout));
+  EXPECT_TRUE(kafka_->SetBrokerDown(1, true).ok());
+  std::this_thread::sleep_for(milliseconds(4000));
+  EXPECT_TRUE(kafka_->SetBrokerDown(1, false).ok());
+  producer.join();
   ServeUntil(*serving, events);
 
   const DaemonStats stats = serving->daemon().stats();
-  EXPECT_GE(stats.failed_batches, 2);
+  EXPECT_GE(stats.failed_batches, 1) << "no delivery timed out: the outage was too short";
   EXPECT_GT(stats.records, Total(events)) << "the failed batches were not processed again";
   ExpectStateIsDirect(serving->daemon(), events);
   ExpectEveryPositionPublished(events);
-  EXPECT_FALSE(logs_.Find(spdlog::level::warn, "delivery to 'rotor.tensors' failed").empty());
   EXPECT_FALSE(logs_.Find(spdlog::level::warn, "not delivered").empty());
+}
+
+// A delivery the broker refuses for good (here: authorization) is not retried in a loop: the
+// daemon stops with an error naming the topic and the cause, and commits nothing of the batches
+// that were not delivered, so a restart (once the cause is fixed) publishes every position.
+TEST_F(DaemonTest, PermanentDeliveryErrorStopsServingAndCommitsNothingUndelivered) {
+  const EventsByUser events = GoldenUsers(6);
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events)));
+  kafka_->PushRequestErrors(0, {0, 0, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED});
+  {
+    auto serving = Serve(Config());
+    ASSERT_NE(serving, nullptr);
+    EXPECT_TRUE(WaitFor([&] { return serving->finished(); }, kServeTimeout))
+        << "the daemon kept retrying a permanent error";
+    const Status stopped = serving->Stop();
+    EXPECT_EQ(stopped.code(), StatusCode::kFailedPrecondition) << stopped.ToString();
+    EXPECT_NE(stopped.message().find("failed permanently"), std::string::npos)
+        << stopped.ToString();
+    EXPECT_NE(stopped.message().find("TOPIC_AUTHORIZATION_FAILED"), std::string::npos)
+        << stopped.ToString();
+  }
+  auto serving = Serve(Config());  // The cause is gone: the restart redoes the rest.
+  ASSERT_NE(serving, nullptr);
+  ServeUntil(*serving, events);
+  ExpectStateIsDirect(serving->daemon(), events);
+  ExpectEveryPositionPublished(events);
+}
+
+// An input message over librdkafka's message.max.bytes (1,000,000) used to be dead-lettered
+// verbatim: the producer refused it, the daemon exited, and the batch (with other users' events)
+// was committed on the way out without its deltas. Now its dead letter is cut to
+// pipeline.max_message_bytes and serving goes on.
+TEST_F(DaemonTest, InputOverTheProducerLimitIsDeadLetteredCutAndServingGoesOn) {
+  const EventsByUser events = GoldenUsers(4);
+  const std::string huge(1'100'000, ' ');
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events, 0, 10)));
+  ASSERT_NO_FATAL_FAILURE(
+      ProduceRaw(kafka_->bootstrap_servers(), kInputTopic, {{std::string("user-1"), huge}}));
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events, 10)));
+  auto serving = Serve(Config());
+  ASSERT_NE(serving, nullptr);
+  ServeUntil(*serving, events);
+  ExpectStateIsDirect(serving->daemon(), events);
+  ExpectEveryPositionPublished(events);
+  const std::vector<TopicMessage> dead = Read(kDeadLetterTopic);
+  ASSERT_EQ(dead.size(), 1U);
+  const std::map<std::string, std::string> h(dead[0].headers.begin(), dead[0].headers.end());
+  EXPECT_EQ(h.at(std::string(kHeaderError)), "oversized");
+  EXPECT_EQ(h.at(std::string(kHeaderSourceValueBytes)), "1100000");
+  EXPECT_EQ(dead[0].value, huge.substr(0, 65536));
+}
+
+// Start-up refuses what could only fail later: a snapshot or dead letter larger than the
+// producer's message.max.bytes, a broker that does not answer, a topic that does not exist.
+TEST_F(DaemonTest, StartFailsOnWhatCouldOnlyFailLater) {
+  config::DaemonConfig too_small = Config();
+  too_small.kafka.producer_properties["message.max.bytes"] = "20000";
+  auto daemon = Daemon::Create(too_small);
+  ASSERT_FALSE(daemon.ok());
+  EXPECT_EQ(daemon.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(daemon.status().message().find("message.max.bytes = 20000"), std::string::npos)
+      << daemon.status().ToString();
+
+  config::DaemonConfig nobody = Config();
+  nobody.kafka.bootstrap_servers = "127.0.0.1:1";
+  nobody.kafka.connect_timeout_ms = 1000;
+  const auto start = SteadyClock::now();
+  daemon = Daemon::Create(nobody);
+  ASSERT_FALSE(daemon.ok());
+  EXPECT_LT(SteadyClock::now() - start, std::chrono::seconds(10));
+  EXPECT_EQ(daemon.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(daemon.status().message().find("kafka.connect_timeout_ms"), std::string::npos)
+      << daemon.status().ToString();
+
+  config::DaemonConfig missing = Config();
+  missing.kafka.output_topic = "no.such.topic";
+  daemon = Daemon::Create(missing);
+  ASSERT_FALSE(daemon.ok());
+  EXPECT_NE(daemon.status().message().find("'no.such.topic'"), std::string::npos)
+      << daemon.status().ToString();
 }
 
 TEST_F(DaemonTest, ExactlyOnceTransactionsSpanBatchesAndAnAbortedOneIsRetried) {
   const EventsByUser events = GoldenUsers(6);
-  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events)));
-  // A non-retriable produce error inside a transaction: it is aborted, its batches abandoned,
-  // and their records consumed again from the stored offsets.
-  kafka_->PushRequestErrors(0, {0, RD_KAFKA_RESP_ERR_INVALID_RECORD});
+  // Messages time out inside a transaction while the broker is away (a transient failure): it
+  // is aborted, its batches abandoned, and their records consumed again from the stored
+  // offsets. (A permanent one, such as INVALID_RECORD, stops the daemon instead.)
   config::DaemonConfig config = Config();
+  FastReconnects(config);
+  config.kafka.producer_properties["message.timeout.ms"] = "1500";
   config.delivery.mode = config::DeliveryMode::kExactlyOnce;
   config.delivery.transactional_id = "rotor-daemon-test";
   config.delivery.commit_interval_ms = 200;  // Many batches of 8 per transaction.
   auto serving = Serve(config);
   ASSERT_NE(serving, nullptr);
+  std::thread producer([&] { Produce(Interleave(events), 50); });
+  EXPECT_TRUE(WaitFor([&] { return Reached(*serving, Prefix(events, 2)); }, kServeTimeout));
+  EXPECT_TRUE(kafka_->SetBrokerDown(1, true).ok());
+  std::this_thread::sleep_for(milliseconds(4000));
+  EXPECT_TRUE(kafka_->SetBrokerDown(1, false).ok());
+  producer.join();
   ServeUntil(*serving, events);
 
   const DaemonStats stats = serving->daemon().stats();
@@ -569,6 +669,32 @@ TEST_F(DaemonTest, ExactlyOnceTransactionsSpanBatchesAndAnAbortedOneIsRetried) {
   // against the real broker (integration_tests/daemon_test.py --case eos).
   ExpectEveryPositionPublished(events);
   EXPECT_FALSE(logs_.Find(spdlog::level::warn, "aborting the transaction").empty());
+}
+
+// A fenced producer (another instance took its transactional.id) must stop: the old code took
+// the fencing error for "abort and redo the transaction" and went on. Nothing of the fenced
+// transaction commits to RocksDB, so a restart redoes it.
+TEST_F(DaemonTest, FencedTransactionalProducerStopsAndCommitsNothingOfItsTransaction) {
+  const EventsByUser events = GoldenUsers(6);
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events)));
+  kafka_->PushRequestErrors(0, {0, 0, RD_KAFKA_RESP_ERR_PRODUCER_FENCED});
+  config::DaemonConfig config = Config();
+  config.delivery.mode = config::DeliveryMode::kExactlyOnce;
+  config.delivery.transactional_id = "rotor-daemon-test-fenced";
+  config.delivery.commit_interval_ms = 0;
+  {
+    auto serving = Serve(config);
+    ASSERT_NE(serving, nullptr);
+    EXPECT_TRUE(WaitFor([&] { return serving->finished(); }, kServeTimeout))
+        << "a fenced producer went on serving";
+    const Status stopped = serving->Stop();
+    EXPECT_EQ(stopped.code(), StatusCode::kFailedPrecondition) << stopped.ToString();
+  }
+  auto serving = Serve(config);
+  ASSERT_NE(serving, nullptr);
+  ServeUntil(*serving, events);
+  ExpectStateIsDirect(serving->daemon(), events);
+  ExpectEveryPositionPublished(events);
 }
 
 TEST_F(DaemonTest, FetchErrorsWhileServingLoseNothing) {
@@ -685,10 +811,12 @@ TEST_F(DaemonTest, BadMessagesGoToTheDeadLetterTopicAndGoodOnesSurvive) {
     const auto source = input.find({std::stoi(h.at(std::string(kHeaderSourcePartition))),
                                     std::stoll(h.at(std::string(kHeaderSourceOffset)))});
     ASSERT_NE(source, input.end());
-    EXPECT_EQ(m.value, source->second.value);
+    // At most pipeline.max_message_bytes of them (the oversized one is cut).
+    const auto kept = static_cast<std::size_t>(Config().pipeline.max_message_bytes);
+    EXPECT_EQ(m.value, source->second.value.substr(0, kept));
     EXPECT_EQ(m.key, source->second.key);
     const auto expected = std::find_if(bad.begin(), bad.end(), [&](const Bad& b) {
-      return b.value == m.value && b.key.value_or("") == m.key;
+      return b.value.substr(0, kept) == m.value && b.key.value_or("") == m.key;
     });
     ASSERT_NE(expected, bad.end()) << "unexpected dead letter: " << m.value.substr(0, 80);
     EXPECT_EQ(h.at(std::string(kHeaderError)), expected->code) << m.value.substr(0, 80);

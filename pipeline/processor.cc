@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cassert>
 #include <deque>
+#include <limits>
 #include <optional>
 #include <utility>
 
@@ -142,15 +143,22 @@ struct Processor::Impl {
     }
     OutputRecord out;
     out.topic = OutputRecord::Topic::kDeadLetter;
+    const auto value_bytes = static_cast<std::size_t>(pipeline.max_message_bytes);
     if (record.has_key) {
-      out.key = std::string(record.key);
+      out.key = std::string(record.key.substr(0, kDeadLetterKeyBytes));
     }
-    out.value = std::string(record.value);
+    out.value = std::string(record.value.substr(0, value_bytes));
     out.headers = {{std::string(kHeaderError), std::string(RejectCodeName(code))},
                    {std::string(kHeaderErrorDetail), std::move(detail)},
                    {std::string(kHeaderSourceTopic), std::string(record.topic)},
                    {std::string(kHeaderSourcePartition), fmt::format("{}", record.partition)},
                    {std::string(kHeaderSourceOffset), fmt::format("{}", record.offset)}};
+    if (record.value.size() > value_bytes) {
+      out.headers.emplace_back(kHeaderSourceValueBytes, fmt::format("{}", record.value.size()));
+    }
+    if (record.key.size() > kDeadLetterKeyBytes) {
+      out.headers.emplace_back(kHeaderSourceKeyBytes, fmt::format("{}", record.key.size()));
+    }
     batch.outputs.push_back(std::move(out));
   }
 
@@ -277,11 +285,13 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
                fmt::format("ts_ms: {} is before 1970-01-01", parsed.event.ts_ms), batch);
       continue;
     }
-    if (parsed.event.has_ts_ms && parsed.event.ts_ms > now &&
-        parsed.event.ts_ms - now > s.pipeline.max_future_ms) {
+    if (parsed.event.has_ts_ms && record.timestamp_ms >= 0 &&
+        parsed.event.ts_ms > record.timestamp_ms &&
+        parsed.event.ts_ms - record.timestamp_ms > s.pipeline.max_future_ms) {
       s.Reject(record, RejectCode::kTsInFuture,
-               fmt::format("ts_ms: {} is more than pipeline.max_future_ms = {} ahead of now ({})",
-                           parsed.event.ts_ms, s.pipeline.max_future_ms, now),
+               fmt::format("ts_ms: {} is more than pipeline.max_future_ms = {} ahead of the "
+                           "record's Kafka timestamp ({})",
+                           parsed.event.ts_ms, s.pipeline.max_future_ms, record.timestamp_ms),
                batch);
       continue;
     }
@@ -400,6 +410,35 @@ void Processor::ClearCache() {
 
 std::size_t Processor::in_flight() const {
   return impl_->in_flight.size();
+}
+
+Result<int64_t> Processor::LargestMessageBytes(std::string_view input_topic) const {
+  const Impl& s = *impl_;
+  const encoders::ModelConfig& cfg = s.bundle.config();
+  // A full window at the largest positions and times: the metadata's numbers at their longest.
+  constexpr int64_t kBig = std::numeric_limits<int64_t>::max() / 2;
+  encoders::KvWindow window(cfg.n_blocks(), cfg.window, cfg.d_model, kBig);
+  window.next_pos = kBig + cfg.window;
+  window.rows = cfg.window;
+  window.last_ts_ms = std::numeric_limits<int64_t>::max();
+  const std::string user(kMaxIdBytes, 'u');
+  ROTOR_ASSIGN_OR_RETURN(
+      const std::string snapshot,
+      encoders::EncodeReadyTensors(
+          window, window.rows,
+          encoders::ReadyHeader{.kind = encoders::ReadyKind::kSnapshot,
+                                .model_id = s.bundle.model_id(),
+                                .user_id = user,
+                                .source_topic = std::string(input_topic),
+                                .source_partition = std::numeric_limits<int32_t>::max(),
+                                .source_offset = std::numeric_limits<int64_t>::max(),
+                                .dtype = ToWire(s.output.dtype)}));
+  const auto output = static_cast<int64_t>(snapshot.size() + user.size());
+  // A dead letter: the value and key caps, plus headers (the detail quotes at most a few
+  // short excerpts; 4 KiB is a generous bound for all of them).
+  const int64_t dead_letter =
+      s.pipeline.max_message_bytes + static_cast<int64_t>(kDeadLetterKeyBytes) + 4096;
+  return std::max(output, dead_letter);
 }
 
 const ProcessorStats& Processor::stats() const {

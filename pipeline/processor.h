@@ -31,6 +31,14 @@ inline constexpr std::string_view kHeaderErrorDetail = "rotor.error.detail";
 inline constexpr std::string_view kHeaderSourceTopic = "rotor.source.topic";
 inline constexpr std::string_view kHeaderSourcePartition = "rotor.source.partition";
 inline constexpr std::string_view kHeaderSourceOffset = "rotor.source.offset";
+// Present only when the dead letter holds a truncated copy: the original value's (key's) size in
+// bytes. A dead letter keeps at most pipeline.max_message_bytes of the value and
+// kDeadLetterKeyBytes of the key, so that it always fits the producer's message.max.bytes
+// (an oversized input message would otherwise be refused again on its way to the dead-letter
+// topic).
+inline constexpr std::string_view kHeaderSourceValueBytes = "rotor.source.value_bytes";
+inline constexpr std::string_view kHeaderSourceKeyBytes = "rotor.source.key_bytes";
+inline constexpr std::size_t kDeadLetterKeyBytes = 4096;
 
 // The store-wide info entry naming the model the state was computed with.
 inline constexpr std::string_view kInfoModelId = "model_id";
@@ -43,6 +51,10 @@ struct InputRecord {
   bool has_key = false;
   std::string_view key;
   std::string_view value;
+  // The record's Kafka timestamp (ms since the epoch), -1 when it has none (a file replay).
+  // `ts_in_future` is judged against it, not the wall clock, so a record gets the same verdict
+  // whenever it is applied: live, re-applied after a crash, restored or replayed.
+  int64_t timestamp_ms = -1;
   // false: the record's outputs were already published (Kafka's committed offset is past it):
   // apply it to state, publish nothing (not even a dead letter).
   bool publish = true;
@@ -121,6 +133,10 @@ class Processor {
   void ClearCache();
   // Batches processed and neither finished nor abandoned.
   std::size_t in_flight() const;
+  // The most bytes (key, value and headers) one message Process makes can take: a snapshot of
+  // a full window, or a dead letter. The daemon refuses to start when that is over the
+  // producer's message.max.bytes, rather than fail on the first such message.
+  Result<int64_t> LargestMessageBytes(std::string_view input_topic) const;
 
   const ProcessorStats& stats() const;
   const std::string& model_id() const;

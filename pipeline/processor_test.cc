@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -76,6 +77,7 @@ class ProcessorTest : public ::testing::Test {
                                       .has_key = !messages[i].key.empty(),
                                       .key = messages[i].key,
                                       .value = messages[i].value,
+                                      .timestamp_ms = record_ts_ms_.value_or(now_ms_),
                                       .publish = publish});
       }
       auto batch = processor_->Process(records);
@@ -122,6 +124,8 @@ class ProcessorTest : public ::testing::Test {
   int64_t cache_bytes_ = 1 << 20;
   int64_t now_ms_ = 1767571200000 + 86400000LL * 30;
   int64_t next_offset_ = 0;
+  // The Kafka timestamp of the records Run makes; unset: the clock (now_ms_).
+  std::optional<int64_t> record_ts_ms_;
 };
 
 TEST_F(ProcessorTest, InterleavedUsersGetExactlyTheEncodersRowsAndDeltasCarryThem) {
@@ -239,11 +243,101 @@ TEST_F(ProcessorTest, BadInputsGoToTheDeadLetterTopicWithTheirReasonAndGoodOnesS
     EXPECT_EQ(h.at(std::string(kHeaderSourceTopic)), kTopic);
     EXPECT_EQ(h.at(std::string(kHeaderSourcePartition)), "0");
     EXPECT_FALSE(h.at(std::string(kHeaderErrorDetail)).empty());
-    EXPECT_EQ(out.value, messages[static_cast<std::size_t>(offset)].value) << "original bytes";
+    // The original bytes, cut to pipeline.max_message_bytes (the oversized one) with its size.
+    const std::string& original = messages[static_cast<std::size_t>(offset)].value;
+    const auto kept = static_cast<std::size_t>(pipeline_.max_message_bytes);
+    EXPECT_EQ(out.value, original.substr(0, kept)) << "original bytes";
+    EXPECT_EQ(h.count(std::string(kHeaderSourceValueBytes)), original.size() > kept ? 1U : 0U);
   }
   EXPECT_EQ(got_code, want_code);
   EXPECT_EQ(processor_->stats().dead_letters, static_cast<int64_t>(bad.size()));
   ExpectSameRows(Stored("dora"), Direct(accepted));
+}
+
+// A dead letter must fit the producer whatever came in: a 2 MB message (over librdkafka's
+// 1,000,000-byte message.max.bytes) and a 1 MB key are cut, and headers give their sizes.
+TEST_F(ProcessorTest, DeadLettersOfHugeMessagesAreCutToFitTheProducer) {
+  const std::string huge_value(2'000'000, 'x');
+  const std::string huge_key(1'000'000, 'k');
+  const std::vector<OutputRecord> outputs =
+      Run({Message{.key = "dora", .value = huge_value, .offset = next_offset_++},
+           Message{.key = huge_key,
+                   .value = testing::GoldenUserEvents("dora")[0],
+                   .offset = next_offset_++}},
+          2);
+  ASSERT_EQ(outputs.size(), 2U);
+  const auto max_value = static_cast<std::size_t>(pipeline_.max_message_bytes);
+  for (const OutputRecord& out : outputs) {
+    ASSERT_EQ(out.topic, OutputRecord::Topic::kDeadLetter);
+    EXPECT_LE(out.value.size(), max_value);
+    EXPECT_LE(out.key.size(), kDeadLetterKeyBytes);
+  }
+  std::map<std::string, std::string> oversized(outputs[0].headers.begin(),
+                                               outputs[0].headers.end());
+  EXPECT_EQ(oversized.at(std::string(kHeaderError)), "oversized");
+  EXPECT_EQ(outputs[0].value, huge_value.substr(0, max_value));
+  EXPECT_EQ(oversized.at(std::string(kHeaderSourceValueBytes)), "2000000");
+  EXPECT_EQ(oversized.count(std::string(kHeaderSourceKeyBytes)), 0U);
+  std::map<std::string, std::string> mismatch(outputs[1].headers.begin(), outputs[1].headers.end());
+  EXPECT_EQ(mismatch.at(std::string(kHeaderError)), "key_mismatch");
+  EXPECT_EQ(outputs[1].key, huge_key.substr(0, kDeadLetterKeyBytes));
+  EXPECT_EQ(mismatch.at(std::string(kHeaderSourceKeyBytes)), "1000000");
+  EXPECT_EQ(mismatch.count(std::string(kHeaderSourceValueBytes)), 0U);
+
+  // The bound the daemon checks against message.max.bytes covers both, and a full snapshot.
+  auto largest = processor_->LargestMessageBytes(kTopic);
+  ASSERT_TRUE(largest.ok()) << largest.status().ToString();
+  EXPECT_GE(*largest, pipeline_.max_message_bytes + static_cast<int64_t>(kDeadLetterKeyBytes));
+  const auto& cfg = bundle_->config();
+  EXPECT_GT(*largest, cfg.window * cfg.n_blocks() * 2 * cfg.d_model * 4);
+}
+
+// ts_in_future is judged against the record's own Kafka timestamp, so the verdict does not
+// depend on when the record is applied: a replay years later, or a re-apply after a crash,
+// decides as the live run did.
+TEST_F(ProcessorTest, FutureDatedEventsAreJudgedByTheRecordTimestampNotTheClock) {
+  const std::vector<std::string> events = testing::GoldenUserEvents("finn");
+  const int64_t ts = 1767604447477;  // Close to the golden events' times.
+  std::string future = events[0];
+  const auto at = future.find("\"ts_ms\":");
+  ASSERT_NE(at, std::string::npos);
+  future.replace(at, 21, fmt::format("\"ts_ms\":{}", ts + 3 * pipeline_.max_future_ms));
+  record_ts_ms_ = ts;
+  const auto run_with_clock = [&](int64_t clock_ms) {
+    now_ms_ = clock_ms;
+    return Run({Message{.key = "finn", .value = future, .offset = next_offset_++},
+                Message{.key = "finn", .value = events[1], .offset = next_offset_++}},
+               2);
+  };
+  // The same two records, applied with the clock in the far past and in the far future: the
+  // future-dated one is refused both times, the other accepted both times.
+  for (const int64_t clock_ms : {int64_t{0}, ts + 100 * pipeline_.max_future_ms}) {
+    SCOPED_TRACE(clock_ms);
+    const std::vector<OutputRecord> outputs = run_with_clock(clock_ms);
+    int dead = 0;
+    for (const OutputRecord& out : outputs) {
+      if (out.topic == OutputRecord::Topic::kDeadLetter) {
+        ++dead;
+        std::map<std::string, std::string> h(out.headers.begin(), out.headers.end());
+        EXPECT_EQ(h.at(std::string(kHeaderError)), "ts_in_future");
+      }
+    }
+    EXPECT_EQ(dead, 1);
+  }
+  // A record without a timestamp (a file replay) has nothing to be judged against.
+  now_ms_ = 0;
+  std::vector<InputRecord> records = {InputRecord{.topic = kTopic,
+                                                  .partition = 0,
+                                                  .offset = next_offset_++,
+                                                  .has_key = true,
+                                                  .key = "finn",
+                                                  .value = future,
+                                                  .timestamp_ms = -1,
+                                                  .publish = true}};
+  auto batch = processor_->Process(records);
+  ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+  EXPECT_EQ(batch->events, 1);
+  processor_->Abandon(std::move(batch).value());
 }
 
 TEST_F(ProcessorTest, UnknownCategoricalValuesAndMissingOptionalPartsAreAccepted) {

@@ -90,8 +90,13 @@ Status FromKafka(rd_kafka_resp_err_t err, std::string_view context) {
     case RD_KAFKA_RESP_ERR__FENCED:
     case RD_KAFKA_RESP_ERR_PRODUCER_FENCED:
     case RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH:
-    case RD_KAFKA_RESP_ERR__STATE:
-      return Status::Aborted("{}: {}", context, rd_kafka_err2str(err));
+    case RD_KAFKA_RESP_ERR_TRANSACTION_COORDINATOR_FENCED:
+      return Status::FailedPrecondition(
+          "{}: {}: the producer was fenced (another instance uses its transactional.id, or this "
+          "one stalled past transaction.timeout.ms)",
+          context, rd_kafka_err2str(err));
+    case RD_KAFKA_RESP_ERR__FATAL:
+      return Status::FailedPrecondition("{}: {}", context, rd_kafka_err2str(err));
     default:
       return Status::Internal("{}: {} ({})", context, rd_kafka_err2str(err),
                               rd_kafka_err2name(err));
@@ -108,6 +113,53 @@ Status FromKafkaError(rd_kafka_error_t* error, std::string_view context) {
   }
   rd_kafka_error_destroy(error);
   return out;
+}
+
+Status FirstPartitionError(const rd_kafka_topic_partition_list_t* list, std::string_view context) {
+  for (int i = 0; i < list->cnt; ++i) {
+    const rd_kafka_topic_partition_t& p = list->elems[i];
+    if (p.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return FromKafka(p.err,
+                       fmt::format("{}: partition {} of '{}'", context, p.partition, p.topic));
+    }
+  }
+  return Status::OK();
+}
+
+DeliveryError ClassifyDeliveryError(rd_kafka_resp_err_t err) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT_QUEUE:
+    case RD_KAFKA_RESP_ERR__TRANSPORT:
+    case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+    case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+    case RD_KAFKA_RESP_ERR__PURGE_QUEUE:
+    case RD_KAFKA_RESP_ERR__PURGE_INFLIGHT:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:  // Metadata not yet refreshed after a change.
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
+    case RD_KAFKA_RESP_ERR_PREFERRED_LEADER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_ELIGIBLE_LEADERS_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH:
+    case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
+    case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND:
+    case RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR:
+    case RD_KAFKA_RESP_ERR_THROTTLING_QUOTA_EXCEEDED:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_NOT_COORDINATOR:
+    case RD_KAFKA_RESP_ERR_CONCURRENT_TRANSACTIONS:
+      return DeliveryError::kTransient;
+    default:
+      // Everything else, refusals of the record (MSG_SIZE_TOO_LARGE, INVALID_RECORD,
+      // RECORD_LIST_TOO_LARGE, CORRUPT_MESSAGE), authorization, unknown topics, fencing and
+      // fatal idempotence errors among them: redoing the batch would fail the same way forever.
+      return DeliveryError::kPermanent;
+  }
 }
 
 }  // namespace rotor::pipeline::internal

@@ -52,11 +52,30 @@ rd_kafka_resp_err_t ProduceCopy(rd_kafka_t* producer, const std::string& topic, 
                                 std::size_t key_len, const void* value, std::size_t value_len,
                                 rd_kafka_headers_t* headers, void* opaque = nullptr);
 
-// A Status for `err` (Unavailable for transport/timeouts, Aborted for fencing, Internal else);
-// ok for RD_KAFKA_RESP_ERR_NO_ERROR.
+// A Status for `err`: Unavailable for transport errors and timeouts, FailedPrecondition for a
+// fenced or fatally failed producer (it must stop: another instance owns its transactional.id,
+// or its idempotence guarantees broke), Internal else; ok for RD_KAFKA_RESP_ERR_NO_ERROR.
 Status FromKafka(rd_kafka_resp_err_t err, std::string_view context);
 // Same for an rd_kafka_error_t, which it destroys (null is ok).
 Status FromKafkaError(rd_kafka_error_t* error, std::string_view context);
+
+// What a failed delivery (an error in a delivery report, or produce() refusing a message) means
+// for the batch that holds the message.
+enum class DeliveryError : unsigned char {
+  // The same message may be delivered later: the broker was away or slow, a leader moved, the
+  // message timed out in librdkafka's queue, or rotor purged it. Redo the batch.
+  kTransient,
+  // Sending it again fails again: the broker refuses the record (too large, invalid), the
+  // client lacks rights, the topic does not exist, or the producer was fenced or failed
+  // fatally. Stop serving; nothing of the batch may commit.
+  kPermanent,
+};
+DeliveryError ClassifyDeliveryError(rd_kafka_resp_err_t err);
+
+// The first per-partition error in a list librdkafka filled (rd_kafka_committed and the like
+// report a partition they could not read there, not in their return value), as FromKafka's
+// Status naming the partition; ok when there is none.
+Status FirstPartitionError(const rd_kafka_topic_partition_list_t* list, std::string_view context);
 
 }  // namespace rotor::pipeline::internal
 
