@@ -507,6 +507,7 @@ std::vector<Field> Sections(DaemonConfig& c) {
               {"max_message_bytes", BytesField(p.max_message_bytes, kMaxMessageBytesRange)},
               {"dedupe_ids_per_user", IntField(p.dedupe_ids_per_user, kDedupeIdsPerUserRange)},
               {"max_future_ms", IntField(p.max_future_ms, kNonNegative)},
+              {"allow_history_gaps", BoolField(p.allow_history_gaps)},
           }),
       Section("output",
               {

@@ -73,6 +73,10 @@ struct PipelineOptions {
   int32_t dedupe_ids_per_user = 64;   // Recent event ids remembered per user. In [0, 100000].
   // Events with ts_ms more than this ahead of the daemon's clock are refused. >= 0.
   int64_t max_future_ms = 86400000;
+  // A partition with no state whose log no longer starts at offset 0 (retention deleted the
+  // start) is stopped unless this is true; then users' positions count from their first
+  // retained event.
+  bool allow_history_gaps = false;
 };
 
 enum class OutputDtype : unsigned char { kF32, kBF16, kF16 };  // "f32", "bf16", "f16"

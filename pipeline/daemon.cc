@@ -111,7 +111,9 @@ struct Daemon::Impl {
   // join a batch. A consumer that goes back (an offset reset, a re-fetch after a revoke and
   // re-assign) must not apply a record twice.
   std::map<int32_t, int64_t> apply_from;
-  int64_t skipped_records = 0;
+  // Assigned partitions that are paused for good, with the reason: their log no longer holds
+  // the records the state needs next (CheckHistory). Nothing of theirs is applied.
+  std::map<int32_t, std::string> stopped;
   // When input last arrived or partitions were last assigned (the idle exit's clock).
   SteadyClock::time_point last_activity = SteadyClock::now();
   std::atomic<int64_t> processed_records{0};
@@ -242,7 +244,15 @@ struct Daemon::Impl {
       } else {
         apply_from.erase(p.partition);
       }
-      if (kafka_committed >= 0 && kafka_committed > resume) {
+      const Status history = CheckHistory(
+          p.partition, found == stored->end() ? std::nullopt : std::optional(found->second));
+      if (!history.ok()) {
+        if (history.code() != StatusCode::kOutOfRange) {
+          rebalance_error = history;
+          return;
+        }
+        StopPartition(p.partition, history);
+      } else if (kafka_committed >= 0 && kafka_committed > resume) {
         spdlog::info(
             "partition {}: assigned, resuming at {} from the state store; offsets below {} were "
             "already published and are re-applied to state without publishing",
@@ -261,7 +271,109 @@ struct Daemon::Impl {
                          : FromKafka(rd_kafka_assign(rk, parts), "assigning");
     if (!s.ok()) {
       rebalance_error = s;
+      return;
     }
+    PausePartitions(parts);
+  }
+
+  // Whether the input log of `partition` still holds every record the state needs next: from
+  // `next` (the store's next offset; nullopt: nothing applied yet, so from offset 0) on. When
+  // Kafka deleted records the state never saw (retention, DeleteRecords), or the log is shorter
+  // than the state (the topic was recreated, an unclean leader election truncated it), going
+  // on would give users partial histories with wrong positions. OutOfRange then, naming the gap;
+  // another error when the log's bounds could not be read.
+  Status CheckHistory(int32_t partition, std::optional<int64_t> next) {
+    int64_t low = 0;
+    int64_t high = 0;
+    const std::string& topic = config.kafka.input_topic;
+    ROTOR_RETURN_IF_ERROR(
+        FromKafka(rd_kafka_query_watermark_offsets(consumer.get(), topic.c_str(), partition, &low,
+                                                   &high, config.kafka.connect_timeout_ms),
+                  fmt::format("reading the bounds of partition {} of '{}'", partition, topic)));
+    if (next && *next > high) {
+      return Status::OutOfRange(
+          "partition {} of '{}' ends at offset {}, but the state has applied it up to {}: the "
+          "topic was recreated or its log truncated. Point state.dir at a fresh directory to "
+          "rebuild from what the topic holds now",
+          partition, topic, high, *next);
+    }
+    if (next.value_or(0) < low && (next || !config.pipeline.allow_history_gaps)) {
+      return Status::OutOfRange(
+          "partition {} of '{}' starts at offset {}, but the state needs the records from {}: "
+          "they were deleted (retention or DeleteRecords) before rotor applied them, so users' "
+          "histories would have gaps{}",
+          partition, topic, low, next.value_or(0),
+          next ? ""
+               : ". Set pipeline.allow_history_gaps: true to start from the log's start anyway");
+    }
+    return Status::OK();
+  }
+
+  // Pauses `partition` for good (until it is revoked): its records are not applied.
+  void StopPartition(int32_t partition, const Status& why) {
+    spdlog::error("partition {}: stopped: {}", partition, why.message());
+    stopped[partition] = why.message();
+    ++stats.stopped_partitions;
+  }
+
+  // Pauses the stopped partitions among `parts` (after assigning them).
+  void PausePartitions(const rd_kafka_topic_partition_list_t* parts) {
+    PartitionListPtr paused(rd_kafka_topic_partition_list_new(parts->cnt));
+    for (int i = 0; i < parts->cnt; ++i) {
+      if (stopped.contains(parts->elems[i].partition)) {
+        rd_kafka_topic_partition_list_add(paused.get(), parts->elems[i].topic,
+                                          parts->elems[i].partition);
+      }
+    }
+    if (paused->cnt > 0) {
+      const Status s = FromKafka(rd_kafka_pause_partitions(consumer.get(), paused.get()),
+                                 "pausing the stopped partitions");
+      if (!s.ok()) {
+        spdlog::warn("{}", s);
+      }
+    }
+  }
+
+  // The consumer's position in `partition` is out of the log's range (auto.offset.reset is
+  // "error": librdkafka never jumps to another offset by itself). When the log still holds
+  // what the state needs next, consumption goes back there; otherwise the partition stops.
+  Status OnOffsetOutOfRange(int32_t partition) {
+    const auto next = apply_from.find(partition);
+    const std::optional<int64_t> from =
+        next == apply_from.end() ? std::nullopt : std::optional(next->second);
+    const Status history = CheckHistory(partition, from);
+    if (history.code() == StatusCode::kOutOfRange) {
+      StopPartition(partition, history);
+      PartitionListPtr one(rd_kafka_topic_partition_list_new(1));
+      rd_kafka_topic_partition_list_add(one.get(), config.kafka.input_topic.c_str(), partition);
+      PausePartitions(one.get());
+      return Status::OK();
+    }
+    ROTOR_RETURN_IF_ERROR(history);
+    spdlog::warn("partition {}: offset out of range; going back to {}", partition,
+                 from ? std::to_string(*from) : std::string("the beginning"));
+    // A partition whose fetch failed this way cannot be sought (librdkafka answers _STATE):
+    // it is assigned again, at the offset.
+    PartitionListPtr one(rd_kafka_topic_partition_list_new(1));
+    rd_kafka_topic_partition_list_add(one.get(), config.kafka.input_topic.c_str(), partition)
+        ->offset = from.value_or(RD_KAFKA_OFFSET_BEGINNING);
+    if (std::string_view(rd_kafka_rebalance_protocol(consumer.get())) == "COOPERATIVE") {
+      ROTOR_RETURN_IF_ERROR(FromKafkaError(rd_kafka_incremental_unassign(consumer.get(), one.get()),
+                                           "unassigning to reset"));
+      return FromKafkaError(rd_kafka_incremental_assign(consumer.get(), one.get()),
+                            "assigning again at the stored offset");
+    }
+    // Eager: the whole assignment again, every other partition at its next offset to apply.
+    PartitionListPtr all(rd_kafka_topic_partition_list_new(static_cast<int>(publish_from.size())));
+    for (const auto& [p, unused] : publish_from) {
+      const auto at = apply_from.find(p);
+      rd_kafka_topic_partition_list_add(all.get(), config.kafka.input_topic.c_str(), p)->offset =
+          at == apply_from.end() ? RD_KAFKA_OFFSET_BEGINNING : at->second;
+    }
+    ROTOR_RETURN_IF_ERROR(
+        FromKafka(rd_kafka_assign(consumer.get(), all.get()), "assigning again to reset"));
+    PausePartitions(all.get());
+    return Status::OK();
   }
 
   // The group's committed offsets of `parts`. An error for one partition fails the read like an
@@ -305,6 +417,7 @@ struct Daemon::Impl {
     for (int i = 0; i < parts->cnt; ++i) {
       publish_from.erase(parts->elems[i].partition);
       apply_from.erase(parts->elems[i].partition);
+      stopped.erase(parts->elems[i].partition);
       spdlog::info("partition {}: {}", parts->elems[i].partition, lost ? "lost" : "revoked");
     }
     processor->ClearCache();
@@ -356,7 +469,8 @@ struct Daemon::Impl {
     ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "enable.auto.commit", "false"));
     ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "enable.auto.offset.store", "false"));
     ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "isolation.level", "read_committed"));
-    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "auto.offset.reset", "earliest"));
+    // Never jump: an out-of-range position is reported (OnOffsetOutOfRange decides).
+    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "auto.offset.reset", "error"));
     ROTOR_RETURN_IF_ERROR(
         SetConf(cconf.get(), "partition.assignment.strategy", "cooperative-sticky"));
     ROTOR_RETURN_IF_ERROR(
@@ -766,6 +880,9 @@ struct Daemon::Impl {
     ROTOR_ASSIGN_OR_RETURN(auto stored, store->LoadOffsets());
     PartitionListPtr list(rd_kafka_topic_partition_list_new(static_cast<int>(publish_from.size())));
     for (const auto& [partition, unused] : publish_from) {
+      if (stopped.contains(partition)) {
+        continue;  // Paused: nothing of it is consumed.
+      }
       const auto found = stored.find({config.kafka.input_topic, partition});
       if (found != stored.end()) {
         apply_from[partition] = found->second;
@@ -883,6 +1000,10 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
         }
         continue;
       }
+      if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
+        ROTOR_RETURN_IF_ERROR(OnOffsetOutOfRange(m->partition));
+        continue;
+      }
       if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
           spdlog::warn("consumer: {}", rd_kafka_message_errstr(m.get()));
@@ -934,15 +1055,16 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
     records.clear();
     for (const MessagePtr& m : messages) {
       const auto it = publish_from.find(m->partition);
-      if (it == publish_from.end()) {
+      if (it == publish_from.end() || stopped.contains(m->partition)) {
         continue;
       }
       const auto [next, unseen] = apply_from.try_emplace(m->partition, m->offset);
       if (m->offset < next->second) {
-        if (skipped_records++ == 0) {
-          spdlog::warn("partition {}: offset {} is below {}, already applied: skipping",
-                       m->partition, m->offset, next->second);
-        }
+        // A fetch from before a seek can still arrive; each skipped record is counted and
+        // logged (the log is checked for truncation when the position leaves its range).
+        ++stats.skipped_records;
+        spdlog::warn("partition {}: offset {} is below {}, already applied: skipping", m->partition,
+                     m->offset, next->second);
         continue;
       }
       next->second = m->offset + 1;

@@ -44,7 +44,11 @@ struct DaemonStats {
   int64_t failed_batches = 0;  // Batches whose delivery failed and were retried.
   int64_t transactions = 0;    // Transactions committed (exactly-once mode).
   int64_t fed = 0;             // Events the embedded feeder produced.
-  double busy_seconds = 0;     // From the first consumed batch to the last commit.
+  // Partitions stopped because their log lost records the state needs (docs/daemon.md).
+  int64_t stopped_partitions = 0;
+  // Records below the next offset to apply, skipped (a stale fetch after a seek).
+  int64_t skipped_records = 0;
+  double busy_seconds = 0;  // From the first consumed batch to the last commit.
 };
 
 // Lifecycle: Create validates everything (bundle, state directory, Kafka settings) and

@@ -156,6 +156,13 @@ void EmbeddedKafka::PushRequestErrors(int16_t api_key, const std::vector<int>& e
   rd_kafka_mock_push_request_errors_array(impl_->cluster, api_key, codes.size(), codes.data());
 }
 
+void EmbeddedKafka::DelayRequests(int32_t id, int16_t api_key, int count, int delay_ms) {
+  for (int i = 0; i < count; ++i) {
+    rd_kafka_mock_broker_push_request_error_rtts(impl_->cluster, id, api_key, 1,
+                                                 RD_KAFKA_RESP_ERR_NO_ERROR, delay_ms);
+  }
+}
+
 // ---- ProduceJsonLines ----
 
 Result<ProduceResult> ProduceJsonLines(const std::string& path, const ProduceOptions& options) {

@@ -41,6 +41,9 @@ class EmbeddedKafka {
   // The next `errors.size()` requests of Kafka API `api_key` (0 = Produce, 1 = Fetch, ...)
   // fail with these error codes (librdkafka's rd_kafka_resp_err_t values).
   void PushRequestErrors(int16_t api_key, const std::vector<int>& errors);
+  // The next `count` requests of Kafka API `api_key` to broker `id` succeed, but their responses
+  // come `delay_ms` late (a slow broker: a client's request times out meanwhile).
+  void DelayRequests(int32_t id, int16_t api_key, int count, int delay_ms);
 
  private:
   struct Impl;
