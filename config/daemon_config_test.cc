@@ -957,7 +957,7 @@ TEST(DaemonConfigTest, SecretValuesAreNeverEchoedInErrors) {
 TEST(DaemonConfigTest, PropertyValuesComeFromTheEnvironment) {
   const std::string yaml =
       Doc({{"kafka.producer_properties",
-            "{sasl.password: \"${env:ROTOR_TEST_PW}\", sasl.username: me, x.y: \"a${env:B}\"}"},
+            R"({sasl.password: "${env:ROTOR_TEST_PW}", sasl.username: me, x.y: "a${env:B}"})"},
            {"kafka.consumer_properties", "{sasl.password: \"${env:ROTOR_TEST_PW}\"}"}});
   auto config = ParseDaemonConfig(yaml, {{"ROTOR_TEST_PW", "s3cr3t\n"}});
   ASSERT_TRUE(config.ok()) << config.status().ToString();

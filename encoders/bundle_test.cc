@@ -386,7 +386,7 @@ TEST(BundleTest, ConfigThatContradictsTensorsIsRefused) {
       // cap on one user's K/V (kMaxWindowBytes) allows 2^20 blocks of d_model 32.
       {[](OrderedJson& c) {
          c["window"] = 1;
-         c["n_layers"] = kMaxWindowBytes / (2 * 32 * 4) - 1;
+         c["n_layers"] = kMaxWindowBytes / 256 - 1;  // 256 = 2 x d_model 32 x 4 bytes.
        },
        "tensor 'blocks.2.pad': missing (the config implies it)"},
       {[](OrderedJson& c) { c["n_layers"] = 2147483647; },
