@@ -10,8 +10,12 @@
 //
 // Lifecycle: stateless functions; the yaml-cpp tree lives only inside ReadYaml.
 //
-// Concurrency: every function is reentrant. ProcessEnv reads the environment with getenv, so
-// it must not run while another thread calls setenv/putenv (call it at startup).
+// Concurrency: every function is reentrant. ProcessEnv reads `environ`, so it must not run
+// while another thread calls setenv/putenv (call it at startup). Parsing reads the files that
+// `${file:PATH}` property values name.
+//
+// Secrets: a secret property's value (IsSecretProperty) is never part of a message; the
+// readers and checks show MaskedValue instead.
 //
 // Limitations: one YAML document per file. Integers are decimal only ("010" is ten, as in
 // YAML 1.2; no 0x, 0o, 1_000); booleans are `true`/`false` only; sizes take binary suffixes only
@@ -20,6 +24,8 @@
 // (only malformed YAML reports line and column).
 
 #include "config/daemon_config.h"
+
+#include <unistd.h>  // environ
 
 #include <algorithm>
 #include <array>
@@ -93,23 +99,67 @@ constexpr std::array<std::string_view, 4> kLogLevelNames = {"debug", "info", "wa
 
 constexpr std::string_view kSectionNames = "model, kafka, delivery, pipeline, output, state, log";
 
-// librdkafka properties that rotor sets from its own fields or its delivery logic; a user value
-// would silently break offsets-with-state or the delivery guarantee. `hint` ends the message.
+// The librdkafka client a property map configures.
+enum Client : unsigned char { kConsumer = 1U, kProducer = 2U, kBoth = 3U };
+
+bool IsAcksAll(std::string_view value) {
+  return value == "all" || value == "-1";
+}
+
+// librdkafka refuses more than 5 with enable.idempotence (ordering is kept for up to 5).
+bool IsIdempotentInFlight(std::string_view value) {
+  return value.size() == 1 && value[0] >= '1' && value[0] <= '5';
+}
+
+// librdkafka properties that rotor's guarantees rest on: it sets them from its own fields or its
+// delivery logic, and a user value would silently break offsets-with-state, the delivery
+// guarantee or the placement of users in partitions. Aliases are listed under both names.
 struct ReservedProperty {
   std::string_view key;
-  std::string_view hint;
+  unsigned char clients;  // Client bits.
+  std::string_view hint;  // The config field to set instead, or why rotor fixes the value.
+  // Values that keep the guarantee (nullptr: none may be set), and their description.
+  bool (*allowed)(std::string_view value) = nullptr;
+  std::string_view allowed_text = {};
 };
-constexpr std::array<ReservedProperty, 9> kReservedProperties = {{
-    {"bootstrap.servers", "use kafka.bootstrap_servers"},
-    {"metadata.broker.list", "use kafka.bootstrap_servers"},  // librdkafka's alias.
-    {"group.id", "use kafka.group_id"},
-    {"enable.auto.commit", "offsets are committed with the state (state.dir)"},
-    {"enable.auto.offset.store", "offsets are committed with the state (state.dir)"},
-    {"isolation.level", "it follows delivery.mode"},
-    {"transactional.id", "use delivery.transactional_id"},
-    {"enable.idempotence", "it follows delivery.mode"},
-    {"partition.assignment.strategy", "the pipeline needs its own assignor"},
+constexpr std::string_view kOffsetsHint = "input offsets are committed with the state (state.dir)";
+constexpr std::string_view kAcksHint = "the idempotent producer needs acks=all";
+constexpr std::string_view kInFlightHint =
+    "the idempotent producer keeps order with at most 5 requests in flight";
+constexpr std::array<ReservedProperty, 20> kReservedProperties = {{
+    {"bootstrap.servers", kBoth, "set kafka.bootstrap_servers"},
+    {"metadata.broker.list", kBoth, "set kafka.bootstrap_servers"},
+    {"client.id", kBoth, "set kafka.client_id"},
+    {"group.id", kConsumer, "set kafka.group_id"},
+    {"session.timeout.ms", kConsumer, "set kafka.session_timeout_ms"},
+    {"auto.offset.reset", kConsumer,
+     "rotor resumes from the offsets stored with its state (state.dir), else from the earliest"},
+    {"isolation.level", kConsumer, "rotor reads committed messages only (read_committed)"},
+    {"enable.auto.commit", kConsumer, kOffsetsHint},
+    {"auto.commit.enable", kConsumer, kOffsetsHint},  // librdkafka's legacy alias.
+    {"enable.auto.offset.store", kConsumer, kOffsetsHint},
+    {"partition.assignment.strategy", kConsumer,
+     "rotor's rebalance handling needs cooperative-sticky"},
+    {"enable.partition.eof", kConsumer, "rotor's consume loop expects no end-of-partition events"},
+    {"enable.idempotence", kProducer, "rotor's producer is always idempotent"},
+    {"transactional.id", kProducer, "set delivery.transactional_id"},
+    {"transaction.timeout.ms", kProducer, "set delivery.transaction_timeout_ms"},
+    {"partitioner", kProducer,
+     "rotor places keys like Kafka's Java client (murmur2_random), so that one user's events "
+     "share a partition whichever client produced them"},
+    {"acks", kProducer, kAcksHint, IsAcksAll, "all or -1"},
+    {"request.required.acks", kProducer, kAcksHint, IsAcksAll, "all or -1"},
+    {"max.in.flight.requests.per.connection", kProducer, kInFlightHint, IsIdempotentInFlight,
+     "1 to 5"},
+    {"max.in.flight", kProducer, kInFlightHint, IsIdempotentInFlight, "1 to 5"},
 }};
+
+// Property values read from elsewhere: `${env:NAME}` and `${file:PATH}`.
+constexpr std::string_view kRefOpen = "${";
+constexpr std::string_view kEnvRef = "env:";
+constexpr std::string_view kFileRef = "file:";
+// A secret file is a password or a key; a bound keeps `${file:/dev/zero}` from eating memory.
+constexpr std::size_t kMaxPropertyFileBytes = 65536;
 
 // "a, b, c".
 template <std::size_t N>
@@ -174,6 +224,9 @@ std::string Quote(std::string_view text) {
   out.push_back('"');
   return out;
 }
+
+// What messages show instead of a secret property's value.
+constexpr std::string_view kSecretShown = "(secret, not shown)";
 
 bool IsDigit(char c) {
   return c >= '0' && c <= '9';
@@ -325,13 +378,15 @@ Status ReadBool(const YAML::Node& node, std::string_view path, bool& out) {
 }
 
 // Any scalar, as its text (`group_id: 123` is "123"); never null, a sequence or a mapping.
-Status ReadString(const YAML::Node& node, std::string_view path, std::string& out) {
+// A `secret` value is never shown.
+Status ReadString(const YAML::Node& node, std::string_view path, std::string& out,
+                  bool secret = false) {
   if (!node.IsScalar()) {
     return Fail(path, fmt::format("expected a string, got {}", Describe(node)));
   }
   if (node.Scalar().find('\0') != std::string::npos) {
     return Fail(path, fmt::format("expected a string without NUL characters, got {}",
-                                  Quote(node.Scalar())));
+                                  secret ? std::string(kSecretShown) : Quote(node.Scalar())));
   }
   out = node.Scalar();
   return Status::OK();
@@ -372,7 +427,7 @@ Status ReadProperties(const YAML::Node& node, std::string_view path,
     ROTOR_ASSIGN_OR_RETURN(std::string key, KeyOf(entry.first, path));
     const std::string property_path = JoinPath(path, key);
     std::string value;
-    ROTOR_RETURN_IF_ERROR(ReadString(entry.second, property_path, value));
+    ROTOR_RETURN_IF_ERROR(ReadString(entry.second, property_path, value, IsSecretProperty(key)));
     if (!out.emplace(std::move(key), std::move(value)).second) {
       return Fail(property_path, "duplicate field");
     }
@@ -563,6 +618,97 @@ void ApplyEnv(const EnvLookup& env, DaemonConfig& config) {
   }
 }
 
+// ---- property values from the environment and files ----------------------------------------
+
+bool IsEnvName(std::string_view name) {
+  return !name.empty() && !IsDigit(name[0]) &&
+         std::ranges::all_of(name, [](char c) { return IsAsciiAlnum(c) || c == '_'; });
+}
+
+// The contents of a `${file:PATH}` file, without one trailing "\n" or "\r\n"; the error text
+// otherwise (never the contents).
+Result<std::string> ReadPropertyFile(const std::string& path) {
+  struct FileCloser {
+    void operator()(std::FILE* file) const { static_cast<void>(std::fclose(file)); }
+  };
+  const std::unique_ptr<std::FILE, FileCloser> file(std::fopen(path.c_str(), "rb"));
+  if (file == nullptr) {
+    return Status::IOError("cannot read: {}", std::system_category().message(errno));
+  }
+  std::string text(kMaxPropertyFileBytes + 1, '\0');
+  const std::size_t n = std::fread(text.data(), 1, text.size(), file.get());
+  if (std::ferror(file.get()) != 0) {  // E.g. EISDIR: fopen accepts a directory, fread fails.
+    return Status::IOError("cannot read: {}", std::system_category().message(errno));
+  }
+  if (n > kMaxPropertyFileBytes) {
+    return Status::IOError("the file is larger than {} bytes", kMaxPropertyFileBytes);
+  }
+  text.resize(n);
+  if (text.find('\0') != std::string::npos) {
+    return Status::IOError("the file holds a NUL character");
+  }
+  if (text.ends_with("\r\n")) {
+    text.resize(text.size() - 2);
+  } else if (text.ends_with('\n')) {
+    text.pop_back();
+  }
+  return text;
+}
+
+// Replaces a whole value `${env:NAME}` (from `env`) or `${file:PATH}`; other values stay.
+Status ResolveProperty(std::string_view path, std::string_view key, std::string& value,
+                       const EnvLookup& env) {
+  if (!value.starts_with(kRefOpen) || !value.ends_with('}')) {
+    return Status::OK();
+  }
+  const std::string_view ref =
+      std::string_view(value).substr(kRefOpen.size(), value.size() - kRefOpen.size() - 1);
+  if (ref.starts_with(kEnvRef)) {
+    const std::string_view name = ref.substr(kEnvRef.size());
+    if (!IsEnvName(name)) {
+      return Fail(path, fmt::format("expected ${{env:NAME}} with NAME of letters, digits and _ "
+                                    "(not starting with a digit), got {}",
+                                    MaskedValue(key, value)));
+    }
+    const auto it = env.find(name);
+    if (it == env.end() || it->second.empty()) {
+      return Fail(path,
+                  fmt::format("${{env:{}}}: the environment variable is not set (or empty)", name));
+    }
+    value = it->second;
+    return Status::OK();
+  }
+  if (ref.starts_with(kFileRef)) {
+    const std::string file(ref.substr(kFileRef.size()));
+    if (file.empty()) {
+      return Fail(path, fmt::format("expected ${{file:PATH}} with a non-empty PATH, got {}",
+                                    MaskedValue(key, value)));
+    }
+    Result<std::string> text = ReadPropertyFile(file);
+    if (!text.ok()) {
+      return Fail(path, fmt::format("${{file:{}}}: {}", file, text.status().message()));
+    }
+    value = std::move(text).value();
+    return Status::OK();
+  }
+  return Fail(
+      path, fmt::format("expected ${{env:NAME}} or ${{file:PATH}} in a value of the form ${{...}}, "
+                        "got {}",
+                        MaskedValue(key, value)));
+}
+
+Status ResolveProperties(const EnvLookup& env, KafkaOptions& kafka) {
+  for (auto& [key, value] : kafka.consumer_properties) {
+    ROTOR_RETURN_IF_ERROR(
+        ResolveProperty(JoinPath("kafka.consumer_properties", key), key, value, env));
+  }
+  for (auto& [key, value] : kafka.producer_properties) {
+    ROTOR_RETURN_IF_ERROR(
+        ResolveProperty(JoinPath("kafka.producer_properties", key), key, value, env));
+  }
+  return Status::OK();
+}
+
 // ---- validation -----------------------------------------------------------------------------
 
 Status CheckInt(std::string_view path, int64_t value, IntRange range,
@@ -624,15 +770,23 @@ Status CheckDistinctTopics(const KafkaOptions& k) {
   return Status::OK();
 }
 
-Status CheckProperties(std::string_view path,
-                       const std::map<std::string, std::string>& properties) {
+Status CheckProperties(std::string_view path, const std::map<std::string, std::string>& properties,
+                       Client client) {
   for (const auto& [key, value] : properties) {
     if (key.empty()) {
       return Fail(path, R"(expected non-empty property names, got "")");
     }
     for (const ReservedProperty& reserved : kReservedProperties) {
-      if (key == reserved.key) {
-        return Fail(JoinPath(path, key), fmt::format("set by rotor; {}", reserved.hint));
+      if (key != reserved.key || (reserved.clients & client) == 0) {
+        continue;
+      }
+      if (reserved.allowed == nullptr) {
+        return Fail(JoinPath(path, key), fmt::format("reserved; {}", reserved.hint));
+      }
+      if (!reserved.allowed(value)) {
+        return Fail(JoinPath(path, key),
+                    fmt::format("reserved unless {} ({}), got {}", reserved.allowed_text,
+                                reserved.hint, MaskedValue(key, value)));
       }
     }
   }
@@ -658,8 +812,9 @@ Status ValidateKafka(const KafkaOptions& k) {
       CheckInt("kafka.session_timeout_ms", k.session_timeout_ms, kSessionTimeoutMsRange));
   ROTOR_RETURN_IF_ERROR(
       CheckInt("kafka.connect_timeout_ms", k.connect_timeout_ms, kConnectTimeoutMsRange));
-  ROTOR_RETURN_IF_ERROR(CheckProperties("kafka.consumer_properties", k.consumer_properties));
-  return CheckProperties("kafka.producer_properties", k.producer_properties);
+  ROTOR_RETURN_IF_ERROR(
+      CheckProperties("kafka.consumer_properties", k.consumer_properties, kConsumer));
+  return CheckProperties("kafka.producer_properties", k.producer_properties, kProducer);
 }
 
 Status ValidateDelivery(const DeliveryOptions& d, const KafkaOptions& k) {
@@ -671,7 +826,17 @@ Status ValidateDelivery(const DeliveryOptions& d, const KafkaOptions& k) {
   }
   ROTOR_RETURN_IF_ERROR(CheckInt("delivery.transaction_timeout_ms", d.transaction_timeout_ms,
                                  kTransactionTimeoutMsRange));
-  return CheckInt("delivery.commit_interval_ms", d.commit_interval_ms, kCommitIntervalMsRange);
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("delivery.commit_interval_ms", d.commit_interval_ms, kCommitIntervalMsRange));
+  if (d.mode == DeliveryMode::kExactlyOnce && d.commit_interval_ms >= d.transaction_timeout_ms) {
+    // A transaction stays open for the interval and then some (the last batch, the commit
+    // itself); the broker aborts it at the timeout, and every batch in it is redone.
+    return Fail("delivery.commit_interval_ms",
+                fmt::format("expected less than delivery.transaction_timeout_ms ({}) with "
+                            "delivery.mode exactly_once, got {}",
+                            d.transaction_timeout_ms, d.commit_interval_ms));
+  }
+  return Status::OK();
 }
 
 Status ValidatePipeline(const PipelineOptions& p) {
@@ -708,11 +873,13 @@ Status ValidateState(const StateOptions& s) {
 
 EnvLookup ProcessEnv() {
   EnvLookup env;
-  for (const std::string_view name : {kEnvBootstrapServers, kEnvStateDir}) {
-    const char* value = std::getenv(std::string(name).c_str());
-    if (value != nullptr && *value != '\0') {
-      env.emplace(name, value);
+  for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+    const std::string_view text(*entry);
+    const std::size_t eq = text.find('=');
+    if (eq == std::string_view::npos || eq == 0 || eq + 1 == text.size()) {
+      continue;  // Malformed, or set but empty.
     }
+    env.emplace(text.substr(0, eq), text.substr(eq + 1));  // The first wins, as getenv's.
   }
   return env;
 }
@@ -721,6 +888,7 @@ Result<DaemonConfig> ParseDaemonConfig(std::string_view yaml_text, const EnvLook
   DaemonConfig config;
   ROTOR_RETURN_IF_ERROR(ReadYaml(yaml_text, config));
   ApplyEnv(env, config);
+  ROTOR_RETURN_IF_ERROR(ResolveProperties(env, config.kafka));
   ROTOR_RETURN_IF_ERROR(ValidateDaemonConfig(config));
   return config;
 }
@@ -758,6 +926,19 @@ Status ValidateDaemonConfig(const DaemonConfig& config) {
   ROTOR_RETURN_IF_ERROR(ValidateState(config.state));
   ROTOR_RETURN_IF_ERROR(CheckEnum("log.level", config.log.level, kLogLevelNames));
   return CheckInt("log.stats_interval_ms", config.log.stats_interval_ms, kNonNegative);
+}
+
+bool IsSecretProperty(std::string_view name) {
+  std::string lower(name);
+  std::ranges::transform(lower, lower.begin(), [](char c) {
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+  });
+  return lower.find("password") != std::string::npos || lower.find("secret") != std::string::npos ||
+         lower == "ssl.key.pem" || lower == "sasl.oauthbearer.config";
+}
+
+std::string MaskedValue(std::string_view name, std::string_view value) {
+  return IsSecretProperty(name) ? std::string(kSecretShown) : Quote(value);
 }
 
 std::string_view DeliveryModeName(DeliveryMode mode) {

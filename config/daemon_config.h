@@ -38,7 +38,10 @@ struct KafkaOptions {
   int32_t session_timeout_ms = 10000;  // In [1000, 3600000].
   // Start-up fails when no broker answers (or a topic is missing) within this. In [100, 600000].
   int32_t connect_timeout_ms = 30000;
-  // Extra librdkafka properties, passed through verbatim (e.g. security.protocol).
+  // Extra librdkafka properties, passed through verbatim (e.g. security.protocol), except those
+  // rotor's guarantees rest on (refused; docs/configuration.md lists them). A whole value
+  // `${env:NAME}` or `${file:PATH}` is replaced when the file is parsed, so secrets need not be
+  // in the YAML.
   std::map<std::string, std::string> consumer_properties;
   std::map<std::string, std::string> producer_properties;
 };
@@ -118,14 +121,16 @@ struct DaemonConfig {
 
 // Reads the environment through this (tests pass a map instead of the real environment).
 using EnvLookup = std::map<std::string, std::string, std::less<>>;
-// The process's values of kEnvBootstrapServers and kEnvStateDir, when set and non-empty.
+// The process's environment variables that are set and non-empty: the overrides
+// (kEnvBootstrapServers, kEnvStateDir) and the variables `${env:NAME}` property values name.
 EnvLookup ProcessEnv();
 
 // Parses YAML text. Every error is InvalidArgument starting "config <path>: " where <path>
 // names the field ("config kafka.session_timeout_ms: expected an integer in [1000, 3600000],
 // got 5"; "config pipeline.max_batch_event: unknown field"; "config: not YAML: ..."). Unknown
-// fields are errors; missing fields take the defaults above. Then applies `env` overrides, then
-// validates the whole (ValidateDaemonConfig).
+// fields are errors; missing fields take the defaults above. Then applies `env` overrides,
+// replaces `${env:NAME}` (from `env`) and `${file:PATH}` property values, then validates the
+// whole (ValidateDaemonConfig). No message shows a secret property's value (IsSecretProperty).
 Result<DaemonConfig> ParseDaemonConfig(std::string_view yaml_text, const EnvLookup& env);
 // Reads the file (IOError naming the path) and parses it; relative paths inside (model.bundle,
 // state.dir) stay relative to the process's working directory.
@@ -133,6 +138,15 @@ Result<DaemonConfig> LoadDaemonConfig(const std::string& path, const EnvLookup& 
 
 // Cross-field and range checks, with the same "config <path>: " messages.
 Status ValidateDaemonConfig(const DaemonConfig& config);
+
+// True for the librdkafka properties whose values are secrets: names containing "password"
+// or "secret" (any case: sasl.password, ssl.key.password, sasl.oauthbearer.client.secret, ...),
+// plus ssl.key.pem (a private key) and sasl.oauthbearer.config (may hold a client secret).
+// Their values must never reach a message or a log line.
+bool IsSecretProperty(std::string_view name);
+// A property's value as messages show it: quoted (and cut after 60 bytes), or
+// "(secret, not shown)" for a secret property.
+std::string MaskedValue(std::string_view name, std::string_view value);
 
 // Spellings used in YAML and logs.
 std::string_view DeliveryModeName(DeliveryMode mode);

@@ -248,7 +248,7 @@ kafka:
   consumer_properties:
     security.protocol: SSL
     fetch.wait.max.ms: 100
-    enable.partition.eof: false
+    check.crcs: false
     "quoted.key": 'x: y'
   producer_properties:
     linger.ms: 2.5
@@ -292,7 +292,7 @@ log:
   want.kafka.session_timeout_ms = 45000;
   want.kafka.consumer_properties = {{"security.protocol", "SSL"},
                                     {"fetch.wait.max.ms", "100"},
-                                    {"enable.partition.eof", "false"},
+                                    {"check.crcs", "false"},
                                     {"quoted.key", "x: y"}};
   want.kafka.producer_properties = {{"linger.ms", "2.5"}, {"compression.type", "lz4"}};
   want.delivery.mode = DeliveryMode::kExactlyOnce;
@@ -822,29 +822,207 @@ TEST(DaemonConfigTest, ExactlyOnceNeedsARealBroker) {
 }
 
 TEST(DaemonConfigTest, PropertiesRotorOwnsAreRefused) {
-  const std::vector<std::pair<std::string, std::string>> reserved = {
-      {"bootstrap.servers", "use kafka.bootstrap_servers"},
-      {"metadata.broker.list", "use kafka.bootstrap_servers"},
-      {"group.id", "use kafka.group_id"},
-      {"enable.auto.commit", "offsets are committed with the state (state.dir)"},
-      {"enable.auto.offset.store", "offsets are committed with the state (state.dir)"},
-      {"isolation.level", "it follows delivery.mode"},
-      {"transactional.id", "use delivery.transactional_id"},
-      {"enable.idempotence", "it follows delivery.mode"},
-      {"partition.assignment.strategy", "the pipeline needs its own assignor"},
+  // Each with the config field to set instead, or why rotor fixes it.
+  const std::vector<std::pair<std::string, std::string>> consumer = {
+      {"bootstrap.servers", "set kafka.bootstrap_servers"},
+      {"metadata.broker.list", "set kafka.bootstrap_servers"},  // librdkafka's alias.
+      {"client.id", "set kafka.client_id"},
+      {"group.id", "set kafka.group_id"},
+      {"session.timeout.ms", "set kafka.session_timeout_ms"},
+      {"auto.offset.reset",
+       "rotor resumes from the offsets stored with its state (state.dir), else from the earliest"},
+      {"isolation.level", "rotor reads committed messages only (read_committed)"},
+      {"enable.auto.commit", "input offsets are committed with the state (state.dir)"},
+      {"auto.commit.enable", "input offsets are committed with the state (state.dir)"},
+      {"enable.auto.offset.store", "input offsets are committed with the state (state.dir)"},
+      {"partition.assignment.strategy", "rotor's rebalance handling needs cooperative-sticky"},
+      {"enable.partition.eof", "rotor's consume loop expects no end-of-partition events"},
   };
-  for (const std::string_view map : {"consumer_properties", "producer_properties"}) {
-    for (const auto& [key, hint] : reserved) {
-      EXPECT_EQ(ErrorOf(Doc({{fmt::format("kafka.{}", map), fmt::format("{{{}: x}}", key)}})),
-                fmt::format("config kafka.{}.{}: set by rotor; {}", map, key, hint));
+  const std::vector<std::pair<std::string, std::string>> producer = {
+      {"bootstrap.servers", "set kafka.bootstrap_servers"},
+      {"metadata.broker.list", "set kafka.bootstrap_servers"},
+      {"client.id", "set kafka.client_id"},
+      {"enable.idempotence", "rotor's producer is always idempotent"},
+      {"transactional.id", "set delivery.transactional_id"},
+      {"transaction.timeout.ms", "set delivery.transaction_timeout_ms"},
+      {"partitioner",
+       "rotor places keys like Kafka's Java client (murmur2_random), so that one user's events "
+       "share a partition whichever client produced them"},
+  };
+  for (const auto& [key, hint] : consumer) {
+    EXPECT_EQ(ErrorOf(Doc({{"kafka.consumer_properties", fmt::format("{{{}: x}}", key)}})),
+              fmt::format("config kafka.consumer_properties.{}: reserved; {}", key, hint));
+  }
+  for (const auto& [key, hint] : producer) {
+    EXPECT_EQ(ErrorOf(Doc({{"kafka.producer_properties", fmt::format("{{{}: x}}", key)}})),
+              fmt::format("config kafka.producer_properties.{}: reserved; {}", key, hint));
+  }
+  EXPECT_EQ(ErrorOf(Doc({{"kafka.producer_properties", "{transactional.id: my-id}"}})),
+            "config kafka.producer_properties.transactional.id: reserved; set "
+            "delivery.transactional_id");
+  // Anything else passes through verbatim, including keys the other client ignores.
+  EXPECT_EQ(ErrorOf(Doc({{"kafka.consumer_properties", "{security.protocol: SSL, client.rack: r1}"},
+                         {"kafka.producer_properties", "{linger.ms: 5, group.id: g}"}})),
+            "OK");
+}
+
+TEST(DaemonConfigTest, ProducerPropertiesTheGuaranteeBoundsTakeOnlyValuesThatKeepIt) {
+  // The idempotent producer needs acks=all and keeps order with at most 5 requests in flight.
+  for (const std::string_view key : {"acks", "request.required.acks"}) {
+    for (const std::string_view ok : {"all", "-1"}) {
+      EXPECT_EQ(ErrorOf(Doc({{"kafka.producer_properties", fmt::format("{{{}: {}}}", key, ok)}})),
+                "OK")
+          << key << " " << ok;
+    }
+    EXPECT_EQ(ErrorOf(Doc({{"kafka.producer_properties", fmt::format("{{{}: 1}}", key)}})),
+              fmt::format("config kafka.producer_properties.{}: reserved unless all or -1 (the "
+                          "idempotent producer needs acks=all), got \"1\"",
+                          key));
+  }
+  for (const std::string_view key : {"max.in.flight.requests.per.connection", "max.in.flight"}) {
+    for (const std::string_view ok : {"1", "5"}) {
+      EXPECT_EQ(ErrorOf(Doc({{"kafka.producer_properties", fmt::format("{{{}: {}}}", key, ok)}})),
+                "OK")
+          << key << " " << ok;
+    }
+    for (const std::string_view bad : {"0", "6", "1000000", "x", "+3", "05"}) {
+      EXPECT_EQ(
+          ErrorOf(Doc({{"kafka.producer_properties", fmt::format("{{{}: \"{}\"}}", key, bad)}})),
+          fmt::format("config kafka.producer_properties.{}: reserved unless 1 to 5 (the "
+                      "idempotent producer keeps order with at most 5 requests in flight), got "
+                      "\"{}\"",
+                      key, bad));
     }
   }
-  EXPECT_EQ(ErrorOf(Doc({{"kafka.consumer_properties", "{group.id: g}"}})),
-            "config kafka.consumer_properties.group.id: set by rotor; use kafka.group_id");
-  // Anything else passes through verbatim.
-  EXPECT_EQ(ErrorOf(Doc({{"kafka.consumer_properties", "{security.protocol: SSL, client.rack: r1}"},
-                         {"kafka.producer_properties", "{acks: all}"}})),
+}
+
+TEST(DaemonConfigTest, CommitIntervalMustBeShorterThanTheTransactionTimeout) {
+  EXPECT_EQ(ErrorOf(Doc({{"delivery.mode", "exactly_once"},
+                         {"delivery.transaction_timeout_ms", "10000"},
+                         {"delivery.commit_interval_ms", "10000"}})),
+            "config delivery.commit_interval_ms: expected less than "
+            "delivery.transaction_timeout_ms (10000) with delivery.mode exactly_once, got 10000");
+  EXPECT_EQ(ErrorOf(Doc({{"delivery.mode", "exactly_once"},
+                         {"delivery.transaction_timeout_ms", "10000"},
+                         {"delivery.commit_interval_ms", "9999"}})),
             "OK");
+  // at_least_once has no transactions: the interval is ignored, so not checked.
+  EXPECT_EQ(ErrorOf(Doc({{"delivery.mode", "at_least_once"},
+                         {"delivery.transaction_timeout_ms", "1000"},
+                         {"delivery.commit_interval_ms", "60000"}})),
+            "OK");
+  DaemonConfig c = MinimalConfig();
+  c.delivery.mode = DeliveryMode::kExactlyOnce;
+  c.delivery.transaction_timeout_ms = 1000;
+  c.delivery.commit_interval_ms = 2000;
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config delivery.commit_interval_ms: expected less than "
+            "delivery.transaction_timeout_ms (1000) with delivery.mode exactly_once, got 2000");
+}
+
+// ---- secrets --------------------------------------------------------------------------------
+
+TEST(DaemonConfigTest, SecretPropertiesAreRecognisedByName) {
+  for (const std::string_view key :
+       {"sasl.password", "ssl.key.password", "ssl.keystore.password", "ssl.truststore.password",
+        "sasl.oauthbearer.client.secret", "SASL.PASSWORD", "my.Secret.thing", "ssl.key.pem",
+        "sasl.oauthbearer.config"}) {
+    EXPECT_TRUE(IsSecretProperty(key)) << key;
+  }
+  for (const std::string_view key :
+       {"sasl.username", "security.protocol", "linger.ms", "ssl.key.location", "ssl.ca.pem"}) {
+    EXPECT_FALSE(IsSecretProperty(key)) << key;
+  }
+  EXPECT_EQ(MaskedValue("sasl.password", "hunter2"), "(secret, not shown)");
+  EXPECT_EQ(MaskedValue("linger.ms", "5"), "\"5\"");
+}
+
+// A secret's value appears in no message, whatever is wrong with it.
+TEST(DaemonConfigTest, SecretValuesAreNeverEchoedInErrors) {
+  const std::string yaml =
+      "model: {bundle: m}\nkafka:\n  bootstrap_servers: b:1\n"
+      "  producer_properties:\n    sasl.password: \"hunter2\\0x\"\n";
+  EXPECT_EQ(ErrorOf(yaml),
+            "config kafka.producer_properties.sasl.password: expected a string without NUL "
+            "characters, got (secret, not shown)");
+  EXPECT_EQ(ErrorOf(Doc({{"kafka.consumer_properties", "{sasl.password: \"${vault:hunter2}\"}"}})),
+            "config kafka.consumer_properties.sasl.password: expected ${env:NAME} or "
+            "${file:PATH} in a value of the form ${...}, got (secret, not shown)");
+  // Not secret: shown, so the mistake can be found.
+  EXPECT_EQ(ErrorOf(Doc({{"kafka.consumer_properties", "{sasl.username: \"${vault:me}\"}"}})),
+            "config kafka.consumer_properties.sasl.username: expected ${env:NAME} or "
+            "${file:PATH} in a value of the form ${...}, got \"${vault:me}\"");
+}
+
+TEST(DaemonConfigTest, PropertyValuesComeFromTheEnvironment) {
+  const std::string yaml =
+      Doc({{"kafka.producer_properties",
+            R"({sasl.password: "${env:ROTOR_TEST_PW}", sasl.username: me, x.y: "a${env:B}"})"},
+           {"kafka.consumer_properties", "{sasl.password: \"${env:ROTOR_TEST_PW}\"}"}});
+  auto config = ParseDaemonConfig(yaml, {{"ROTOR_TEST_PW", "s3cr3t\n"}});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->kafka.producer_properties.at("sasl.password"), "s3cr3t\n");  // Verbatim.
+  EXPECT_EQ(config->kafka.consumer_properties.at("sasl.password"), "s3cr3t\n");
+  EXPECT_EQ(config->kafka.producer_properties.at("sasl.username"), "me");
+  EXPECT_EQ(config->kafka.producer_properties.at("x.y"), "a${env:B}");  // Whole values only.
+
+  // The consumer's properties are resolved first.
+  const std::string unset =
+      "config kafka.consumer_properties.sasl.password: ${env:ROTOR_TEST_PW}: "
+      "the environment variable is not set (or empty)";
+  EXPECT_EQ(ErrorOf(yaml), unset);
+  EXPECT_EQ(ErrorOf(yaml, {{"ROTOR_TEST_PW", ""}}), unset);
+  EXPECT_EQ(ErrorOf(Doc({{"kafka.producer_properties", "{a: \"${env:1X}\"}"}})),
+            "config kafka.producer_properties.a: expected ${env:NAME} with NAME of letters, "
+            "digits and _ (not starting with a digit), got \"${env:1X}\"");
+  EXPECT_EQ(ErrorOf(Doc({{"kafka.producer_properties", "{a: \"${env:}\"}"}})),
+            "config kafka.producer_properties.a: expected ${env:NAME} with NAME of letters, "
+            "digits and _ (not starting with a digit), got \"${env:}\"");
+}
+
+TEST(DaemonConfigTest, PropertyValuesComeFromFiles) {
+  const std::string dir = ::testing::TempDir();
+  const std::string path = fmt::format("{}rotor_secret_{}", dir, getpid());
+  const auto write = [&](const std::string& text) {
+    std::ofstream out(path, std::ios::binary);
+    out << text;
+  };
+  const std::string yaml = Doc(
+      {{"kafka.producer_properties", fmt::format("{{ssl.key.password: \"${{file:{}}}\"}}", path)}});
+  const auto value = [&]() -> std::string {
+    auto config = ParseDaemonConfig(yaml, {});
+    EXPECT_TRUE(config.ok()) << config.status().ToString();
+    return config.ok() ? config->kafka.producer_properties.at("ssl.key.password") : "";
+  };
+  write("pass word\n");
+  EXPECT_EQ(value(), "pass word");  // One trailing newline stripped (what `echo` writes).
+  write("pass\r\n");
+  EXPECT_EQ(value(), "pass");
+  write("pass\n\n");
+  EXPECT_EQ(value(), "pass\n");  // Only one.
+  write("  pass  ");
+  EXPECT_EQ(value(), "  pass  ");
+
+  write(std::string("pa\0ss", 5));
+  EXPECT_EQ(ErrorOf(yaml), fmt::format("config kafka.producer_properties.ssl.key.password: "
+                                       "${{file:{}}}: the file holds a NUL character",
+                                       path));
+  write(std::string(65537, 'x'));
+  EXPECT_EQ(ErrorOf(yaml), fmt::format("config kafka.producer_properties.ssl.key.password: "
+                                       "${{file:{}}}: the file is larger than 65536 bytes",
+                                       path));
+  std::filesystem::remove(path);
+  EXPECT_EQ(ErrorOf(yaml), fmt::format("config kafka.producer_properties.ssl.key.password: "
+                                       "${{file:{}}}: cannot read: No such file or directory",
+                                       path));
+  EXPECT_EQ(ErrorOf(Doc({{"kafka.producer_properties", "{a: \"${file:}\"}"}})),
+            "config kafka.producer_properties.a: expected ${file:PATH} with a non-empty PATH, "
+            "got \"${file:}\"");
+  EXPECT_EQ(
+      ErrorOf(Doc({{"kafka.producer_properties", fmt::format("{{a: \"${{file:{}}}\"}}", dir)}})),
+      fmt::format("config kafka.producer_properties.a: ${{file:{}}}: cannot read: Is a "
+                  "directory",
+                  dir));
 }
 
 // ---- environment ----------------------------------------------------------------------------
@@ -886,19 +1064,26 @@ TEST(DaemonConfigTest, EnvironmentCanSupplyRequiredFieldsBeforeValidation) {
             "config kafka.bootstrap_servers: expected a string, got a sequence");
 }
 
-TEST(DaemonConfigTest, ProcessEnvReadsOnlyTheOverrideVariablesWhenSetAndNonEmpty) {
+TEST(DaemonConfigTest, ProcessEnvHoldsTheVariablesThatAreSetAndNonEmpty) {
   // Each test runs in its own process under ctest; restore anyway for --gtest_repeat.
   ASSERT_EQ(setenv(std::string(kEnvStateDir).c_str(), "/srv/rotor", 1), 0);
   ASSERT_EQ(setenv(std::string(kEnvBootstrapServers).c_str(), "", 1), 0);
+  ASSERT_EQ(setenv("ROTOR_TEST_SECRET", "pw", 1), 0);
   EnvLookup env = ProcessEnv();
-  EXPECT_EQ(env, (EnvLookup{{std::string(kEnvStateDir), "/srv/rotor"}}));
+  EXPECT_EQ(env.at(std::string(kEnvStateDir)), "/srv/rotor");
+  EXPECT_FALSE(env.contains(std::string(kEnvBootstrapServers)));
+  EXPECT_EQ(env.at("ROTOR_TEST_SECRET"), "pw");  // For ${env:NAME} property values.
 
   ASSERT_EQ(setenv(std::string(kEnvBootstrapServers).c_str(), "h:1", 1), 0);
   ASSERT_EQ(unsetenv(std::string(kEnvStateDir).c_str()), 0);
   env = ProcessEnv();
-  EXPECT_EQ(env, (EnvLookup{{std::string(kEnvBootstrapServers), "h:1"}}));
+  EXPECT_EQ(env.at(std::string(kEnvBootstrapServers)), "h:1");
+  EXPECT_FALSE(env.contains(std::string(kEnvStateDir)));
   ASSERT_EQ(unsetenv(std::string(kEnvBootstrapServers).c_str()), 0);
-  EXPECT_TRUE(ProcessEnv().empty());
+  ASSERT_EQ(unsetenv("ROTOR_TEST_SECRET"), 0);
+  env = ProcessEnv();
+  EXPECT_FALSE(env.contains(std::string(kEnvBootstrapServers)));
+  EXPECT_FALSE(env.contains("ROTOR_TEST_SECRET"));
 }
 
 // ---- files ----------------------------------------------------------------------------------

@@ -382,9 +382,16 @@ TEST(BundleTest, ConfigThatContradictsTensorsIsRefused) {
        "tensor 'blocks.2.pad': missing (the config implies it)"},
       {[](OrderedJson& c) { c["n_layers"] = 100000; },
        "tensor 'blocks.2.pad': missing (the config implies it)"},
-      // Bounded work even for the largest layer count the config allows.
-      {[](OrderedJson& c) { c["n_layers"] = 2147483647; },
+      // Bounded work even for the largest layer count the config allows: with window 1, the
+      // cap on one user's K/V (kMaxWindowBytes) allows 2^20 blocks of d_model 32.
+      {[](OrderedJson& c) {
+         c["window"] = 1;
+         c["n_layers"] = kMaxWindowBytes / 256 - 1;  // 256 = 2 x d_model 32 x 4 bytes.
+       },
        "tensor 'blocks.2.pad': missing (the config implies it)"},
+      {[](OrderedJson& c) { c["n_layers"] = 2147483647; },
+       "config.window: one user's K/V window of 8 rows x 2147483648 blocks x 2 x d_model 32 x 4 "
+       "bytes = 4398046511104 bytes exceeds the 268435456-byte limit"},
       {[](OrderedJson& c) { c["d_model"] = 48; },
        "tensor 'act_pad': shape [32], the config implies [48]"},
       {[](OrderedJson& c) {

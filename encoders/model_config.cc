@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <set>
 #include <string>
 #include <utility>
@@ -319,6 +320,26 @@ Status CheckSize(std::string_view path, int64_t v) {
   return Status::OK();
 }
 
+// One user's K/V window (KvWindow): window rows of d_model float32s, for K and V, per block.
+// The sizes are positive and at most kMaxConfigSize here; the product may overflow int64.
+Status CheckWindowBytes(const ModelConfig& c) {
+  int64_t bytes = 0;
+  const bool overflow = __builtin_mul_overflow(c.window, c.n_blocks(), &bytes) ||
+                        __builtin_mul_overflow(bytes, int64_t{2} * c.d_model, &bytes) ||
+                        __builtin_mul_overflow(bytes, int64_t{sizeof(float)}, &bytes);
+  if (!overflow && bytes <= kMaxWindowBytes) {
+    return Status::OK();
+  }
+  return Fail(
+      "window",
+      fmt::format("one user's K/V window of {} rows x {} blocks x 2 x d_model {} x {} bytes "
+                  "= {} bytes exceeds the {}-byte limit",
+                  c.window, c.n_blocks(), c.d_model, sizeof(float),
+                  overflow ? fmt::format("more than {}", std::numeric_limits<int64_t>::max())
+                           : std::to_string(bytes),
+                  kMaxWindowBytes));
+}
+
 Status ValidateSchema(const Draft& draft) {
   const InputSchema& s = draft.config.schema;
   if (IndexOf(kItemKindNames, draft.item_kind) < 0) {
@@ -435,6 +456,9 @@ Status ValidateDraft(const Draft& draft) {
   for (const auto& [name, value] : sizes) {
     ROTOR_RETURN_IF_ERROR(CheckSize(name, value));
   }
+  if (c.window > kMaxWindow) {
+    return Fail("window", fmt::format("must be at most {}, got {}", kMaxWindow, c.window));
+  }
   if (c.d_model % c.n_heads != 0) {
     return Fail("n_heads", fmt::format("{} does not divide d_model={}", c.n_heads, c.d_model));
   }
@@ -445,6 +469,7 @@ Status ValidateDraft(const Draft& draft) {
     return Fail("d_angle", fmt::format("{} does not divide the pair count P=d_head/2={}", c.d_angle,
                                        c.n_pairs()));
   }
+  ROTOR_RETURN_IF_ERROR(CheckWindowBytes(c));
   const std::pair<std::string_view, double> positives[] = {{"w0", c.w0},
                                                            {"t_scale_s", c.t_scale_s},
                                                            {"time_unit_s", c.time_unit_s},

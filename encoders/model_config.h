@@ -24,6 +24,15 @@ inline constexpr int64_t kRequestFeatures = 4;
 // are unbounded, but a model that large could not be built; the bound keeps every derived
 // size (ffn_mult * d_model, 2 * d_model + 4, rows) exact in int64.
 inline constexpr int64_t kMaxConfigSize = 2147483647;
+// C++-only caps on what sizes an allocation without a tensor in the file to check it against:
+// a user's K/V window (Decoder::NewWindow, storage, snapshots) holds
+// window x n_blocks x 2 x d_model floats. Every other size field is bounded by the file's own
+// bytes (it shapes a tensor the bundle must contain) or divides one that is (n_heads, d_angle).
+// 65536 rows is 300x the default model's window and past where decode cost (linear in rows,
+// DESIGN section 7) leaves the per-event latency target; 256 MiB is half the default
+// state.window_cache_bytes, so one user's window always fits the hot cache.
+inline constexpr int64_t kMaxWindow = 65536;
+inline constexpr int64_t kMaxWindowBytes = int64_t{256} << 20;
 
 // How the rotation angles are formed (python VARIANTS, in the same order).
 enum class Variant : unsigned char {

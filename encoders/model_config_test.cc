@@ -296,6 +296,51 @@ TEST(ModelConfigTest, RotorOnlyBoundsRefuseWhatPythonCouldNotBuild) {
             "config.schema.categorical[0].name: must not contain '.', got 'a.b'");
 }
 
+// No tensor has the window's size, so nothing in the file bounds it: before these caps a
+// bundle with window = 2^31 - 1 loaded, and the first user's window then allocated
+// n_blocks * 2 * window * d_model floats.
+TEST(ModelConfigTest, TheWindowAndOneUsersWindowBytesAreCapped) {
+  const OrderedJson doc = OrderedJson::parse(GoldenConfigJson("siren"));  // d 32, 2 layers.
+  OrderedJson c = doc;
+  c["window"] = 2147483647;
+  EXPECT_EQ(ErrorOf(c.dump()), "config.window: must be at most 65536, got 2147483647");
+  c["window"] = kMaxWindow + 1;
+  EXPECT_EQ(ErrorOf(c.dump()), "config.window: must be at most 65536, got 65537");
+  c["window"] = kMaxWindow;  // 3 blocks x 2 x 65536 x 32 x 4 bytes = 48 MiB.
+  EXPECT_EQ(ErrorOf(c.dump()), "OK");
+
+  c["d_model"] = 4096;  // 3 blocks x 2 x 65536 x 4096 x 4 bytes = 6 GiB.
+  EXPECT_EQ(ErrorOf(c.dump()),
+            "config.window: one user's K/V window of 65536 rows x 3 blocks x 2 x d_model 4096 x "
+            "4 bytes = 6442450944 bytes exceeds the 268435456-byte limit");
+  c["window"] = 2730;  // The largest that fits: 2730 x 3 x 2 x 4096 x 4 = 268369920.
+  EXPECT_EQ(ErrorOf(c.dump()), "OK");
+  c["window"] = 2731;
+  EXPECT_THAT(ErrorOf(c.dump()), HasSubstr("= 268468224 bytes exceeds the 268435456-byte limit"));
+
+  // Factors whose product overflows int64 are refused, not wrapped into a small number.
+  c = doc;
+  c["window"] = kMaxWindow;
+  c["n_layers"] = 2147483646;
+  c["d_model"] = 2147483644;
+  c["d_angle"] = 1;
+  EXPECT_EQ(ErrorOf(c.dump()),
+            "config.window: one user's K/V window of 65536 rows x 2147483647 blocks x 2 x d_model "
+            "2147483644 x 4 bytes = more than 9223372036854775807 bytes exceeds the "
+            "268435456-byte limit");
+
+  // Code-built configs get the same checks.
+  ModelConfig built = ParseModelConfig(doc.dump()).value();
+  built.window = kMaxWindow + 1;
+  EXPECT_EQ(ValidateModelConfig(built).message(),
+            "config.window: must be at most 65536, got 65537");
+  built.window = 4096;
+  built.d_model = 8192;
+  EXPECT_THAT(std::string(ValidateModelConfig(built).message()),
+              HasSubstr("exceeds the 268435456-byte limit"));
+  EXPECT_EQ(kMaxWindowBytes, int64_t{256} << 20);
+}
+
 TEST(ModelConfigTest, OverflowingFloatsAreRefused) {
   std::string json = GoldenConfigJson("siren");
   const std::string from = R"("w0":10.0)";

@@ -176,6 +176,10 @@ Result<ProduceResult> ProduceJsonLines(const std::string& path, const ProduceOpt
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.idempotence", "true"));
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "linger.ms", "5"));
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), options.properties));
+  // Keys go where Kafka's Java client puts them (internal/partitioner.h), not where
+  // librdkafka's default (CRC32) would: one user, one partition, whoever produces. Set last, so
+  // `properties` cannot change it.
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "partitioner", "murmur2_random"));
   rd_kafka_conf_set_dr_msg_cb(conf.get(), CountFailures);
   rd_kafka_conf_set_opaque(conf.get(), &failures);
   ROTOR_ASSIGN_OR_RETURN(HandlePtr producer, NewHandle(RD_KAFKA_PRODUCER, std::move(conf)));

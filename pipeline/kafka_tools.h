@@ -83,6 +83,8 @@ struct ProduceResult {
 
 // Sends every line of a JSON-lines file to `topic`, keyed by the line's "user_id" string
 // (lines without one are sent unkeyed: the daemon dead-letters them), waiting for delivery.
+// Keyed lines go to the partition Kafka's Java client would choose (partitioner
+// murmur2_random, whatever `properties` says; internal::JavaPartition computes it).
 Result<ProduceResult> ProduceJsonLines(const std::string& path, const ProduceOptions& options);
 
 // One consumed message.

@@ -1,7 +1,10 @@
 #include "pipeline/internal/rdkafka_util.h"
 
 #include <array>
+#include <string>
 #include <utility>
+
+#include "config/daemon_config.h"
 
 namespace rotor::pipeline::internal {
 
@@ -10,9 +13,24 @@ Status SetConf(rd_kafka_conf_t* conf, std::string_view key, std::string_view val
   const std::string k(key);
   const std::string v(value);
   if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err.data(), err.size()) != RD_KAFKA_CONF_OK) {
+    if (config::IsSecretProperty(key)) {
+      return Status::InvalidArgument("kafka property '{}' = (secret, not shown): {}", key,
+                                     MaskSecret(err.data(), value));
+    }
     return Status::InvalidArgument("kafka property '{}' = '{}': {}", key, value, err.data());
   }
   return Status::OK();
+}
+
+std::string MaskSecret(std::string_view text, std::string_view secret) {
+  std::string out(text);
+  if (secret.empty()) {
+    return out;
+  }
+  for (std::size_t at = out.find(secret); at != std::string::npos; at = out.find(secret, at + 3)) {
+    out.replace(at, secret.size(), "***");
+  }
+  return out;
 }
 
 Status SetConf(rd_kafka_conf_t* conf, const std::map<std::string, std::string>& properties) {

@@ -36,8 +36,14 @@ using PartitionListPtr = std::unique_ptr<rd_kafka_topic_partition_list_t, Partit
 using MessagePtr = std::unique_ptr<rd_kafka_message_t, MessageDeleter>;
 
 // Sets one property; InvalidArgument "kafka property '<key>' = '<value>': <librdkafka's reason>".
+// A secret property's value (config::IsSecretProperty: passwords, secrets, keys) is shown as
+// "(secret, not shown)" and masked wherever librdkafka's reason repeats it.
 Status SetConf(rd_kafka_conf_t* conf, std::string_view key, std::string_view value);
 Status SetConf(rd_kafka_conf_t* conf, const std::map<std::string, std::string>& properties);
+
+// `text` with every occurrence of `secret` replaced by "***" (`text` itself when secret is
+// empty).
+std::string MaskSecret(std::string_view text, std::string_view secret);
 
 // rd_kafka_new; on failure Unavailable/InvalidArgument with librdkafka's message. Takes the conf
 // (freed by librdkafka on success, by the ConfPtr otherwise).
