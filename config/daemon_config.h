@@ -55,7 +55,7 @@ enum class DeliveryMode : unsigned char {
 struct DeliveryOptions {
   DeliveryMode mode = DeliveryMode::kAtLeastOnce;
   // exactly_once: the producer's transactional.id; must be stable across restarts of one
-  // instance and unique per instance. Default (empty): "<group_id>-<hostname>".
+  // instance and unique per instance. Default (empty): "<group_id>-<instance id>", the id made once per state directory and kept in it.
   std::string transactional_id;
   int32_t transaction_timeout_ms = 60000;  // In [1000, 900000].
   // exactly_once: the longest a transaction stays open; it spans the batches consumed meanwhile

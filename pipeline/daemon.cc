@@ -1,7 +1,5 @@
 #include "pipeline/daemon.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -10,6 +8,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <random>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -44,12 +43,14 @@ double Seconds(SteadyClock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
-std::string DefaultTransactionalId(const config::DaemonConfig& config) {
-  std::array<char, 256> host{};
-  if (gethostname(host.data(), host.size() - 1) != 0) {
-    return config.kafka.group_id + "-rotor";
-  }
-  return config.kafka.group_id + "-" + host.data();
+// The store-wide info entry holding this state directory's instance id.
+constexpr std::string_view kInfoInstanceId = "instance_id";
+
+// A random 64-bit id in hex.
+std::string NewInstanceId() {
+  std::random_device random;
+  const uint64_t id = (uint64_t{random()} << 32) ^ uint64_t { random() };
+  return fmt::format("{:016x}", id);
 }
 
 void LogCallback(const rd_kafka_t* /*rk*/, int level, const char* fac, const char* buf) {
@@ -76,6 +77,7 @@ struct Daemon::Impl {
   HandlePtr producer;
   HandlePtr consumer;
   bool exactly_once = false;
+  std::string transactional_id;  // exactly_once only.
   int64_t delivery_failures = 0;
   rd_kafka_resp_err_t last_delivery_error = RD_KAFKA_RESP_ERR_NO_ERROR;
   // A permanent failure (a delivery the broker refused for good, a fenced producer): serving
@@ -111,6 +113,8 @@ struct Daemon::Impl {
   // join a batch. A consumer that goes back (an offset reset, a re-fetch after a revoke and
   // re-assign) must not apply a record twice.
   std::map<int32_t, int64_t> apply_from;
+  // Partitions of the input topic at start-up (records are checked against murmur2(key) % it).
+  int32_t input_partitions = 0;
   // Assigned partitions that are paused for good, with the reason: their log no longer holds
   // the records the state needs next (CheckHistory). Nothing of theirs is applied.
   std::map<int32_t, std::string> stopped;
@@ -436,15 +440,15 @@ struct Daemon::Impl {
     ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "bootstrap.servers", bootstrap));
     ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "client.id", k.client_id));
     ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "enable.idempotence", "true"));
+    // Outputs are keyed by user like the input: placed the same way (the Java client's rule).
+    ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "partitioner", "murmur2_random"));
     // Defaults that kafka.producer_properties may override: a short linger (latency), and a
     // bounded send queue (librdkafka's default allows 1 GiB; docs/configuration.md, Memory).
     ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "linger.ms", "2"));
     ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "queue.buffering.max.kbytes", "65536"));
     if (exactly_once) {
-      const std::string id = config.delivery.transactional_id.empty()
-                                 ? DefaultTransactionalId(config)
-                                 : config.delivery.transactional_id;
-      ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "transactional.id", id));
+      ROTOR_ASSIGN_OR_RETURN(transactional_id, TransactionalId());
+      ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "transactional.id", transactional_id));
       ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "transaction.timeout.ms",
                                     std::to_string(config.delivery.transaction_timeout_ms)));
     }
@@ -489,6 +493,25 @@ struct Daemon::Impl {
     rd_kafka_topic_partition_list_add(topics.get(), k.input_topic.c_str(), RD_KAFKA_PARTITION_UA);
     return FromKafka(rd_kafka_subscribe(consumer.get(), topics.get()),
                      fmt::format("subscribing to '{}'", k.input_topic));
+  }
+
+  // delivery.transactional_id, or by default "<group_id>-<instance id>", the instance id made
+  // once per state directory and kept in it. A restart of the instance (same state directory)
+  // keeps its id, so it fences its own zombie; replicas (each with its own state directory)
+  // never share one, which a hostname-derived default did not guarantee (cloned containers,
+  // copied configs), and which made them fence each other in a crash loop.
+  Result<std::string> TransactionalId() {
+    if (!config.delivery.transactional_id.empty()) {
+      return config.delivery.transactional_id;
+    }
+    ROTOR_ASSIGN_OR_RETURN(std::optional<std::string> id, store->LoadInfo(kInfoInstanceId));
+    if (!id) {
+      id = NewInstanceId();
+      storage::StateBatch batch = store->NewBatch();
+      ROTOR_RETURN_IF_ERROR(batch.PutInfo(kInfoInstanceId, *id));
+      ROTOR_RETURN_IF_ERROR(store->Commit(batch));
+    }
+    return fmt::format("{}-{}", config.kafka.group_id, *id);
   }
 
   // Every message the daemon can make must fit the producer's message.max.bytes: one that does
@@ -555,6 +578,7 @@ struct Daemon::Impl {
       found[t.topic] = {t.err, t.partition_cnt};
     }
     rd_kafka_metadata_destroy(metadata);
+    input_partitions = found.contains(k.input_topic) ? found[k.input_topic].second : 0;
     for (const std::string& topic : {k.input_topic, k.output_topic, k.dead_letter_topic}) {
       const auto it = found.find(topic);
       if (it == found.end() || it->second.first != RD_KAFKA_RESP_ERR_NO_ERROR ||
@@ -564,6 +588,27 @@ struct Daemon::Impl {
             topic, bootstrap,
             it == found.end() ? "it does not exist" : rd_kafka_err2str(it->second.first));
       }
+    }
+    return RememberInputPartitions();
+  }
+
+  // The input topic's partition count, stored with the state the first time. Adding partitions
+  // moves keys (murmur2 % N changes), so state built with another count no longer matches where
+  // users' events arrive: start-up refuses it.
+  Status RememberInputPartitions() {
+    const std::string name = fmt::format("input_partitions/{}", config.kafka.input_topic);
+    ROTOR_ASSIGN_OR_RETURN(const std::optional<std::string> stored, store->LoadInfo(name));
+    const std::string now = std::to_string(input_partitions);
+    if (stored && *stored != now) {
+      return Status::FailedPrecondition(
+          "topic '{}' has {} partitions, but the state in '{}' was built when it had {}: keys "
+          "moved between partitions. Rebuild the state in a fresh state.dir (rotor replay)",
+          config.kafka.input_topic, now, config.state.dir, *stored);
+    }
+    if (!stored) {
+      storage::StateBatch batch = store->NewBatch();
+      ROTOR_RETURN_IF_ERROR(batch.PutInfo(name, now));
+      ROTOR_RETURN_IF_ERROR(store->Commit(batch));
     }
     return Status::OK();
   }
@@ -1080,6 +1125,7 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
         r.value = std::string_view(static_cast<const char*>(m->payload), m->len);
       }
       r.timestamp_ms = rd_kafka_message_timestamp(m.get(), nullptr);
+      r.partitions = input_partitions;
       r.publish = m->offset >= it->second;
       records.push_back(r);
     }
@@ -1217,6 +1263,10 @@ Status Daemon::Run(const std::atomic<bool>& stop) {
 
 DaemonStats Daemon::stats() const {
   return impl_->stats;
+}
+
+const std::string& Daemon::transactional_id() const {
+  return impl_->transactional_id;
 }
 
 const std::string& Daemon::bootstrap_servers() const {

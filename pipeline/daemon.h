@@ -70,6 +70,8 @@ class Daemon {
 
   DaemonStats stats() const;
   const std::string& bootstrap_servers() const;
+  // The producer's transactional.id (exactly_once; empty otherwise).
+  const std::string& transactional_id() const;
   const encoders::Bundle& bundle() const;
   // One user's committed state.
   Result<std::optional<storage::UserState>> LoadUser(const std::string& user) const;

@@ -128,6 +128,7 @@ void ProduceRaw(const std::string& bootstrap, std::string_view topic,
   ASSERT_TRUE(internal::SetConf(conf.get(), "enable.idempotence", "true").ok());
   // Room for the oversized messages some tests send (a real topic takes up to 1,048,588 bytes).
   ASSERT_TRUE(internal::SetConf(conf.get(), "message.max.bytes", "4000000").ok());
+  ASSERT_TRUE(internal::SetConf(conf.get(), "partitioner", "murmur2_random").ok());
   std::atomic<int> failures{0};
   rd_kafka_conf_set_dr_msg_cb(conf.get(),
                               [](rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
@@ -629,6 +630,24 @@ TEST_F(DaemonTest, StartFailsOnWhatCouldOnlyFailLater) {
   EXPECT_NE(daemon.status().message().find("kafka.connect_timeout_ms"), std::string::npos)
       << daemon.status().ToString();
 
+  // State built while the input had 4 partitions, served against one with 8: keys moved.
+  {
+    auto first = Daemon::Create(Config());
+    ASSERT_TRUE(first.ok()) << first.status().ToString();
+  }
+  kafka_.reset();
+  auto eight = EmbeddedKafka::Start(1);
+  ASSERT_TRUE(eight.ok());
+  kafka_ = std::move(eight).value();
+  for (const std::string_view topic : {kInputTopic, kOutputTopic, kDeadLetterTopic}) {
+    ASSERT_TRUE(kafka_->CreateTopic(std::string(topic), 2 * kPartitions).ok());
+  }
+  daemon = Daemon::Create(Config());
+  ASSERT_FALSE(daemon.ok());
+  EXPECT_EQ(daemon.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(daemon.status().message().find("has 8 partitions"), std::string::npos)
+      << daemon.status().ToString();
+
   config::DaemonConfig missing = Config();
   missing.kafka.output_topic = "no.such.topic";
   daemon = Daemon::Create(missing);
@@ -666,6 +685,29 @@ TEST_F(DaemonTest, ExactlyOnceTransactionsSpanBatchesAndAnAbortedOneIsRetried) {
   // against the real broker (integration_tests/daemon_test.py --case eos).
   ExpectEveryPositionPublished(events);
   EXPECT_FALSE(logs_.Find(spdlog::level::warn, "aborting the transaction").empty());
+}
+
+// The default transactional.id comes from an id kept in the state directory: a restart of the
+// instance keeps it (so it fences its own zombie), another instance (another directory) never
+// shares it (a hostname-derived id could be shared by cloned replicas, which then fenced each
+// other in a crash loop).
+TEST_F(DaemonTest, TheDefaultTransactionalIdIsKeptPerStateDirectory) {
+  config::DaemonConfig config = Config();
+  config.delivery.mode = config::DeliveryMode::kExactlyOnce;
+  config.delivery.transactional_id.clear();
+  const auto id_of = [](const config::DaemonConfig& c) {
+    auto daemon = Daemon::Create(c);
+    EXPECT_TRUE(daemon.ok()) << daemon.status().ToString();
+    return daemon.ok() ? (*daemon)->transactional_id() : std::string();
+  };
+  const std::string first = id_of(config);
+  EXPECT_EQ(first.rfind(config.kafka.group_id + "-", 0), 0U) << first;
+  EXPECT_EQ(id_of(config), first) << "a restart must keep its id";
+  config::DaemonConfig other = config;
+  other.state.dir = dir_.path() + "/other-state";
+  const std::string second = id_of(other);
+  EXPECT_FALSE(second.empty());
+  EXPECT_NE(second, first) << "two instances must not share an id";
 }
 
 // A fenced producer (another instance took its transactional.id) must stop: the old code took

@@ -220,6 +220,10 @@ std::string_view RejectCodeName(RejectCode code) {
       return "ts_before_epoch";
     case RejectCode::kTsInFuture:
       return "ts_in_future";
+    case RejectCode::kWrongPartition:
+      return "wrong_partition";
+    case RejectCode::kCorruptState:
+      return "corrupt_state";
   }
   return "unknown";
 }

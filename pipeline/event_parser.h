@@ -18,19 +18,24 @@ namespace rotor::pipeline {
 // Why a message was refused. The name (RejectCodeName) is the dead-letter header value
 // `rotor.error`; the detail message goes in `rotor.error.detail`.
 enum class RejectCode : unsigned char {
-  kOversized,      // "oversized": more bytes than pipeline.max_message_bytes.
-  kInvalidJson,    // "invalid_json": not UTF-8 JSON (including NaN/Infinity literals, a number
-                   //   that does not fit a double, trailing bytes after the value).
-  kNotObject,      // "not_object": valid JSON whose top level is not an object.
-  kMissingField,   // "missing_field": event_id, user_id or ts_ms absent.
-  kWrongType,      // "wrong_type": a field of the wrong JSON type (user_id a number, ts_ms a
-                   //   string or a float, item.features not an array, ...).
-  kInvalidValue,   // "invalid_value": right type, unusable value (empty event_id/user_id,
-                   //   an id longer than kMaxIdBytes).
-  kKeyMismatch,    // "key_mismatch": the message key is not the event's user_id.
-  kSchema,         // "schema": the bundle's input schema refuses it (Featurizer's message).
-  kTsBeforeEpoch,  // "ts_before_epoch": ts_ms < 0.
-  kTsInFuture,     // "ts_in_future": ts_ms more than pipeline.max_future_ms ahead of now.
+  kOversized,       // "oversized": more bytes than pipeline.max_message_bytes.
+  kInvalidJson,     // "invalid_json": not UTF-8 JSON (including NaN/Infinity literals, a number
+                    //   that does not fit a double, trailing bytes after the value).
+  kNotObject,       // "not_object": valid JSON whose top level is not an object.
+  kMissingField,    // "missing_field": event_id, user_id or ts_ms absent.
+  kWrongType,       // "wrong_type": a field of the wrong JSON type (user_id a number, ts_ms a
+                    //   string or a float, item.features not an array, ...).
+  kInvalidValue,    // "invalid_value": right type, unusable value (empty event_id/user_id,
+                    //   an id longer than kMaxIdBytes).
+  kKeyMismatch,     // "key_mismatch": the message key is not the event's user_id.
+  kSchema,          // "schema": the bundle's input schema refuses it (Featurizer's message).
+  kTsBeforeEpoch,   // "ts_before_epoch": ts_ms < 0.
+  kTsInFuture,      // "ts_in_future": ts_ms more than pipeline.max_future_ms ahead of the
+                    //   record's Kafka timestamp.
+  kWrongPartition,  // "wrong_partition": the key is not in the partition the Java client's
+                    //   partitioner gives it (pipeline/internal/partitioner.h).
+  kCorruptState,    // "corrupt_state": the user's stored state cannot be read; the user is
+                    //   quarantined (its events are refused) until it is repaired or deleted.
 };
 std::string_view RejectCodeName(RejectCode code);
 

@@ -69,6 +69,8 @@ bool IsParserCode(RejectCode code) {
     case RejectCode::kKeyMismatch:
     case RejectCode::kTsBeforeEpoch:
     case RejectCode::kTsInFuture:
+    case RejectCode::kWrongPartition:
+    case RejectCode::kCorruptState:
       return false;
   }
   return false;

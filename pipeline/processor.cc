@@ -8,11 +8,13 @@
 #include <utility>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "encoders/decoder.h"
 #include "encoders/featurizer.h"
 #include "encoders/ready_tensors.h"
 #include "pipeline/event_parser.h"
+#include "pipeline/internal/partitioner.h"
 #include "storage/window_cache.h"
 
 namespace rotor::pipeline {
@@ -76,6 +78,9 @@ struct Processor::Impl {
     int64_t bytes = 0;  // Charged against the cache's budget while held here.
   };
   std::unordered_map<std::string, Uncommitted> uncommitted;
+  // Users whose stored state could not be read (Corruption): their events are dead-lettered
+  // as corrupt_state instead of stopping the partition, and their state is never overwritten.
+  std::unordered_map<std::string, std::string> quarantined;
   std::deque<uint64_t> in_flight;  // Sequence numbers of batches in flight, oldest first.
   uint64_t next_seq = 1;
   // state.window_cache_bytes bounds the cache plus the windows held for batches in flight.
@@ -120,9 +125,11 @@ struct Processor::Impl {
       } else {
         const encoders::ModelConfig& cfg = bundle.config();
         ++stats.store_loads;
-        ROTOR_ASSIGN_OR_RETURN(auto loaded,
-                               store.LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model));
-        state = loaded ? std::move(*loaded) : storage::UserState{decoder.NewWindow(0), {}};
+        auto loaded = store.LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+        if (!loaded.ok()) {
+          return loaded.status();  // Corruption quarantines the user (Process).
+        }
+        state = *loaded ? std::move(**loaded) : storage::UserState{decoder.NewWindow(0), {}};
       }
       const int64_t bytes = storage::WindowCache::EntryBytes(user, state);
       uncommitted_bytes += bytes;
@@ -280,6 +287,18 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
                batch);
       continue;
     }
+    if (record.partitions > 0) {
+      const int32_t home = internal::JavaPartition(record.key, record.partitions);
+      if (home != record.partition) {
+        s.Reject(record, RejectCode::kWrongPartition,
+                 fmt::format("key '{}' belongs in partition {} of {} (murmur2, as Kafka's Java "
+                             "client and librdkafka's murmur2_random partitioner place keys), "
+                             "not in partition {}: produce with that partitioner",
+                             Quote(record.key), home, record.partitions, record.partition),
+                 batch);
+        continue;
+      }
+    }
     if (parsed.event.has_ts_ms && parsed.event.ts_ms < 0) {
       s.Reject(record, RejectCode::kTsBeforeEpoch,
                fmt::format("ts_ms: {} is before 1970-01-01", parsed.event.ts_ms), batch);
@@ -300,7 +319,23 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
       s.Reject(record, RejectCode::kSchema, std::string(inputs.status().message()), batch);
       continue;
     }
-    ROTOR_ASSIGN_OR_RETURN(Impl::Uncommitted * held, s.Take(parsed.user_id, batch));
+    if (const auto q = s.quarantined.find(parsed.user_id); q != s.quarantined.end()) {
+      s.Reject(record, RejectCode::kCorruptState, q->second, batch);
+      continue;
+    }
+    auto taken = s.Take(parsed.user_id, batch);
+    if (!taken.ok() && taken.status().code() == StatusCode::kCorruption) {
+      std::string why = fmt::format(
+          "the stored state of user '{}' cannot be read ({}); its events are refused until the "
+          "state is repaired or deleted",
+          Quote(parsed.user_id), taken.status().message());
+      spdlog::error("{}", why);
+      ++s.stats.quarantined_users;
+      s.Reject(record, RejectCode::kCorruptState, why, batch);
+      s.quarantined.emplace(parsed.user_id, std::move(why));
+      continue;
+    }
+    ROTOR_ASSIGN_OR_RETURN(Impl::Uncommitted * held, std::move(taken));
     storage::UserState* state = &held->state;
     if (dedupe > 0) {
       auto& ids = state->recent_event_ids;

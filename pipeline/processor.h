@@ -55,6 +55,10 @@ struct InputRecord {
   // `ts_in_future` is judged against it, not the wall clock, so a record gets the same verdict
   // whenever it is applied: live, re-applied after a crash, restored or replayed.
   int64_t timestamp_ms = -1;
+  // Partitions of the record's topic (0: unknown, e.g. a file replay). When known, the record
+  // must sit in the partition Kafka's Java client gives its key: elsewhere, one user's events
+  // would be split between partitions, instances and histories.
+  int32_t partitions = 0;
   // false: the record's outputs were already published (Kafka's committed offset is past it):
   // apply it to state, publish nothing (not even a dead letter).
   bool publish = true;
@@ -80,6 +84,7 @@ struct ProcessorStats {
   int64_t snapshots = 0;          // Snapshot messages made.
   int64_t store_loads = 0;        // Users read from RocksDB (cache misses).
   int64_t abandoned_batches = 0;  // Batches dropped because delivery failed.
+  int64_t quarantined_users = 0;  // Users whose stored state could not be read.
   std::unordered_map<std::string, int64_t> rejects_by_code;
 };
 

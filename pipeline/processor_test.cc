@@ -18,7 +18,10 @@
 #include "encoders/decoder.h"
 #include "encoders/ready_tensors.h"
 #include "pipeline/event_parser.h"
+#include "pipeline/internal/partitioner.h"
 #include "pipeline/internal/testing.h"
+#include "storage/internal/key_layout.h"
+#include "storage/internal/store_test_peer.h"
 
 namespace rotor::pipeline {
 namespace {
@@ -338,6 +341,79 @@ TEST_F(ProcessorTest, FutureDatedEventsAreJudgedByTheRecordTimestampNotTheClock)
   ASSERT_TRUE(batch.ok()) << batch.status().ToString();
   EXPECT_EQ(batch->events, 1);
   processor_->Abandon(std::move(batch).value());
+}
+
+// A record outside the partition Kafka's Java client gives its key is dead-lettered: applied,
+// it would start a second history of the user wherever that partition is owned.
+TEST_F(ProcessorTest, RecordsInAnotherPartitionThanTheirKeysAreRefused) {
+  const std::vector<std::string> events = testing::GoldenUserEvents("gus");
+  constexpr int32_t kPartitions = 6;
+  const int32_t home = internal::JavaPartition("gus", kPartitions);
+  std::vector<InputRecord> records;
+  for (int i = 0; i < 3; ++i) {
+    records.push_back(InputRecord{.topic = kTopic,
+                                  .partition = i == 1 ? (home + 1) % kPartitions : home,
+                                  .offset = next_offset_++,
+                                  .has_key = true,
+                                  .key = "gus",
+                                  .value = events[static_cast<std::size_t>(i)],
+                                  .timestamp_ms = now_ms_,
+                                  .partitions = kPartitions,
+                                  .publish = true});
+  }
+  auto batch = processor_->Process(records);
+  ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+  EXPECT_EQ(batch->events, 2);
+  int dead = 0;
+  for (const OutputRecord& out : batch->outputs) {
+    if (out.topic == OutputRecord::Topic::kDeadLetter) {
+      ++dead;
+      std::map<std::string, std::string> h(out.headers.begin(), out.headers.end());
+      EXPECT_EQ(h.at(std::string(kHeaderError)), "wrong_partition");
+      EXPECT_NE(h.at(std::string(kHeaderErrorDetail))
+                    .find(fmt::format("belongs in partition {} of 6", home)),
+                std::string::npos);
+    }
+  }
+  EXPECT_EQ(dead, 1);
+  processor_->Abandon(std::move(batch).value());
+}
+
+// One user's unreadable state does not stop the partition (a crash loop when the daemon
+// exited on it): the user is quarantined, its events dead-lettered with the reason, its stored
+// bytes left alone, and every other user goes on.
+TEST_F(ProcessorTest, AUserWithCorruptStateIsQuarantinedAndOthersGoOn) {
+  const std::vector<std::string> zed = testing::GoldenUserEvents("zed");
+  const std::vector<std::string> amy = testing::GoldenUserEvents("amy");
+  Run(Keyed({zed[0]}, "zed"), 1);
+  Run(Keyed({amy[0]}, "amy"), 1);
+  processor_->ClearCache();  // The next events read both users from RocksDB.
+  ASSERT_TRUE(storage::internal::StoreTestPeer::RawPut(
+                  *store_, storage::internal::ColumnFamily::kUsers,
+                  storage::internal::UserKey("zed"), "not a users value")
+                  .ok());
+  std::vector<Message> messages = Keyed({zed[1], zed[2]}, "zed");
+  for (Message& m : Keyed({amy[1], amy[2]}, "amy")) {
+    messages.push_back(std::move(m));
+  }
+  const std::vector<OutputRecord> outputs = Run(messages, 4);
+  int dead = 0;
+  for (const OutputRecord& out : outputs) {
+    if (out.topic == OutputRecord::Topic::kDeadLetter) {
+      ++dead;
+      EXPECT_EQ(out.key, "zed");
+      std::map<std::string, std::string> h(out.headers.begin(), out.headers.end());
+      EXPECT_EQ(h.at(std::string(kHeaderError)), "corrupt_state");
+      EXPECT_NE(h.at(std::string(kHeaderErrorDetail)).find("user 'zed'"), std::string::npos);
+    }
+  }
+  EXPECT_EQ(dead, 2);
+  EXPECT_EQ(processor_->stats().quarantined_users, 1);
+  ExpectSameRows(Stored("amy"), Direct({amy[0], amy[1], amy[2]}));
+  const auto& cfg = bundle_->config();
+  EXPECT_EQ(store_->LoadUserState("zed", cfg.n_blocks(), cfg.window, cfg.d_model).status().code(),
+            StatusCode::kCorruption)
+      << "the corrupt state was overwritten";
 }
 
 TEST_F(ProcessorTest, UnknownCategoricalValuesAndMissingOptionalPartsAreAccepted) {
