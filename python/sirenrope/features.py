@@ -35,7 +35,16 @@ _MASK64 = (1 << 64) - 1
 
 
 class EventError(ValueError):
-    """An event violates the input schema; the message is the dead-letter reason."""
+    """An event violates the input contract; the message is the dead-letter detail.
+
+    ``code`` is the dead-letter reason the daemon gives the same event (docs/daemon.md):
+    ``wrong_type`` for a value of the wrong JSON type where the daemon's parser refuses it,
+    ``missing_field``, ``invalid_value``, or ``schema`` for what the bundle's schema refuses.
+    """
+
+    def __init__(self, message: str, code: str = "schema"):
+        super().__init__(message)
+        self.code = code
 
 
 def fnv1a64(text: str) -> int:
@@ -101,10 +110,33 @@ def category_row(schema: InputSchema, field_index: int, value: Any) -> int:
     return 1 + fnv1a64(value) % spec.buckets
 
 
-def featurize(events: Sequence[dict], cfg: ModelConfig, need_actions: bool = True) -> EventArrays:
+MAX_ID_BYTES = 256  # Longest event_id / user_id, in UTF-8 bytes (the daemon's kMaxIdBytes).
+
+
+def _check_id(ev: dict, name: str, where: str) -> None:
+    """event_id / user_id as the daemon's parser checks them, before anything else."""
+    if name not in ev:
+        raise EventError(f"{where}.{name}: missing", "missing_field")
+    v = ev[name]
+    if not isinstance(v, str):
+        raise EventError(f"{where}.{name}: expected a string", "wrong_type")
+    if not v:
+        raise EventError(f"{where}.{name}: empty", "invalid_value")
+    # surrogatepass: json.loads accepts lone surrogates (the daemon refuses them as bad JSON).
+    size = len(v.encode("utf-8", "surrogatepass"))
+    if size > MAX_ID_BYTES:
+        raise EventError(f"{where}.{name}: {size} bytes, longer than {MAX_ID_BYTES}",
+                         "invalid_value")
+
+
+def featurize(events: Sequence[dict], cfg: ModelConfig, need_actions: bool = True,
+              check_ids: bool = False) -> EventArrays:
     """Validate and convert events; raises EventError naming the event and field.
 
     ``need_actions=False`` is for candidates, whose actions are what the model predicts.
+    ``check_ids=True`` first checks ``event_id`` and ``user_id`` as the daemon does for the
+    input topic (present, strings, non-empty, at most MAX_ID_BYTES); events read from an
+    input log (train.read_histories, the shared parser cases) want it, candidates need no ids.
     """
     s = cfg.schema
     n = len(events)
@@ -119,16 +151,21 @@ def featurize(events: Sequence[dict], cfg: ModelConfig, need_actions: bool = Tru
     for r, ev in enumerate(events):
         where = f"event[{r}]"
         if not isinstance(ev, dict):
-            raise EventError(f"{where}: expected an object")
+            raise EventError(f"{where}: expected an object", "not_object")
+        if check_ids:
+            _check_id(ev, "event_id", where)
+            _check_id(ev, "user_id", where)
         t = ev.get("ts_ms")
         if isinstance(t, bool) or not isinstance(t, int):
-            raise EventError(f"{where}.ts_ms: expected an integer")
+            raise EventError(f"{where}.ts_ms: expected an integer",
+                             "wrong_type" if "ts_ms" in ev else "missing_field")
         if not -(2**62) < t < 2**62:
             raise EventError(f"{where}.ts_ms: out of range")
         ts[r] = t
         it = ev.get("item")
         if not isinstance(it, dict):
-            raise EventError(f"{where}.item: expected an object")
+            raise EventError(f"{where}.item: expected an object",
+                             "wrong_type" if "item" in ev else "schema")
         if s.item.kind == "features":
             feats = it.get("features")
             if not isinstance(feats, list) or len(feats) != s.item.dim:
