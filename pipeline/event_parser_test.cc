@@ -246,9 +246,30 @@ TEST(EventParserTest, IdsUpToMaxBytesAreAccepted) {
   ExpectRefused(WithIds(fmt::format(R"("event_id":"e","user_id":"{}")", wide)),
                 RejectCode::kInvalidValue, "user_id: 258 bytes, longer than 256");
   // Escapes are decoded before counting.
-  const ParsedEvent escaped = MustParse(WithIds(R"("event_id":"a\u0000b","user_id":"\u00e9")"));
-  EXPECT_EQ(escaped.event_id, std::string("a\0b", 3));
+  const ParsedEvent escaped = MustParse(WithIds(R"("event_id":"a\u0041b","user_id":"\u00e9")"));
+  EXPECT_EQ(escaped.event_id, "aAb");
   EXPECT_EQ(escaped.user_id, "\u00e9");
+}
+
+TEST(EventParserTest, IdsWithControlCharactersAreInvalidValues) {
+  ExpectRefused(WithIds(R"("event_id":"e","user_id":"a\u0000b")"), RejectCode::kInvalidValue,
+                "user_id: contains control character U+0000");
+  ExpectRefused(WithIds(R"("event_id":"e\r\n","user_id":"u")"), RejectCode::kInvalidValue,
+                "event_id: contains control character U+000D");
+  // Raw control bytes inside a JSON string are not JSON at all.
+  EXPECT_EQ(RefusalOf(WithIds("\"event_id\":\"e\x01\",\"user_id\":\"u\"")).value().code,
+            RejectCode::kInvalidJson);
+  // Every code point from U+0000 to U+001F and U+007F, and nothing else below U+00A0.
+  for (int c = 0; c < 0xA0; ++c) {
+    const std::string json = WithIds(fmt::format(R"("event_id":"e","user_id":"u\u{:04x}")", c));
+    const auto refusal = RefusalOf(json);
+    if (c < 0x20 || c == 0x7F) {
+      ASSERT_TRUE(refusal.has_value()) << c;
+      EXPECT_EQ(refusal->detail, fmt::format("user_id: contains control character U+{:04X}", c));
+    } else {
+      EXPECT_FALSE(refusal.has_value()) << c << ": " << refusal->detail;
+    }
+  }
 }
 
 // Where the parser knowingly differs from Python's json.loads + featurize.
@@ -327,8 +348,8 @@ TEST(EventParserTest, FillsTheEventAsJsonSaysIt) {
   const ParsedEvent parsed = MustParse(
       R"({"user_id":"u9","event_id":"e9","ts_ms":123,
           "item":{"id":"it","features":[1,2.5,-3]},
-          "action":{"click":1,"hover":"x","seen":false,"dwell_s":2,"click":0.5,"z":-1},
-          "attrs":{"topic":"news","n":1,"pub":"p","topic":"sports","m":null}})");
+          "action":{"click":1,"dwell_s":2,"click":0.5,"z":-1},
+          "attrs":{"topic":"news","pub":"p","topic":"sports","m":"x"}})");
   EXPECT_EQ(parsed.event_id, "e9");
   EXPECT_EQ(parsed.user_id, "u9");
   const encoders::Event& ev = parsed.event;
@@ -340,17 +361,17 @@ TEST(EventParserTest, FillsTheEventAsJsonSaysIt) {
   EXPECT_TRUE(ev.has_item_features);
   EXPECT_EQ(ev.item_features, (std::vector<double>{1, 2.5, -3}));
   EXPECT_TRUE(ev.action_is_object);
-  // Python's dict order: first position, last value; non-numbers of other actions left out.
+  // Python's dict order: first position, last value.
   using Actions = std::vector<std::pair<std::string, double>>;
   EXPECT_EQ(ev.actions, (Actions{{"click", 0.5}, {"dwell_s", 2}, {"z", -1}}));
   EXPECT_TRUE(ev.attrs_is_object);
   using Attrs = std::vector<std::pair<std::string, std::string>>;
-  EXPECT_EQ(ev.attrs, (Attrs{{"topic", "sports"}, {"pub", "p"}}));
+  EXPECT_EQ(ev.attrs, (Attrs{{"topic", "sports"}, {"pub", "p"}, {"m", "x"}}));
 }
 
 TEST(EventParserTest, WrongTypesOfOptionalPartsAreRecordedAsAbsent) {
   const ParsedEvent parsed =
-      MustParse(R"({"event_id":"e","user_id":"u","ts_ms":1,"item":{"id":1,"features":{}},
+      MustParse(R"({"event_id":"e","user_id":"u","ts_ms":1,"item":{"features":{}},
                     "action":"click","attrs":["topic"]})");
   const encoders::Event& ev = parsed.event;
   EXPECT_TRUE(ev.has_item);
