@@ -332,19 +332,16 @@ int Consume(int argc, char** argv) {
       for (const auto& [name, value] : m.headers) {
         headers[name] = value;
       }
-      const nlohmann::json line = {{"partition", m.partition},
-                                   {"offset", m.offset},
-                                   {"timestamp_ms", m.timestamp_ms},
-                                   {"key", m.key},
-                                   {"headers", headers},
-                                   {"value_b64", Base64(m.value)}};
+      const nlohmann::json line = {
+          {"partition", m.partition},  {"offset", m.offset}, {"timestamp_ms", m.timestamp_ms},
+          {"key", m.key.value_or("")}, {"headers", headers}, {"value_b64", Base64(m.value)}};
       fmt::print("{}\n", line.dump());
       return;
     }
     auto tensors = rotor::encoders::DecodeReadyTensors(m.value);
     if (tensors.ok()) {
       fmt::print("p{} o{} key='{}' {} rows {} next_pos {} d_model {} blocks {}\n", m.partition,
-                 m.offset, m.key, rotor::encoders::ReadyKindName(tensors->header.kind),
+                 m.offset, m.key.value_or(""), rotor::encoders::ReadyKindName(tensors->header.kind),
                  tensors->rows(), tensors->header.next_pos, tensors->d_model, tensors->k.size());
       return;
     }
@@ -352,8 +349,8 @@ int Consume(int argc, char** argv) {
     for (const auto& [name, value] : m.headers) {
       headers += fmt::format(" {}={}", name, value);
     }
-    fmt::print("p{} o{} key='{}' {} bytes{}\n", m.partition, m.offset, m.key, m.value.size(),
-               headers);
+    fmt::print("p{} o{} key='{}' {} bytes{}\n", m.partition, m.offset, m.key.value_or(""),
+               m.value.size(), headers);
   };
   auto result = rotor::pipeline::ReadTopic(options);
   if (!result.ok()) {

@@ -368,9 +368,9 @@ struct Daemon::Impl {
                             static_cast<ssize_t>(value.size()));
       }
     }
-    const rd_kafka_resp_err_t err =
-        internal::ProduceCopy(producer.get(), topic, out.key.data(), out.key.size(),
-                              out.value.data(), out.value.size(), headers, opaque);
+    const rd_kafka_resp_err_t err = internal::ProduceCopy(
+        producer.get(), topic, out.key ? out.key->data() : nullptr, out.key ? out.key->size() : 0,
+        out.value.data(), out.value.size(), headers, opaque);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       return Status::OK();
     }

@@ -282,7 +282,7 @@ Result<std::vector<TopicMessage>> ReadTopic(const ReadOptions& options) {
     msg.offset = m->offset;
     msg.timestamp_ms = rd_kafka_message_timestamp(m.get(), nullptr);
     if (m->key != nullptr) {
-      msg.key.assign(static_cast<const char*>(m->key), m->key_len);
+      msg.key.emplace(static_cast<const char*>(m->key), m->key_len);
     }
     if (m->payload != nullptr) {
       msg.value.assign(static_cast<const char*>(m->payload), m->len);

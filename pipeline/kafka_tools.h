@@ -87,7 +87,7 @@ struct TopicMessage {
   int32_t partition = 0;
   int64_t offset = 0;
   int64_t timestamp_ms = 0;
-  std::string key;
+  std::optional<std::string> key;  // nullopt: the message has no key (not even an empty one).
   std::string value;
   std::vector<std::pair<std::string, std::string>> headers;
 };

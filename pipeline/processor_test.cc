@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -149,11 +150,12 @@ TEST_F(ProcessorTest, InterleavedUsersGetExactlyTheEncodersRowsAndDeltasCarryThe
     auto tensors = encoders::DecodeReadyTensors(out.value);
     ASSERT_TRUE(tensors.ok()) << tensors.status().ToString();
     EXPECT_EQ(tensors->header.kind, encoders::ReadyKind::kDelta);
-    EXPECT_EQ(tensors->header.user_id, out.key);
+    ASSERT_TRUE(out.key.has_value());
+    EXPECT_EQ(tensors->header.user_id, *out.key);
     EXPECT_EQ(tensors->header.model_id, bundle_->model_id());
     for (const int64_t p : tensors->pos) {
-      EXPECT_EQ(rows_by_pos[out.key].count(p), 0U) << "position " << p << " published twice";
-      rows_by_pos[out.key][p] = *tensors;
+      EXPECT_EQ(rows_by_pos[*out.key].count(p), 0U) << "position " << p << " published twice";
+      rows_by_pos[*out.key][p] = *tensors;
     }
   }
   for (const auto& u : users) {
@@ -247,6 +249,24 @@ TEST_F(ProcessorTest, BadInputsGoToTheDeadLetterTopicWithTheirReasonAndGoodOnesS
   EXPECT_EQ(got_code, want_code);
   EXPECT_EQ(processor_->stats().dead_letters, static_cast<int64_t>(bad.size()));
   ExpectSameRows(Stored("dora"), Direct(accepted));
+}
+
+TEST_F(ProcessorTest, DeadLettersKeepTheKeyAndItsAbsence) {
+  // A keyless record's dead letter has no key; an empty key stays an empty key.
+  const std::vector<InputRecord> records = {
+      {.topic = kTopic, .partition = 0, .offset = 0, .has_key = false, .key = {}, .value = "{bad"},
+      {.topic = kTopic, .partition = 0, .offset = 1, .has_key = true, .key = "", .value = "{bad"},
+      {.topic = kTopic, .partition = 0, .offset = 2, .has_key = true, .key = "k", .value = "{bad"},
+  };
+  auto batch = processor_->Process(records);
+  ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+  ASSERT_EQ(batch->outputs.size(), 3U);
+  for (const OutputRecord& out : batch->outputs) {
+    EXPECT_EQ(out.topic, OutputRecord::Topic::kDeadLetter);
+  }
+  EXPECT_EQ(batch->outputs[0].key, std::nullopt);
+  EXPECT_EQ(batch->outputs[1].key, std::optional<std::string>(""));
+  EXPECT_EQ(batch->outputs[2].key, std::optional<std::string>("k"));
 }
 
 TEST_F(ProcessorTest, UnknownCategoricalValuesAndMissingOptionalPartsAreAccepted) {
