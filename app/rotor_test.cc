@@ -139,4 +139,63 @@ TEST(RotorTest, BadUsageExitsTwo) {
   EXPECT_THAT(no_value.err, StartsWith("rotor consume: --config needs a value"));
 }
 
+// A config with an embedded cluster (nothing to reach) and the given bundle.
+std::string WriteConfig(const TempDir& dir, const std::string& bundle,
+                        std::string_view extra = "") {
+  const std::filesystem::path path = dir.path() / "rotor.yaml";
+  std::ofstream(path) << fmt::format(
+      "model: {{bundle: \"{}\"}}\nkafka: {{embedded: true}}\nstate: {{dir: \"{}\"}}\n{}", bundle,
+      (dir.path() / "state").string(), extra);
+  return path.string();
+}
+
+TEST(RotorTest, BadConfigExitsTwoNamingTheField) {
+  const TempDir dir;
+  const std::string config = WriteConfig(dir, "m.safetensors", "pipeline: {max_batch_events: 0}\n");
+  const Outcome o = Rotor({"serve", "--config", config});
+  EXPECT_EQ(o.exit_code, 2) << o.err;
+  EXPECT_THAT(o.err, HasSubstr(": config pipeline.max_batch_events: "));
+  const Outcome missing = Rotor({"serve", "--config", (dir.path() / "none.yaml").string()});
+  EXPECT_EQ(missing.exit_code, 2) << missing.err;
+  EXPECT_THAT(missing.err, HasSubstr("none.yaml"));
+}
+
+TEST(RotorTest, MissingBundleExitsTwoNamingItsPathOnce) {
+  const TempDir dir;
+  const std::string bundle = (dir.path() / "no-such.bundle.safetensors").string();
+  const std::string config = WriteConfig(dir, bundle);
+  const std::string events = (dir.path() / "events.jsonl").string();
+  std::ofstream(events) << "{}\n";
+  for (const std::vector<std::string>& args : {
+           std::vector<std::string>{"serve", "--config", config},
+           {"inspect", "--config", config, "--user", "u1"},
+           {"inspect", "--config", config, "--all"},
+           {"replay", "--config", config, "--file", events},
+       }) {
+    const Outcome o = Rotor(args);
+    EXPECT_EQ(o.exit_code, 2) << args[0] << ": " << o.err;
+    EXPECT_EQ(Count(o.err, bundle), 1U) << args[0] << ": " << o.err;
+    EXPECT_THAT(o.err, HasSubstr(fmt::format("model.bundle '{}': ", bundle))) << args[0];
+    EXPECT_THAT(o.err, HasSubstr("No such file or directory")) << args[0];
+  }
+  // A directory where the bundle should be, and a file that is not a bundle, alike.
+  const std::string not_a_bundle = (dir.path() / "junk.safetensors").string();
+  std::ofstream(not_a_bundle) << "not a bundle";
+  for (const std::string& path : {dir.path().string(), not_a_bundle}) {
+    const Outcome o = Rotor({"serve", "--config", WriteConfig(dir, path)});
+    EXPECT_EQ(o.exit_code, 2) << path << ": " << o.err;
+    EXPECT_EQ(Count(o.err, "'" + path + "'"), 1U) << o.err;
+  }
+}
+
+TEST(RotorTest, InspectOfAnEmptyStateDirectoryIsARuntimeFailure) {
+  // The image's smoke test (Dockerfile) relies on this: the bundle loads, then exit 1.
+  const TempDir dir;
+  const std::string config =
+      WriteConfig(dir, std::string(ROTOR_GOLDEN_DIR) + "/siren.bundle.safetensors");
+  const Outcome o = Rotor({"inspect", "--config", config, "--user", "probe"});
+  EXPECT_EQ(o.exit_code, 1) << o.err;
+  EXPECT_THAT(o.err, StartsWith("rotor inspect: state.dir: "));
+}
+
 }  // namespace

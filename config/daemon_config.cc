@@ -725,9 +725,11 @@ Result<DaemonConfig> LoadDaemonConfig(const std::string& path, const EnvLookup& 
     void operator()(std::FILE* file) const { static_cast<void>(std::fclose(file)); }
   };
   const std::unique_ptr<std::FILE, FileCloser> file(std::fopen(path.c_str(), "rb"));
+  // InvalidArgument, like every other config error (rotor exits 2 on it); the caller names
+  // the path, as it does for the field errors.
   if (file == nullptr) {
-    return Status::IOError("config: cannot read {}: {}", path,
-                           std::system_category().message(errno));
+    return Status::InvalidArgument("config: cannot read: {}",
+                                   std::system_category().message(errno));
   }
   std::string text;
   std::array<char, 8192> buffer{};
@@ -736,8 +738,8 @@ Result<DaemonConfig> LoadDaemonConfig(const std::string& path, const EnvLookup& 
     text.append(buffer.data(), n);
   }
   if (std::ferror(file.get()) != 0) {  // E.g. EISDIR: fopen accepts a directory, fread fails.
-    return Status::IOError("config: cannot read {}: {}", path,
-                           std::system_category().message(errno));
+    return Status::InvalidArgument("config: cannot read: {}",
+                                   std::system_category().message(errno));
   }
   return ParseDaemonConfig(text, env);
 }
