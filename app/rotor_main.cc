@@ -238,6 +238,7 @@ int Consume(const Args& args, const Config& config) {
   rotor::pipeline::ReadOptions options;
   options.bootstrap_servers = config.kafka.bootstrap_servers;
   options.topic = args.Get("topic").value_or(config.kafka.output_topic);
+  options.properties = config.kafka.consumer_properties;
   const auto max = args.GetInt("max", -1);
   const auto idle = args.GetInt("idle-ms", 2000);
   const auto json = args.GetBool("json");
@@ -363,9 +364,10 @@ int Topics(const Args& args, const Config& config) {
     return Fail("topics", partitions.status());
   }
   const auto& k = config.kafka;
+  // The admin client is a producer handle: it connects with kafka.producer_properties.
   const Status s = rotor::pipeline::CreateTopics(
       k.bootstrap_servers, {k.input_topic, k.output_topic, k.dead_letter_topic},
-      static_cast<int32_t>(*partitions));
+      static_cast<int32_t>(*partitions), k.producer_properties);
   if (!s.ok()) {
     return Fail("topics", s);
   }

@@ -198,4 +198,32 @@ TEST(RotorTest, InspectOfAnEmptyStateDirectoryIsARuntimeFailure) {
   EXPECT_THAT(o.err, StartsWith("rotor inspect: state.dir: "));
 }
 
+// consume, produce and topics connect with the same librdkafka properties as serve (a broker
+// behind SASL_SSL needs them all). A value librdkafka refuses shows that the property reached
+// it: the command fails at once naming it, instead of trying the (unreachable) broker.
+TEST(RotorTest, EveryKafkaCommandUsesTheConfiguredProperties) {
+  const TempDir dir;
+  const std::string events = (dir.path() / "events.jsonl").string();
+  std::ofstream(events) << "{}\n";
+  for (const std::string map : {"consumer_properties", "producer_properties"}) {
+    const std::filesystem::path config = dir.path() / (map + ".yaml");
+    std::ofstream(config) << fmt::format(
+        "model: {{bundle: m}}\nkafka: {{bootstrap_servers: \"127.0.0.1:1\", {}: "
+        "{{security.protocol: bogus}}}}\n",
+        map);
+    std::vector<std::vector<std::string>> runs;
+    if (map == "consumer_properties") {
+      runs = {{"consume", "--config", config.string(), "--idle-ms", "100"}};
+    } else {
+      runs = {{"produce", "--config", config.string(), "--file", events},
+              {"topics", "--config", config.string()}};
+    }
+    for (const std::vector<std::string>& args : runs) {
+      const Outcome o = Rotor(args);
+      EXPECT_EQ(o.exit_code, 2) << args[0] << ": " << o.err;
+      EXPECT_THAT(o.err, HasSubstr("kafka property 'security.protocol' = 'bogus'")) << args[0];
+    }
+  }
+}
+
 }  // namespace

@@ -53,8 +53,9 @@ std::optional<std::string> UserIdOfLine(std::string_view line) {
 }
 
 Status CreateTopics(const std::string& bootstrap_servers, const std::vector<std::string>& topics,
-                    int32_t partitions) {
+                    int32_t partitions, const std::map<std::string, std::string>& properties) {
   ConfPtr conf(rd_kafka_conf_new());
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), properties));
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", bootstrap_servers));
   ROTOR_ASSIGN_OR_RETURN(HandlePtr admin, NewHandle(RD_KAFKA_PRODUCER, std::move(conf)));
   std::vector<rd_kafka_NewTopic_t*> requests;
@@ -165,10 +166,11 @@ Result<ProduceResult> ProduceJsonLines(const std::string& path, const ProduceOpt
   }
   std::atomic<int64_t> failures{0};
   ConfPtr conf(rd_kafka_conf_new());
-  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", options.bootstrap_servers));
-  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.idempotence", "true"));
+  // Defaults, then the caller's properties, then what the producer relies on.
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "linger.ms", "5"));
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), options.properties));
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", options.bootstrap_servers));
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.idempotence", "true"));
   rd_kafka_conf_set_dr_msg_cb(conf.get(), CountFailures);
   rd_kafka_conf_set_opaque(conf.get(), &failures);
   ROTOR_ASSIGN_OR_RETURN(HandlePtr producer, NewHandle(RD_KAFKA_PRODUCER, std::move(conf)));
@@ -219,6 +221,9 @@ Result<ProduceResult> ProduceJsonLines(const std::string& path, const ProduceOpt
 
 Result<std::vector<TopicMessage>> ReadTopic(const ReadOptions& options) {
   ConfPtr conf(rd_kafka_conf_new());
+  // The caller's properties first: the reader's own settings below must win (without
+  // partition EOF events, for one, it would never notice the end of the topic).
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), options.properties));
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", options.bootstrap_servers));
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "group.id", "rotor-reader-unused"));
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.auto.commit", "false"));
