@@ -1,8 +1,8 @@
 #include "app/cli.h"
 
 #include <algorithm>
-#include <cerrno>
-#include <cstdlib>
+#include <charconv>
+#include <system_error>
 #include <utility>
 
 #include <fmt/core.h>
@@ -169,13 +169,13 @@ Result<int64_t> Args::GetInt(const std::string& name, int64_t fallback) const {
   if (!v) {
     return fallback;
   }
-  char* end = nullptr;
-  errno = 0;
-  const long long parsed = std::strtoll(v->c_str(), &end, 10);
-  if (v->empty() || end != v->c_str() + v->size() || errno == ERANGE) {
+  int64_t parsed = 0;
+  const char* end = v->data() + v->size();
+  const auto [at, error] = std::from_chars(v->data(), end, parsed);
+  if (error != std::errc() || at != end) {
     return Status::InvalidArgument("--{} expects an integer, got '{}'", name, *v);
   }
-  return static_cast<int64_t>(parsed);
+  return parsed;
 }
 
 Result<bool> Args::GetBool(const std::string& name) const {
