@@ -2,12 +2,14 @@
 //
 //   rotor serve   --config FILE [--exit-when-idle-ms N] [--feed EVENTS.jsonl] [--show-user ID]
 //   rotor produce --config FILE --file EVENTS.jsonl [--rate N] [--limit N] [--topic NAME]
-//   rotor consume --config FILE [--topic NAME] [--max N] [--idle-ms N] [--json true]
-//   rotor inspect --config FILE (--user ID | --all true)
+//   rotor consume --config FILE [--topic NAME] [--max N] [--idle-ms N] [--json]
+//   rotor inspect --config FILE (--user ID | --all)
 //   rotor replay  --config FILE --file EVENTS.jsonl
 //   rotor topics  --config FILE [--partitions N]
+//   rotor --version
 //
-// Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.
+// `rotor COMMAND --help` prints a command's usage. Exit codes (cli::ExitCodeFor): 0 ok,
+// 1 a runtime failure, 2 bad usage, a bad config or a bad model bundle.
 
 #include <unistd.h>
 
@@ -17,8 +19,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,7 +29,9 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "app/cli.h"
 #include "config/daemon_config.h"
+#include "encoders/bundle.h"
 #include "encoders/featurizer.h"
 #include "encoders/ready_tensors.h"
 #include "pipeline/daemon.h"
@@ -37,17 +41,10 @@
 
 namespace {
 
+using rotor::Result;
 using rotor::Status;
-
-constexpr std::string_view kUsage =
-    "usage:\n"
-    "  rotor serve   --config FILE [--exit-when-idle-ms N] [--feed EVENTS.jsonl] [--show-user "
-    "ID]\n"
-    "  rotor produce --config FILE --file EVENTS.jsonl [--rate N] [--limit N] [--topic NAME]\n"
-    "  rotor consume --config FILE [--topic NAME] [--max N] [--idle-ms N] [--json true]\n"
-    "  rotor inspect --config FILE (--user ID | --all true)\n"
-    "  rotor replay  --config FILE --file EVENTS.jsonl\n"
-    "  rotor topics  --config FILE [--partitions N]\n";
+using rotor::cli::Args;
+using rotor::cli::ExitCodeFor;
 
 std::atomic<bool> g_stop{false};
 std::atomic<int> g_signals{0};
@@ -69,57 +66,21 @@ void InstallSignals() {
   sigaction(SIGTERM, &action, nullptr);
 }
 
-// --flag value pairs after the command.
-struct Args {
-  std::map<std::string, std::string> values;
-
-  std::optional<std::string> Get(const std::string& name) const {
-    const auto it = values.find(name);
-    return it == values.end() ? std::nullopt : std::optional<std::string>(it->second);
-  }
-  int64_t GetInt(const std::string& name, int64_t fallback) const {
-    const auto v = Get(name);
-    if (!v) {
-      return fallback;
-    }
-    char* end = nullptr;
-    const int64_t parsed = std::strtoll(v->c_str(), &end, 10);
-    if (end == v->c_str() || *end != '\0') {
-      fmt::print(stderr, "rotor: --{} expects an integer, got '{}'\n", name, *v);
-      std::exit(2);
-    }
-    return parsed;
-  }
-};
-
-std::optional<Args> ParseArgs(int argc, char** argv, const std::vector<std::string>& allowed) {
-  Args args;
-  for (int i = 2; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg.substr(0, 2) != "--" || i + 1 >= argc) {
-      fmt::print(stderr, "rotor: unexpected argument '{}'\n{}", arg, kUsage);
-      return std::nullopt;
-    }
-    const std::string name(arg.substr(2));
-    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
-      fmt::print(stderr, "rotor {}: unknown option '--{}'\n{}", argv[1], name, kUsage);
-      return std::nullopt;
-    }
-    args.values[name] = argv[++i];
-  }
-  return args;
+// Prints "rotor <command>: <message>" and returns the error's exit code (cli::ExitCodeFor).
+int Fail(std::string_view command, const Status& status) {
+  fmt::print(stderr, "rotor {}: {}\n", command, status.message());
+  return ExitCodeFor(status);
 }
 
-std::optional<rotor::config::DaemonConfig> LoadConfig(const Args& args) {
+Result<rotor::config::DaemonConfig> LoadConfig(const Args& args) {
   const auto path = args.Get("config");
   if (!path) {
-    fmt::print(stderr, "rotor: --config FILE is required\n{}", kUsage);
-    return std::nullopt;
+    return Status::InvalidArgument("--config FILE is required");
   }
   auto config = rotor::config::LoadDaemonConfig(*path, rotor::config::ProcessEnv());
   if (!config.ok()) {
-    fmt::print(stderr, "rotor: {}: {}\n", *path, config.status().message());
-    return std::nullopt;
+    // "<file>: config <field>: ...": tools/compose_check.sh tells config errors by this shape.
+    return std::move(config).status().WithContext(*path);
   }
   switch (config->log.level) {
     case rotor::config::LogLevel::kDebug:
@@ -135,28 +96,18 @@ std::optional<rotor::config::DaemonConfig> LoadConfig(const Args& args) {
       spdlog::set_level(spdlog::level::err);
       break;
   }
-  return std::move(config).value();
+  return config;
 }
 
-std::string Base64(std::string_view bytes) {
-  static constexpr std::string_view kDigits =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  for (std::size_t i = 0; i < bytes.size(); i += 3) {
-    uint32_t n = static_cast<uint32_t>(static_cast<unsigned char>(bytes[i])) << 16;
-    if (i + 1 < bytes.size()) {
-      n |= static_cast<uint32_t>(static_cast<unsigned char>(bytes[i + 1])) << 8;
-    }
-    if (i + 2 < bytes.size()) {
-      n |= static_cast<unsigned char>(bytes[i + 2]);
-    }
-    out.push_back(kDigits[(n >> 18) & 63]);
-    out.push_back(kDigits[(n >> 12) & 63]);
-    out.push_back(i + 1 < bytes.size() ? kDigits[(n >> 6) & 63] : '=');
-    out.push_back(i + 2 < bytes.size() ? kDigits[n & 63] : '=');
+// The model bundle the config names; its errors say so ("model.bundle '<path>': bundle: ..."),
+// the path once, as Daemon::Create's do.
+Result<rotor::encoders::Bundle> LoadBundle(const rotor::config::DaemonConfig& config) {
+  auto bundle = rotor::encoders::Bundle::Load(config.model.bundle);
+  if (!bundle.ok()) {
+    return std::move(bundle).status().WithContext(
+        fmt::format("model.bundle '{}'", config.model.bundle));
   }
-  return out;
+  return bundle;
 }
 
 // FNV-1a 64 over the window's rows oldest first, each position's K row then V row per block
@@ -172,26 +123,6 @@ uint64_t WindowDigest(const rotor::encoders::KvWindow& w) {
     }
   }
   return rotor::encoders::Fnv1a64(bytes);
-}
-
-// A command's flags (always including --config) and its loaded config, or nullopt after
-// printing why not.
-struct Invocation {
-  Args args;
-  rotor::config::DaemonConfig config;
-};
-
-std::optional<Invocation> Begin(int argc, char** argv, std::vector<std::string> allowed) {
-  allowed.emplace_back("config");
-  auto args = ParseArgs(argc, argv, allowed);
-  if (!args) {
-    return std::nullopt;
-  }
-  auto config = LoadConfig(*args);
-  if (!config) {
-    return std::nullopt;
-  }
-  return Invocation{std::move(*args), std::move(*config)};
 }
 
 double Norm(std::span<const float> row) {
@@ -225,29 +156,24 @@ void PrintUser(const std::string& user, const rotor::storage::UserState& state,
   }
 }
 
-int Serve(int argc, char** argv) {
-  const auto call = Begin(argc, argv, {"exit-when-idle-ms", "feed", "show-user"});
-  if (!call) {
-    return 2;
-  }
-  const Args& args = call->args;
-  const rotor::config::DaemonConfig& config = call->config;
+using Config = rotor::config::DaemonConfig;
+
+int Serve(const Args& args, const Config& config) {
   rotor::pipeline::RunOptions run;
-  run.exit_when_idle_ms = args.GetInt("exit-when-idle-ms", 0);
+  auto idle = args.GetInt("exit-when-idle-ms", 0);
+  if (!idle.ok()) {
+    return Fail("serve", idle.status());
+  }
+  run.exit_when_idle_ms = *idle;
   run.feed_file = args.Get("feed").value_or("");
   if (!run.feed_file.empty() && !config.kafka.embedded) {
-    fmt::print(stderr,
-               "rotor serve: --feed is for the embedded cluster (kafka.embedded: true); "
-               "use `rotor produce` against a real broker\n");
-    return 2;
+    return Fail("serve", Status::InvalidArgument(
+                             "--feed is for the embedded cluster (kafka.embedded: true); use "
+                             "`rotor produce` against a real broker"));
   }
   auto daemon = rotor::pipeline::Daemon::Create(config, run);
   if (!daemon.ok()) {
-    fmt::print(stderr, "rotor serve: {}\n", daemon.status().message());
-    return daemon.status().code() == rotor::StatusCode::kInvalidArgument ||
-                   daemon.status().code() == rotor::StatusCode::kCorruption
-               ? 2
-               : 1;
+    return Fail("serve", daemon.status());
   }
   InstallSignals();
   const Status served = (*daemon)->Run(g_stop);
@@ -269,82 +195,72 @@ int Serve(int argc, char** argv) {
     }
   }
   if (!served.ok()) {
-    fmt::print(stderr, "rotor serve: {}\n", served.message());
-    return 1;
+    return Fail("serve", served);
   }
-  return 0;
+  return rotor::cli::kExitOk;
 }
 
-int Produce(int argc, char** argv) {
-  const auto call = Begin(argc, argv, {"file", "rate", "limit", "topic"});
-  if (!call) {
-    return 2;
-  }
-  const Args& args = call->args;
-  const rotor::config::DaemonConfig& config = call->config;
+int Produce(const Args& args, const Config& config) {
   const auto file = args.Get("file");
   if (!file) {
-    fmt::print(stderr, "rotor produce: --file EVENTS.jsonl is required\n");
-    return 2;
+    return Fail("produce", Status::InvalidArgument("--file EVENTS.jsonl is required"));
   }
   if (config.kafka.embedded) {
-    fmt::print(stderr,
-               "rotor produce: the embedded cluster lives inside `rotor serve`; use "
-               "`rotor serve --feed FILE` with it\n");
-    return 2;
+    return Fail("produce",
+                Status::InvalidArgument("the embedded cluster lives inside `rotor serve`; use "
+                                        "`rotor serve --feed FILE` with it"));
   }
   rotor::pipeline::ProduceOptions options;
   options.bootstrap_servers = config.kafka.bootstrap_servers;
   options.topic = args.Get("topic").value_or(config.kafka.input_topic);
-  options.rate_per_s = static_cast<double>(args.GetInt("rate", 0));
-  options.limit = args.GetInt("limit", -1);
+  const auto rate = args.GetInt("rate", 0);
+  const auto limit = args.GetInt("limit", -1);
+  if (!rate.ok() || !limit.ok()) {
+    return Fail("produce", rate.ok() ? limit.status() : rate.status());
+  }
+  options.rate_per_s = static_cast<double>(*rate);
+  options.limit = *limit;
   options.properties = config.kafka.producer_properties;
   InstallSignals();
   options.stop = &g_stop;
   auto result = rotor::pipeline::ProduceJsonLines(*file, options);
   if (!result.ok()) {
-    fmt::print(stderr, "rotor produce: {}\n", result.status().message());
-    return 1;
+    return Fail("produce", result.status());
   }
   fmt::print("rotor produce: {} events to '{}' in {:.2f} s ({:.0f}/s), {} failed\n", result->sent,
              options.topic, result->seconds,
              result->seconds > 0 ? static_cast<double>(result->sent) / result->seconds : 0.0,
              result->failed);
-  return result->failed == 0 ? 0 : 1;
+  return result->failed == 0 ? rotor::cli::kExitOk : rotor::cli::kExitFailure;
 }
 
-int Consume(int argc, char** argv) {
-  const auto call = Begin(argc, argv, {"topic", "max", "idle-ms", "json"});
-  if (!call) {
-    return 2;
-  }
-  const Args& args = call->args;
-  const rotor::config::DaemonConfig& config = call->config;
+int Consume(const Args& args, const Config& config) {
   rotor::pipeline::ReadOptions options;
   options.bootstrap_servers = config.kafka.bootstrap_servers;
   options.topic = args.Get("topic").value_or(config.kafka.output_topic);
-  options.max_messages = args.GetInt("max", -1);
-  options.idle_ms = args.GetInt("idle-ms", 2000);
-  const bool json = args.Get("json").value_or("false") == "true";
-  options.on_message = [json](const rotor::pipeline::TopicMessage& m) {
+  options.properties = config.kafka.consumer_properties;
+  const auto max = args.GetInt("max", -1);
+  const auto idle = args.GetInt("idle-ms", 2000);
+  const auto json = args.GetBool("json");
+  for (const Status& s : {max.status(), idle.status(), json.status()}) {
+    if (!s.ok()) {
+      return Fail("consume", s);
+    }
+  }
+  options.max_messages = *max;
+  options.idle_ms = *idle;
+  options.on_message = [json = *json](const rotor::pipeline::TopicMessage& m) {
     if (json) {
-      nlohmann::json headers = nlohmann::json::object();
-      for (const auto& [name, value] : m.headers) {
-        headers[name] = value;
-      }
-      const nlohmann::json line = {{"partition", m.partition},
-                                   {"offset", m.offset},
-                                   {"timestamp_ms", m.timestamp_ms},
-                                   {"key", m.key},
-                                   {"headers", headers},
-                                   {"value_b64", Base64(m.value)}};
-      fmt::print("{}\n", line.dump());
+      fmt::print("{}\n", rotor::cli::ConsumeJsonLine(m));
       return;
     }
+    // The summary line is for people: {:?} would quote and escape, but '{}' keeps the old
+    // look; a key that is not UTF-8 prints as its bytes either way.
+    const std::string key = m.key ? fmt::format("'{}'", *m.key) : std::string("(none)");
     auto tensors = rotor::encoders::DecodeReadyTensors(m.value);
     if (tensors.ok()) {
-      fmt::print("p{} o{} key='{}' {} rows {} next_pos {} d_model {} blocks {}\n", m.partition,
-                 m.offset, m.key, rotor::encoders::ReadyKindName(tensors->header.kind),
+      fmt::print("p{} o{} key={} {} rows {} next_pos {} d_model {} blocks {}\n", m.partition,
+                 m.offset, key, rotor::encoders::ReadyKindName(tensors->header.kind),
                  tensors->rows(), tensors->header.next_pos, tensors->d_model, tensors->k.size());
       return;
     }
@@ -352,34 +268,27 @@ int Consume(int argc, char** argv) {
     for (const auto& [name, value] : m.headers) {
       headers += fmt::format(" {}={}", name, value);
     }
-    fmt::print("p{} o{} key='{}' {} bytes{}\n", m.partition, m.offset, m.key, m.value.size(),
-               headers);
+    fmt::print("p{} o{} key={} {} bytes{}\n", m.partition, m.offset, key, m.value.size(), headers);
   };
   auto result = rotor::pipeline::ReadTopic(options);
   if (!result.ok()) {
-    fmt::print(stderr, "rotor consume: {}\n", result.status().message());
-    return 1;
+    return Fail("consume", result.status());
   }
-  return 0;
+  return rotor::cli::kExitOk;
 }
 
-int Inspect(int argc, char** argv) {
-  const auto call = Begin(argc, argv, {"user", "all"});
-  if (!call) {
-    return 2;
-  }
-  const Args& args = call->args;
-  const rotor::config::DaemonConfig& config = call->config;
+int Inspect(const Args& args, const Config& config) {
   const auto user = args.Get("user");
-  const bool all = args.Get("all").value_or("false") == "true";
-  if (!user && !all) {
-    fmt::print(stderr, "rotor inspect: --user ID or --all true is required\n");
-    return 2;
+  const auto all = args.GetBool("all");
+  if (!all.ok()) {
+    return Fail("inspect", all.status());
   }
-  auto bundle = rotor::encoders::Bundle::Load(config.model.bundle);
+  if (!user && !*all) {
+    return Fail("inspect", Status::InvalidArgument("--user ID or --all is required"));
+  }
+  auto bundle = LoadBundle(config);
   if (!bundle.ok()) {
-    fmt::print(stderr, "rotor inspect: model.bundle: {}\n", bundle.status().message());
-    return 2;
+    return Fail("inspect", bundle.status());
   }
   auto store = rotor::storage::UserStateStore::Open({.path = config.state.dir,
                                                      .block_cache_bytes = 64 << 20,
@@ -387,23 +296,22 @@ int Inspect(int argc, char** argv) {
                                                      .sync_writes = false,
                                                      .create_if_missing = false});
   if (!store.ok()) {
-    fmt::print(stderr, "rotor inspect: state.dir: {}\n", store.status().message());
-    return 1;
+    return Fail("inspect", std::move(store).status().WithContext("state.dir"));
   }
   const auto& cfg = bundle->config();
-  if (all) {
+  if (*all) {
     // One JSON line per user: positions, the recent ids count and the rows' digest.
     auto users = (*store)->ListUsers();
     if (!users.ok()) {
-      fmt::print(stderr, "rotor inspect: {}\n", users.status().message());
-      return 1;
+      return Fail("inspect", users.status());
     }
     for (const std::string& u : *users) {
       auto s = (*store)->LoadUserState(u, cfg.n_blocks(), cfg.window, cfg.d_model);
-      if (!s.ok() || !s->has_value()) {
-        fmt::print(stderr, "rotor inspect: user '{}': {}\n", u,
-                   s.ok() ? "vanished" : std::string(s.status().message()));
-        return 1;
+      if (!s.ok()) {
+        return Fail("inspect", std::move(s).status().WithContext(fmt::format("user '{}'", u)));
+      }
+      if (!s->has_value()) {
+        return Fail("inspect", Status::Internal("user '{}': vanished", u));
       }
       const rotor::encoders::KvWindow& w = (*s)->window;
       const nlohmann::json line = {{"user", u},
@@ -412,96 +320,120 @@ int Inspect(int argc, char** argv) {
                                    {"last_ts_ms", w.last_ts_ms},
                                    {"recent_event_ids", (*s)->recent_event_ids.size()},
                                    {"digest", fmt::format("{:016x}", WindowDigest(w))}};
-      fmt::print("{}\n", line.dump());
+      // replace: a user id that is not UTF-8 prints with U+FFFD instead of throwing.
+      fmt::print("{}\n", line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     }
-    return 0;
+    return rotor::cli::kExitOk;
   }
   auto state = (*store)->LoadUserState(*user, cfg.n_blocks(), cfg.window, cfg.d_model);
   if (!state.ok()) {
-    fmt::print(stderr, "rotor inspect: {}\n", state.status().message());
-    return 1;
+    return Fail("inspect", state.status());
   }
   if (!state->has_value()) {
     fmt::print("user '{}': no state\n", *user);
-    return 1;
+    return rotor::cli::kExitFailure;
   }
   PrintUser(*user, **state, bundle->model_id());
-  return 0;
+  return rotor::cli::kExitOk;
 }
 
-int Replay(int argc, char** argv) {
-  const auto call = Begin(argc, argv, {"file"});
-  if (!call) {
-    return 2;
-  }
-  const Args& args = call->args;
-  const rotor::config::DaemonConfig& config = call->config;
+int Replay(const Args& args, const Config& config) {
   const auto file = args.Get("file");
   if (!file) {
-    fmt::print(stderr, "rotor replay: --file EVENTS.jsonl is required\n");
-    return 2;
+    return Fail("replay", Status::InvalidArgument("--file EVENTS.jsonl is required"));
   }
-  auto stats = rotor::pipeline::ReplayFile(config, *file);
+  auto bundle = LoadBundle(config);
+  if (!bundle.ok()) {
+    return Fail("replay", bundle.status());
+  }
+  auto stats = rotor::pipeline::ReplayFile(config, *bundle, *file);
   if (!stats.ok()) {
-    fmt::print(stderr, "rotor replay: {}\n", stats.status().message());
-    return 1;
+    return Fail("replay", stats.status());
   }
   fmt::print(
       "rotor replay: {} records, {} events into '{}' in {:.2f} s; {} dead letters, {} "
       "duplicates\n",
       stats->records, stats->events, config.state.dir, stats->seconds, stats->dead_letters,
       stats->duplicates);
-  return 0;
+  return rotor::cli::kExitOk;
 }
 
-int Topics(int argc, char** argv) {
-  const auto call = Begin(argc, argv, {"partitions"});
-  if (!call) {
-    return 2;
+int Topics(const Args& args, const Config& config) {
+  const auto partitions = args.GetInt("partitions", 8);
+  if (!partitions.ok()) {
+    return Fail("topics", partitions.status());
   }
-  const Args& args = call->args;
-  const rotor::config::DaemonConfig& config = call->config;
   const auto& k = config.kafka;
+  // The admin client is a producer handle: it connects with kafka.producer_properties.
   const Status s = rotor::pipeline::CreateTopics(
       k.bootstrap_servers, {k.input_topic, k.output_topic, k.dead_letter_topic},
-      static_cast<int32_t>(args.GetInt("partitions", 8)));
+      static_cast<int32_t>(*partitions), k.producer_properties);
   if (!s.ok()) {
-    fmt::print(stderr, "rotor topics: {}\n", s.message());
-    return 1;
+    return Fail("topics", s);
   }
-  return 0;
+  return rotor::cli::kExitOk;
+}
+
+// The body of each command of cli::Commands().
+int Run(std::string_view command, const Args& args, const Config& config) {
+  if (command == "serve") {
+    return Serve(args, config);
+  }
+  if (command == "produce") {
+    return Produce(args, config);
+  }
+  if (command == "consume") {
+    return Consume(args, config);
+  }
+  if (command == "inspect") {
+    return Inspect(args, config);
+  }
+  if (command == "replay") {
+    return Replay(args, config);
+  }
+  return Topics(args, config);
 }
 
 int Main(int argc, char** argv) {
   if (argc < 2) {
-    fmt::print(stderr, "{}", kUsage);
-    return 2;
+    fmt::print(stderr, "{}", rotor::cli::Usage());
+    return rotor::cli::kExitUsage;
   }
-  const std::string_view command = argv[1];
-  if (command == "serve") {
-    return Serve(argc, argv);
+  const std::string_view first = argv[1];
+  if (first == "-h" || first == "--help" || first == "help") {
+    fmt::print("{}", rotor::cli::Usage());
+    return rotor::cli::kExitOk;
   }
-  if (command == "produce") {
-    return Produce(argc, argv);
+  if (first == "--version") {
+    fmt::print("rotor {}\n", ROTOR_VERSION);
+    return rotor::cli::kExitOk;
   }
-  if (command == "consume") {
-    return Consume(argc, argv);
+  const rotor::cli::Command* command = rotor::cli::FindCommand(first);
+  if (command == nullptr) {
+    fmt::print(stderr, "rotor: unknown command '{}'\n{}", first, rotor::cli::Usage());
+    return rotor::cli::kExitUsage;
   }
-  if (command == "inspect") {
-    return Inspect(argc, argv);
+  const std::vector<std::string_view> rest(argv + 2, argv + argc);
+  auto args = rotor::cli::ParseArgs(*command, rest);
+  if (!args.ok()) {
+    fmt::print(stderr, "rotor {}: {}\nusage: {}\n", first, args.status().message(), command->usage);
+    return ExitCodeFor(args.status());
   }
-  if (command == "replay") {
-    return Replay(argc, argv);
+  if (args->help) {
+    fmt::print("{}", rotor::cli::CommandHelp(*command));
+    return rotor::cli::kExitOk;
   }
-  if (command == "topics") {
-    return Topics(argc, argv);
+  auto config = LoadConfig(*args);
+  if (!config.ok()) {
+    if (!args->Get("config")) {
+      fmt::print(stderr, "rotor {}: {}\nusage: {}\n", first, config.status().message(),
+                 command->usage);
+      return ExitCodeFor(config.status());
+    }
+    fmt::print(stderr, "rotor: {}\n", config.status().message());
+    return ExitCodeFor(config.status());
   }
-  if (command == "-h" || command == "--help" || command == "help") {
-    fmt::print("{}", kUsage);
-    return 0;
-  }
-  fmt::print(stderr, "rotor: unknown command '{}'\n{}", command, kUsage);
-  return 2;
+  return Run(command->name, *args, *config);
 }
 
 }  // namespace
@@ -511,6 +443,6 @@ int main(int argc, char** argv) {
     return Main(argc, argv);
   } catch (const std::exception& e) {
     fmt::print(stderr, "rotor: internal error: {}\n", e.what());
-    return 1;
+    return rotor::cli::kExitFailure;
   }
 }

@@ -752,6 +752,86 @@ Status CheckTopic(std::string_view path, const std::string& name) {
   return Status::OK();
 }
 
+// One entry of a bootstrap list as librdkafka takes it, with the port made mandatory: an
+// optional "scheme://" (PLAINTEXT://, SASL_SSL://, ...), then host:port with the host a name or
+// IPv4 address, or [IPv6 address]:port, and the port in [1, 65535].
+bool IsBootstrapEntry(std::string_view entry) {
+  if (const std::size_t at = entry.find("://"); at != std::string_view::npos) {
+    const std::string_view scheme = entry.substr(0, at);
+    const char first = scheme.empty() ? '\0' : scheme[0];
+    if (!((first >= 'a' && first <= 'z') || (first >= 'A' && first <= 'Z')) ||
+        !std::ranges::all_of(scheme, [](char c) {
+          return IsAsciiAlnum(c) || c == '_' || c == '-' || c == '+' || c == '.';
+        })) {
+      return false;
+    }
+    entry.remove_prefix(at + 3);
+  }
+  std::string_view host;
+  std::string_view port;
+  if (entry.starts_with('[')) {
+    const std::size_t close = entry.find(']');
+    if (close == std::string_view::npos || close + 1 >= entry.size() || entry[close + 1] != ':') {
+      return false;
+    }
+    host = entry.substr(1, close - 1);
+    port = entry.substr(close + 2);
+    if (host.empty() || !std::ranges::all_of(host, [](char c) {
+          return IsAsciiAlnum(c) || c == ':' || c == '.' || c == '%';  // %: a zone (%eth0).
+        })) {
+      return false;
+    }
+  } else {
+    const std::size_t colon = entry.rfind(':');
+    if (colon == std::string_view::npos) {
+      return false;
+    }
+    host = entry.substr(0, colon);
+    port = entry.substr(colon + 1);
+    if (host.empty() || !std::ranges::all_of(host, [](char c) {
+          return IsAsciiAlnum(c) || c == '.' || c == '-' || c == '_';
+        })) {
+      return false;
+    }
+  }
+  if (port.empty() || port.size() > 5 ||
+      !std::ranges::all_of(port, [](char c) { return c >= '0' && c <= '9'; })) {
+    return false;
+  }
+  int value = 0;
+  for (const char c : port) {
+    value = value * 10 + (c - '0');
+  }
+  return value >= 1 && value <= 65535;
+}
+
+// A comma-separated list of bootstrap entries (spaces around an entry are fine).
+Status CheckBootstrapServers(std::string_view path, std::string_view list) {
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t comma = list.find(',', start);
+    std::string_view entry = list.substr(
+        start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+    while (!entry.empty() && (entry.front() == ' ' || entry.front() == '\t')) {
+      entry.remove_prefix(1);
+    }
+    while (!entry.empty() && (entry.back() == ' ' || entry.back() == '\t')) {
+      entry.remove_suffix(1);
+    }
+    if (!IsBootstrapEntry(entry)) {
+      const bool whole = entry.size() == list.size();
+      return Fail(path, fmt::format("expected host:port entries separated by commas (port in "
+                                    "[1, 65535], an IPv6 address in brackets, an optional "
+                                    "scheme:// prefix), got {}{}",
+                                    Quote(entry), whole ? "" : " in " + Quote(list)));
+    }
+    if (comma == std::string_view::npos) {
+      return Status::OK();
+    }
+    start = comma + 1;
+  }
+}
+
 Status CheckDistinctTopics(const KafkaOptions& k) {
   const std::array<std::pair<std::string_view, const std::string*>, 3> topics = {{
       {"kafka.input_topic", &k.input_topic},
@@ -801,6 +881,10 @@ Status ValidateKafka(const KafkaOptions& k) {
                 fmt::format("expected a non-empty string unless kafka.embedded is true (or set {} "
                             "in the environment), got \"\"",
                             kEnvBootstrapServers));
+  }
+  // Checked even when embedded (the value is unused then, but a value given should make sense).
+  if (!k.bootstrap_servers.empty()) {
+    ROTOR_RETURN_IF_ERROR(CheckBootstrapServers("kafka.bootstrap_servers", k.bootstrap_servers));
   }
   ROTOR_RETURN_IF_ERROR(CheckNonEmpty("kafka.group_id", k.group_id));
   ROTOR_RETURN_IF_ERROR(CheckNonEmpty("kafka.client_id", k.client_id));
@@ -898,9 +982,11 @@ Result<DaemonConfig> LoadDaemonConfig(const std::string& path, const EnvLookup& 
     void operator()(std::FILE* file) const { static_cast<void>(std::fclose(file)); }
   };
   const std::unique_ptr<std::FILE, FileCloser> file(std::fopen(path.c_str(), "rb"));
+  // InvalidArgument, like every other config error (rotor exits 2 on it); the caller names
+  // the path, as it does for the field errors.
   if (file == nullptr) {
-    return Status::IOError("config: cannot read {}: {}", path,
-                           std::system_category().message(errno));
+    return Status::InvalidArgument("config: cannot read: {}",
+                                   std::system_category().message(errno));
   }
   std::string text;
   std::array<char, 8192> buffer{};
@@ -909,8 +995,8 @@ Result<DaemonConfig> LoadDaemonConfig(const std::string& path, const EnvLookup& 
     text.append(buffer.data(), n);
   }
   if (std::ferror(file.get()) != 0) {  // E.g. EISDIR: fopen accepts a directory, fread fails.
-    return Status::IOError("config: cannot read {}: {}", path,
-                           std::system_category().message(errno));
+    return Status::InvalidArgument("config: cannot read: {}",
+                                   std::system_category().message(errno));
   }
   return ParseDaemonConfig(text, env);
 }

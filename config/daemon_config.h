@@ -132,8 +132,10 @@ EnvLookup ProcessEnv();
 // replaces `${env:NAME}` (from `env`) and `${file:PATH}` property values, then validates the
 // whole (ValidateDaemonConfig). No message shows a secret property's value (IsSecretProperty).
 Result<DaemonConfig> ParseDaemonConfig(std::string_view yaml_text, const EnvLookup& env);
-// Reads the file (IOError naming the path) and parses it; relative paths inside (model.bundle,
-// state.dir) stay relative to the process's working directory.
+// Reads the file and parses it; relative paths inside (model.bundle, state.dir) stay relative
+// to the process's working directory. Errors are InvalidArgument and do not name the file (the
+// caller does: "rotor.yaml: config: cannot read: No such file or directory", "rotor.yaml:
+// config kafka.group_id: ...").
 Result<DaemonConfig> LoadDaemonConfig(const std::string& path, const EnvLookup& env);
 
 // Cross-field and range checks, with the same "config <path>: " messages.

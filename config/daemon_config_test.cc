@@ -813,6 +813,62 @@ TEST(DaemonConfigTest, BootstrapServersAreOptionalOnlyWhenEmbedded) {
   EXPECT_EQ(ErrorOf("model: {bundle: m}\nkafka: {embedded: true}\n"), "OK");
 }
 
+TEST(DaemonConfigTest, BootstrapServersAreHostPortLists) {
+  const std::string expected =
+      "config kafka.bootstrap_servers: expected host:port entries separated by commas (port in "
+      "[1, 65535], an IPv6 address in brackets, an optional scheme:// prefix), got ";
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"nohost:99999", R"("nohost:99999")"},
+      {"broker", R"("broker")"},  // No port (librdkafka would guess 9092).
+      {"broker:0", R"("broker:0")"},
+      {"broker:", R"("broker:")"},
+      {":9092", R"(":9092")"},
+      {"broker:90x", R"("broker:90x")"},
+      {"broker:+9092", R"("broker:+9092")"},
+      {"broker:-1", R"("broker:-1")"},
+      {"broker:1234567", R"("broker:1234567")"},
+      {"bro ker:9092", R"("bro ker:9092")"},
+      {"broker/x:9092", R"("broker/x:9092")"},
+      {"::1:9092", R"("::1:9092")"},  // IPv6 needs brackets.
+      {"[::1]", R"("[::1]")"},
+      {"[::1]9092", R"("[::1]9092")"},
+      {"[]:9092", R"("[]:9092")"},
+      {"[::1:9092", R"("[::1:9092")"},
+      {"PLAINTEXT://", R"("PLAINTEXT://")"},
+      {"://broker:9092", R"("://broker:9092")"},
+      {"1x://broker:9092", R"("1x://broker:9092")"},
+      {"a:1,,b:2", R"("" in "a:1,,b:2")"},
+      {"a:1,", R"("" in "a:1,")"},
+      {"a:1,nohost:99999", R"("nohost:99999" in "a:1,nohost:99999")"},
+  };
+  for (const auto& [value, got] : bad) {
+    EXPECT_EQ(ErrorOf(Doc({{"kafka.bootstrap_servers", fmt::format("\"{}\"", value)}})),
+              expected + got)
+        << value;
+  }
+  for (const std::string_view good : {
+           "broker:9092",
+           "k1:9092,k2:9092",
+           "127.0.0.1:1",
+           "localhost:65535",
+           "my_broker-1.example.com:9093",
+           "PLAINTEXT://broker:9092",
+           "SASL_SSL://b1:9093,SASL_SSL://b2:9093",
+           "[::1]:9092",
+           "[fe80::1%eth0]:9092",
+           " k1:9092 , k2:9092 ",
+       }) {
+    EXPECT_EQ(ErrorOf(Doc({{"kafka.bootstrap_servers", fmt::format("\"{}\"", good)}})), "OK")
+        << good;
+  }
+  // The environment's value is checked too.
+  EXPECT_EQ(ErrorOf(Doc({}), {{std::string(kEnvBootstrapServers), "broker"}}),
+            expected + R"("broker")");
+  // Embedded: unused, but a value given is still checked.
+  EXPECT_EQ(ErrorOf(Doc({{"kafka.embedded", "true"}, {"kafka.bootstrap_servers", "x"}})),
+            expected + R"("x")");
+}
+
 TEST(DaemonConfigTest, ExactlyOnceNeedsARealBroker) {
   EXPECT_EQ(ErrorOf(Doc({{"kafka.embedded", "true"}, {"delivery.mode", "exactly_once"}})),
             "config delivery.mode: exactly_once needs a real Kafka broker; the embedded mock "
@@ -1088,19 +1144,20 @@ TEST(DaemonConfigTest, ProcessEnvHoldsTheVariablesThatAreSetAndNonEmpty) {
 
 // ---- files ----------------------------------------------------------------------------------
 
-TEST(DaemonConfigTest, LoadReportsUnreadableFilesAsIoErrorsNamingThePath) {
+// An unreadable file is a bad config like any other (rotor exits 2); the caller names the file,
+// as it does for the field errors, so the message does not.
+TEST(DaemonConfigTest, LoadReportsUnreadableFilesAsInvalidArguments) {
   const std::string missing = "/nonexistent-rotor-dir/rotor.yaml";
   auto config = LoadDaemonConfig(missing, {});
   ASSERT_FALSE(config.ok());
-  EXPECT_EQ(config.status().code(), StatusCode::kIOError);
-  EXPECT_EQ(config.status().message(),
-            "config: cannot read /nonexistent-rotor-dir/rotor.yaml: No such file or directory");
+  EXPECT_EQ(config.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(config.status().message(), "config: cannot read: No such file or directory");
 
   const std::string dir = ::testing::TempDir();
   config = LoadDaemonConfig(dir, {});
   ASSERT_FALSE(config.ok());
-  EXPECT_EQ(config.status().code(), StatusCode::kIOError);
-  EXPECT_EQ(config.status().message(), fmt::format("config: cannot read {}: Is a directory", dir));
+  EXPECT_EQ(config.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(config.status().message(), "config: cannot read: Is a directory");
 }
 
 TEST(DaemonConfigTest, LoadParsesTheFile) {

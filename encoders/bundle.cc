@@ -238,7 +238,7 @@ Result<Bundle> Bundle::Load(const std::string& path) {
   const std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"),
                                                           &std::fclose);
   if (!f) {
-    return Status::IOError("cannot open bundle '{}': {}", path, std::strerror(errno));
+    return Status::InvalidArgument("bundle: cannot open: {}", std::strerror(errno));
   }
   std::string bytes;
   std::string chunk(1 << 20, '\0');
@@ -246,17 +246,13 @@ Result<Bundle> Bundle::Load(const std::string& path) {
     const std::size_t n = std::fread(chunk.data(), 1, chunk.size(), f.get());
     bytes.append(chunk.data(), n);
     if (n < chunk.size()) {
-      if (std::ferror(f.get()) != 0) {
-        return Status::IOError("cannot read bundle '{}': {}", path, std::strerror(errno));
+      if (std::ferror(f.get()) != 0) {  // E.g. EISDIR: fopen accepts a directory.
+        return Status::InvalidArgument("bundle: cannot read: {}", std::strerror(errno));
       }
       break;
     }
   }
-  auto bundle = Parse(bytes);
-  if (!bundle.ok()) {
-    return std::move(bundle).status().WithContext(fmt::format("bundle '{}'", path));
-  }
-  return bundle;
+  return Parse(bytes);
 }
 
 const Tensor* Bundle::Find(std::string_view name) const {

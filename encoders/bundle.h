@@ -54,7 +54,11 @@ class Bundle {
   // Validates `bytes` as a bundle and copies its weights.
   static Result<Bundle> Parse(std::span<const std::byte> bytes);
   static Result<Bundle> Parse(std::string_view bytes);
-  // Reads the file at `path` (IOError naming the path when it cannot) and parses it.
+  // Reads the file at `path` and parses it. Errors do not name the path: the caller says where
+  // it came from, once ("model.bundle '<path>': bundle: cannot open: No such file or
+  // directory"). A path that cannot be opened or read (missing, a directory, no permission) is
+  // InvalidArgument, like the bad value of a setting it is; bytes that are no bundle are
+  // Corruption (or InvalidArgument for a bad config inside), as from Parse.
   static Result<Bundle> Load(const std::string& path);
 
   Bundle(Bundle&&) noexcept = default;

@@ -25,6 +25,8 @@ using internal::TensorView;
 using ::rotor::encoders::testing::AsBytes;
 using ::rotor::encoders::testing::ReadGolden;
 using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
 using OrderedJson = nlohmann::ordered_json;
 using NamesAndShapes = std::vector<std::pair<std::string, std::vector<int64_t>>>;
 
@@ -504,24 +506,26 @@ TEST(BundleTest, GarbageHeaderIsRefused) {
   EXPECT_THAT(ErrorOf(not_json), HasSubstr("bundle: header is not valid UTF-8 JSON: "));
 }
 
-TEST(BundleTest, LoadErrorsAreIOErrorsNamingThePath) {
+// A path that names no readable file is a bad argument (rotor exits 2 on it, as on a bad
+// config); the caller names the path, so the message does not (it would then say it twice).
+TEST(BundleTest, UnreadablePathsAreInvalidArgumentsWithoutThePath) {
   auto missing = Bundle::Load("/nonexistent/rotor/model.safetensors");
   ASSERT_FALSE(missing.ok());
-  EXPECT_EQ(missing.status().code(), StatusCode::kIOError);
-  EXPECT_THAT(std::string(missing.status().message()),
-              HasSubstr("'/nonexistent/rotor/model.safetensors'"));
+  EXPECT_EQ(missing.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(missing.status().message(), "bundle: cannot open: No such file or directory");
   auto directory = Bundle::Load(testing::GoldenDir());
   ASSERT_FALSE(directory.ok());
-  EXPECT_EQ(directory.status().code(), StatusCode::kIOError);
-  EXPECT_THAT(std::string(directory.status().message()), HasSubstr(testing::GoldenDir()));
+  EXPECT_EQ(directory.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(directory.status().message(), "bundle: cannot read: Is a directory");
 }
 
-TEST(BundleTest, ParseErrorsFromLoadNameThePath) {
+TEST(BundleTest, ParseErrorsFromLoadAreParsesErrors) {
   const std::string path = testing::GoldenDir() + "/manifest.json";  // Not a bundle.
   auto bundle = Bundle::Load(path);
   ASSERT_FALSE(bundle.ok());
   EXPECT_EQ(bundle.status().code(), StatusCode::kCorruption);
-  EXPECT_THAT(std::string(bundle.status().message()), HasSubstr("bundle '" + path + "': "));
+  EXPECT_THAT(std::string(bundle.status().message()), StartsWith("bundle: "));
+  EXPECT_THAT(std::string(bundle.status().message()), Not(HasSubstr(path)));
 }
 
 }  // namespace

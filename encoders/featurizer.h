@@ -50,10 +50,11 @@ std::vector<double> RopeFrequencies(const ModelConfig& config);
 // Featurize reports as "ts_ms: out of range", as Python does. What this struct cannot carry,
 // the JSON parser must refuse itself, with Python's messages: a non-number in item.features
 // ("item.features[3]: expected a number"; Python checks elements in order, so an earlier
-// non-finite element is reported first), and a non-number value of a schema action when
-// actions are needed ("action.click: expected a number"). Attribute values that are not
-// strings are left out (they map to row 0, as in Python). A repeated name in `actions` or
-// `attrs` resolves to its last value, as JSON objects do in Python.
+// non-finite element is reported first), a non-number action value when actions are needed
+// ("action.click: expected a number"), a present item.id that is not a string or holds a
+// control character, and an attrs value that is not a string (pipeline/event_parser.h lists
+// them). A repeated name in `actions` or `attrs` resolves to its last value, as JSON objects
+// do in Python.
 struct Event {
   bool has_ts_ms = false;  // "ts_ms" is an integer.
   int64_t ts_ms = 0;

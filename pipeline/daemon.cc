@@ -629,8 +629,9 @@ struct Daemon::Impl {
                             static_cast<ssize_t>(value.size()));
       }
     }
-    return internal::ProduceCopy(producer.get(), topic, out.key.data(), out.key.size(),
-                                 out.value.data(), out.value.size(), headers, opaque);
+    return internal::ProduceCopy(producer.get(), topic, out.key ? out.key->data() : nullptr,
+                                 out.key ? out.key->size() : 0, out.value.data(), out.value.size(),
+                                 headers, opaque);
   }
 
   // The offsets to commit to Kafka for a batch: only partitions still assigned and only when

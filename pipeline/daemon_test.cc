@@ -376,22 +376,24 @@ class DaemonTest : public ::testing::Test {
         continue;
       }
       EXPECT_EQ(tensors->header.kind, encoders::ReadyKind::kDelta);
-      EXPECT_EQ(tensors->header.user_id, m.key);
+      EXPECT_TRUE(m.key.has_value()) << "a delta without a key";
+      const std::string key = m.key.value_or("");
+      EXPECT_EQ(tensors->header.user_id, key);
       EXPECT_EQ(tensors->header.model_id, bundle_->model_id());
       EXPECT_EQ(tensors->header.source_topic, kInputTopic);
-      const auto ref = refs.find(m.key);
-      EXPECT_NE(ref, refs.end()) << "delta for unknown user '" << m.key << "'";
+      const auto ref = refs.find(key);
+      EXPECT_NE(ref, refs.end()) << "delta for unknown user '" << key << "'";
       if (ref == refs.end()) {
         continue;
       }
       for (int64_t r = 0; r < tensors->rows(); ++r) {
         const int64_t p = tensors->pos[static_cast<std::size_t>(r)];
         EXPECT_GE(p, 0);
-        EXPECT_LT(p, static_cast<int64_t>(ref->second.k.size())) << m.key;
+        EXPECT_LT(p, static_cast<int64_t>(ref->second.k.size())) << key;
         if (p < 0 || p >= static_cast<int64_t>(ref->second.k.size())) {
           continue;
         }
-        ++published[m.key][p];
+        ++published[key][p];
         const auto& wk = ref->second.k[static_cast<std::size_t>(p)];
         const auto& wv = ref->second.v[static_cast<std::size_t>(p)];
         for (std::size_t b = 0; b < wk.size(); ++b) {
@@ -400,8 +402,8 @@ class DaemonTest : public ::testing::Test {
                                       tensors->k[b].begin() + at + tensors->d_model);
           const std::vector<float> gv(tensors->v[b].begin() + at,
                                       tensors->v[b].begin() + at + tensors->d_model);
-          EXPECT_EQ(gk, wk[b]) << m.key << " pos " << p << " K block " << b;
-          EXPECT_EQ(gv, wv[b]) << m.key << " pos " << p << " V block " << b;
+          EXPECT_EQ(gk, wk[b]) << key << " pos " << p << " K block " << b;
+          EXPECT_EQ(gv, wv[b]) << key << " pos " << p << " V block " << b;
         }
       }
     }
@@ -808,6 +810,7 @@ TEST_F(DaemonTest, BadMessagesGoToTheDeadLetterTopicAndGoodOnesSurvive) {
       {"user-0", "{not json", "invalid_json"},
       {"user-1", other_users_event, "key_mismatch"},
       {std::nullopt, other_users_event, "key_mismatch"},
+      {std::string(), other_users_event, "key_mismatch"},  // Empty, which is not absent.
       {"user-2", nine_features, "schema"},
       {"user-3", future, "ts_in_future"},
       {"user-3", R"({"user_id":"user-3","ts_ms":1767604447477})", "missing_field"},
@@ -853,15 +856,16 @@ TEST_F(DaemonTest, BadMessagesGoToTheDeadLetterTopicAndGoodOnesSurvive) {
     // At most pipeline.max_message_bytes of them (the oversized one is cut).
     const auto kept = static_cast<std::size_t>(Config().pipeline.max_message_bytes);
     EXPECT_EQ(m.value, source->second.value.substr(0, kept));
+    // The key too, and its absence: a keyless message's dead letter has no key, not "".
     EXPECT_EQ(m.key, source->second.key);
     const auto expected = std::find_if(bad.begin(), bad.end(), [&](const Bad& b) {
-      return b.value.substr(0, kept) == m.value && b.key.value_or("") == m.key;
+      return b.value.substr(0, kept) == m.value && b.key == m.key;
     });
     ASSERT_NE(expected, bad.end()) << "unexpected dead letter: " << m.value.substr(0, 80);
     EXPECT_EQ(h.at(std::string(kHeaderError)), expected->code) << m.value.substr(0, 80);
     ++codes[h.at(std::string(kHeaderError))];
   }
-  const std::map<std::string, int> want = {{"invalid_json", 1},  {"key_mismatch", 2},
+  const std::map<std::string, int> want = {{"invalid_json", 1},  {"key_mismatch", 3},
                                            {"schema", 1},        {"ts_in_future", 1},
                                            {"missing_field", 1}, {"oversized", 1}};
   EXPECT_EQ(codes, want);

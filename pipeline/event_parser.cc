@@ -2,10 +2,11 @@
 //
 // How the refusals line up with python/sirenrope/features.py: the parser refuses the identity
 // fields itself (event_id, user_id, ts_ms's presence and type), and everything else is left to
-// the Featurizer except what encoders::Event cannot carry: `item` of the wrong type, a
-// non-number in item.features and a non-number value of a schema action. Python reports only
-// the first problem of an event, in its own order (ts_ms, item, item.features[0..], action.<a>
-// in schema order, attrs), so before refusing one of those three the parser asks whether
+// the Featurizer except what encoders::Event cannot carry: `item` of the wrong type, item.id of
+// the wrong type or with a control character, a non-number in item.features, a non-number
+// action value and a non-string attrs value. Python reports only the first problem of an
+// event, in its own order (ts_ms, item, item.id, item.features[0..], action.<a> in schema
+// order, the other actions, attrs), so before refusing one of those the parser asks whether
 // Python gets that far: it featurizes a copy of the event whose parts from that check on are
 // valid stand-ins. When the copy fails, an earlier check fails on the real event too; the
 // parser then accepts the event (with the bad part recorded as absent or as 0.0) and lets the
@@ -162,7 +163,27 @@ bool Reject(Rejection& rejection, RejectCode code, std::string detail) {
   return false;
 }
 
-// event_id / user_id: a non-empty string of at most kMaxIdBytes bytes.
+// The first control character (U+0000..U+001F, U+007F) of UTF-8 text, or -1. Those code points
+// are single bytes in UTF-8, and no byte of a multi-byte sequence is below 0x80, so a byte scan
+// finds exactly them.
+int FirstControlCharacter(std::string_view text) {
+  for (const char c : text) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b < 0x20 || b == 0x7F) {
+      return b;
+    }
+  }
+  return -1;
+}
+
+// "<name>: contains control character U+000A": ids (event_id, user_id, item.id) end up in
+// message keys, logs and dead-letter headers, where a NUL or a newline truncates or forges.
+std::string ControlCharacterDetail(std::string_view name, int c) {
+  return fmt::format("{}: contains control character U+{:04X}", name, c);
+}
+
+// event_id / user_id: a non-empty string of at most kMaxIdBytes bytes, without control
+// characters.
 bool ReadId(std::string_view name, const std::optional<element>& value, std::string& out,
             Rejection& rejection) {
   if (!value) {
@@ -178,6 +199,9 @@ bool ReadId(std::string_view name, const std::optional<element>& value, std::str
   if (id.size() > kMaxIdBytes) {
     return Reject(rejection, RejectCode::kInvalidValue,
                   fmt::format("{}: {} bytes, longer than {}", name, id.size(), kMaxIdBytes));
+  }
+  if (const int c = FirstControlCharacter(id); c >= 0) {
+    return Reject(rejection, RejectCode::kInvalidValue, ControlCharacterDetail(name, c));
   }
   out.assign(id);
   return true;
@@ -269,6 +293,14 @@ struct EventParser::Impl {
     return featurizer.Featurize(s, /*need_actions=*/true).ok();
   }
 
+  // Whether features.py reaches its attrs values: everything before attrs passes.
+  bool ReachesAttrsCheck(const encoders::Event& event) const {
+    encoders::Event s = event;
+    s.attrs_is_object = true;
+    s.attrs.clear();
+    return featurizer.Featurize(s, /*need_actions=*/true).ok();
+  }
+
   // Position of `name` among the schema's actions, or kNone.
   std::size_t SchemaActionIndex(std::string_view name) const {
     const auto& actions = config().schema.actions;
@@ -356,15 +388,21 @@ bool EventParser::Parse(std::string_view bytes, ParsedEvent& out, Rejection& rej
   }
   ev.has_ts_ms = true;
 
+  // From here on, each refusal of the parser's is made only when features.py gets that far
+  // (see the top of this file). `deferred` records that one was not made because an earlier
+  // check of Python's fails: the Featurizer then reports that one, and no later refusal may be
+  // made here either.
+  bool deferred = false;
+
   // item: absent is the Featurizer's "item: expected an object"; another type is refused here
   // (same message) unless Python stops at ts_ms first.
-  bool features_pending = false;  // A non-number feature left for an earlier refusal.
   if (item) {
     simdjson::dom::object item_object;
     if (item->get_object().get(item_object) != simdjson::SUCCESS) {
       if (impl.ReachesItemCheck(ev)) {
         return Reject(rejection, RejectCode::kWrongType, "item: expected an object");
       }
+      deferred = true;
     } else {
       ev.has_item = true;
       std::optional<element> id, features;
@@ -375,77 +413,142 @@ bool EventParser::Parse(std::string_view bytes, ParsedEvent& out, Rejection& rej
           features = field.value;
         }
       }
-      std::string_view id_text;
-      if (id && id->get_string().get(id_text) == simdjson::SUCCESS) {
-        ev.has_item_id = true;
-        ev.item_id.assign(id_text);
+      // item.id, right after the item itself, whatever the schema's item kind: a string
+      // without control characters.
+      if (id) {
+        std::string_view id_text;
+        if (id->get_string().get(id_text) != simdjson::SUCCESS) {
+          if (impl.ReachesItemCheck(ev)) {
+            return Reject(
+                rejection, RejectCode::kWrongType,
+                fmt::format("item.id: expected a string, got {}", JsonTypeName(id->type())));
+          }
+          deferred = true;
+        } else if (const int c = FirstControlCharacter(id_text); c >= 0) {
+          if (impl.ReachesItemCheck(ev)) {
+            return Reject(rejection, RejectCode::kInvalidValue,
+                          ControlCharacterDetail("item.id", c));
+          }
+          deferred = true;
+        } else {
+          ev.has_item_id = true;
+          ev.item_id.assign(id_text);
+        }
       }
-      simdjson::dom::array feature_array;
-      if (features && features->get_array().get(feature_array) == simdjson::SUCCESS) {
-        ev.has_item_features = true;
-        ev.item_features.reserve(feature_array.size());
-        std::size_t first_non_number = kNone;
-        for (const element v : feature_array) {
-          if (IsNumber(v)) {
-            ev.item_features.push_back(NumberValue(v));
-          } else {
-            if (first_non_number == kNone) {
-              first_non_number = ev.item_features.size();
+      if (features && impl.config().schema.item.kind == encoders::ItemKind::kFeatures) {
+        simdjson::dom::array feature_array;
+        if (features->get_array().get(feature_array) == simdjson::SUCCESS) {
+          ev.has_item_features = true;
+          ev.item_features.reserve(feature_array.size());
+          std::size_t first_non_number = kNone;
+          for (const element v : feature_array) {
+            if (IsNumber(v)) {
+              ev.item_features.push_back(NumberValue(v));
+            } else {
+              if (first_non_number == kNone) {
+                first_non_number = ev.item_features.size();
+              }
+              ev.item_features.push_back(0.0);
             }
-            ev.item_features.push_back(0.0);
+          }
+          if (first_non_number != kNone && !deferred) {
+            if (impl.ReachesFeatureCheck(ev, first_non_number)) {
+              return Reject(rejection, RejectCode::kSchema,
+                            fmt::format("item.features[{}]: expected a number", first_non_number));
+            }
+            deferred = true;
           }
         }
-        // kind=id never looks at the features, nor does Python.
-        if (first_non_number != kNone &&
-            impl.config().schema.item.kind == encoders::ItemKind::kFeatures) {
-          if (impl.ReachesFeatureCheck(ev, first_non_number)) {
-            return Reject(rejection, RejectCode::kSchema,
-                          fmt::format("item.features[{}]: expected a number", first_non_number));
+      } else if (features) {
+        // kind=id never uses the features, but they are typed all the same: an array of
+        // numbers of any length, checked after the id (whose absence Python reports first).
+        std::string detail;
+        simdjson::dom::array feature_array;
+        if (features->get_array().get(feature_array) != simdjson::SUCCESS) {
+          detail = fmt::format("item.features: expected an array, got {}",
+                               JsonTypeName(features->type()));
+        } else {
+          std::size_t j = 0;
+          for (const element v : feature_array) {
+            if (!IsNumber(v)) {
+              detail = fmt::format("item.features[{}]: expected a number, got {}", j,
+                                   JsonTypeName(v.type()));
+              break;
+            }
+            ++j;
           }
-          features_pending = true;
+        }
+        if (!detail.empty() && !deferred) {
+          if (ev.has_item_id && impl.ReachesItemCheck(ev)) {
+            return Reject(rejection, RejectCode::kWrongType, std::move(detail));
+          }
+          deferred = true;
         }
       }
     }
   }
 
-  // action: numbers only (bools are not numbers, as in _number()); a non-number value of a
-  // schema action is refused when Python gets that far (it checks actions in schema order).
+  // action: numbers only (bools are not numbers, as in _number()). A non-number value of a
+  // schema action is refused as Python's "schema" error (it checks them in schema order); one
+  // of another action after all the schema's actions passed, as wrong_type.
   if (action) {
     simdjson::dom::object action_object;
     if (action->get_object().get(action_object) != simdjson::SUCCESS) {
       ev.action_is_object = false;
     } else {
       CollectMembers(action_object, impl.members, impl.member_index);
-      std::size_t first_bad_action = kNone;  // Schema position.
+      std::size_t first_bad_action = kNone;                                 // Schema position.
+      std::optional<std::pair<std::string_view, element>> first_bad_other;  // Dict order.
       for (const auto& [name, value] : impl.members) {
         if (IsNumber(value)) {
           ev.actions.emplace_back(std::string(name), NumberValue(value));
-        } else if (const std::size_t k = impl.SchemaActionIndex(name);
-                   k != kNone && (first_bad_action == kNone || k < first_bad_action)) {
+        } else if (const std::size_t k = impl.SchemaActionIndex(name); k == kNone) {
+          if (!first_bad_other) {
+            first_bad_other.emplace(name, value);
+          }
+        } else if (first_bad_action == kNone || k < first_bad_action) {
           first_bad_action = k;
         }
       }
-      if (first_bad_action != kNone && !features_pending &&
-          impl.ReachesActionCheck(ev, first_bad_action)) {
-        return Reject(rejection, RejectCode::kSchema,
-                      fmt::format("action.{}: expected a number",
-                                  impl.config().schema.actions[first_bad_action].name));
+      if (first_bad_action != kNone && !deferred) {
+        if (impl.ReachesActionCheck(ev, first_bad_action)) {
+          return Reject(rejection, RejectCode::kSchema,
+                        fmt::format("action.{}: expected a number",
+                                    impl.config().schema.actions[first_bad_action].name));
+        }
+        deferred = true;
+      }
+      if (first_bad_other && !deferred) {
+        if (impl.ReachesActionCheck(ev, impl.config().schema.actions.size())) {
+          return Reject(rejection, RejectCode::kWrongType,
+                        fmt::format("action.{}: expected a number, got {}", first_bad_other->first,
+                                    JsonTypeName(first_bad_other->second.type())));
+        }
+        deferred = true;
       }
     }
   }
 
-  // attrs: string values only; the others map to row 0 in Python, as absent ones do here.
+  // attrs: string values only, for every field (Python checks them last, in dict order).
   if (attrs) {
     simdjson::dom::object attrs_object;
     if (attrs->get_object().get(attrs_object) != simdjson::SUCCESS) {
       ev.attrs_is_object = false;
     } else {
       CollectMembers(attrs_object, impl.members, impl.member_index);
+      std::optional<std::pair<std::string_view, element>> first_bad;
       for (const auto& [name, value] : impl.members) {
         std::string_view text;
         if (value.get_string().get(text) == simdjson::SUCCESS) {
           ev.attrs.emplace_back(std::string(name), std::string(text));
+        } else if (!first_bad) {
+          first_bad.emplace(name, value);
         }
+      }
+      if (first_bad && !deferred && impl.ReachesAttrsCheck(ev)) {
+        return Reject(rejection, RejectCode::kWrongType,
+                      fmt::format("attrs.{}: expected a string, got {}", first_bad->first,
+                                  JsonTypeName(first_bad->second.type())));
       }
     }
   }

@@ -24,9 +24,10 @@ enum class RejectCode : unsigned char {
   kNotObject,       // "not_object": valid JSON whose top level is not an object.
   kMissingField,    // "missing_field": event_id, user_id or ts_ms absent.
   kWrongType,       // "wrong_type": a field of the wrong JSON type (user_id a number, ts_ms a
-                    //   string or a float, item.features not an array, ...).
+                    //   string or a float, item not an object, item.id not a string, an
+                    //   attrs value not a string, ...).
   kInvalidValue,    // "invalid_value": right type, unusable value (empty event_id/user_id,
-                    //   an id longer than kMaxIdBytes).
+                    //   an id longer than kMaxIdBytes, an id with a control character).
   kKeyMismatch,     // "key_mismatch": the message key is not the event's user_id.
   kSchema,          // "schema": the bundle's input schema refuses it (Featurizer's message).
   kTsBeforeEpoch,   // "ts_before_epoch": ts_ms < 0.
@@ -65,15 +66,26 @@ struct Rejection {
 //
 // Refusals, in this order: kInvalidJson (detail "not JSON: NUMBER_ERROR: <simdjson's
 // sentence>"), kNotObject, then event_id and user_id (kMissingField, kWrongType for a
-// non-string, kInvalidValue for "" or more than kMaxIdBytes), ts_ms (kMissingField; kWrongType
+// non-string, kInvalidValue for "", more than kMaxIdBytes or a control character U+0000..U+001F
+// or U+007F: "user_id: contains control character U+0000"), ts_ms (kMissingField; kWrongType
 // "ts_ms: expected an integer" for anything but a JSON integer; a uint64 beyond int64 is kept
-// saturated for the Featurizer's "ts_ms: out of range"), then kWrongType "item: expected an
-// object", kSchema "item.features[j]: expected a number" and kSchema "action.<a>: expected a
-// number" (schema actions only; events of the input topic are histories, so actions count).
-// Those last three are refused only when python/sirenrope/features.py would report them, i.e.
-// when no earlier check of Python's fails; otherwise the event is accepted and the Featurizer
-// reports the earlier problem with Python's message. Integers beyond [INT64_MIN, UINT64_MAX]
-// and numbers beyond double range are invalid JSON here (Python accepts them).
+// saturated for the Featurizer's "ts_ms: out of range"), then, in python/sirenrope/features.py's
+// order:
+// - kWrongType "item: expected an object";
+// - a present item.id, whatever the item kind: kWrongType "item.id: expected a string, got a
+//   number", kInvalidValue for a control character;
+// - kSchema "item.features[j]: expected a number" (kind=features); for kind=id, whose features
+//   are unused but still typed, kWrongType "item.features: expected an array, got a string" or
+//   "item.features[j]: expected a number, got null";
+// - kSchema "action.<a>: expected a number" for a schema action (in schema order), then
+//   kWrongType "action.<name>: expected a number, got a string" for any other action (events
+//   of the input topic are histories, so actions count);
+// - kWrongType "attrs.<name>: expected a string, got a number" for any attrs value.
+// Those are refused only when features.py would report them, i.e. when no earlier check of
+// Python's fails; otherwise the event is accepted (the bad part recorded as absent) and the
+// Featurizer reports the earlier problem with Python's message. testdata/event_cases.json
+// holds the cases both sides check. Integers beyond [INT64_MIN, UINT64_MAX] and numbers beyond
+// double range are invalid JSON here (Python accepts them).
 //
 // Lifecycle: owns a simdjson parser whose buffers grow to the largest message seen.
 // Concurrency: not thread-safe; one per thread.

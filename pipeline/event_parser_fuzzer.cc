@@ -9,10 +9,12 @@
 // - parsing is deterministic across reuse: the same bytes again give the same outcome;
 // - a refusal has a detail, and a code the parser may give (not oversized, key_mismatch or the
 //   clock's); kSchema details name item.features[j] or action.<name>;
-// - an accepted event has non-empty ids of at most kMaxIdBytes and an integer ts_ms;
+// - an accepted event has non-empty ids of at most kMaxIdBytes without control characters
+//   (U+0000..U+001F, U+007F) and an integer ts_ms;
 // - whatever the Featurizer then accepts (with and without actions) is finite: time features,
 //   item features, actions; labels are 0/1 and table rows within their tables.
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -55,6 +57,13 @@ struct Target {
   EventParser parser;
   rotor::encoders::Featurizer featurizer;
 };
+
+bool HasControlCharacter(std::string_view text) {
+  return std::ranges::any_of(text, [](char c) {
+    const auto b = static_cast<unsigned char>(c);
+    return b < 0x20 || b == 0x7F;
+  });
+}
 
 bool IsParserCode(RejectCode code) {
   switch (code) {
@@ -130,6 +139,7 @@ void Run(Target& t, std::string_view bytes) {
         parsed.event.attrs == again.event.attrs && parsed.event.item_id == again.event.item_id);
   Check(!parsed.event_id.empty() && parsed.event_id.size() <= rotor::pipeline::kMaxIdBytes);
   Check(!parsed.user_id.empty() && parsed.user_id.size() <= rotor::pipeline::kMaxIdBytes);
+  Check(!HasControlCharacter(parsed.event_id) && !HasControlCharacter(parsed.user_id));
   Check(parsed.event.has_ts_ms);
   for (const double f : parsed.event.item_features) {
     Check(std::isfinite(f));  // JSON has no non-finite numbers.

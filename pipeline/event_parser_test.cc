@@ -2,7 +2,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <fstream>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -10,6 +12,7 @@
 #include <fmt/core.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "encoders/featurizer.h"
 #include "encoders/model_config.h"
@@ -20,449 +23,84 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-// The two schemas of the equivalence table. kFeatures: dense item features, a log1p action
-// with a default, vocab and hash attributes. kId: hashed item ids, and an action whose default
-// (1000) exceeds feature_abs_max, so Python refuses an event that leaves it out.
-enum ConfigId { kFeatures, kId };
-
-constexpr std::string_view kFeaturesConfig =
-    R"({"schema":{"item":{"kind":"features","dim":3},"actions":[{"name":"click","transform":"binary"},{"name":"like","transform":"identity"},{"name":"dwell_s","transform":"log1p","default":1.5}],"categorical":[{"name":"topic","kind":"vocab","dim":2,"values":["news","sports"]},{"name":"pub","kind":"hash","dim":2,"buckets":16}],"labels":[{"name":"clicked","action":"click","threshold":0.0},{"name":"long_dwell","action":"dwell_s","threshold":30.0}],"feature_abs_max":100.0}})";
-constexpr std::string_view kIdConfig =
-    R"({"schema":{"item":{"kind":"id","dim":4,"buckets":1000},"actions":[{"name":"a","transform":"identity"},{"name":"b","transform":"identity","default":1000.0}],"categorical":[{"name":"c","kind":"hash","dim":2,"buckets":7}],"labels":[{"name":"l","action":"a","threshold":0.5}],"feature_abs_max":100.0}})";
-
-encoders::ModelConfig Config(ConfigId id) {
-  auto config = encoders::ParseModelConfig(id == kFeatures ? kFeaturesConfig : kIdConfig);
-  EXPECT_TRUE(config.ok()) << config.status().ToString();
-  return *config;
+// The shared cases (testdata/event_cases.json): raw input messages and what the reference,
+// python/sirenrope/features.py (json.loads, then featurize(..., check_ids=True)), makes of
+// them. python/tests/test_event_cases.py checks the reference against the same file and
+// regenerates its expectations, so a case added there is checked on both sides.
+const nlohmann::json& SharedCases() {
+  static const nlohmann::json kDoc = [] {
+    const std::string path = std::string(ROTOR_TESTDATA_DIR) + "/event_cases.json";
+    std::ifstream in(path);
+    EXPECT_TRUE(in.good()) << "cannot read " << path;
+    nlohmann::json doc = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    EXPECT_TRUE(doc.is_object()) << path << " is not a JSON object";
+    return doc.is_object() ? doc : nlohmann::json::object();
+  }();
+  return kDoc;
 }
 
-// One row of the equivalence table: an input message and what python/sirenrope/features.py's
-// featurize([json.loads(message)], config, need_actions=True) does with it.
+// The two schemas of the shared cases. kFeatures: dense item features, a log1p action with a
+// default, vocab and hash attributes. kId: hashed item ids, and an action whose default (1000)
+// exceeds feature_abs_max, so Python refuses an event that leaves it out.
+enum ConfigId { kFeatures, kId };
+
+encoders::ModelConfig Config(std::string_view name) {
+  const nlohmann::json configs = SharedCases().value("configs", nlohmann::json::object());
+  EXPECT_TRUE(configs.contains(name)) << name;
+  auto config = encoders::ParseModelConfig(configs.value(name, nlohmann::json::object()).dump());
+  EXPECT_TRUE(config.ok()) << config.status().ToString();
+  return config.ok() ? *config : encoders::ModelConfig{};
+}
+
+encoders::ModelConfig Config(ConfigId id) {
+  return Config(id == kFeatures ? "features" : "id");
+}
+
+// One shared case.
 struct Case {
-  std::string_view name{};
-  ConfigId config = kFeatures;
-  std::string_view json{};
-  // Python's EventError message without its "event[0]." prefix; empty when Python accepts.
-  std::string_view python_error{};
-  // Set when EventParser itself refuses (with python_error as the detail); otherwise the
-  // parser accepts and the Featurizer returns python_error.
-  std::optional<RejectCode> parser_code{};
-  // Python's arrays, when it accepts (float32 values, written as the doubles they equal).
+  std::string name;
+  std::string config;
+  std::string message;
+  // Refused: the detail (Python's EventError message without its "event[0]." prefix) and the
+  // dead-letter code. The code is `schema` exactly when the Featurizer, not the parser, refuses.
+  std::optional<std::string> error;
+  std::string code;
+  // Accepted: Python's arrays (float32 values, written as the doubles they equal).
   int64_t ts_ms = 0;
-  std::vector<double> item_features{};  // kFeatures.
-  int64_t item_row = 0;                 // kId.
-  std::vector<double> actions{};
-  std::vector<double> labels{};
-  std::vector<int64_t> cat_rows{};
+  std::vector<double> item_features;  // kind=features.
+  int64_t item_row = 0;               // kind=id.
+  std::vector<double> actions;
+  std::vector<double> labels;
+  std::vector<int64_t> cat_rows;
 };
 
-// Generated once with the project's Python (PYTHONPATH=python, sirenrope.features.featurize
-// on json.loads of each message, configs from the two JSON strings above) and pasted here.
-const std::vector<Case>& Cases() {
-  static const std::vector<Case> kCases = {
-      {.name = "full_event",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"id":"i1","features":[0.5,-1.25,2.0]},"action":{"click":1,"like":0,"dwell_s":42.5},"attrs":{"topic":"sports","pub":"p7"}})",
-       .ts_ms = 1767600000000,
-       .item_features = {0.5, -1.25, 2.0},
-       .actions = {1.0, 0.0, 3.7727608680725098},
-       .labels = {1.0, 1.0},
-       .cat_rows = {2, 9}},
-      {.name = "integer_features_and_unknown_fields",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[1,-2,3],"extra":[1,{}]},"future":{"x":[1,2]},"action":{"click":0}})",
-       .ts_ms = 1767600000000,
-       .item_features = {1.0, -2.0, 3.0},
-       .actions = {0.0, 0.0, 0.9162907600402832},
-       .labels = {0.0, 0.0},
-       .cat_rows = {0, 0}},
-      {.name = "repeated_top_level_key_last_wins",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":"not yet","ts_ms":1767600000001,"item":{"features":[0.5,-1.25,2]},"item":{"features":[7,8,9]}})",
-       .ts_ms = 1767600000001,
-       .item_features = {7.0, 8.0, 9.0},
-       .actions = {0.0, 0.0, 0.9162907600402832},
-       .labels = {0.0, 0.0},
-       .cat_rows = {0, 0}},
-      {.name = "defaults_without_action_and_attrs",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]}})",
-       .ts_ms = 1767600000000,
-       .item_features = {0.5, -1.25, 2.0},
-       .actions = {0.0, 0.0, 0.9162907600402832},
-       .labels = {0.0, 0.0},
-       .cat_rows = {0, 0}},
-      {.name = "attrs_non_string_values_are_row_0",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]},"attrs":{"topic":5,"pub":null}})",
-       .ts_ms = 1767600000000,
-       .item_features = {0.5, -1.25, 2.0},
-       .actions = {0.0, 0.0, 0.9162907600402832},
-       .labels = {0.0, 0.0},
-       .cat_rows = {0, 0}},
-      {.name = "attrs_repeated_last_non_string_wins",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]},"attrs":{"topic":"news","topic":5}})",
-       .ts_ms = 1767600000000,
-       .item_features = {0.5, -1.25, 2.0},
-       .actions = {0.0, 0.0, 0.9162907600402832},
-       .labels = {0.0, 0.0},
-       .cat_rows = {0, 0}},
-      {.name = "attrs_repeated_last_string_wins",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]},"attrs":{"topic":5,"pub":"a","topic":"sports"}})",
-       .ts_ms = 1767600000000,
-       .item_features = {0.5, -1.25, 2.0},
-       .actions = {0.0, 0.0, 0.9162907600402832},
-       .labels = {0.0, 0.0},
-       .cat_rows = {2, 13}},
-      {.name = "attrs_unknown_value_is_row_0",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]},"attrs":{"topic":"weather","other":"x"}})",
-       .ts_ms = 1767600000000,
-       .item_features = {0.5, -1.25, 2.0},
-       .actions = {0.0, 0.0, 0.9162907600402832},
-       .labels = {0.0, 0.0},
-       .cat_rows = {0, 0}},
-      {.name = "action_repeated_last_number_wins",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]},"action":{"click":"x","click":1}})",
-       .ts_ms = 1767600000000,
-       .item_features = {0.5, -1.25, 2.0},
-       .actions = {1.0, 0.0, 0.9162907600402832},
-       .labels = {1.0, 0.0},
-       .cat_rows = {0, 0}},
-      {.name = "action_repeated_last_non_number_wins",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]},"action":{"click":1,"click":"x"}})",
-       .python_error = "action.click: expected a number",
-       .parser_code = RejectCode::kSchema},
-      {.name = "action_non_schema_non_number_ignored",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]},"action":{"hover":"long","scroll":[1],"click":1}})",
-       .ts_ms = 1767600000000,
-       .item_features = {0.5, -1.25, 2.0},
-       .actions = {1.0, 0.0, 0.9162907600402832},
-       .labels = {1.0, 0.0},
-       .cat_rows = {0, 0}},
-      {.name = "action_bool_is_not_a_number",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]},"action":{"click":true}})",
-       .python_error = "action.click: expected a number",
-       .parser_code = RejectCode::kSchema},
-      {.name = "action_null_is_not_a_number",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]},"action":{"like":null}})",
-       .python_error = "action.like: expected a number",
-       .parser_code = RejectCode::kSchema},
-      {.name = "action_schema_order_decides",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]},"action":{"dwell_s":"x","like":"y"}})",
-       .python_error = "action.like: expected a number",
-       .parser_code = RejectCode::kSchema},
-      {.name = "action_earlier_out_of_range_first",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]},"action":{"click":500,"like":"x"}})",
-       .python_error = "action.click: |500.0| exceeds feature_abs_max 100.0"},
-      {.name = "action_later_out_of_range_after",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]},"action":{"like":"x","dwell_s":500}})",
-       .python_error = "action.like: expected a number",
-       .parser_code = RejectCode::kSchema},
-      {.name = "action_value_out_of_range",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]},"action":{"dwell_s":3.5e2}})",
-       .python_error = "action.dwell_s: |350.0| exceeds feature_abs_max 100.0"},
-      {.name = "action_not_an_object",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]},"action":[1]})",
-       .python_error = "action: expected an object"},
-      {.name = "action_null",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]},"action":null})",
-       .python_error = "action: expected an object"},
-      {.name = "action_bad_after_bad_feature",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[1,500,2]},"action":{"like":"x"}})",
-       .python_error = "item.features[1]: |500.0| exceeds feature_abs_max 100.0"},
-      {.name = "action_bad_without_item",
-       .config = kFeatures,
-       .json = R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"action":{"like":"x"}})",
-       .python_error = "item: expected an object"},
-      {.name = "action_bad_after_bad_feature_type",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[1,"x",2]},"action":{"like":"x"}})",
-       .python_error = "item.features[1]: expected a number",
-       .parser_code = RejectCode::kSchema},
-      {.name = "attrs_not_an_object",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]},"attrs":"topic=news"})",
-       .python_error = "attrs: expected an object"},
-      {.name = "attrs_not_object_after_bad_action",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[0.5,-1.25,2]},"action":{"click":"x"},"attrs":1})",
-       .python_error = "action.click: expected a number",
-       .parser_code = RejectCode::kSchema},
-      {.name = "ts_negative_is_featurizer_fine",
-       .config = kFeatures,
-       .json = R"({"event_id":"e1","user_id":"u1","ts_ms":-5,"item":{"features":[0.5,-1.25,2]}})",
-       .ts_ms = -5,
-       .item_features = {0.5, -1.25, 2.0},
-       .actions = {0.0, 0.0, 0.9162907600402832},
-       .labels = {0.0, 0.0},
-       .cat_rows = {0, 0}},
-      {.name = "ts_minus_zero_is_integer_zero",
-       .config = kFeatures,
-       .json = R"({"event_id":"e1","user_id":"u1","ts_ms":-0,"item":{"features":[0.5,-1.25,2]}})",
-       .ts_ms = 0,
-       .item_features = {0.5, -1.25, 2.0},
-       .actions = {0.0, 0.0, 0.9162907600402832},
-       .labels = {0.0, 0.0},
-       .cat_rows = {0, 0}},
-      {.name = "ts_beyond_int64_out_of_range",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":9223372036854775808,"item":{"features":[0.5,-1.25,2]}})",
-       .python_error = "ts_ms: out of range"},
-      {.name = "ts_max_uint64_out_of_range",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":18446744073709551615,"item":{"features":[0.5,-1.25,2]}})",
-       .python_error = "ts_ms: out of range"},
-      {.name = "ts_2_pow_62_out_of_range",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":4611686018427387904,"item":{"features":[0.5,-1.25,2]}})",
-       .python_error = "ts_ms: out of range"},
-      {.name = "ts_min_int64_out_of_range",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":-9223372036854775808,"item":{"features":[0.5,-1.25,2]}})",
-       .python_error = "ts_ms: out of range"},
-      {.name = "ts_float",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1.5e12,"item":{"features":[0.5,-1.25,2]}})",
-       .python_error = "ts_ms: expected an integer",
-       .parser_code = RejectCode::kWrongType},
-      {.name = "ts_minus_zero_float",
-       .config = kFeatures,
-       .json = R"({"event_id":"e1","user_id":"u1","ts_ms":-0.0,"item":{"features":[0.5,-1.25,2]}})",
-       .python_error = "ts_ms: expected an integer",
-       .parser_code = RejectCode::kWrongType},
-      {.name = "ts_string",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":"1767600000000","item":{"features":[0.5,-1.25,2]}})",
-       .python_error = "ts_ms: expected an integer",
-       .parser_code = RejectCode::kWrongType},
-      {.name = "ts_bool",
-       .config = kFeatures,
-       .json = R"({"event_id":"e1","user_id":"u1","ts_ms":true,"item":{"features":[0.5,-1.25,2]}})",
-       .python_error = "ts_ms: expected an integer",
-       .parser_code = RejectCode::kWrongType},
-      {.name = "ts_null",
-       .config = kFeatures,
-       .json = R"({"event_id":"e1","user_id":"u1","ts_ms":null,"item":{"features":[0.5,-1.25,2]}})",
-       .python_error = "ts_ms: expected an integer",
-       .parser_code = RejectCode::kWrongType},
-      {.name = "ts_escaped_key",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts\u005fms":1767600000000,"item":{"features":[0.5,-1.25,2]}})",
-       .ts_ms = 1767600000000,
-       .item_features = {0.5, -1.25, 2.0},
-       .actions = {0.0, 0.0, 0.9162907600402832},
-       .labels = {0.0, 0.0},
-       .cat_rows = {0, 0}},
-      {.name = "item_missing",
-       .config = kFeatures,
-       .json = R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"action":{"click":1}})",
-       .python_error = "item: expected an object"},
-      {.name = "item_not_an_object",
-       .config = kFeatures,
-       .json = R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":[1,2,3]})",
-       .python_error = "item: expected an object",
-       .parser_code = RejectCode::kWrongType},
-      {.name = "item_null",
-       .config = kFeatures,
-       .json = R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":null})",
-       .python_error = "item: expected an object",
-       .parser_code = RejectCode::kWrongType},
-      {.name = "item_not_object_after_bad_ts",
-       .config = kFeatures,
-       .json = R"({"event_id":"e1","user_id":"u1","ts_ms":4611686018427387904,"item":5})",
-       .python_error = "ts_ms: out of range"},
-      {.name = "features_wrong_length",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[1,2]}})",
-       .python_error = "item.features: expected 3 numbers"},
-      {.name = "features_not_an_array",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":"1,2,3"}})",
-       .python_error = "item.features: expected 3 numbers"},
-      {.name = "features_missing",
-       .config = kFeatures,
-       .json = R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"id":"i1"}})",
-       .python_error = "item.features: expected 3 numbers"},
-      {.name = "features_non_number",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[1,"x",2]}})",
-       .python_error = "item.features[1]: expected a number",
-       .parser_code = RejectCode::kSchema},
-      {.name = "features_null_and_bool",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[1,null,true]}})",
-       .python_error = "item.features[1]: expected a number",
-       .parser_code = RejectCode::kSchema},
-      {.name = "features_nested_array",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[[1],2,3]}})",
-       .python_error = "item.features[0]: expected a number",
-       .parser_code = RejectCode::kSchema},
-      {.name = "features_non_number_wrong_length",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[1,"x"]}})",
-       .python_error = "item.features: expected 3 numbers"},
-      {.name = "features_earlier_out_of_range_first",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[500,"x",1]}})",
-       .python_error = "item.features[0]: |500.0| exceeds feature_abs_max 100.0"},
-      {.name = "features_later_out_of_range_after",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[1,"x",500]}})",
-       .python_error = "item.features[1]: expected a number",
-       .parser_code = RejectCode::kSchema},
-      {.name = "features_non_number_after_bad_ts",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":4611686018427387904,"item":{"features":[1,"x",3]}})",
-       .python_error = "ts_ms: out of range"},
-      {.name = "features_repeated_key_last_wins",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[1,"x",3],"features":[4,5,6]}})",
-       .ts_ms = 1767600000000,
-       .item_features = {4.0, 5.0, 6.0},
-       .actions = {0.0, 0.0, 0.9162907600402832},
-       .labels = {0.0, 0.0},
-       .cat_rows = {0, 0}},
-      {.name = "features_out_of_range",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[1,-100.5,3]}})",
-       .python_error = "item.features[1]: |-100.5| exceeds feature_abs_max 100.0"},
-      {.name = "features_exponents_and_underflow",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[1E2,-2.5e-1,1e-400]}})",
-       .ts_ms = 1767600000000,
-       .item_features = {100.0, -0.25, 0.0},
-       .actions = {0.0, 0.0, 0.9162907600402832},
-       .labels = {0.0, 0.0},
-       .cat_rows = {0, 0}},
-      {.name = "features_large_integer",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"features":[1,18446744073709551615,3]}})",
-       .python_error = "item.features[1]: |1.8446744073709552e+19| exceeds feature_abs_max 100.0"},
-      {.name = "features_item_id_wrong_type_ignored",
-       .config = kFeatures,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"id":17,"features":[1,2,3]}})",
-       .ts_ms = 1767600000000,
-       .item_features = {1.0, 2.0, 3.0},
-       .actions = {0.0, 0.0, 0.9162907600402832},
-       .labels = {0.0, 0.0},
-       .cat_rows = {0, 0}},
-      {.name = "id_item",
-       .config = kId,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"id":"item-\u00e9\ud83d\ude00"},"action":{"a":1,"b":2},"attrs":{"c":"x"}})",
-       .ts_ms = 1767600000000,
-       .item_row = 281,
-       .actions = {1.0, 2.0},
-       .labels = {1.0},
-       .cat_rows = {4}},
-      {.name = "id_item_id_not_a_string",
-       .config = kId,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"id":5},"action":{"a":1,"b":2}})",
-       .python_error = "item.id: expected a string"},
-      {.name = "id_item_id_missing",
-       .config = kId,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{},"action":{"a":1,"b":2}})",
-       .python_error = "item.id: expected a string"},
-      {.name = "id_features_are_ignored",
-       .config = kId,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"id":"x","features":["x"]},"action":{"a":1,"b":2}})",
-       .ts_ms = 1767600000000,
-       .item_row = 272,
-       .actions = {1.0, 2.0},
-       .labels = {1.0},
-       .cat_rows = {0}},
-      {.name = "id_default_out_of_range",
-       .config = kId,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"id":"x"},"action":{"a":1}})",
-       .python_error = "action.b: |1000.0| exceeds feature_abs_max 100.0"},
-      {.name = "id_bad_action_before_bad_default",
-       .config = kId,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"id":"x"},"action":{"a":"x"}})",
-       .python_error = "action.a: expected a number",
-       .parser_code = RejectCode::kSchema},
-      {.name = "id_bad_action_after_good",
-       .config = kId,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"id":"x"},"action":{"a":1,"b":"x"}})",
-       .python_error = "action.b: expected a number",
-       .parser_code = RejectCode::kSchema},
-      {.name = "id_bad_action_after_out_of_range",
-       .config = kId,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"id":"x"},"action":{"a":1000,"b":"x"}})",
-       .python_error = "action.a: |1000.0| exceeds feature_abs_max 100.0"},
-      {.name = "id_bad_action_after_bad_item_id",
-       .config = kId,
-       .json =
-           R"({"event_id":"e1","user_id":"u1","ts_ms":1767600000000,"item":{"id":null},"action":{"a":"x"}})",
-       .python_error = "item.id: expected a string"},
-  };
-  return kCases;
+// gtest lists parameters with this (ctest -N names the case, not its bytes).
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.name;
+}
+
+std::vector<Case> Cases() {
+  std::vector<Case> out;
+  for (const nlohmann::json& c : SharedCases().value("cases", nlohmann::json::array())) {
+    Case x;
+    x.name = c.at("name").get<std::string>();
+    x.config = c.at("config").get<std::string>();
+    x.message = c.at("message").get<std::string>();
+    if (c.contains("error")) {
+      x.error = c.at("error").get<std::string>();
+      x.code = c.at("code").get<std::string>();
+    } else {
+      const nlohmann::json& in = c.at("inputs");
+      x.ts_ms = in.at("ts_ms").get<int64_t>();
+      x.item_features = in.value("item_features", std::vector<double>{});
+      x.item_row = in.value("item_row", int64_t{0});
+      x.actions = in.at("actions").get<std::vector<double>>();
+      x.labels = in.at("labels").get<std::vector<double>>();
+      x.cat_rows = in.at("cat_rows").get<std::vector<int64_t>>();
+    }
+    out.push_back(std::move(x));
+  }
+  return out;
 }
 
 std::vector<float> ToFloats(const std::vector<double>& values) {
@@ -474,28 +112,35 @@ std::vector<float> ToFloats(const std::vector<double>& values) {
   return out;
 }
 
+TEST(EventParserTest, SharedCasesAreLoaded) {
+  // A file that failed to load would instantiate no case at all and pass silently.
+  EXPECT_GE(Cases().size(), 64U);
+}
+
 class EquivalenceTest : public ::testing::TestWithParam<Case> {};
 
+// The daemon's path: EventParser, then the Featurizer on what it accepts. Which of the two
+// refuses is the implementation's business; the dead letter (code and detail) is the contract.
 TEST_P(EquivalenceTest, ParserThenFeaturizerMatchesPython) {
   const Case& c = GetParam();
+  SCOPED_TRACE(c.message);
   const encoders::ModelConfig config = Config(c.config);
   EventParser parser(config);
   ParsedEvent parsed;
   Rejection rejection;
-  const bool accepted = parser.Parse(c.json, parsed, rejection);
-  if (c.parser_code) {
-    ASSERT_FALSE(accepted) << c.json;
-    EXPECT_EQ(RejectCodeName(rejection.code), RejectCodeName(*c.parser_code));
-    EXPECT_EQ(rejection.detail, c.python_error);
+  if (!parser.Parse(c.message, parsed, rejection)) {
+    ASSERT_TRUE(c.error.has_value())
+        << "refused, Python accepts: " << RejectCodeName(rejection.code) << ": "
+        << rejection.detail;
+    EXPECT_EQ(RejectCodeName(rejection.code), c.code);
+    EXPECT_EQ(rejection.detail, *c.error);
     return;
   }
-  ASSERT_TRUE(accepted) << RejectCodeName(rejection.code) << ": " << rejection.detail;
-  EXPECT_EQ(parsed.event_id, "e1");
-  EXPECT_EQ(parsed.user_id, "u1");
   const auto inputs = encoders::Featurizer(config).Featurize(parsed.event, true);
-  if (!c.python_error.empty()) {
-    ASSERT_FALSE(inputs.ok()) << c.json;
-    EXPECT_EQ(inputs.status().message(), c.python_error);
+  if (c.error.has_value()) {
+    ASSERT_FALSE(inputs.ok()) << "accepted, Python refuses: " << *c.error;
+    EXPECT_EQ("schema", c.code) << "the Featurizer's refusals are dead-lettered as schema";
+    EXPECT_EQ(inputs.status().message(), *c.error);
     return;
   }
   ASSERT_TRUE(inputs.ok()) << inputs.status().ToString();
@@ -509,7 +154,7 @@ TEST_P(EquivalenceTest, ParserThenFeaturizerMatchesPython) {
 
 INSTANTIATE_TEST_SUITE_P(PythonFeaturize, EquivalenceTest, ::testing::ValuesIn(Cases()),
                          [](const ::testing::TestParamInfo<Case>& param) {
-                           return std::string(param.param.name);
+                           return param.param.name;
                          });
 
 // Parses `json` for the kFeatures schema; the rejection when refused.
@@ -601,9 +246,30 @@ TEST(EventParserTest, IdsUpToMaxBytesAreAccepted) {
   ExpectRefused(WithIds(fmt::format(R"("event_id":"e","user_id":"{}")", wide)),
                 RejectCode::kInvalidValue, "user_id: 258 bytes, longer than 256");
   // Escapes are decoded before counting.
-  const ParsedEvent escaped = MustParse(WithIds(R"("event_id":"a\u0000b","user_id":"\u00e9")"));
-  EXPECT_EQ(escaped.event_id, std::string("a\0b", 3));
+  const ParsedEvent escaped = MustParse(WithIds(R"("event_id":"a\u0041b","user_id":"\u00e9")"));
+  EXPECT_EQ(escaped.event_id, "aAb");
   EXPECT_EQ(escaped.user_id, "\u00e9");
+}
+
+TEST(EventParserTest, IdsWithControlCharactersAreInvalidValues) {
+  ExpectRefused(WithIds(R"("event_id":"e","user_id":"a\u0000b")"), RejectCode::kInvalidValue,
+                "user_id: contains control character U+0000");
+  ExpectRefused(WithIds(R"("event_id":"e\r\n","user_id":"u")"), RejectCode::kInvalidValue,
+                "event_id: contains control character U+000D");
+  // Raw control bytes inside a JSON string are not JSON at all.
+  EXPECT_EQ(RefusalOf(WithIds("\"event_id\":\"e\x01\",\"user_id\":\"u\"")).value().code,
+            RejectCode::kInvalidJson);
+  // Every code point from U+0000 to U+001F and U+007F, and nothing else below U+00A0.
+  for (int c = 0; c < 0xA0; ++c) {
+    const std::string json = WithIds(fmt::format(R"("event_id":"e","user_id":"u\u{:04x}")", c));
+    const auto refusal = RefusalOf(json);
+    if (c < 0x20 || c == 0x7F) {
+      ASSERT_TRUE(refusal.has_value()) << c;
+      EXPECT_EQ(refusal->detail, fmt::format("user_id: contains control character U+{:04X}", c));
+    } else {
+      EXPECT_FALSE(refusal.has_value()) << c << ": " << refusal->detail;
+    }
+  }
 }
 
 // Where the parser knowingly differs from Python's json.loads + featurize.
@@ -682,8 +348,8 @@ TEST(EventParserTest, FillsTheEventAsJsonSaysIt) {
   const ParsedEvent parsed = MustParse(
       R"({"user_id":"u9","event_id":"e9","ts_ms":123,
           "item":{"id":"it","features":[1,2.5,-3]},
-          "action":{"click":1,"hover":"x","seen":false,"dwell_s":2,"click":0.5,"z":-1},
-          "attrs":{"topic":"news","n":1,"pub":"p","topic":"sports","m":null}})");
+          "action":{"click":1,"dwell_s":2,"click":0.5,"z":-1},
+          "attrs":{"topic":"news","pub":"p","topic":"sports","m":"x"}})");
   EXPECT_EQ(parsed.event_id, "e9");
   EXPECT_EQ(parsed.user_id, "u9");
   const encoders::Event& ev = parsed.event;
@@ -695,17 +361,17 @@ TEST(EventParserTest, FillsTheEventAsJsonSaysIt) {
   EXPECT_TRUE(ev.has_item_features);
   EXPECT_EQ(ev.item_features, (std::vector<double>{1, 2.5, -3}));
   EXPECT_TRUE(ev.action_is_object);
-  // Python's dict order: first position, last value; non-numbers of other actions left out.
+  // Python's dict order: first position, last value.
   using Actions = std::vector<std::pair<std::string, double>>;
   EXPECT_EQ(ev.actions, (Actions{{"click", 0.5}, {"dwell_s", 2}, {"z", -1}}));
   EXPECT_TRUE(ev.attrs_is_object);
   using Attrs = std::vector<std::pair<std::string, std::string>>;
-  EXPECT_EQ(ev.attrs, (Attrs{{"topic", "sports"}, {"pub", "p"}}));
+  EXPECT_EQ(ev.attrs, (Attrs{{"topic", "sports"}, {"pub", "p"}, {"m", "x"}}));
 }
 
 TEST(EventParserTest, WrongTypesOfOptionalPartsAreRecordedAsAbsent) {
   const ParsedEvent parsed =
-      MustParse(R"({"event_id":"e","user_id":"u","ts_ms":1,"item":{"id":1,"features":{}},
+      MustParse(R"({"event_id":"e","user_id":"u","ts_ms":1,"item":{"features":{}},
                     "action":"click","attrs":["topic"]})");
   const encoders::Event& ev = parsed.event;
   EXPECT_TRUE(ev.has_item);

@@ -53,8 +53,9 @@ std::optional<std::string> UserIdOfLine(std::string_view line) {
 }
 
 Status CreateTopics(const std::string& bootstrap_servers, const std::vector<std::string>& topics,
-                    int32_t partitions) {
+                    int32_t partitions, const std::map<std::string, std::string>& properties) {
   ConfPtr conf(rd_kafka_conf_new());
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), properties));
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", bootstrap_servers));
   ROTOR_ASSIGN_OR_RETURN(HandlePtr admin, NewHandle(RD_KAFKA_PRODUCER, std::move(conf)));
   std::vector<rd_kafka_NewTopic_t*> requests;
@@ -172,10 +173,11 @@ Result<ProduceResult> ProduceJsonLines(const std::string& path, const ProduceOpt
   }
   std::atomic<int64_t> failures{0};
   ConfPtr conf(rd_kafka_conf_new());
-  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", options.bootstrap_servers));
-  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.idempotence", "true"));
+  // Defaults, then the caller's properties, then what the producer relies on.
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "linger.ms", "5"));
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), options.properties));
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", options.bootstrap_servers));
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.idempotence", "true"));
   // Keys go where Kafka's Java client puts them (internal/partitioner.h), not where
   // librdkafka's default (CRC32) would: one user, one partition, whoever produces. Set last, so
   // `properties` cannot change it.
@@ -230,6 +232,9 @@ Result<ProduceResult> ProduceJsonLines(const std::string& path, const ProduceOpt
 
 Result<std::vector<TopicMessage>> ReadTopic(const ReadOptions& options) {
   ConfPtr conf(rd_kafka_conf_new());
+  // The caller's properties first: the reader's own settings below must win (without
+  // partition EOF events, for one, it would never notice the end of the topic).
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), options.properties));
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", options.bootstrap_servers));
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "group.id", "rotor-reader-unused"));
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.auto.commit", "false"));
@@ -293,7 +298,7 @@ Result<std::vector<TopicMessage>> ReadTopic(const ReadOptions& options) {
     msg.offset = m->offset;
     msg.timestamp_ms = rd_kafka_message_timestamp(m.get(), nullptr);
     if (m->key != nullptr) {
-      msg.key.assign(static_cast<const char*>(m->key), m->key_len);
+      msg.key.emplace(static_cast<const char*>(m->key), m->key_len);
     }
     if (m->payload != nullptr) {
       msg.value.assign(static_cast<const char*>(m->payload), m->len);

@@ -53,9 +53,12 @@ class EmbeddedKafka {
 };
 
 // Creates `topics` with `partitions` partitions each (replication factor 1); topics that
-// already exist are left as they are.
+// already exist are left as they are. `properties` are extra librdkafka properties of the admin
+// client (`rotor topics` passes kafka.producer_properties: the admin client is a producer
+// handle, and security settings are the same for both); bootstrap.servers is always
+// `bootstrap_servers`.
 Status CreateTopics(const std::string& bootstrap_servers, const std::vector<std::string>& topics,
-                    int32_t partitions);
+                    int32_t partitions, const std::map<std::string, std::string>& properties = {});
 
 // The "user_id" string of one JSON event line (the message key the input topic expects), or
 // nullopt when the line is not a JSON object with a string user_id.
@@ -67,7 +70,8 @@ struct ProduceOptions {
   std::string topic;
   double rate_per_s = 0;  // 0: as fast as possible.
   int64_t limit = -1;     // Lines to send (-1: all).
-  // Extra librdkafka producer properties.
+  // Extra librdkafka producer properties (kafka.producer_properties); they may change the
+  // defaults (linger.ms 5) but not bootstrap.servers or enable.idempotence (true).
   std::map<std::string, std::string> properties;
   // Called before each message with the number sent so far; returning false waits 1 ms and
   // asks again (the embedded demo uses it to bound how far the feeder runs ahead).
@@ -92,7 +96,7 @@ struct TopicMessage {
   int32_t partition = 0;
   int64_t offset = 0;
   int64_t timestamp_ms = 0;
-  std::string key;
+  std::optional<std::string> key;  // nullopt: the message has no key (not even an empty one).
   std::string value;
   std::vector<std::pair<std::string, std::string>> headers;
 };
@@ -106,6 +110,10 @@ struct ReadOptions {
   int64_t max_messages = -1;
   int64_t idle_ms = 2000;
   int64_t timeout_ms = 60000;
+  // Extra librdkafka consumer properties (kafka.consumer_properties: security.protocol, sasl.*,
+  // ...). The reader's own settings win: bootstrap.servers, group.id, enable.auto.commit,
+  // enable.partition.eof and isolation.level (from read_committed).
+  std::map<std::string, std::string> properties;
   std::function<void(const TopicMessage&)> on_message;  // Instead of collecting, when set.
 };
 

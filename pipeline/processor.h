@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -68,7 +69,9 @@ struct InputRecord {
 struct OutputRecord {
   enum class Topic : unsigned char { kOutput, kDeadLetter };
   Topic topic = Topic::kOutput;
-  std::string key;
+  // nullopt: produce the message without a key (a dead letter of a keyless input record), which
+  // Kafka tells apart from an empty key.
+  std::optional<std::string> key;
   std::string value;
   std::vector<std::pair<std::string, std::string>> headers;
 };

@@ -156,11 +156,12 @@ TEST_F(ProcessorTest, InterleavedUsersGetExactlyTheEncodersRowsAndDeltasCarryThe
     auto tensors = encoders::DecodeReadyTensors(out.value);
     ASSERT_TRUE(tensors.ok()) << tensors.status().ToString();
     EXPECT_EQ(tensors->header.kind, encoders::ReadyKind::kDelta);
-    EXPECT_EQ(tensors->header.user_id, out.key);
+    ASSERT_TRUE(out.key.has_value());
+    EXPECT_EQ(tensors->header.user_id, *out.key);
     EXPECT_EQ(tensors->header.model_id, bundle_->model_id());
     for (const int64_t p : tensors->pos) {
-      EXPECT_EQ(rows_by_pos[out.key].count(p), 0U) << "position " << p << " published twice";
-      rows_by_pos[out.key][p] = *tensors;
+      EXPECT_EQ(rows_by_pos[*out.key].count(p), 0U) << "position " << p << " published twice";
+      rows_by_pos[*out.key][p] = *tensors;
     }
   }
   for (const auto& u : users) {
@@ -211,6 +212,9 @@ TEST_F(ProcessorTest, BadInputsGoToTheDeadLetterTopicWithTheirReasonAndGoodOnesS
       {with(R"("user_id":"dora")", R"("user_id":17)"), "dora", "wrong_type"},
       {with(R"("event_id":"dora/)", R"("event_id":["x"],"z":")"), "dora", "wrong_type"},
       {with(ts_field, R"("ts_ms":"yesterday")"), "dora", "wrong_type"},
+      {with(R"("topic":")", R"("topic":7,"was":")"), "dora", "wrong_type"},
+      {with(R"("id":")", R"("id":12345,"was":")"), "dora", "wrong_type"},
+      {with(R"("user_id":"dora")", R"("user_id":"do\u0000ra")"), "dora", "invalid_value"},
       {with(ts_field, "\"ts_ms\":1.7676e12"), "dora", "wrong_type"},
       {with(ts_field, "\"ts_ms\":-5"), "dora", "ts_before_epoch"},
       {with(ts_field, "\"ts_ms\":4102444800000"), "dora", "ts_in_future"},
@@ -273,7 +277,7 @@ TEST_F(ProcessorTest, DeadLettersOfHugeMessagesAreCutToFitTheProducer) {
   for (const OutputRecord& out : outputs) {
     ASSERT_EQ(out.topic, OutputRecord::Topic::kDeadLetter);
     EXPECT_LE(out.value.size(), max_value);
-    EXPECT_LE(out.key.size(), kDeadLetterKeyBytes);
+    EXPECT_LE(out.key.value_or("").size(), kDeadLetterKeyBytes);
   }
   std::map<std::string, std::string> oversized(outputs[0].headers.begin(),
                                                outputs[0].headers.end());
@@ -414,6 +418,24 @@ TEST_F(ProcessorTest, AUserWithCorruptStateIsQuarantinedAndOthersGoOn) {
   EXPECT_EQ(store_->LoadUserState("zed", cfg.n_blocks(), cfg.window, cfg.d_model).status().code(),
             StatusCode::kCorruption)
       << "the corrupt state was overwritten";
+}
+
+TEST_F(ProcessorTest, DeadLettersKeepTheKeyAndItsAbsence) {
+  // A keyless record's dead letter has no key; an empty key stays an empty key.
+  const std::vector<InputRecord> records = {
+      {.topic = kTopic, .partition = 0, .offset = 0, .has_key = false, .key = {}, .value = "{bad"},
+      {.topic = kTopic, .partition = 0, .offset = 1, .has_key = true, .key = "", .value = "{bad"},
+      {.topic = kTopic, .partition = 0, .offset = 2, .has_key = true, .key = "k", .value = "{bad"},
+  };
+  auto batch = processor_->Process(records);
+  ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+  ASSERT_EQ(batch->outputs.size(), 3U);
+  for (const OutputRecord& out : batch->outputs) {
+    EXPECT_EQ(out.topic, OutputRecord::Topic::kDeadLetter);
+  }
+  EXPECT_EQ(batch->outputs[0].key, std::nullopt);
+  EXPECT_EQ(batch->outputs[1].key, std::optional<std::string>(""));
+  EXPECT_EQ(batch->outputs[2].key, std::optional<std::string>("k"));
 }
 
 TEST_F(ProcessorTest, UnknownCategoricalValuesAndMissingOptionalPartsAreAccepted) {

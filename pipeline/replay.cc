@@ -13,13 +13,12 @@
 
 namespace rotor::pipeline {
 
-Result<ReplayStats> ReplayFile(const config::DaemonConfig& config, const std::string& path) {
+Result<ReplayStats> ReplayFile(const config::DaemonConfig& config, const encoders::Bundle& bundle,
+                               const std::string& path) {
   std::ifstream in(path);
   if (!in) {
     return Status::IOError("cannot read events file '{}'", path);
   }
-  ROTOR_ASSIGN_OR_RETURN(const encoders::Bundle bundle,
-                         encoders::Bundle::Load(config.model.bundle));
   ROTOR_ASSIGN_OR_RETURN(auto store, storage::UserStateStore::Open(
                                          {.path = config.state.dir,
                                           .block_cache_bytes = config.state.block_cache_bytes,

@@ -11,6 +11,7 @@
 
 #include "common/status.h"
 #include "config/daemon_config.h"
+#include "encoders/bundle.h"
 
 namespace rotor::pipeline {
 
@@ -22,10 +23,12 @@ struct ReplayStats {
   double seconds = 0;
 };
 
-// Replays every line of `path` into config.state.dir (model.bundle, pipeline.*, state.*
-// apply), in micro-batches of pipeline.max_batch_events; resumes after the last line a
-// previous replay of the same path committed.
-Result<ReplayStats> ReplayFile(const config::DaemonConfig& config, const std::string& path);
+// Replays every line of `path` into config.state.dir with `bundle` (the caller loads
+// config.model.bundle, so that it names the file in its errors; pipeline.* and state.* apply),
+// in micro-batches of pipeline.max_batch_events; resumes after the last line a previous replay
+// of the same path committed.
+Result<ReplayStats> ReplayFile(const config::DaemonConfig& config, const encoders::Bundle& bundle,
+                               const std::string& path);
 
 }  // namespace rotor::pipeline
 

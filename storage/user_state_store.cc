@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <filesystem>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -292,6 +294,16 @@ UserStateStore::~UserStateStore() {
 
 Result<std::unique_ptr<UserStateStore>> UserStateStore::Open(const StoreOptions& options) {
   ROTOR_RETURN_IF_ERROR(ValidateOptions(options));
+  if (!options.create_if_missing) {
+    // Every RocksDB database has a CURRENT file. When the check itself fails (no permission),
+    // DB::Open below reports it.
+    std::error_code error;
+    if (!std::filesystem::exists(std::filesystem::path(options.path) / "CURRENT", error) &&
+        !error) {
+      return Status::NotFound("no user state store at '{}' (create_if_missing is off)",
+                              options.path);
+    }
+  }
   auto impl = std::make_unique<Impl>();
   impl->path = options.path;
   impl->write_options.sync = options.sync_writes;

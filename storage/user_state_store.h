@@ -38,7 +38,9 @@ struct StoreOptions {
   // fsync the WAL on every Commit: a committed batch survives a machine crash, not only a
   // process crash. Off trades that for throughput.
   bool sync_writes = true;
-  // Create the database (and its column families) when the path holds none.
+  // Create the database (and its column families) when the path holds none. When false, a path
+  // without a database is NotFound (RocksDB alone would say InvalidArgument, which rotor's
+  // commands report as a bad config; an empty state directory is not one).
   bool create_if_missing = true;
 };
 

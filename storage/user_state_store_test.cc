@@ -456,6 +456,7 @@ TEST_F(UserStateStoreTest, OpenRefusesBadOptionsNamingTheField) {
   options.create_if_missing = false;
   const auto missing = UserStateStore::Open(options);
   ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound) << missing.status().ToString();
   EXPECT_NE(missing.status().message().find(empty.db()), std::string_view::npos)
       << missing.status().ToString();
 }

@@ -100,7 +100,8 @@ TEST(PartitionerTest, ProduceJsonLinesPlacesKeysLikeTheJavaClient) {
   ASSERT_EQ(messages->size(), static_cast<std::size_t>(kUsers));
   std::map<int32_t, int> per_partition;
   for (const TopicMessage& m : *messages) {
-    EXPECT_EQ(m.partition, JavaPartition(m.key, kPartitions)) << m.key;
+    ASSERT_TRUE(m.key.has_value());
+    EXPECT_EQ(m.partition, JavaPartition(*m.key, kPartitions)) << *m.key;
     ++per_partition[m.partition];
   }
   EXPECT_EQ(per_partition.size(), static_cast<std::size_t>(kPartitions)) << "keys spread out";

@@ -13,6 +13,9 @@ produce the same numbers. The rules:
   ``log1p(max(v, 0))`` or ``binary`` (v > 0). Labels are ``action[label.action] > threshold``.
 - attrs: vocab fields map the i-th value to row i+1, hash fields to 1 + fnv1a64 % buckets,
   missing or unknown values to row 0.
+- types: every value the input contract (DESIGN section 4) types is checked, used or not: a
+  number or null where a string belongs is an error, never an unknown value. Ids carry no
+  control characters. ``featurize`` lists the checks and their order.
 """
 
 from __future__ import annotations
@@ -35,7 +38,16 @@ _MASK64 = (1 << 64) - 1
 
 
 class EventError(ValueError):
-    """An event violates the input schema; the message is the dead-letter reason."""
+    """An event violates the input contract; the message is the dead-letter detail.
+
+    ``code`` is the dead-letter reason the daemon gives the same event (docs/daemon.md):
+    ``wrong_type`` for a value of the wrong JSON type where the daemon's parser refuses it,
+    ``missing_field``, ``invalid_value``, or ``schema`` for what the bundle's schema refuses.
+    """
+
+    def __init__(self, message: str, code: str = "schema"):
+        super().__init__(message)
+        self.code = code
 
 
 def fnv1a64(text: str) -> int:
@@ -101,10 +113,72 @@ def category_row(schema: InputSchema, field_index: int, value: Any) -> int:
     return 1 + fnv1a64(value) % spec.buckets
 
 
-def featurize(events: Sequence[dict], cfg: ModelConfig, need_actions: bool = True) -> EventArrays:
+MAX_ID_BYTES = 256  # Longest event_id / user_id, in UTF-8 bytes (the daemon's kMaxIdBytes).
+
+
+def _json_type(v: Any) -> str:
+    """The JSON type of a json.loads value, as the daemon's messages name it."""
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if v is None:
+        return "null"
+    if isinstance(v, list):
+        return "an array"
+    return "an object"
+
+
+def _is_number(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float))
+
+
+def _check_no_control(text: str, where: str) -> None:
+    """Ids (event_id, user_id, item.id) carry no control characters (U+0000..U+001F, U+007F):
+    they end up in keys, logs and dead-letter headers, where a NUL or a newline truncates or
+    forges lines."""
+    for c in text:
+        if ord(c) < 0x20 or ord(c) == 0x7F:
+            raise EventError(f"{where}: contains control character U+{ord(c):04X}",
+                             "invalid_value")
+
+
+def _check_id(ev: dict, name: str, where: str) -> None:
+    """event_id / user_id as the daemon's parser checks them, before anything else."""
+    if name not in ev:
+        raise EventError(f"{where}.{name}: missing", "missing_field")
+    v = ev[name]
+    if not isinstance(v, str):
+        raise EventError(f"{where}.{name}: expected a string", "wrong_type")
+    if not v:
+        raise EventError(f"{where}.{name}: empty", "invalid_value")
+    # surrogatepass: json.loads accepts lone surrogates (the daemon refuses them as bad JSON).
+    size = len(v.encode("utf-8", "surrogatepass"))
+    if size > MAX_ID_BYTES:
+        raise EventError(f"{where}.{name}: {size} bytes, longer than {MAX_ID_BYTES}",
+                         "invalid_value")
+    _check_no_control(v, f"{where}.{name}")
+
+
+def featurize(events: Sequence[dict], cfg: ModelConfig, need_actions: bool = True,
+              check_ids: bool = False) -> EventArrays:
     """Validate and convert events; raises EventError naming the event and field.
 
     ``need_actions=False`` is for candidates, whose actions are what the model predicts.
+    ``check_ids=True`` first checks ``event_id`` and ``user_id`` as the daemon does for the
+    input topic (present, strings, non-empty, at most MAX_ID_BYTES, no control characters);
+    events read from an input log (train.read_histories, the shared parser cases) want it,
+    candidates need no ids.
+
+    Every value DESIGN section 4 types is checked whether or not the schema uses it: a present
+    ``item.id`` is a string without control characters, a present ``item.features`` of a
+    kind=id item an array of numbers, every ``action`` value a number (when actions are
+    needed), every ``attrs`` value a string. A value of the wrong type is an error
+    (``wrong_type``), never coerced or ignored. Checks run in this order, and the first
+    failing one is reported: ts_ms, item, item.id, item.features (or the kind=id id), the
+    schema's actions in schema order, the other actions, attrs.
     """
     s = cfg.schema
     n = len(events)
@@ -119,16 +193,26 @@ def featurize(events: Sequence[dict], cfg: ModelConfig, need_actions: bool = Tru
     for r, ev in enumerate(events):
         where = f"event[{r}]"
         if not isinstance(ev, dict):
-            raise EventError(f"{where}: expected an object")
+            raise EventError(f"{where}: expected an object", "not_object")
+        if check_ids:
+            _check_id(ev, "event_id", where)
+            _check_id(ev, "user_id", where)
         t = ev.get("ts_ms")
         if isinstance(t, bool) or not isinstance(t, int):
-            raise EventError(f"{where}.ts_ms: expected an integer")
+            raise EventError(f"{where}.ts_ms: expected an integer",
+                             "wrong_type" if "ts_ms" in ev else "missing_field")
         if not -(2**62) < t < 2**62:
             raise EventError(f"{where}.ts_ms: out of range")
         ts[r] = t
         it = ev.get("item")
         if not isinstance(it, dict):
-            raise EventError(f"{where}.item: expected an object")
+            raise EventError(f"{where}.item: expected an object",
+                             "wrong_type" if "item" in ev else "schema")
+        if "id" in it:
+            if not isinstance(it["id"], str):
+                raise EventError(f"{where}.item.id: expected a string, got "
+                                 f"{_json_type(it['id'])}", "wrong_type")
+            _check_no_control(it["id"], f"{where}.item.id")
         if s.item.kind == "features":
             feats = it.get("features")
             if not isinstance(feats, list) or len(feats) != s.item.dim:
@@ -143,6 +227,15 @@ def featurize(events: Sequence[dict], cfg: ModelConfig, need_actions: bool = Tru
             iid = it.get("id")
             if not isinstance(iid, str):
                 raise EventError(f"{where}.item.id: expected a string")
+            if "features" in it:  # Unused by kind=id, but typed all the same.
+                feats = it["features"]
+                if not isinstance(feats, list):
+                    raise EventError(f"{where}.item.features: expected an array, got "
+                                     f"{_json_type(feats)}", "wrong_type")
+                for j, v in enumerate(feats):
+                    if not _is_number(v):
+                        raise EventError(f"{where}.item.features[{j}]: expected a number, got "
+                                         f"{_json_type(v)}", "wrong_type")
             item[r] = 1 + fnv1a64(iid) % s.item.buckets
         act = ev.get("action", {})
         if need_actions:
@@ -154,12 +247,21 @@ def featurize(events: Sequence[dict], cfg: ModelConfig, need_actions: bool = Tru
                     raise EventError(f"{where}.action.{a.name}: |{v}| exceeds "
                                      f"feature_abs_max {s.feature_abs_max}")
                 actions[r, j] = _transform(a.transform, v)
+            schema_actions = {a.name for a in s.actions}
+            for name, v in act.items():
+                if name not in schema_actions and not _is_number(v):
+                    raise EventError(f"{where}.action.{name}: expected a number, got "
+                                     f"{_json_type(v)}", "wrong_type")
             raw = {a.name: (float(act[a.name]) if a.name in act else a.default) for a in s.actions}
             for j, lab in enumerate(s.labels):
                 labels[r, j] = 1.0 if raw[lab.action] > lab.threshold else 0.0
         attrs = ev.get("attrs", {})
         if not isinstance(attrs, dict):
             raise EventError(f"{where}.attrs: expected an object")
+        for name, v in attrs.items():
+            if not isinstance(v, str):
+                raise EventError(f"{where}.attrs.{name}: expected a string, got {_json_type(v)}",
+                                 "wrong_type")
         for j, spec in enumerate(s.categorical):
             cat[r, j] = category_row(s, j, attrs.get(spec.name))
     return EventArrays(item, actions, labels, cat, ts)

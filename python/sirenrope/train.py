@@ -52,7 +52,8 @@ def read_histories(path: str, cfg: ModelConfig) -> list[UserHistory]:
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise ValueError(f"{path}:{line_no}: not an event: {e}") from None
             by_user.setdefault(str(uid), []).append(ev)
-    return [UserHistory(uid, featurize(evs, cfg)) for uid, evs in by_user.items()]
+    # check_ids: the daemon dead-letters events with bad ids; training refuses them too.
+    return [UserHistory(uid, featurize(evs, cfg, check_ids=True)) for uid, evs in by_user.items()]
 
 
 def time_cutoff(histories: list[UserHistory], eval_fraction: float) -> int:

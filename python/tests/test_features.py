@@ -98,6 +98,40 @@ def test_invalid_events_are_rejected_with_the_field(mutate, msg):
         featurize([ev], small_config())
 
 
+@pytest.mark.parametrize("mutate,msg,code", [
+    (lambda e: e["attrs"].update(topic=7), r"attrs.topic: expected a string, got a number",
+     "wrong_type"),
+    (lambda e: e["attrs"].update(surface=None), r"attrs.surface: expected a string, got null",
+     "wrong_type"),
+    (lambda e: e["attrs"].update(extra={"a": 1}), r"attrs.extra: expected a string, got an object",
+     "wrong_type"),
+    (lambda e: e["item"].update(id=12345), r"item.id: expected a string, got a number",
+     "wrong_type"),
+    (lambda e: e["item"].update(id="i\x00"), r"item.id: contains control character U\+0000",
+     "invalid_value"),
+])
+@pytest.mark.parametrize("need_actions", [True, False])
+def test_values_of_the_wrong_type_are_refused_not_coerced(mutate, msg, code, need_actions):
+    """Candidates too: a number where a string belongs is an error, not the unknown row."""
+    ev = random_events(1)[0]
+    mutate(ev)
+    with pytest.raises(EventError, match=msg) as err:
+        featurize([ev], small_config(), need_actions=need_actions)
+    assert err.value.code == code
+
+
+def test_ids_are_checked_only_when_asked():
+    ev = random_events(1)[0]
+    ev["user_id"] = "u\n1"
+    featurize([ev], small_config())  # candidates and plain arrays need no ids
+    with pytest.raises(EventError, match=r"event\[0\].user_id: contains control character U\+000A"):
+        featurize([ev], small_config(), check_ids=True)
+    del ev["event_id"]
+    with pytest.raises(EventError, match=r"event\[0\].event_id: missing") as err:
+        featurize([ev], small_config(), check_ids=True)
+    assert err.value.code == "missing_field"
+
+
 def test_config_json_round_trip_and_strict_parsing():
     cfg = small_config(variant="time_linear", window=33)
     again = ModelConfig.from_json(cfg.to_json())
