@@ -15,6 +15,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/failpoint.h"
 #include "pipeline/internal/rdkafka_util.h"
 #include "pipeline/internal/store_writer.h"
 #include "pipeline/kafka_tools.h"
@@ -270,6 +271,7 @@ struct Daemon::Impl {
                                                          : std::to_string(resume));
       }
     }
+    ROTOR_FAILPOINT("rebalance.before_assign");
     const Status s = cooperative
                          ? FromKafkaError(rd_kafka_incremental_assign(rk, parts), "assigning")
                          : FromKafka(rd_kafka_assign(rk, parts), "assigning");
@@ -411,6 +413,7 @@ struct Daemon::Impl {
     // Finish what is in flight while the partitions are still ours: its state and offsets are
     // committed before their new owner starts from them.
     const Status drained = Drain();
+    ROTOR_FAILPOINT("rebalance.revoke_after_drain");
     if (!drained.ok()) {
       if (drained.code() != StatusCode::kAborted) {
         rebalance_error = drained;
@@ -710,6 +713,7 @@ struct Daemon::Impl {
         failed = true;
         break;
       }
+      ROTOR_FAILPOINT("delivery.after_confirm");  // Delivered; its state not yet committed.
       b.confirmed = true;
     }
     ROTOR_RETURN_IF_ERROR(Advance());
@@ -836,6 +840,8 @@ struct Daemon::Impl {
                           "commit_transaction");
     }
     if (s.ok()) {
+      // Kafka has the outputs and the group's offsets; RocksDB not yet the state.
+      ROTOR_FAILPOINT("txn.after_commit");
       transaction_open = false;
       ++stats.transactions;
       for (InFlight& b : in_flight) {

@@ -1,5 +1,7 @@
 #include "pipeline/internal/store_writer.h"
 
+#include "common/failpoint.h"
+
 namespace rotor::pipeline::internal {
 
 StoreWriter::StoreWriter(storage::UserStateStore& store)
@@ -52,7 +54,9 @@ void StoreWriter::Loop() {
     }
     busy_ = true;
     lock.unlock();
+    ROTOR_FAILPOINT("store.before_commit");  // Delivered (or in Kafka's transaction), not stored.
     Status s = store_.Commit(*batch);
+    ROTOR_FAILPOINT("store.after_commit");
     lock.lock();
     busy_ = false;
     if (s.ok()) {
