@@ -3,11 +3,14 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
@@ -122,6 +125,9 @@ class ScopedSnapshot {
 }  // namespace
 
 struct UserStateStore::Impl {
+  // A test's Env over its own FileSystem (StoreTestPeer::OpenWithFileSystem); null for the
+  // default Env. Declared before `db`, so it outlives it.
+  std::unique_ptr<rocksdb::Env> env;
   std::string path;
   rocksdb::WriteOptions write_options;
   std::shared_ptr<rocksdb::Cache> cache;
@@ -291,8 +297,12 @@ UserStateStore::~UserStateStore() {
 }
 
 Result<std::unique_ptr<UserStateStore>> UserStateStore::Open(const StoreOptions& options) {
+  return OpenImpl(options, std::make_unique<Impl>());
+}
+
+Result<std::unique_ptr<UserStateStore>> UserStateStore::OpenImpl(const StoreOptions& options,
+                                                                 std::unique_ptr<Impl> impl) {
   ROTOR_RETURN_IF_ERROR(ValidateOptions(options));
-  auto impl = std::make_unique<Impl>();
   impl->path = options.path;
   impl->write_options.sync = options.sync_writes;
   impl->cache = rocksdb::NewLRUCache(static_cast<std::size_t>(options.block_cache_bytes));
@@ -304,6 +314,9 @@ Result<std::unique_ptr<UserStateStore>> UserStateStore::Open(const StoreOptions&
   db_options.write_buffer_manager = std::make_shared<rocksdb::WriteBufferManager>(
       static_cast<std::size_t>(options.write_buffer_bytes), impl->cache);
   db_options.keep_log_file_num = 4;
+  if (impl->env != nullptr) {
+    db_options.env = impl->env.get();
+  }
 
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = impl->cache;
@@ -520,6 +533,13 @@ Status UserStateStore::Close() {
 }
 
 namespace internal {
+
+Result<std::unique_ptr<UserStateStore>> StoreTestPeer::OpenWithFileSystem(
+    const StoreOptions& options, const std::shared_ptr<rocksdb::FileSystem>& file_system) {
+  auto impl = std::make_unique<UserStateStore::Impl>();
+  impl->env = rocksdb::NewCompositeEnv(file_system);
+  return UserStateStore::OpenImpl(options, std::move(impl));
+}
 
 Status StoreTestPeer::RawPut(UserStateStore& store, ColumnFamily cf, std::string_view key,
                              std::string_view value) {

@@ -172,6 +172,9 @@ class UserStateStore {
   friend class internal::StoreTestPeer;
   struct Impl;
   explicit UserStateStore(std::unique_ptr<Impl> impl);
+  // Open's body; `impl` may carry a test's file system (StoreTestPeer::OpenWithFileSystem).
+  static Result<std::unique_ptr<UserStateStore>> OpenImpl(const StoreOptions& options,
+                                                          std::unique_ptr<Impl> impl);
 
   std::unique_ptr<Impl> impl_;
 };
