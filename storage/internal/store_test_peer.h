@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "common/status.h"
+#include "storage/internal/info_log.h"
 #include "storage/internal/key_layout.h"
 #include "storage/user_state_store.h"
 
@@ -31,6 +32,9 @@ class StoreTestPeer {
                        std::string_view value);
   // Deletes `key` from column family `cf`.
   static Status RawDelete(UserStateStore& store, ColumnFamily cf, std::string_view key);
+  // Lines RocksDB's info LOG wrote and dropped, when it is rotor's InfoLog (info_log.h);
+  // zeros otherwise.
+  static InfoLogCounts InfoLogLines(const UserStateStore& store);
   // Number of live keys in the rows column family under `user`'s prefix (after range deletes).
   static Result<int64_t> CountRows(const UserStateStore& store, std::string_view user);
 };
