@@ -7,7 +7,7 @@
 //   rotor replay  --config FILE --file EVENTS.jsonl
 //   rotor topics  --config FILE [--partitions N]
 //
-// Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.
+// Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration, 75 the state disk is full.
 
 #include <unistd.h>
 
@@ -48,6 +48,27 @@ constexpr std::string_view kUsage =
     "  rotor inspect --config FILE (--user ID | --all true)\n"
     "  rotor replay  --config FILE --file EVENTS.jsonl\n"
     "  rotor topics  --config FILE [--partitions N]\n";
+
+// Exit status when the state directory's disk is full (sysexits.h EX_TEMPFAIL: retry later).
+// The state on disk is whole (every commit entirely or not at all); once there is space, a
+// restart resumes after the last commit (docs/daemon.md, Disk full).
+constexpr int kExitDiskFull = 75;
+
+// Reports a failure of `command` on stderr; returns its exit status: kExitDiskFull when
+// `state_dir` ran out of space, else `otherwise`.
+int Fail(std::string_view command, const Status& status, const std::string& state_dir,
+         int otherwise = 1) {
+  fmt::print(stderr, "rotor {}: {}\n", command, status.message());
+  if (status.code() != rotor::StatusCode::kResourceExhausted) {
+    return otherwise;
+  }
+  fmt::print(stderr,
+             "rotor {}: state.dir '{}' is out of space; the state there is the last complete "
+             "commit. Free space (or move state.dir to a bigger disk) and run again: it resumes "
+             "from there. Exit status {}.\n",
+             command, state_dir, kExitDiskFull);
+  return kExitDiskFull;
+}
 
 std::atomic<bool> g_stop{false};
 std::atomic<int> g_signals{0};
@@ -243,11 +264,11 @@ int Serve(int argc, char** argv) {
   }
   auto daemon = rotor::pipeline::Daemon::Create(config, run);
   if (!daemon.ok()) {
-    fmt::print(stderr, "rotor serve: {}\n", daemon.status().message());
-    return daemon.status().code() == rotor::StatusCode::kInvalidArgument ||
-                   daemon.status().code() == rotor::StatusCode::kCorruption
-               ? 2
-               : 1;
+    return Fail("serve", daemon.status(), config.state.dir,
+                daemon.status().code() == rotor::StatusCode::kInvalidArgument ||
+                        daemon.status().code() == rotor::StatusCode::kCorruption
+                    ? 2
+                    : 1);
   }
   InstallSignals();
   const Status served = (*daemon)->Run(g_stop);
@@ -269,8 +290,7 @@ int Serve(int argc, char** argv) {
     }
   }
   if (!served.ok()) {
-    fmt::print(stderr, "rotor serve: {}\n", served.message());
-    return 1;
+    return Fail("serve", served, config.state.dir);
   }
   return 0;
 }
@@ -443,8 +463,7 @@ int Replay(int argc, char** argv) {
   }
   auto stats = rotor::pipeline::ReplayFile(config, *file);
   if (!stats.ok()) {
-    fmt::print(stderr, "rotor replay: {}\n", stats.status().message());
-    return 1;
+    return Fail("replay", stats.status(), config.state.dir);
   }
   fmt::print(
       "rotor replay: {} records, {} events into '{}' in {:.2f} s; {} dead letters, {} "
