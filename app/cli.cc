@@ -124,6 +124,8 @@ int ExitCodeFor(const Status& status) {
     case StatusCode::kInvalidArgument:
     case StatusCode::kCorruption:
       return kExitUsage;
+    case StatusCode::kResourceExhausted:
+      return kExitDiskFull;
     default:
       return kExitFailure;
   }

@@ -22,6 +22,9 @@ namespace rotor::cli {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;  // A runtime failure.
 inline constexpr int kExitUsage = 2;    // Bad usage, a bad config or a bad model bundle.
+// The disk under state.dir is full (sysexits.h EX_TEMPFAIL: retry later). The state on disk is
+// whole; once there is space, a restart resumes after the last commit (docs/daemon.md).
+inline constexpr int kExitDiskFull = 75;
 
 // The one mapping from a failed command's error to its exit code, for every command: 2 for what
 // the user must fix before a rerun can succeed (InvalidArgument: usage, a config, a model

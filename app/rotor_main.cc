@@ -9,7 +9,8 @@
 //   rotor --version
 //
 // `rotor COMMAND --help` prints a command's usage. Exit codes (cli::ExitCodeFor): 0 ok,
-// 1 a runtime failure, 2 bad usage, a bad config or a bad model bundle.
+// 1 a runtime failure, 2 bad usage, a bad config or a bad model bundle, 75 the state disk is
+// full.
 
 #include <unistd.h>
 
@@ -67,8 +68,17 @@ void InstallSignals() {
 }
 
 // Prints "rotor <command>: <message>" and returns the error's exit code (cli::ExitCodeFor).
-int Fail(std::string_view command, const Status& status) {
+// A full disk under `state_dir` (the state there is whole: every commit entirely or not at
+// all) also says how to go on.
+int Fail(std::string_view command, const Status& status, std::string_view state_dir = {}) {
   fmt::print(stderr, "rotor {}: {}\n", command, status.message());
+  if (status.code() == rotor::StatusCode::kResourceExhausted) {
+    fmt::print(stderr,
+               "rotor {}: state.dir '{}' is out of space; the state there is the last complete "
+               "commit. Free space (or move state.dir to a bigger disk) and run again: it "
+               "resumes from there. Exit status {}.\n",
+               command, state_dir, rotor::cli::kExitDiskFull);
+  }
   return ExitCodeFor(status);
 }
 
@@ -173,7 +183,7 @@ int Serve(const Args& args, const Config& config) {
   }
   auto daemon = rotor::pipeline::Daemon::Create(config, run);
   if (!daemon.ok()) {
-    return Fail("serve", daemon.status());
+    return Fail("serve", daemon.status(), config.state.dir);
   }
   InstallSignals();
   const Status served = (*daemon)->Run(g_stop);
@@ -195,7 +205,7 @@ int Serve(const Args& args, const Config& config) {
     }
   }
   if (!served.ok()) {
-    return Fail("serve", served);
+    return Fail("serve", served, config.state.dir);
   }
   return rotor::cli::kExitOk;
 }
@@ -348,7 +358,7 @@ int Replay(const Args& args, const Config& config) {
   }
   auto stats = rotor::pipeline::ReplayFile(config, *bundle, *file);
   if (!stats.ok()) {
-    return Fail("replay", stats.status());
+    return Fail("replay", stats.status(), config.state.dir);
   }
   fmt::print(
       "rotor replay: {} records, {} events into '{}' in {:.2f} s; {} dead letters, {} "

@@ -35,6 +35,8 @@ std::string_view StatusCodeName(StatusCode code) {
       return "Aborted";
     case StatusCode::kInternal:
       return "Internal";
+    case StatusCode::kResourceExhausted:
+      return "ResourceExhausted";
   }
   // Only reachable through a cast of an out-of-range integer.
   return "UnknownCode";

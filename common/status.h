@@ -35,6 +35,7 @@ enum class StatusCode : unsigned char {
   kUnavailable,         // A dependency is down or unreachable; retrying later may succeed.
   kAborted,             // The operation was cut short (e.g. a transaction); retry from the top.
   kInternal,            // An invariant broke; a bug in rotor.
+  kResourceExhausted,   // Out of a resource (disk space): free some, then retry from the top.
 };
 
 // "InvalidArgument", "NotFound", ... ("OK" for kOk). Never empty.
@@ -106,6 +107,10 @@ class [[nodiscard]] Status {
   template <class... Args>
   static Status Aborted(fmt::format_string<Args...> format, Args&&... args) {
     return Make(StatusCode::kAborted, format, std::forward<Args>(args)...);
+  }
+  template <class... Args>
+  static Status ResourceExhausted(fmt::format_string<Args...> format, Args&&... args) {
+    return Make(StatusCode::kResourceExhausted, format, std::forward<Args>(args)...);
   }
   template <class... Args>
   static Status Internal(fmt::format_string<Args...> format, Args&&... args) {

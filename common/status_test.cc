@@ -51,6 +51,8 @@ TEST(StatusTest, EveryFactorySetsItsCodeAndFormatsTheMessage) {
   cases.push_back({Status::Unavailable("m{}", 1), StatusCode::kUnavailable, "Unavailable"});
   cases.push_back({Status::Aborted("m{}", 1), StatusCode::kAborted, "Aborted"});
   cases.push_back({Status::Internal("m{}", 1), StatusCode::kInternal, "Internal"});
+  cases.push_back(
+      {Status::ResourceExhausted("m{}", 1), StatusCode::kResourceExhausted, "ResourceExhausted"});
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     EXPECT_FALSE(c.status.ok());

@@ -4,13 +4,18 @@
 #include <array>
 #include <cstddef>
 #include <filesystem>
+#include <mutex>
+#include <string>
 #include <system_error>
 #include <utility>
 #include <vector>
 
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
 #include <rocksdb/status.h>
@@ -18,6 +23,7 @@
 #include <rocksdb/write_batch.h>
 #include <rocksdb/write_buffer_manager.h>
 
+#include "storage/internal/info_log.h"
 #include "storage/internal/key_layout.h"
 #include "storage/internal/store_test_peer.h"
 
@@ -28,13 +34,27 @@ using internal::kColumnFamilyCount;
 
 namespace {
 
+// LOG.old.* files kept beside the current LOG (RocksDB's keep_log_file_num).
+constexpr int kKeepOldInfoLogs = 4;
+
+// A full disk (ENOSPC) or RocksDB's own space limit. A write that stalled behind such a
+// background error carries it only in its message.
+bool IsOutOfSpace(const rocksdb::Status& s) {
+  return s.IsNoSpace() || s.subcode() == rocksdb::Status::kSpaceLimit ||
+         (s.IsIncomplete() && s.ToString().find("No space left on device") != std::string::npos);
+}
+
 // The one translation of rocksdb::Status into rotor's Status; `context` says what was being
-// done ("committing a batch").
+// done ("committing a batch"). Out of space is ResourceExhausted, with "no space left" in the
+// message.
 Status FromRocksDb(const rocksdb::Status& s, std::string_view context) {
   if (s.ok()) {
     return Status::OK();
   }
   const std::string what = s.ToString();
+  if (IsOutOfSpace(s)) {
+    return Status::ResourceExhausted("{}: no space left on the device: rocksdb: {}", context, what);
+  }
   if (s.IsNotFound()) {
     return Status::NotFound("{}: rocksdb: {}", context, what);
   }
@@ -107,6 +127,20 @@ Status CheckWindow(const encoders::KvWindow& w) {
   return Status::OK();
 }
 
+// RocksDB resumes by itself after some background errors: after a full disk, once space is
+// back, it writes the failed write-ahead-log buffer again and flushes the memtables. rotor does
+// not let it: a failed commit stops the store (UserStateStore::Commit refuses every later one),
+// and reopening it, which replays the log up to its last whole record, is the one way back.
+class NoAutoRecovery : public rocksdb::EventListener {
+ public:
+  const char* Name() const override { return "RotorNoAutoRecovery"; }
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/, rocksdb::Status bg_error,
+                            bool* auto_recovery) override {
+    bg_error.PermitUncheckedError();
+    *auto_recovery = false;
+  }
+};
+
 // Releases a RocksDB snapshot on scope exit.
 class ScopedSnapshot {
  public:
@@ -124,6 +158,9 @@ class ScopedSnapshot {
 }  // namespace
 
 struct UserStateStore::Impl {
+  // A test's Env over its own FileSystem (StoreTestPeer::OpenWithFileSystem); null for the
+  // default Env. Declared before `db`, so it outlives it.
+  std::unique_ptr<rocksdb::Env> env;
   std::string path;
   rocksdb::WriteOptions write_options;
   std::shared_ptr<rocksdb::Cache> cache;
@@ -141,6 +178,34 @@ struct UserStateStore::Impl {
       return Status::FailedPrecondition("user state store at '{}' is closed", path);
     }
     return Status::OK();
+  }
+
+  // The first failed write (Commit or Flush): from then on the store takes no more writes.
+  // A later batch was built on the state of the failed one, so committing it would break the
+  // order; and RocksDB may hold a torn log record. Reopening is the recovery.
+  mutable std::mutex failure_mu;
+  Status failure;  // Guarded by failure_mu.
+
+  Status CheckWritable() const {
+    ROTOR_RETURN_IF_ERROR(CheckOpen());
+    const std::lock_guard<std::mutex> lock(failure_mu);
+    if (failure.ok()) {
+      return Status::OK();
+    }
+    return Status(failure.code(),
+                  fmt::format("the state store at '{}' takes no more commits: an earlier commit "
+                              "failed; restart once the cause is gone ({})",
+                              path, failure.message()));
+  }
+
+  // Records a failed write as the store's failure (the first one sticks) and returns it.
+  Status WriteFailed(const rocksdb::Status& s, std::string_view what) {
+    Status failed = FromRocksDb(s, fmt::format("{} to the state store at '{}'", what, path));
+    const std::lock_guard<std::mutex> lock(failure_mu);
+    if (failure.ok()) {
+      failure = failed;
+    }
+    return failed;
   }
 
   Status CloseDb() {
@@ -293,6 +358,11 @@ UserStateStore::~UserStateStore() {
 }
 
 Result<std::unique_ptr<UserStateStore>> UserStateStore::Open(const StoreOptions& options) {
+  return OpenImpl(options, std::make_unique<Impl>());
+}
+
+Result<std::unique_ptr<UserStateStore>> UserStateStore::OpenImpl(const StoreOptions& options,
+                                                                 std::unique_ptr<Impl> impl) {
   ROTOR_RETURN_IF_ERROR(ValidateOptions(options));
   if (!options.create_if_missing) {
     // Every RocksDB database has a CURRENT file. When the check itself fails (no permission),
@@ -304,7 +374,6 @@ Result<std::unique_ptr<UserStateStore>> UserStateStore::Open(const StoreOptions&
                               options.path);
     }
   }
-  auto impl = std::make_unique<Impl>();
   impl->path = options.path;
   impl->write_options.sync = options.sync_writes;
   impl->cache = rocksdb::NewLRUCache(static_cast<std::size_t>(options.block_cache_bytes));
@@ -315,7 +384,17 @@ Result<std::unique_ptr<UserStateStore>> UserStateStore::Open(const StoreOptions&
   // Memtables of every column family are charged to the block cache: one memory budget.
   db_options.write_buffer_manager = std::make_shared<rocksdb::WriteBufferManager>(
       static_cast<std::size_t>(options.write_buffer_bytes), impl->cache);
-  db_options.keep_log_file_num = 4;
+  db_options.keep_log_file_num = kKeepOldInfoLogs;
+  if (impl->env != nullptr) {
+    db_options.env = impl->env.get();
+  }
+  // rotor's LOG writer, not RocksDB's, which aborts the process on a full disk (info_log.h).
+  db_options.info_log =
+      internal::NewInfoLog(options.path, kKeepOldInfoLogs, options.create_if_missing);
+  // No automatic resume after a background error (a failed flush or log write): a failed
+  // commit stops the store until it is reopened (NoAutoRecovery).
+  db_options.listeners.push_back(std::make_shared<NoAutoRecovery>());
+  db_options.max_bgerror_resume_count = 0;
 
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = impl->cache;
@@ -514,16 +593,23 @@ Status UserStateStore::Commit(StateBatch& batch) {
   if (batch.rep_ == nullptr || batch.rep_->owner != impl_.get()) {
     return Status::InvalidArgument("committing a batch made by another store (or moved from)");
   }
-  ROTOR_RETURN_IF_ERROR(FromRocksDb(impl_->db->Write(impl_->write_options, &batch.rep_->batch),
-                                    "committing a state batch"));
+  ROTOR_RETURN_IF_ERROR(impl_->CheckWritable());
+  const rocksdb::Status s = impl_->db->Write(impl_->write_options, &batch.rep_->batch);
+  if (!s.ok()) {
+    return impl_->WriteFailed(s, "committing a state batch");
+  }
   batch.Clear();
   return Status::OK();
 }
 
 Status UserStateStore::Flush() {
-  ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
+  ROTOR_RETURN_IF_ERROR(impl_->CheckWritable());
   const std::vector<rocksdb::ColumnFamilyHandle*> handles(impl_->cfs.begin(), impl_->cfs.end());
-  return FromRocksDb(impl_->db->Flush(rocksdb::FlushOptions(), handles), "flushing memtables");
+  const rocksdb::Status s = impl_->db->Flush(rocksdb::FlushOptions(), handles);
+  if (!s.ok()) {
+    return impl_->WriteFailed(s, "flushing memtables");
+  }
+  return Status::OK();
 }
 
 Status UserStateStore::Close() {
@@ -532,6 +618,21 @@ Status UserStateStore::Close() {
 }
 
 namespace internal {
+
+Result<std::unique_ptr<UserStateStore>> StoreTestPeer::OpenWithFileSystem(
+    const StoreOptions& options, const std::shared_ptr<rocksdb::FileSystem>& file_system) {
+  auto impl = std::make_unique<UserStateStore::Impl>();
+  impl->env = rocksdb::NewCompositeEnv(file_system);
+  return UserStateStore::OpenImpl(options, std::move(impl));
+}
+
+InfoLogCounts StoreTestPeer::InfoLogLines(const UserStateStore& store) {
+  if (store.impl_->db == nullptr) {
+    return {};
+  }
+  const std::shared_ptr<rocksdb::Logger> log = store.impl_->db->GetDBOptions().info_log;
+  return log == nullptr ? InfoLogCounts{} : CountsOf(*log);
+}
 
 Status StoreTestPeer::RawPut(UserStateStore& store, ColumnFamily cf, std::string_view key,
                              std::string_view value) {

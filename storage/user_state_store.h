@@ -117,7 +117,7 @@ class StateBatch {
 //
 // Lifecycle: Open creates or opens the database; destruction (or Close) closes it. Reopening
 // the same path sees every committed batch. Only one process may have a path open (RocksDB's
-// LOCK file; a second Open is IOError).
+// LOCK file; a second Open is IOError); on a full disk Open is ResourceExhausted.
 // Concurrency: Load*, NewBatch, Commit and Flush are thread-safe (RocksDB serializes writes;
 // LoadWindow reads one consistent snapshot); Close and destruction must not race them.
 // Batches are not thread-safe; see StateBatch.
@@ -160,11 +160,16 @@ class UserStateStore {
   StateBatch NewBatch() const;
 
   // Applies `batch` as one atomic RocksDB write (synced when StoreOptions::sync_writes) and
-  // empties it. On error nothing was applied and the batch is kept. InvalidArgument for a
-  // batch made by another store.
+  // empties it. On error the batch is kept and was not applied here; after a reopen it is
+  // absent, or (when only the fsync failed) entirely present, never in part. InvalidArgument
+  // for a batch made by another store. ResourceExhausted ("no space left", naming the
+  // directory) when the disk is full; other failures keep RocksDB's meaning (IOError, ...).
+  // The first failed Commit or Flush stops the store: every later one returns an error of the
+  // same code ("takes no more commits"); reads still work, and reopening is the recovery.
   Status Commit(StateBatch& batch);
 
   // Writes the memtables to SST files (e.g. before a backup); state is durable without it.
+  // Fails, and stops the store, as Commit does.
   Status Flush();
 
   // Closes the database; later calls fail with FailedPrecondition. The destructor closes too.
@@ -174,6 +179,9 @@ class UserStateStore {
   friend class internal::StoreTestPeer;
   struct Impl;
   explicit UserStateStore(std::unique_ptr<Impl> impl);
+  // Open's body; `impl` may carry a test's file system (StoreTestPeer::OpenWithFileSystem).
+  static Result<std::unique_ptr<UserStateStore>> OpenImpl(const StoreOptions& options,
+                                                          std::unique_ptr<Impl> impl);
 
   std::unique_ptr<Impl> impl_;
 };
