@@ -72,11 +72,13 @@ constexpr IntRange kSessionTimeoutMsRange{1000, 3600000};
 constexpr IntRange kConnectTimeoutMsRange{100, 600000};
 constexpr IntRange kTransactionTimeoutMsRange{1000, 900000};
 constexpr IntRange kCommitIntervalMsRange{0, 60000};
+constexpr IntRange kShutdownTimeoutMsRange{0, 600000};
 constexpr IntRange kMaxBatchEventsRange{1, 1000000};
 constexpr IntRange kMaxBatchWaitMsRange{0, 60000};
 constexpr IntRange kMaxInflightBatchesRange{1, 1024};
 // Not in the header: 1 GiB bounds the one buffer a single input message may need.
 constexpr IntRange kMaxMessageBytesRange{1, int64_t{1} << 30};
+constexpr IntRange kMaxInflightBytesRange{int64_t{1} << 20, int64_t{1} << 40};
 constexpr IntRange kDedupeIdsPerUserRange{0, 100000};
 constexpr IntRange kNonNegative{0, kInt64Max};
 constexpr IntRange kPositive{1, kInt64Max};
@@ -552,6 +554,8 @@ std::vector<Field> Sections(DaemonConfig& c) {
                    IntField(c.delivery.transaction_timeout_ms, kTransactionTimeoutMsRange)},
                   {"commit_interval_ms",
                    IntField(c.delivery.commit_interval_ms, kCommitIntervalMsRange)},
+                  {"shutdown_timeout_ms",
+                   IntField(c.delivery.shutdown_timeout_ms, kShutdownTimeoutMsRange)},
               }),
       Section(
           "pipeline",
@@ -560,6 +564,7 @@ std::vector<Field> Sections(DaemonConfig& c) {
               {"max_batch_wait_ms", IntField(p.max_batch_wait_ms, kMaxBatchWaitMsRange)},
               {"max_inflight_batches", IntField(p.max_inflight_batches, kMaxInflightBatchesRange)},
               {"max_message_bytes", BytesField(p.max_message_bytes, kMaxMessageBytesRange)},
+              {"max_inflight_bytes", BytesField(p.max_inflight_bytes, kMaxInflightBytesRange)},
               {"dedupe_ids_per_user", IntField(p.dedupe_ids_per_user, kDedupeIdsPerUserRange)},
               {"max_future_ms", IntField(p.max_future_ms, kNonNegative)},
               {"allow_history_gaps", BoolField(p.allow_history_gaps)},
@@ -912,6 +917,8 @@ Status ValidateDelivery(const DeliveryOptions& d, const KafkaOptions& k) {
                                  kTransactionTimeoutMsRange));
   ROTOR_RETURN_IF_ERROR(
       CheckInt("delivery.commit_interval_ms", d.commit_interval_ms, kCommitIntervalMsRange));
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("delivery.shutdown_timeout_ms", d.shutdown_timeout_ms, kShutdownTimeoutMsRange));
   if (d.mode == DeliveryMode::kExactlyOnce && d.commit_interval_ms >= d.transaction_timeout_ms) {
     // A transaction stays open for the interval and then some (the last batch, the commit
     // itself); the broker aborts it at the timeout, and every batch in it is redone.
@@ -932,6 +939,8 @@ Status ValidatePipeline(const PipelineOptions& p) {
       CheckInt("pipeline.max_inflight_batches", p.max_inflight_batches, kMaxInflightBatchesRange));
   ROTOR_RETURN_IF_ERROR(CheckInt("pipeline.max_message_bytes", p.max_message_bytes,
                                  kMaxMessageBytesRange, IntSyntax::kBytes));
+  ROTOR_RETURN_IF_ERROR(CheckInt("pipeline.max_inflight_bytes", p.max_inflight_bytes,
+                                 kMaxInflightBytesRange, IntSyntax::kBytes));
   ROTOR_RETURN_IF_ERROR(
       CheckInt("pipeline.dedupe_ids_per_user", p.dedupe_ids_per_user, kDedupeIdsPerUserRange));
   return CheckInt("pipeline.max_future_ms", p.max_future_ms, kNonNegative);

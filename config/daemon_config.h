@@ -55,13 +55,18 @@ enum class DeliveryMode : unsigned char {
 struct DeliveryOptions {
   DeliveryMode mode = DeliveryMode::kAtLeastOnce;
   // exactly_once: the producer's transactional.id; must be stable across restarts of one
-  // instance and unique per instance. Default (empty): "<group_id>-<instance id>", the id made once per state directory and kept in it.
+  // instance and unique per instance. Default (empty): "<group_id>-<instance id>", the id made once
+  // per state directory and kept in it.
   std::string transactional_id;
   int32_t transaction_timeout_ms = 60000;  // In [1000, 900000].
   // exactly_once: the longest a transaction stays open; it spans the batches consumed meanwhile
   // (like Kafka Streams' commit.interval.ms). 0 = one transaction per batch. Ignored in
   // at_least_once. In [0, 60000].
   int32_t commit_interval_ms = 100;
+  // On SIGTERM: the longest the batches in flight may take to be delivered (or their
+  // transaction committed) before they are dropped uncommitted (a restart redoes them), so a
+  // stop ends within an orchestrator's grace period. In [0, 600000].
+  int32_t shutdown_timeout_ms = 15000;
 };
 
 // pipeline:
@@ -73,7 +78,11 @@ struct PipelineOptions {
   // time. In [1, 1024].
   int32_t max_inflight_batches = 8;
   int64_t max_message_bytes = 65536;  // Larger input messages go to the dead-letter topic.
-  int32_t dedupe_ids_per_user = 64;   // Recent event ids remembered per user. In [0, 100000].
+  // Memory of the batches in flight: the windows of the users they touched plus their
+  // WriteBatches. Filling a batch stops, and no new batch starts, while this is spent (one
+  // user's window may go over). In [1 MiB, 1 TiB].
+  int64_t max_inflight_bytes = int64_t{64} << 20;
+  int32_t dedupe_ids_per_user = 64;  // Recent event ids remembered per user. In [0, 100000].
   // Events with ts_ms more than this ahead of the daemon's clock are refused. >= 0.
   int64_t max_future_ms = 86400000;
   // A partition with no state whose log no longer starts at offset 0 (retention deleted the

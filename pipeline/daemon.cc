@@ -10,6 +10,7 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -86,6 +87,7 @@ struct Daemon::Impl {
   Status fatal;
   // The Run caller's stop flag, for the waits inside librdkafka callbacks.
   const std::atomic<bool>* stop_flag = nullptr;
+  std::optional<SteadyClock::time_point> stop_seen;  // When Stopping() was first seen.
 
   // A processed batch whose outputs were handed to the producer and whose state is not yet
   // committed to RocksDB. Batches commit in order, each once its deliveries are confirmed
@@ -95,6 +97,7 @@ struct Daemon::Impl {
     PartitionListPtr offsets;  // KafkaOffsets(batch).
     int64_t records = 0;
     int64_t outstanding = 0;  // Messages produced and not yet reported on.
+    int64_t bytes = 0;        // Its WriteBatch's (its outputs are freed once produced).
     bool failed = false;      // A message failed (or could not be produced).
     bool confirmed = false;   // Delivered (or its transaction committed): its state may commit.
     bool submitted = false;   // Handed to the writer.
@@ -691,7 +694,21 @@ struct Daemon::Impl {
         break;
       }
     }
+    // librdkafka copied them (its send queue is bounded by queue.buffering.max.kbytes); a redo
+    // makes them again from the input.
+    InFlight& dispatched = in_flight.back();
+    std::vector<OutputRecord>().swap(dispatched.batch.outputs);
+    dispatched.bytes = dispatched.batch.state.ApproximateBytes();
     return Status::OK();
+  }
+
+  // Memory held for the batches in flight: their users' windows and their WriteBatches.
+  int64_t InflightBytes() const {
+    int64_t bytes = processor->held_bytes();
+    for (const InFlight& b : in_flight) {
+      bytes += b.bytes;
+    }
+    return bytes;
   }
 
   // At-least-once: serves delivery reports and confirms the oldest batches whose messages were
@@ -798,6 +815,34 @@ struct Daemon::Impl {
 
   bool Stopping() const { return stop_flag != nullptr && stop_flag->load(); }
 
+  // Whether a stop was asked more than delivery.shutdown_timeout_ms ago: what is still in
+  // flight is then dropped uncommitted rather than waited for.
+  bool PastShutdownDeadline() {
+    if (!Stopping()) {
+      return false;
+    }
+    const auto now = SteadyClock::now();
+    if (!stop_seen) {
+      stop_seen = now;
+    }
+    return now - *stop_seen > std::chrono::milliseconds(config.delivery.shutdown_timeout_ms);
+  }
+
+  // The timeout for a blocking transaction call: the transaction's own (-1) while serving, what
+  // is left of delivery.shutdown_timeout_ms once stopping.
+  int TransactionTimeoutMs() {
+    if (!Stopping()) {
+      return -1;
+    }
+    (void)PastShutdownDeadline();  // Starts the clock.
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(
+            *stop_seen + std::chrono::milliseconds(config.delivery.shutdown_timeout_ms) -
+            SteadyClock::now())
+            .count();
+    return static_cast<int>(std::max<int64_t>(left, 1));
+  }
+
   // Exactly-once: commits the open transaction with the input offsets of every batch in it
   // (the unconfirmed ones), then hands their state to the writer (a crash in between re-applies
   // without publishing). On an abortable error the transaction is aborted and the batches
@@ -830,14 +875,16 @@ struct Daemon::Impl {
       rd_kafka_consumer_group_metadata_t* group = rd_kafka_consumer_group_metadata(consumer.get());
       s = TransactionCall(
           [&] {
-            return rd_kafka_send_offsets_to_transaction(producer.get(), offsets.get(), group, -1);
+            return rd_kafka_send_offsets_to_transaction(producer.get(), offsets.get(), group,
+                                                        TransactionTimeoutMs());
           },
           "send_offsets_to_transaction");
       rd_kafka_consumer_group_metadata_destroy(group);
     }
     if (s.ok()) {
-      s = TransactionCall([&] { return rd_kafka_commit_transaction(producer.get(), -1); },
-                          "commit_transaction");
+      s = TransactionCall(
+          [&] { return rd_kafka_commit_transaction(producer.get(), TransactionTimeoutMs()); },
+          "commit_transaction");
     }
     if (s.ok()) {
       // Kafka has the outputs and the group's offsets; RocksDB not yet the state.
@@ -857,8 +904,8 @@ struct Daemon::Impl {
     // Whatever the abort's outcome, this transaction is over for us: a failed abort stops
     // serving, and the broker aborts it on the transaction timeout or when a restart fences it.
     transaction_open = false;
-    const Status aborted =
-        FromKafkaError(rd_kafka_abort_transaction(producer.get(), -1), "abort_transaction");
+    const Status aborted = FromKafkaError(
+        rd_kafka_abort_transaction(producer.get(), TransactionTimeoutMs()), "abort_transaction");
     if (!aborted.ok()) {
       Fail(aborted);
     }
@@ -887,6 +934,11 @@ struct Daemon::Impl {
       ROTOR_RETURN_IF_ERROR(CommitTransaction(/*rewind=*/false));
     }
     while (!in_flight.empty()) {
+      if (!exactly_once && PastShutdownDeadline()) {
+        ROTOR_RETURN_IF_ERROR(
+            AbandonUnconfirmed("not delivered within delivery.shutdown_timeout_ms"));
+        return Status::Aborted("stopping: undelivered batches dropped");
+      }
       if (!exactly_once) {
         rd_kafka_poll(producer.get(), 10);
         ROTOR_RETURN_IF_ERROR(Settle(/*rewind=*/false));
@@ -907,6 +959,9 @@ struct Daemon::Impl {
     const auto deadline =
         SteadyClock::now() + std::chrono::milliseconds(config.delivery.transaction_timeout_ms);
     while (true) {
+      if (PastShutdownDeadline()) {
+        return Status::Aborted("{}: not done within delivery.shutdown_timeout_ms", what);
+      }
       rd_kafka_error_t* error = call();
       if (error == nullptr) {
         return Status::OK();
@@ -1019,6 +1074,7 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
   const config::PipelineOptions& opt = config.pipeline;
   const auto commit_interval = std::chrono::milliseconds(config.delivery.commit_interval_ms);
   std::vector<MessagePtr> messages;
+  std::unordered_set<std::string_view> batch_keys;  // Into `messages`.
   std::vector<InputRecord> records;
   auto last_stats = SteadyClock::now();
   std::optional<SteadyClock::time_point> first_batch;
@@ -1030,8 +1086,15 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
     // While batches are in flight, an empty poll returns at once to settle them.
     messages.clear();
     SteadyClock::time_point deadline{};
+    // Memory: the batch stops filling once its distinct users' windows would take what is left
+    // of pipeline.max_inflight_bytes (at least one message, so serving always moves on).
+    batch_keys.clear();
+    const int64_t held = InflightBytes();
     while (static_cast<int64_t>(messages.size()) < opt.max_batch_events && !stop.load() &&
-           !rewind_pending) {
+           !rewind_pending &&
+           (messages.empty() ||
+            held + static_cast<int64_t>(batch_keys.size() + 1) * processor->user_bytes() <=
+                opt.max_inflight_bytes)) {
       int timeout = in_flight.empty() ? 100 : 1;
       if (!messages.empty()) {
         const auto left =
@@ -1065,6 +1128,9 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
       if (messages.empty()) {
         deadline = SteadyClock::now() + std::chrono::milliseconds(opt.max_batch_wait_ms);
       }
+      batch_keys.emplace(m->key == nullptr
+                             ? std::string_view()
+                             : std::string_view(static_cast<const char*>(m->key), m->key_len));
       messages.push_back(std::move(m));
     }
     ROTOR_RETURN_IF_ERROR(rebalance_error);
@@ -1141,24 +1207,30 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
     }
     ROTOR_ASSIGN_OR_RETURN(PendingBatch batch, processor->Process(records));
     ROTOR_RETURN_IF_ERROR(Dispatch(std::move(batch), static_cast<int64_t>(records.size())));
+    stats.peak_inflight_bytes = std::max(stats.peak_inflight_bytes, InflightBytes());
     const auto in_flight_max = static_cast<std::size_t>(opt.max_inflight_batches);
+    const auto full = [&] {
+      return in_flight.size() >= in_flight_max || InflightBytes() > opt.max_inflight_bytes;
+    };
     if (exactly_once) {
       ROTOR_RETURN_IF_ERROR(Advance());
       // Commit when the transaction is old or large enough, or at once when a message could
       // not be produced (the commit then aborts it).
-      if (in_flight.size() >= in_flight_max || in_flight.back().failed ||
+      if (full() || in_flight.back().failed ||
           SteadyClock::now() - transaction_began >= commit_interval) {
         ROTOR_RETURN_IF_ERROR(CommitTransactionInLoop());
       }
-      // Back-pressure: the writer holds at most max_inflight_batches committed batches.
-      if (in_flight.size() >= in_flight_max) {
+      // Back-pressure: the writer holds at most max_inflight_batches (and max_inflight_bytes of)
+      // committed batches.
+      if (full()) {
         ROTOR_RETURN_IF_ERROR(writer->Wait());
         ROTOR_RETURN_IF_ERROR(Advance());
       }
       continue;
     }
-    // Back-pressure: at most max_inflight_batches waiting for their deliveries and commits.
-    while (in_flight.size() >= in_flight_max) {
+    // Back-pressure: at most max_inflight_batches (and max_inflight_bytes) waiting for their
+    // deliveries and commits.
+    while (!in_flight.empty() && full() && !stop.load()) {
       rd_kafka_poll(producer.get(), 1);
       ROTOR_RETURN_IF_ERROR(Settle());
     }

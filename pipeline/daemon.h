@@ -48,6 +48,9 @@ struct DaemonStats {
   int64_t stopped_partitions = 0;
   // Records below the next offset to apply, skipped (a stale fetch after a seek).
   int64_t skipped_records = 0;
+  // The most memory batches in flight held at once (their users' windows and WriteBatches),
+  // against pipeline.max_inflight_bytes.
+  int64_t peak_inflight_bytes = 0;
   double busy_seconds = 0;  // From the first consumed batch to the last commit.
 };
 

@@ -86,6 +86,7 @@ struct Processor::Impl {
   // state.window_cache_bytes bounds the cache plus the windows held for batches in flight.
   int64_t cache_budget = 0;
   int64_t uncommitted_bytes = 0;
+  int64_t user_bytes = 0;  // See Processor::user_bytes.
 
   void FitCache() { cache.SetBudget(cache_budget - uncommitted_bytes); }
 
@@ -241,6 +242,17 @@ Result<std::unique_ptr<Processor>> Processor::Create(const encoders::Bundle& bun
   auto impl = std::make_unique<Impl>(bundle, store, pipeline, output, window_cache_bytes,
                                      std::move(clock), std::move(decoder));
   impl->model_id_stored = stored_model.has_value();
+  const storage::UserState full{
+      impl->decoder.NewWindow(0),
+      std::vector<std::string>(static_cast<std::size_t>(pipeline.dedupe_ids_per_user),
+                               std::string(kMaxIdBytes, 'i'))};
+  // Its window held, plus its share of the WriteBatch: one new row per block (K and V), its
+  // key and metadata, and its recent ids again.
+  const encoders::ModelConfig& cfg = bundle.config();
+  const int64_t ids = pipeline.dedupe_ids_per_user * static_cast<int64_t>(kMaxIdBytes + 32);
+  impl->user_bytes = storage::WindowCache::EntryBytes(std::string(kMaxIdBytes, 'u'), full) +
+                     cfg.n_blocks() * 2 * cfg.d_model * static_cast<int64_t>(sizeof(float)) +
+                     2 * static_cast<int64_t>(kMaxIdBytes) + 256 + ids;
   return std::unique_ptr<Processor>(new Processor(std::move(impl)));
 }
 
@@ -445,6 +457,14 @@ void Processor::ClearCache() {
 
 std::size_t Processor::in_flight() const {
   return impl_->in_flight.size();
+}
+
+int64_t Processor::held_bytes() const {
+  return impl_->uncommitted_bytes;
+}
+
+int64_t Processor::user_bytes() const {
+  return impl_->user_bytes;
 }
 
 Result<int64_t> Processor::LargestMessageBytes(std::string_view input_topic) const {

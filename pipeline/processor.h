@@ -141,6 +141,12 @@ class Processor {
   void ClearCache();
   // Batches processed and neither finished nor abandoned.
   std::size_t in_flight() const;
+  // Bytes of the user windows held for batches in flight (WindowCache::EntryBytes each).
+  int64_t held_bytes() const;
+  // The most one user can cost when it joins a batch: a full window and a full set of recent
+  // event ids held, and its share of the batch's WriteBatch (the daemon's bound on what a batch
+  // may add).
+  int64_t user_bytes() const;
   // The most bytes (key, value and headers) one message Process makes can take: a snapshot of
   // a full window, or a dead letter. The daemon refuses to start when that is over the
   // producer's message.max.bytes, rather than fail on the first such message.
