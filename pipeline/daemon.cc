@@ -637,7 +637,7 @@ struct Daemon::Impl {
     }
     return internal::ProduceCopy(producer.get(), topic, out.key ? out.key->data() : nullptr,
                                  out.key ? out.key->size() : 0, out.value.data(), out.value.size(),
-                                 headers, opaque);
+                                 headers, opaque, stop_flag);
   }
 
   // The offsets to commit to Kafka for a batch: only partitions still assigned and only when

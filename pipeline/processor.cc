@@ -15,6 +15,7 @@
 #include "encoders/ready_tensors.h"
 #include "pipeline/event_parser.h"
 #include "pipeline/internal/partitioner.h"
+#include "pipeline/internal/snapshot_clock.h"
 #include "storage/window_cache.h"
 
 namespace rotor::pipeline {
@@ -51,8 +52,9 @@ encoders::WireDtype ToWire(config::OutputDtype dtype) {
   return encoders::WireDtype::kF32;
 }
 
-// Entries of the snapshot clock map above which stale ones are pruned.
-constexpr std::size_t kSnapshotClockPruneAt = std::size_t{1} << 20;
+// Users whose snapshot clocks are kept (about 64 bytes each; SnapshotClock drops clocks past
+// this, which only delays snapshots).
+constexpr std::size_t kSnapshotClockUsers = std::size_t{1} << 18;
 
 }  // namespace
 
@@ -69,7 +71,7 @@ struct Processor::Impl {
   bool model_id_stored = false;
   ProcessorStats stats;
   // Wall-clock time of each user's last snapshot (or first sight), for coalescing.
-  std::unordered_map<std::string, int64_t> last_snapshot_ms;
+  internal::SnapshotClock snapshot_clock;
   // State of the users touched by batches in flight, with the last such batch. References to
   // the elements stay valid while others are inserted (UserWork points into it).
   struct Uncommitted {
@@ -112,6 +114,7 @@ struct Processor::Impl {
         featurizer(b.config()),
         parser(b.config()),
         cache(cache_bytes),
+        snapshot_clock(o.snapshot_interval_ms, kSnapshotClockUsers),
         cache_budget(cache_bytes) {}
 
   // The user's latest state: from a batch in flight, else the cache, else RocksDB. It is held
@@ -201,9 +204,7 @@ struct Processor::Impl {
       ++stats.deltas;
     }
     if (output.snapshot_interval_ms > 0) {
-      auto [it, first_sight] = last_snapshot_ms.try_emplace(*work.user, now);
-      if (!first_sight && now - it->second >= output.snapshot_interval_ms) {
-        it->second = now;
+      if (snapshot_clock.Due(*work.user, now)) {
         header.kind = encoders::ReadyKind::kSnapshot;
         ROTOR_ASSIGN_OR_RETURN(std::string bytes,
                                encoders::EncodeReadyTensors(window, window.rows, header));
@@ -212,11 +213,6 @@ struct Processor::Impl {
                                              .value = std::move(bytes),
                                              .headers = {}});
         ++stats.snapshots;
-      }
-      if (last_snapshot_ms.size() > kSnapshotClockPruneAt) {
-        std::erase_if(last_snapshot_ms, [&](const auto& entry) {
-          return now - entry.second >= output.snapshot_interval_ms;
-        });
       }
     }
     return Status::OK();

@@ -53,7 +53,8 @@ Result<HandlePtr> NewHandle(rd_kafka_type_t type, ConfPtr conf) {
 
 rd_kafka_resp_err_t ProduceCopy(rd_kafka_t* producer, const std::string& topic, const void* key,
                                 std::size_t key_len, const void* value, std::size_t value_len,
-                                rd_kafka_headers_t* headers, void* opaque) {
+                                rd_kafka_headers_t* headers, void* opaque,
+                                const std::atomic<bool>* stop) {
   std::array<rd_kafka_vu_t, 6> vus{};
   std::size_t n = 0;
   vus[n].vtype = RD_KAFKA_VTYPE_TOPIC;
@@ -81,7 +82,7 @@ rd_kafka_resp_err_t ProduceCopy(rd_kafka_t* producer, const std::string& topic, 
     }
     const rd_kafka_resp_err_t code = rd_kafka_error_code(error);
     rd_kafka_error_destroy(error);
-    if (code != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+    if (code != RD_KAFKA_RESP_ERR__QUEUE_FULL || (stop != nullptr && stop->load())) {
       if (headers != nullptr) {
         rd_kafka_headers_destroy(headers);
       }

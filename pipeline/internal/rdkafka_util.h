@@ -4,6 +4,7 @@
 #ifndef ROTOR_PIPELINE_INTERNAL_RDKAFKA_UTIL_H_
 #define ROTOR_PIPELINE_INTERNAL_RDKAFKA_UTIL_H_
 
+#include <atomic>
 #include <cstddef>
 #include <map>
 #include <memory>
@@ -52,11 +53,13 @@ Result<HandlePtr> NewHandle(rd_kafka_type_t type, ConfPtr conf);
 // Produces one message, copying key and value (key may be null), through rd_kafka_produceva
 // (the RD_KAFKA_V_* macros of rd_kafka_producev use GNU statement expressions, which clang
 // refuses under -Wpedantic). While librdkafka's queue is full it serves delivery reports for
-// 10 ms and tries again. Takes `headers` (may be null) in every case. `opaque` reaches the
-// delivery report as the message's _private.
+// 10 ms and tries again, until `stop` (when given) is set: then it returns
+// RD_KAFKA_RESP_ERR__QUEUE_FULL. Takes `headers` (may be null) in every case. `opaque` reaches
+// the delivery report as the message's _private.
 rd_kafka_resp_err_t ProduceCopy(rd_kafka_t* producer, const std::string& topic, const void* key,
                                 std::size_t key_len, const void* value, std::size_t value_len,
-                                rd_kafka_headers_t* headers, void* opaque = nullptr);
+                                rd_kafka_headers_t* headers, void* opaque = nullptr,
+                                const std::atomic<bool>* stop = nullptr);
 
 // A Status for `err`: Unavailable for transport errors and timeouts, FailedPrecondition for a
 // fenced or fatally failed producer (it must stop: another instance owns its transactional.id,

@@ -55,6 +55,25 @@ TEST(FirstPartitionErrorTest, APartitionThatCouldNotBeReadIsAnError) {
   EXPECT_TRUE(FirstPartitionError(list.get(), "x").ok());
 }
 
+// A full send queue (the broker away) is waited on, but not past a stop: the daemon's loop
+// used to spin in here with nothing to end it.
+TEST(ProduceCopyTest, AFullQueueGivesUpWhenAskedToStop) {
+  ConfPtr conf(rd_kafka_conf_new());
+  ASSERT_TRUE(SetConf(conf.get(), "bootstrap.servers", "127.0.0.1:1").ok());
+  ASSERT_TRUE(SetConf(conf.get(), "queue.buffering.max.messages", "1").ok());
+  ASSERT_TRUE(SetConf(conf.get(), "log_level", "0").ok());
+  auto producer = NewHandle(RD_KAFKA_PRODUCER, std::move(conf));
+  ASSERT_TRUE(producer.ok()) << producer.status().ToString();
+  const std::string topic = "t";
+  std::atomic<bool> stop{false};
+  EXPECT_EQ(ProduceCopy(producer->get(), topic, nullptr, 0, "a", 1, nullptr, nullptr, &stop),
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+  stop = true;
+  EXPECT_EQ(ProduceCopy(producer->get(), topic, nullptr, 0, "b", 1, nullptr, nullptr, &stop),
+            RD_KAFKA_RESP_ERR__QUEUE_FULL);
+  rd_kafka_purge(producer->get(), RD_KAFKA_PURGE_F_QUEUE);
+}
+
 using ::testing::HasSubstr;
 using ::testing::Not;
 
