@@ -1,6 +1,7 @@
 #include "common/failpoint.h"
 
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -17,16 +18,16 @@ void Hit(std::string_view name) {
     return;
   }
   std::string_view want(spec);
-  long nth = 1;
+  int64_t nth = 1;
   if (const auto colon = want.rfind(':'); colon != std::string_view::npos) {
-    nth = std::strtol(std::string(want.substr(colon + 1)).c_str(), nullptr, 10);
+    nth = std::strtoll(std::string(want.substr(colon + 1)).c_str(), nullptr, 10);
     want = want.substr(0, colon);
   }
   if (want != name) {
     return;
   }
   static std::mutex mu;
-  static std::map<std::string, long, std::less<>> passes;
+  static std::map<std::string, int64_t, std::less<>> passes;
   {
     const std::lock_guard<std::mutex> lock(mu);
     if (++passes[std::string(name)] != nth) {

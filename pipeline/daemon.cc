@@ -291,7 +291,7 @@ struct Daemon::Impl {
   // than the state (the topic was recreated, an unclean leader election truncated it), going
   // on would give users partial histories with wrong positions. OutOfRange then, naming the gap;
   // another error when the log's bounds could not be read.
-  Status CheckHistory(int32_t partition, std::optional<int64_t> next) {
+  Status CheckHistory(int32_t partition, std::optional<int64_t> next) const {
     int64_t low = 0;
     int64_t high = 0;
     const std::string& topic = config.kafka.input_topic;
@@ -326,7 +326,7 @@ struct Daemon::Impl {
   }
 
   // Pauses the stopped partitions among `parts` (after assigning them).
-  void PausePartitions(const rd_kafka_topic_partition_list_t* parts) {
+  void PausePartitions(const rd_kafka_topic_partition_list_t* parts) const {
     PartitionListPtr paused(rd_kafka_topic_partition_list_new(parts->cnt));
     for (int i = 0; i < parts->cnt; ++i) {
       if (stopped.contains(parts->elems[i].partition)) {
@@ -390,7 +390,7 @@ struct Daemon::Impl {
   // again everything the partition's previous owner published. Transient coordinator errors
   // are retried for up to a minute, unless asked to stop.
   Result<PartitionListPtr> ReadCommitted(rd_kafka_t* rk,
-                                         const rd_kafka_topic_partition_list_t* parts) {
+                                         const rd_kafka_topic_partition_list_t* parts) const {
     const auto deadline = SteadyClock::now() + std::chrono::seconds(60);
     while (true) {
       PartitionListPtr committed(rd_kafka_topic_partition_list_copy(parts));
@@ -625,7 +625,7 @@ struct Daemon::Impl {
   }
 
   // Produces one message, waiting while librdkafka's queue is full.
-  rd_kafka_resp_err_t Produce(const OutputRecord& out, void* opaque) {
+  rd_kafka_resp_err_t Produce(const OutputRecord& out, void* opaque) const {
     const std::string& topic = TopicOf(out);
     rd_kafka_headers_t* headers = nullptr;
     if (!out.headers.empty()) {
@@ -803,7 +803,7 @@ struct Daemon::Impl {
   // of those already sent, so that none of them reaches the broker after the batches' redo
   // (which would put an older copy of a row after a newer one). In exactly-once mode the abort
   // has purged them already. Gives up waiting when asked to stop (the redo then never comes).
-  void SettleAbandonedMessages() {
+  void SettleAbandonedMessages() const {
     const rd_kafka_resp_err_t purged = rd_kafka_purge(producer.get(), RD_KAFKA_PURGE_F_QUEUE);
     if (purged != RD_KAFKA_RESP_ERR_NO_ERROR) {
       spdlog::warn("purging the abandoned batches' messages: {}", rd_kafka_err2str(purged));

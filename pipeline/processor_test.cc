@@ -20,8 +20,7 @@
 #include "pipeline/event_parser.h"
 #include "pipeline/internal/partitioner.h"
 #include "pipeline/internal/testing.h"
-#include "storage/internal/key_layout.h"
-#include "storage/internal/store_test_peer.h"
+#include "storage/testing.h"
 
 namespace rotor::pipeline {
 namespace {
@@ -392,10 +391,7 @@ TEST_F(ProcessorTest, AUserWithCorruptStateIsQuarantinedAndOthersGoOn) {
   Run(Keyed({zed[0]}, "zed"), 1);
   Run(Keyed({amy[0]}, "amy"), 1);
   processor_->ClearCache();  // The next events read both users from RocksDB.
-  ASSERT_TRUE(storage::internal::StoreTestPeer::RawPut(
-                  *store_, storage::internal::ColumnFamily::kUsers,
-                  storage::internal::UserKey("zed"), "not a users value")
-                  .ok());
+  ASSERT_TRUE(storage::testing::CorruptUserForTesting(*store_, "zed").ok());
   std::vector<Message> messages = Keyed({zed[1], zed[2]}, "zed");
   for (Message& m : Keyed({amy[1], amy[2]}, "amy")) {
     messages.push_back(std::move(m));

@@ -26,6 +26,7 @@
 #include "storage/internal/info_log.h"
 #include "storage/internal/key_layout.h"
 #include "storage/internal/store_test_peer.h"
+#include "storage/testing.h"
 
 namespace rotor::storage {
 
@@ -668,3 +669,12 @@ Result<int64_t> StoreTestPeer::CountRows(const UserStateStore& store, std::strin
 
 }  // namespace internal
 }  // namespace rotor::storage
+
+namespace rotor::storage::testing {
+
+Status CorruptUserForTesting(UserStateStore& store, std::string_view user) {
+  return internal::StoreTestPeer::RawPut(store, internal::ColumnFamily::kUsers,
+                                         internal::UserKey(user), "not a users value");
+}
+
+}  // namespace rotor::storage::testing
