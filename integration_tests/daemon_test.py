@@ -218,6 +218,9 @@ def case_events(case):
     print(f"events: {len(want)} users, {sum(seen.values())} rows published, state exact")
 
 
+# pipeline.max_message_bytes in Case.config.
+MAX_MESSAGE_BYTES = 4096
+
 BAD = [
     ("invalid_json", "{not json"),
     ("invalid_json", "{\"event_id\": \"x0\", \"user_id\": \"u-bad\""),
@@ -278,9 +281,14 @@ def case_bad(case):
     for m in dead:
         by_value.setdefault(base64.b64decode(m["value_b64"]).decode(), []).append(m)
     for reason, value in BAD:
-        got = by_value.get(value)
+        # A dead letter keeps at most pipeline.max_message_bytes of the value (the config's 4096),
+        # and then says how long the original was.
+        got = by_value.get(value[:MAX_MESSAGE_BYTES])
         check(got, f"bad input ({reason}) {value[:60]!r} not in the dead-letter topic")
         headers = got[0]["headers"]
+        if len(value) > MAX_MESSAGE_BYTES:
+            check(headers.get("rotor.source.value_bytes") == str(len(value)),
+                  f"{value[:60]!r}: cut dead letter without its original size")
         check(headers.get("rotor.error") == reason,
               f"{value[:60]!r}: reason {headers.get('rotor.error')!r}, want {reason!r} "
               f"({headers.get('rotor.error.detail')})")
