@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/failpoint.h"
+#include "pipeline/internal/feeder.h"
 #include "pipeline/internal/rdkafka_util.h"
 #include "pipeline/internal/store_writer.h"
 #include "pipeline/kafka_tools.h"
@@ -125,10 +126,7 @@ struct Daemon::Impl {
   // When input last arrived or partitions were last assigned (the idle exit's clock).
   SteadyClock::time_point last_activity = SteadyClock::now();
   std::atomic<int64_t> processed_records{0};
-  std::atomic<int64_t> fed{0};  // Events the feeder produced (written by its thread).
-  std::atomic<bool> feed_done{true};
-  std::thread feeder;
-  std::atomic<bool> stop_feeder{false};
+  std::unique_ptr<internal::Feeder> feeder;  // The embedded demo's --feed (else null).
   DaemonStats stats;
   SteadyClock::time_point last_commit{};
   Status rebalance_error;
@@ -139,10 +137,7 @@ struct Daemon::Impl {
   Impl(Impl&&) = delete;
   Impl& operator=(Impl&&) = delete;
   ~Impl() {
-    stop_feeder = true;
-    if (feeder.joinable()) {
-      feeder.join();
-    }
+    feeder.reset();
     consumer.reset();
     producer.reset();
     writer.reset();  // Finishes its commits first.
@@ -1006,30 +1001,41 @@ struct Daemon::Impl {
                           "seeking back to the stored offsets");
   }
 
-  void StartFeeder() {
-    if (run.feed_file.empty()) {
-      return;
+  // Whether every assigned partition that is not stopped was consumed up to its end (the high
+  // watermark of the last fetch). A resumed run skips what it applied before, so counting
+  // records cannot tell.
+  bool CaughtUp() const {
+    // The consumer's positions too: they move past transaction markers, which the next offset
+    // to apply does not.
+    PartitionListPtr positions(
+        rd_kafka_topic_partition_list_new(static_cast<int>(publish_from.size())));
+    for (const auto& [partition, unused] : publish_from) {
+      rd_kafka_topic_partition_list_add(positions.get(), config.kafka.input_topic.c_str(),
+                                        partition);
     }
-    feed_done = false;
-    feeder = std::thread([this] {
-      ProduceOptions options;
-      options.bootstrap_servers = bootstrap;
-      options.topic = config.kafka.input_topic;
-      options.stop = &stop_feeder;
-      options.may_send = [this](int64_t sent) {
-        fed.store(sent);
-        return sent - processed_records.load() < run.feed_max_ahead;
-      };
-      auto result = ProduceJsonLines(run.feed_file, options);
-      if (!result.ok()) {
-        spdlog::error("feeding '{}': {}", run.feed_file, result.status());
-      } else {
-        fed.store(result->sent);
-        spdlog::info("fed {} events from '{}' in {:.1f} s", result->sent, run.feed_file,
-                     result->seconds);
+    if (rd_kafka_position(consumer.get(), positions.get()) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return false;
+    }
+    int i = 0;
+    for (const auto& [partition, unused] : publish_from) {
+      const int64_t fetched = positions->elems[i++].offset;
+      if (stopped.contains(partition)) {
+        continue;
       }
-      feed_done = true;
-    });
+      int64_t low = 0;
+      int64_t high = 0;
+      if (rd_kafka_get_watermark_offsets(consumer.get(), config.kafka.input_topic.c_str(),
+                                         partition, &low, &high) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+          high < 0) {
+        return false;
+      }
+      const auto next = apply_from.find(partition);
+      const int64_t position = std::max(fetched, next == apply_from.end() ? low : next->second);
+      if (position < high) {
+        return false;
+      }
+    }
+    return true;
   }
 
   void LogStats(double seconds) const {
@@ -1154,10 +1160,10 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
         ROTOR_RETURN_IF_ERROR(CommitTransactionInLoop());
       }
       ROTOR_RETURN_IF_ERROR(rebalance_error);
-      // Idle means: partitions assigned, nothing in flight, any feed fully produced and
-      // consumed, and nothing new for exit_when_idle_ms.
-      if (run.exit_when_idle_ms > 0 && feed_done.load() && !publish_from.empty() &&
-          in_flight.empty() && processed_records.load() >= fed.load() &&
+      // Idle means: partitions assigned, nothing in flight, any feed fully produced, every
+      // partition consumed to its end, and nothing new for exit_when_idle_ms.
+      if (run.exit_when_idle_ms > 0 && (feeder == nullptr || feeder->done()) &&
+          !publish_from.empty() && in_flight.empty() && CaughtUp() &&
           now - last_activity > std::chrono::milliseconds(run.exit_when_idle_ms)) {
         spdlog::info("no input for {} ms: stopping", run.exit_when_idle_ms);
         break;
@@ -1303,14 +1309,18 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(const config::DaemonConfig& confi
 Status Daemon::Run(const std::atomic<bool>& stop) {
   Impl& d = *impl_;
   d.stop_flag = &stop;
-  d.StartFeeder();
+  if (!d.run.feed_file.empty()) {
+    d.feeder =
+        std::make_unique<internal::Feeder>(d.bootstrap, d.config.kafka.input_topic, d.run.feed_file,
+                                           d.run.feed_max_ahead, d.processed_records);
+    d.feeder->Start();
+  }
   Status served = d.Serve(stop);
   if (!served.ok()) {
     d.AbandonAfterFailure(served);
   }
-  d.stop_feeder = true;
-  if (d.feeder.joinable()) {
-    d.feeder.join();
+  if (d.feeder != nullptr) {
+    d.feeder->Stop();
   }
   // Leave the group (revokes our partitions), then flush what is queued and sync the store.
   const Status closed =
@@ -1329,7 +1339,7 @@ Status Daemon::Run(const std::atomic<bool>& stop) {
     served = flushed;
   }
   const ProcessorStats& p = d.processor->stats();
-  d.stats.fed = d.fed.load();
+  d.stats.fed = d.feeder != nullptr ? d.feeder->fed() : 0;
   d.stats.records = p.records;
   d.stats.events = p.events;
   d.stats.replayed = p.replayed;

@@ -353,6 +353,7 @@ TEST_F(ProcessorTest, RecordsInAnotherPartitionThanTheirKeysAreRefused) {
   constexpr int32_t kPartitions = 6;
   const int32_t home = internal::JavaPartition("gus", kPartitions);
   std::vector<InputRecord> records;
+  records.reserve(3);
   for (int i = 0; i < 3; ++i) {
     records.push_back(InputRecord{.topic = kTopic,
                                   .partition = i == 1 ? (home + 1) % kPartitions : home,
