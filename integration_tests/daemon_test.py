@@ -276,11 +276,20 @@ def case_bad(case):
     dead = case.consume(config, case.topics["dlq"])
     by_value = {}
     for m in dead:
-        by_value.setdefault(base64.b64decode(m["value_b64"]).decode(), []).append(m)
+        by_value.setdefault(base64.b64decode(m["value_b64"]), []).append(m)
     for reason, value in BAD:
-        got = by_value.get(value)
-        check(got, f"bad input ({reason}) {value[:60]!r} not in the dead-letter topic")
+        raw = value.encode()
+        # A dead letter keeps at most pipeline.max_message_bytes (4096 here) of the value; a
+        # cut one says how long the original was.
+        kept = raw[:4096]
+        got = by_value.get(kept)
+        check(got, f"bad input ({reason}) {value[:60]!r} not in the dead-letter topic"
+                   + (" (cut to its first 4096 bytes)" if len(raw) > 4096 else ""))
         headers = got[0]["headers"]
+        check(headers.get("rotor.source.value_bytes") == (str(len(raw)) if len(raw) > 4096
+                                                          else None),
+              f"{value[:60]!r}: rotor.source.value_bytes {headers.get('rotor.source.value_bytes')}"
+              f" for a {len(raw)}-byte value")
         check(headers.get("rotor.error") == reason,
               f"{value[:60]!r}: reason {headers.get('rotor.error')!r}, want {reason!r} "
               f"({headers.get('rotor.error.detail')})")
