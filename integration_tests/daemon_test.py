@@ -770,18 +770,25 @@ def case_zombie(case):
     zombie tries to go on with its transaction and must fail to commit it (the group's
     generation moved on), abort it and give the partitions up, or stop. No delta row may
     appear twice under read_committed, and the instance owning every partition at the end
-    holds the replayed state of every user."""
-    events = synth(case.work, 4000, 40, 8)
-    # Transactions stay open 2 s (so the zombie is frozen inside one); their timeout is well
-    # beyond the freeze, so it is the group's generation that fences the zombie, not the
-    # transaction coordinator aborting it.
+    holds the replayed state of every user.
+
+    When the freeze lands inside the zombie's commit (its offsets sent to the transaction, the
+    commit not yet done), the group's offsets of those partitions are unstable and the live
+    instance's assignment waits until the transaction coordinator aborts the transaction on
+    its timeout (20 s), which also fences the zombie's producer: it then stops (exit 1)."""
+    events = synth(case.work, 5000, 40, 8)
+    # Transactions stay open 2 s (so the zombie is frozen inside one); their timeout is beyond
+    # the usual freeze (about 10 s), so it is mostly the group's generation that fences the
+    # zombie, not the transaction coordinator aborting its transaction.
     options = dict(mode="exactly_once", batch=32, commit_interval_ms=2000,
-                   transaction_timeout_ms=30000)
+                   transaction_timeout_ms=20000)
     config_a, config_b = case.config("a", **options), case.config("b", **options)
     case.create_topics(config_a, 4)
     a = case.serve(config_a, name="a")
     wait_assigned(a)
-    b = case.serve(config_b, idle_ms=6000, name="b")
+    # No --exit-when-idle-ms: an assignment that waits for unstable offsets can make it stop
+    # right after taking the partitions (the idle clock starts when the wait begins).
+    b = case.serve(config_b, name="b")
     feeder = Feeder(case, config_a, events, rate=100)
     wait_for(lambda: assigned_partitions(a.text()) and assigned_partitions(b.text())
              and len(assigned_partitions(a.text()) | assigned_partitions(b.text())) == 4,
@@ -807,7 +814,6 @@ def case_zombie(case):
     wait_for(lambda: zombie.search(a.text()[frozen:]) or a.poll() is not None, 60,
              "the zombie to notice it was fenced")
     feeder.finish()
-    time.sleep(1.0)
     if a.poll() is None:
         a.send_signal(signal.SIGTERM)
         log_a = case.wait(a)
@@ -821,7 +827,10 @@ def case_zombie(case):
     check("failpoint" not in after and "AddressSanitizer" not in after,
           f"the zombie crashed:\n{after[-3000:]}")
     fenced = [line for line in after.splitlines() if zombie.search(line)]
-    log_b = case.wait(b)
+    b.send_signal(signal.SIGTERM)
+    case.wait(b)
+    # The live instance alone, until it has applied everything.
+    log_b = case.wait(case.serve(config_b, idle_ms=4000, name="b-final"))
     check(assigned_partitions(log_b) == set(range(4)),
           f"b owns {sorted(assigned_partitions(log_b))} at the end")
     case.check_input(config_a, events)
