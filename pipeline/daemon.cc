@@ -223,7 +223,6 @@ struct Daemon::Impl {
   }
 
   void OnAssign(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* parts, bool cooperative) {
-    last_activity = SteadyClock::now();
     auto stored = store->LoadOffsets();
     if (!stored.ok()) {
       rebalance_error = stored.status();
@@ -278,6 +277,9 @@ struct Daemon::Impl {
       return;
     }
     PausePartitions(parts);
+    // The idle clock starts once the assignment took effect: reading the committed offsets can
+    // wait out another instance's open transaction, and that wait is not idleness.
+    last_activity = SteadyClock::now();
   }
 
   // Whether the input log of `partition` still holds every record the state needs next: from
@@ -383,10 +385,12 @@ struct Daemon::Impl {
   // The group's committed offsets of `parts`. An error for one partition fails the read like an
   // error of the whole call: taken as "nothing committed", it would make this instance publish
   // again everything the partition's previous owner published. Transient coordinator errors
-  // are retried for up to a minute, unless asked to stop.
+  // are retried for up to a minute past the transaction timeout (offsets a zombie left in an
+  // open transaction stay unreadable until the broker aborts it), unless asked to stop.
   Result<PartitionListPtr> ReadCommitted(rd_kafka_t* rk,
                                          const rd_kafka_topic_partition_list_t* parts) const {
-    const auto deadline = SteadyClock::now() + std::chrono::seconds(60);
+    const auto deadline = SteadyClock::now() + std::chrono::seconds(60) +
+                          std::chrono::milliseconds(config.delivery.transaction_timeout_ms);
     while (true) {
       PartitionListPtr committed(rd_kafka_topic_partition_list_copy(parts));
       constexpr std::string_view kWhat = "reading the group's committed offsets";
