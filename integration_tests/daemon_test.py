@@ -500,6 +500,18 @@ def case_bad(case):
     print(f"bad: {len(BAD)} bad inputs dead-lettered with their reasons; state exact")
 
 
+def freeze_broker(broker_name, seconds):
+    """Stops the broker process (SIGSTOP) for `seconds`: it answers nothing, connections stay
+    open, so clients see timeouts rather than refusals; then lets it go on."""
+    pid = broker.running_pid(broker.state_dir(broker_name))
+    check(pid is not None, f"broker '{broker_name}' is not running")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def wait_for(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -575,13 +587,7 @@ def case_stall(case, broker_name):
     daemon = case.serve(config, idle_ms=8000)
     wait_for(lambda: "assigned" in daemon.log.read_text(), 60, "the assignment")
     time.sleep(0.5)
-    pid = broker.running_pid(broker.state_dir(broker_name))
-    check(pid is not None, f"broker '{broker_name}' is not running")
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        time.sleep(4)
-    finally:
-        os.kill(pid, signal.SIGCONT)
+    freeze_broker(broker_name, 4)
     log = case.wait(daemon)
     done = re.search(r"(\d+) events \(", log)
     check(done and int(done.group(1)) == 6000, "the daemon did not apply all 6000 events")
@@ -935,13 +941,7 @@ def case_outage(case, broker_name, mode):
     daemon = case.serve(config, idle_ms=8000)
     wait_assigned(daemon)
     time.sleep(0.5)
-    pid = broker.running_pid(broker.state_dir(broker_name))
-    check(pid is not None, f"broker '{broker_name}' is not running")
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        time.sleep(6)
-    finally:
-        os.kill(pid, signal.SIGCONT)
+    freeze_broker(broker_name, 6)
     log = case.wait(daemon)
     redone = re.findall(r"(\d+) batch\(es\) of (\d+) records not delivered \((.*)\); "
                         r"retrying from the stored offsets", log)
