@@ -344,9 +344,7 @@ struct Daemon::Impl {
   // "error": librdkafka never jumps to another offset by itself). When the log still holds
   // what the state needs next, consumption goes back there; otherwise the partition stops.
   Status OnOffsetOutOfRange(int32_t partition) {
-    const auto next = apply_from.find(partition);
-    const std::optional<int64_t> from =
-        next == apply_from.end() ? std::nullopt : std::optional(next->second);
+    const std::optional<int64_t> from = NextToApply(partition);
     const Status history = CheckHistory(partition, from);
     if (history.code() == StatusCode::kOutOfRange) {
       StopPartition(partition, history);
@@ -372,14 +370,20 @@ struct Daemon::Impl {
     // Eager: the whole assignment again, every other partition at its next offset to apply.
     PartitionListPtr all(rd_kafka_topic_partition_list_new(static_cast<int>(publish_from.size())));
     for (const auto& [p, unused] : publish_from) {
-      const auto at = apply_from.find(p);
       rd_kafka_topic_partition_list_add(all.get(), config.kafka.input_topic.c_str(), p)->offset =
-          at == apply_from.end() ? RD_KAFKA_OFFSET_BEGINNING : at->second;
+          NextToApply(p).value_or(RD_KAFKA_OFFSET_BEGINNING);
     }
     ROTOR_RETURN_IF_ERROR(
         FromKafka(rd_kafka_assign(consumer.get(), all.get()), "assigning again to reset"));
     PausePartitions(all.get());
     return Status::OK();
+  }
+
+  // The next offset of `partition` to apply; nullopt when nothing is known yet (no state, no
+  // record consumed).
+  std::optional<int64_t> NextToApply(int32_t partition) const {
+    const auto next = apply_from.find(partition);
+    return next == apply_from.end() ? std::nullopt : std::optional(next->second);
   }
 
   // The group's committed offsets of `parts`. An error for one partition fails the read like an
@@ -1033,8 +1037,7 @@ struct Daemon::Impl {
           high < 0) {
         return false;
       }
-      const auto next = apply_from.find(partition);
-      const int64_t position = std::max(fetched, next == apply_from.end() ? low : next->second);
+      const int64_t position = std::max(fetched, NextToApply(partition).value_or(low));
       if (position < high) {
         return false;
       }
