@@ -935,12 +935,17 @@ def case_outage(case, broker_name, mode):
         "  consumer_properties:",
         "    reconnect.backoff.max.ms: \"500\""])
     config = case.config("a", mode=mode, batch=32, kafka_extra=kafka_extra,
-                         session_timeout_ms=30000)
+                         session_timeout_ms=30000, stats_interval_ms=200)
     case.create_topics(config, 4)
     case.produce(config, events)
     daemon = case.serve(config, idle_ms=8000)
-    wait_assigned(daemon)
-    time.sleep(0.5)
+    # Frozen only once the daemon holds fetched input and is working through it: a fixed
+    # sleep after the assignment sometimes froze the broker before the first fetch answered,
+    # so nothing was in flight to time out.
+    wait_processing(daemon)
+    counts = re.findall(r"\] (\d+) events \(", daemon.text())
+    check(int(counts[-1]) < 6000 * 3 // 4,
+          f"the daemon had done {counts[-1]} of 6000 events before the broker stopped")
     freeze_broker(broker_name, 6)
     log = case.wait(daemon)
     redone = re.findall(r"(\d+) batch\(es\) of (\d+) records not delivered \((.*)\); "
