@@ -23,6 +23,7 @@
 #include <rocksdb/env.h>
 
 #include "common/status.h"
+#include "common/topic_partition.h"
 #include "storage/internal/fault_fs.h"
 #include "storage/internal/info_log.h"
 #include "storage/internal/store_test_peer.h"
@@ -52,7 +53,7 @@ constexpr const char* kTopic = "events";
 // What the store must hold: the windows and offsets of every successful commit.
 struct Model {
   std::map<std::string, KvWindow> windows;
-  std::map<std::pair<std::string, int32_t>, int64_t> offsets;
+  PartitionOffsets offsets;
 };
 
 // Commit i of a flood: kNewUsersPerCommit users never seen before, one returning user whose

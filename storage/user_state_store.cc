@@ -562,9 +562,9 @@ Result<std::optional<std::string>> UserStateStore::LoadInfo(std::string_view nam
   return std::optional<std::string>(std::move(value));
 }
 
-Result<std::map<std::pair<std::string, int32_t>, int64_t>> UserStateStore::LoadOffsets() const {
+Result<PartitionOffsets> UserStateStore::LoadOffsets() const {
   ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
-  std::map<std::pair<std::string, int32_t>, int64_t> out;
+  PartitionOffsets out;
   const std::unique_ptr<rocksdb::Iterator> it(
       impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->Cf(ColumnFamily::kOffsets)));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {

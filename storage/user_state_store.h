@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/topic_partition.h"
 #include "encoders/kv_window.h"
 
 namespace rotor::storage {
@@ -153,8 +154,8 @@ class UserStateStore {
   // A store-wide property written by StateBatch::PutInfo; nullopt when never written.
   Result<std::optional<std::string>> LoadInfo(std::string_view name) const;
 
-  // Every committed (topic, partition) -> next offset to consume.
-  Result<std::map<std::pair<std::string, int32_t>, int64_t>> LoadOffsets() const;
+  // Every committed partition's next offset to consume.
+  Result<PartitionOffsets> LoadOffsets() const;
 
   // An empty batch for this store.
   StateBatch NewBatch() const;

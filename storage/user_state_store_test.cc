@@ -181,8 +181,7 @@ TEST_F(UserStateStoreTest, OffsetsCommitAtomicallyWithTheStateTheyProduced) {
   Reopen();
   const auto offsets = store_->LoadOffsets();
   ASSERT_TRUE(offsets.ok()) << offsets.status().ToString();
-  const std::map<std::pair<std::string, int32_t>, int64_t> want = {{{"events", 0}, 41},
-                                                                   {{"events", 3}, 7}};
+  const PartitionOffsets want = {{{"events", 0}, 41}, {{"events", 3}, 7}};
   EXPECT_EQ(*offsets, want);
   ExpectSameWindow(MustLoad("alice", 4), w);
   const auto bob = store_->LoadWindow("bob", kBlocks, 4, kD);

@@ -260,7 +260,7 @@ std::string OffsetKey(std::string_view topic, int32_t partition) {
   return out;
 }
 
-Result<std::pair<std::string, int32_t>> DecodeOffsetKey(std::string_view key) {
+Result<TopicPartition> DecodeOffsetKey(std::string_view key) {
   std::string_view rest = key;
   std::string_view topic;
   if (!GetLengthPrefixed(&rest, kMaxTopicBytes, &topic) || topic.empty() || rest.size() != 4) {
@@ -272,7 +272,7 @@ Result<std::pair<std::string, int32_t>> DecodeOffsetKey(std::string_view key) {
     return Status::Corruption("offsets key '{}': partition {} out of range", PrintableBytes(key),
                               partition);
   }
-  return std::pair{std::string(topic), static_cast<int32_t>(partition)};
+  return TopicPartition{.topic = std::string(topic), .partition = static_cast<int32_t>(partition)};
 }
 
 std::string EncodeOffsetValue(int64_t next_offset) {

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/topic_partition.h"
 
 namespace rotor::storage::internal {
 
@@ -90,7 +91,7 @@ std::size_t RowValueBytes(int64_t n_blocks, int64_t d_model);
 
 // offsets: key and value.
 std::string OffsetKey(std::string_view topic, int32_t partition);
-Result<std::pair<std::string, int32_t>> DecodeOffsetKey(std::string_view key);
+Result<TopicPartition> DecodeOffsetKey(std::string_view key);
 std::string EncodeOffsetValue(int64_t next_offset);
 Result<int64_t> DecodeOffsetValue(std::string_view key, std::string_view value);
 

@@ -138,8 +138,8 @@ TEST(KeyLayoutTest, OffsetsRoundTripAndCorruptOnesAreRefused) {
   const std::string key = OffsetKey("events", 12);
   const auto topic_partition = DecodeOffsetKey(key);
   ASSERT_TRUE(topic_partition.ok()) << topic_partition.status().ToString();
-  EXPECT_EQ(topic_partition->first, "events");
-  EXPECT_EQ(topic_partition->second, 12);
+  EXPECT_EQ(topic_partition->topic, "events");
+  EXPECT_EQ(topic_partition->partition, 12);
   const auto offset = DecodeOffsetValue(key, EncodeOffsetValue(int64_t{1} << 40));
   ASSERT_TRUE(offset.ok()) << offset.status().ToString();
   EXPECT_EQ(*offset, int64_t{1} << 40);
