@@ -5,10 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
-#include <deque>
 #include <map>
-#include <mutex>
-#include <random>
 #include <thread>
 #include <unordered_set>
 #include <utility>
@@ -17,9 +14,13 @@
 #include <spdlog/spdlog.h>
 
 #include "common/failpoint.h"
+#include "common/topic_partition.h"
+#include "pipeline/internal/delivery.h"
 #include "pipeline/internal/feeder.h"
 #include "pipeline/internal/rdkafka_util.h"
+#include "pipeline/internal/run_control.h"
 #include "pipeline/internal/store_writer.h"
+#include "pipeline/internal/transactional_id.h"
 #include "pipeline/kafka_tools.h"
 #include "pipeline/processor.h"
 
@@ -34,7 +35,7 @@ using internal::MessagePtr;
 using internal::NewHandle;
 using internal::PartitionListPtr;
 using internal::SetConf;
-using SteadyClock = std::chrono::steady_clock;
+using internal::SteadyClock;
 
 int64_t WallMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -44,26 +45,6 @@ int64_t WallMs() {
 
 double Seconds(SteadyClock::duration d) {
   return std::chrono::duration<double>(d).count();
-}
-
-// The store-wide info entry holding this state directory's instance id.
-constexpr std::string_view kInfoInstanceId = "instance_id";
-
-// A random 64-bit id in hex.
-std::string NewInstanceId() {
-  std::random_device random;
-  const uint64_t id = (uint64_t{random()} << 32) ^ uint64_t { random() };
-  return fmt::format("{:016x}", id);
-}
-
-void LogCallback(const rd_kafka_t* /*rk*/, int level, const char* fac, const char* buf) {
-  if (level <= 3) {
-    spdlog::error("kafka {}: {}", fac, buf);
-  } else if (level <= 4) {
-    spdlog::warn("kafka {}: {}", fac, buf);
-  } else {
-    spdlog::debug("kafka {}: {}", fac, buf);
-  }
 }
 
 }  // namespace
@@ -77,36 +58,17 @@ struct Daemon::Impl {
   std::unique_ptr<storage::UserStateStore> store;
   std::unique_ptr<internal::StoreWriter> writer;  // Commits to `store`, in batch order.
   std::unique_ptr<Processor> processor;
-  HandlePtr producer;
+  std::unique_ptr<internal::Delivery> delivery;  // The producer and the batches in flight.
   HandlePtr consumer;
   bool exactly_once = false;
   std::string transactional_id;  // exactly_once only.
-  int64_t delivery_failures = 0;
-  rd_kafka_resp_err_t last_delivery_error = RD_KAFKA_RESP_ERR_NO_ERROR;
-  // A permanent failure (a delivery the broker refused for good, a fenced producer): serving
-  // stops with it, and no batch that was not confirmed before it may commit. Set once.
-  Status fatal;
-  // The Run caller's stop flag, for the waits inside librdkafka callbacks.
-  const std::atomic<bool>* stop_flag = nullptr;
-  std::optional<SteadyClock::time_point> stop_seen;  // When Stopping() was first seen.
+  // The first permanent failure (a delivery the broker refused for good, a fenced producer):
+  // serving stops with it, and no batch that was not confirmed before it may commit.
+  internal::FailureLatch failure;
+  // The Run caller's stop flag, for the waits inside librdkafka callbacks, and the shutdown
+  // deadline it starts.
+  internal::ShutdownClock shutdown;
 
-  // A processed batch whose outputs were handed to the producer and whose state is not yet
-  // committed to RocksDB. Batches commit in order, each once its deliveries are confirmed
-  // (at-least-once) or the transaction holding it committed (exactly-once).
-  struct InFlight {
-    PendingBatch batch;
-    PartitionListPtr offsets;  // KafkaOffsets(batch).
-    int64_t records = 0;
-    int64_t outstanding = 0;  // Messages produced and not yet reported on.
-    int64_t bytes = 0;        // Its WriteBatch's (its outputs are freed once produced).
-    bool failed = false;      // A message failed (or could not be produced).
-    bool confirmed = false;   // Delivered (or its transaction committed): its state may commit.
-    bool submitted = false;   // Handed to the writer.
-  };
-  // Oldest first; sequence numbers consecutive (batch.seq), which the delivery reports carry.
-  std::deque<InFlight> in_flight;
-  bool transaction_open = false;
-  SteadyClock::time_point transaction_began{};
   // A delivery failed while serving a rebalance callback: the batches were abandoned, and the
   // partitions must go back to the stored offsets before more input is taken.
   bool rewind_pending = false;
@@ -131,7 +93,8 @@ struct Daemon::Impl {
   SteadyClock::time_point last_commit{};
   Status rebalance_error;
 
-  Impl() = default;
+  explicit Impl(const config::DaemonConfig& c)
+      : config(c), shutdown(c.delivery.shutdown_timeout_ms) {}
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
   Impl(Impl&&) = delete;
@@ -139,76 +102,11 @@ struct Daemon::Impl {
   ~Impl() {
     feeder.reset();
     consumer.reset();
-    producer.reset();
-    writer.reset();  // Finishes its commits first.
+    writer.reset();  // Finishes its commits (of batches the delivery ledger holds) first.
+    delivery.reset();
     processor.reset();
     store.reset();
     embedded.reset();
-  }
-
-  // Served on the Serve thread (rd_kafka_poll and rd_kafka_flush on the producer).
-  static void DeliveryReport(rd_kafka_t* /*rk*/, const rd_kafka_message_t* m, void* opaque) {
-    auto* self = static_cast<Impl*>(opaque);
-    InFlight* batch = self->FindInFlight(reinterpret_cast<uintptr_t>(m->_private));
-    if (batch != nullptr) {
-      --batch->outstanding;
-    }
-    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      if (batch != nullptr) {
-        batch->failed = true;
-      }
-      const std::string topic = rd_kafka_topic_name(m->rkt);
-      if (self->delivery_failures++ == 0 || m->err != self->last_delivery_error) {
-        spdlog::warn("delivery to '{}' failed: {}", topic, rd_kafka_err2str(m->err));
-      }
-      self->last_delivery_error = m->err;
-      if (internal::ClassifyDeliveryError(m->err) == internal::DeliveryError::kPermanent) {
-        self->Fail(PermanentDeliveryFailure(m->err, topic, m->len));
-      }
-    }
-  }
-
-  // Records the first permanent failure; serving stops with it.
-  void Fail(Status failure) {
-    if (fatal.ok()) {
-      spdlog::error("{}", failure);
-      fatal = std::move(failure);
-    }
-  }
-
-  // Why a message could never be delivered, and what to change.
-  static Status PermanentDeliveryFailure(rd_kafka_resp_err_t err, std::string_view topic,
-                                         std::size_t bytes) {
-    std::string hint;
-    if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ||
-        err == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE) {
-      hint = fmt::format(
-          "; a {}-byte message is over a limit: raise the topic's max.message.bytes and "
-          "kafka.producer_properties message.max.bytes, or shrink the output (output.dtype "
-          "bf16, a smaller model window)",
-          bytes);
-    } else if (err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
-               err == RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED ||
-               err == RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED) {
-      hint = "; grant the producer's principal the missing rights";
-    } else if (err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
-               err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
-      hint = "; create the topic (`rotor topics`)";
-    }
-    return Status::FailedPrecondition(
-        "delivery to '{}' failed permanently: {} ({}){}; stopping with nothing of the undelivered "
-        "batches committed (a restart redoes them)",
-        topic, rd_kafka_err2str(err), rd_kafka_err2name(err), hint);
-  }
-
-  // The batch in flight with this sequence number; null when it is no longer in flight (it was
-  // abandoned, or its report came after a rewind).
-  InFlight* FindInFlight(uintptr_t seq) {
-    if (in_flight.empty() || seq < in_flight.front().batch.seq) {
-      return nullptr;
-    }
-    const uintptr_t index = seq - in_flight.front().batch.seq;
-    return index < in_flight.size() ? &in_flight[index] : nullptr;
   }
 
   static void Rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
@@ -406,7 +304,8 @@ struct Daemon::Impl {
         return committed;
       }
       // Unavailable: the coordinator moved, restarts or did not answer in time.
-      if (read.code() != StatusCode::kUnavailable || SteadyClock::now() > deadline || Stopping()) {
+      if (read.code() != StatusCode::kUnavailable || SteadyClock::now() > deadline ||
+          shutdown.Stopping()) {
         return read;
       }
       spdlog::warn("{} (retrying)", read);
@@ -444,34 +343,17 @@ struct Daemon::Impl {
 
   Status Connect() {
     const config::KafkaOptions& k = config.kafka;
-    // Producer.
-    ConfPtr pconf(rd_kafka_conf_new());
-    ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "bootstrap.servers", bootstrap));
-    ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "client.id", k.client_id));
-    ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "enable.idempotence", "true"));
-    // Outputs are keyed by user like the input: placed the same way (the Java client's rule).
-    ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "partitioner", "murmur2_random"));
-    // Defaults that kafka.producer_properties may override: a short linger (latency), and a
-    // bounded send queue (librdkafka's default allows 1 GiB; docs/configuration.md, Memory).
-    ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "linger.ms", "2"));
-    ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "queue.buffering.max.kbytes", "65536"));
     if (exactly_once) {
-      ROTOR_ASSIGN_OR_RETURN(transactional_id, TransactionalId());
-      ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "transactional.id", transactional_id));
-      ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), "transaction.timeout.ms",
-                                    std::to_string(config.delivery.transaction_timeout_ms)));
+      ROTOR_ASSIGN_OR_RETURN(transactional_id,
+                             internal::TransactionalId(config.delivery.transactional_id,
+                                                       config.kafka.group_id, *store));
     }
-    ROTOR_RETURN_IF_ERROR(SetConf(pconf.get(), k.producer_properties));
-    rd_kafka_conf_set_dr_msg_cb(pconf.get(), DeliveryReport);
-    rd_kafka_conf_set_log_cb(pconf.get(), LogCallback);
-    rd_kafka_conf_set_error_cb(pconf.get(), OnError);
-    rd_kafka_conf_set_opaque(pconf.get(), this);
-    ROTOR_ASSIGN_OR_RETURN(producer, NewHandle(RD_KAFKA_PRODUCER, std::move(pconf)));
+    ROTOR_ASSIGN_OR_RETURN(delivery, internal::Delivery::Create(config, bootstrap, transactional_id,
+                                                                *processor, shutdown, failure));
     ROTOR_RETURN_IF_ERROR(CheckMessageSizes());
     if (exactly_once) {
       // Fences any zombie with the same transactional.id and aborts its open transaction.
-      ROTOR_RETURN_IF_ERROR(
-          FromKafkaError(rd_kafka_init_transactions(producer.get(), 60000), "init_transactions"));
+      ROTOR_RETURN_IF_ERROR(delivery->InitTransactions());
     }
     ROTOR_RETURN_IF_ERROR(CheckTopics());
     // Consumer.
@@ -493,7 +375,7 @@ struct Daemon::Impl {
     ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "queued.max.messages.kbytes", "16384"));
     ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), k.consumer_properties));
     rd_kafka_conf_set_rebalance_cb(cconf.get(), Rebalance);
-    rd_kafka_conf_set_log_cb(cconf.get(), LogCallback);
+    rd_kafka_conf_set_log_cb(cconf.get(), internal::LogCallback);
     rd_kafka_conf_set_error_cb(cconf.get(), OnError);
     rd_kafka_conf_set_opaque(cconf.get(), this);
     ROTOR_ASSIGN_OR_RETURN(consumer, NewHandle(RD_KAFKA_CONSUMER, std::move(cconf)));
@@ -504,35 +386,10 @@ struct Daemon::Impl {
                      fmt::format("subscribing to '{}'", k.input_topic));
   }
 
-  // delivery.transactional_id, or by default "<group_id>-<instance id>", the instance id made
-  // once per state directory and kept in it. A restart of the instance (same state directory)
-  // keeps its id, so it fences its own zombie; replicas (each with its own state directory)
-  // never share one, which a hostname-derived default did not guarantee (cloned containers,
-  // copied configs), and which made them fence each other in a crash loop.
-  Result<std::string> TransactionalId() {
-    if (!config.delivery.transactional_id.empty()) {
-      return config.delivery.transactional_id;
-    }
-    ROTOR_ASSIGN_OR_RETURN(std::optional<std::string> id, store->LoadInfo(kInfoInstanceId));
-    if (!id) {
-      id = NewInstanceId();
-      storage::StateBatch batch = store->NewBatch();
-      ROTOR_RETURN_IF_ERROR(batch.PutInfo(kInfoInstanceId, *id));
-      ROTOR_RETURN_IF_ERROR(store->Commit(batch));
-    }
-    return fmt::format("{}-{}", config.kafka.group_id, *id);
-  }
-
   // Every message the daemon can make must fit the producer's message.max.bytes: one that does
   // not is refused by librdkafka, and its batch could never be delivered.
   Status CheckMessageSizes() {
-    std::array<char, 32> value{};
-    std::size_t size = value.size();
-    if (rd_kafka_conf_get(rd_kafka_conf(producer.get()), "message.max.bytes", value.data(),
-                          &size) != RD_KAFKA_CONF_OK) {
-      return Status::Internal("reading the producer's message.max.bytes");
-    }
-    const int64_t limit = std::strtoll(value.data(), nullptr, 10);
+    ROTOR_ASSIGN_OR_RETURN(const int64_t limit, delivery->MessageMaxBytes());
     ROTOR_ASSIGN_OR_RETURN(const int64_t largest,
                            processor->LargestMessageBytes(config.kafka.input_topic));
     if (largest > limit) {
@@ -547,20 +404,12 @@ struct Daemon::Impl {
     return Status::OK();
   }
 
-  // librdkafka's error events (served by the polls on the Serve thread). A fatal one (the
-  // idempotent producer lost its guarantees, a fenced transactional producer) stops serving;
-  // the rest are logged while librdkafka retries.
+  // The consumer's error events (served by its polls on the Serve thread): a fatal one stops
+  // serving, the rest are logged while librdkafka retries.
   static void OnError(rd_kafka_t* rk, int err, const char* reason, void* opaque) {
-    auto* self = static_cast<Impl*>(opaque);
-    if (err == RD_KAFKA_RESP_ERR__FATAL) {
-      std::array<char, 512> why{};
-      const rd_kafka_resp_err_t cause = rd_kafka_fatal_error(rk, why.data(), why.size());
-      self->Fail(FromKafka(cause == RD_KAFKA_RESP_ERR_NO_ERROR ? RD_KAFKA_RESP_ERR__FATAL : cause,
-                           fmt::format("kafka: fatal error: {}", why.data())));
-      return;
+    if (auto fatal = internal::FatalClientError(rk, err, reason)) {
+      static_cast<Impl*>(opaque)->failure.Fail(std::move(*fatal));
     }
-    spdlog::warn("kafka: {} ({})", reason,
-                 rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err)));
   }
 
   // Before serving: the cluster answers within kafka.connect_timeout_ms and the three topics
@@ -570,32 +419,21 @@ struct Daemon::Impl {
   // docs/performance.md).
   Status CheckTopics() {
     const config::KafkaOptions& k = config.kafka;
-    // All topics: a request naming ours would make a broker with auto.create.topics.enable
-    // create them with its defaults.
-    const rd_kafka_metadata_t* metadata = nullptr;
-    const rd_kafka_resp_err_t err =
-        rd_kafka_metadata(producer.get(), 1, nullptr, &metadata, k.connect_timeout_ms);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    auto found = delivery->ReadTopics(k.connect_timeout_ms);
+    if (!found.ok()) {
       return Status::Unavailable(
           "kafka.bootstrap_servers '{}': no broker answered within kafka.connect_timeout_ms = {} "
           "({})",
-          bootstrap, k.connect_timeout_ms, rd_kafka_err2str(err));
+          bootstrap, k.connect_timeout_ms, found.status().message());
     }
-    std::map<std::string, std::pair<rd_kafka_resp_err_t, int>, std::less<>> found;
-    for (int i = 0; i < metadata->topic_cnt; ++i) {
-      const rd_kafka_metadata_topic_t& t = metadata->topics[i];
-      found[t.topic] = {t.err, t.partition_cnt};
-    }
-    rd_kafka_metadata_destroy(metadata);
-    input_partitions = found.contains(k.input_topic) ? found[k.input_topic].second : 0;
+    const auto input = found->find(k.input_topic);
+    input_partitions = input != found->end() ? input->second.partitions : 0;
     for (const std::string& topic : {k.input_topic, k.output_topic, k.dead_letter_topic}) {
-      const auto it = found.find(topic);
-      if (it == found.end() || it->second.first != RD_KAFKA_RESP_ERR_NO_ERROR ||
-          it->second.second == 0) {
+      const auto it = found->find(topic);
+      if (it == found->end() || !it->second.ok || it->second.partitions == 0) {
         return Status::FailedPrecondition(
             "topic '{}' is not available on '{}' ({}); create the topics with `rotor topics`",
-            topic, bootstrap,
-            it == found.end() ? "it does not exist" : rd_kafka_err2str(it->second.first));
+            topic, bootstrap, it == found->end() ? "it does not exist" : it->second.status);
       }
     }
     return RememberInputPartitions();
@@ -622,96 +460,18 @@ struct Daemon::Impl {
     return Status::OK();
   }
 
-  const std::string& TopicOf(const OutputRecord& out) const {
-    return out.topic == OutputRecord::Topic::kOutput ? config.kafka.output_topic
-                                                     : config.kafka.dead_letter_topic;
-  }
-
-  // Produces one message, waiting while librdkafka's queue is full.
-  rd_kafka_resp_err_t Produce(const OutputRecord& out, void* opaque) const {
-    const std::string& topic = TopicOf(out);
-    rd_kafka_headers_t* headers = nullptr;
-    if (!out.headers.empty()) {
-      headers = rd_kafka_headers_new(out.headers.size());
-      for (const auto& [name, value] : out.headers) {
-        rd_kafka_header_add(headers, name.data(), static_cast<ssize_t>(name.size()), value.data(),
-                            static_cast<ssize_t>(value.size()));
-      }
-    }
-    return internal::ProduceCopy(producer.get(), topic, out.key ? out.key->data() : nullptr,
-                                 out.key ? out.key->size() : 0, out.value.data(), out.value.size(),
-                                 headers, opaque, stop_flag);
-  }
-
   // The offsets to commit to Kafka for a batch: only partitions still assigned and only when
   // they move the group's committed offset forward.
-  PartitionListPtr KafkaOffsets(const PendingBatch& batch) {
-    PartitionListPtr list(
-        rd_kafka_topic_partition_list_new(static_cast<int>(batch.next_offsets.size())));
+  PartitionOffsets GroupOffsets(const PendingBatch& batch) const {
+    PartitionOffsets offsets;
     for (const auto& [tp, next] : batch.next_offsets) {
       const auto it = publish_from.find(tp.second);
       if (it == publish_from.end() || next <= it->second) {
         continue;
       }
-      rd_kafka_topic_partition_list_add(list.get(), tp.first.c_str(), tp.second)->offset = next;
+      offsets[{tp.first, tp.second}] = next;
     }
-    return list;
-  }
-
-  // Hands a processed batch to the producer (in exactly-once mode inside the open transaction,
-  // beginning one if needed). Its state is committed later, by Settle or CommitTransaction.
-  Status Dispatch(PendingBatch&& batch, int64_t records) {
-    if (exactly_once && !transaction_open) {
-      ROTOR_RETURN_IF_ERROR(
-          FromKafkaError(rd_kafka_begin_transaction(producer.get()), "begin_transaction"));
-      transaction_open = true;
-      transaction_began = SteadyClock::now();
-    }
-    PartitionListPtr offsets = KafkaOffsets(batch);
-    const uint64_t seq = batch.seq;
-    in_flight.push_back(InFlight{.batch = std::move(batch),
-                                 .offsets = std::move(offsets),
-                                 .records = records,
-                                 .outstanding = 0,
-                                 .failed = false,
-                                 .confirmed = false,
-                                 .submitted = false});
-    // Reports may arrive while producing (ProduceCopy serves them when the queue is full), so
-    // the batch is counted in flight message by message.
-    for (const OutputRecord& out : in_flight.back().batch.outputs) {
-      ++in_flight.back().outstanding;
-      // The batch's sequence number travels as the message's opaque, not as a pointer.
-      const rd_kafka_resp_err_t err =
-          Produce(out, reinterpret_cast<void*>(  // NOLINT(performance-no-int-to-ptr)
-                           static_cast<uintptr_t>(seq)));
-      if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        // The batch can no longer be confirmed: it is redone, or (permanent) serving stops.
-        --in_flight.back().outstanding;
-        in_flight.back().failed = true;
-        const std::string_view topic = TopicOf(out);
-        if (internal::ClassifyDeliveryError(err) == internal::DeliveryError::kPermanent) {
-          Fail(PermanentDeliveryFailure(err, topic, out.value.size()));
-          return fatal;
-        }
-        spdlog::warn("producing to '{}': {}", topic, rd_kafka_err2str(err));
-        break;
-      }
-    }
-    // librdkafka copied them (its send queue is bounded by queue.buffering.max.kbytes); a redo
-    // makes them again from the input.
-    InFlight& dispatched = in_flight.back();
-    std::vector<OutputRecord>().swap(dispatched.batch.outputs);
-    dispatched.bytes = dispatched.batch.state.ApproximateBytes();
-    return Status::OK();
-  }
-
-  // Memory held for the batches in flight: their users' windows and their WriteBatches.
-  int64_t InflightBytes() const {
-    int64_t bytes = processor->held_bytes();
-    for (const InFlight& b : in_flight) {
-      bytes += b.bytes;
-    }
-    return bytes;
+    return offsets;
   }
 
   // At-least-once: serves delivery reports and confirms the oldest batches whose messages were
@@ -719,23 +479,7 @@ struct Daemon::Impl {
   // every later batch and the partitions rewound (Aborted when `rewind` is false: the caller
   // rewinds).
   Status Settle(bool rewind = true) {
-    rd_kafka_poll(producer.get(), 0);
-    ROTOR_RETURN_IF_ERROR(fatal);
-    bool failed = false;
-    for (InFlight& b : in_flight) {
-      if (b.confirmed) {
-        continue;
-      }
-      if (b.outstanding > 0) {
-        break;
-      }
-      if (b.failed) {
-        failed = true;
-        break;
-      }
-      ROTOR_FAILPOINT("delivery.after_confirm");  // Delivered; its state not yet committed.
-      b.confirmed = true;
-    }
+    ROTOR_ASSIGN_OR_RETURN(const bool failed, delivery->ConfirmDelivered());
     ROTOR_RETURN_IF_ERROR(Advance());
     if (!failed) {
       return Status::OK();
@@ -753,32 +497,21 @@ struct Daemon::Impl {
   // users stay hot, and (at-least-once) their offsets go to Kafka too.
   Status Advance() {
     ROTOR_RETURN_IF_ERROR(writer->status());
-    for (InFlight& b : in_flight) {
-      if (!b.submitted) {
-        if (!b.confirmed) {
-          break;
-        }
-        writer->Submit(b.batch.seq, &b.batch.state);
-        b.submitted = true;
-      }
-    }
-    const uint64_t committed = writer->committed();
-    while (!in_flight.empty() && in_flight.front().submitted &&
-           in_flight.front().batch.seq <= committed) {
-      InFlight& front = in_flight.front();
-      if (!exactly_once && front.offsets->cnt > 0) {
+    internal::InFlightLedger& ledger = delivery->ledger();
+    ledger.SubmitConfirmed(*writer);
+    ledger.FinishCommitted(writer->committed(), [&](const internal::InFlight& done) {
+      if (!exactly_once && !done.group_offsets.empty()) {
         // Informational for at-least-once (the store's offsets are the truth); async.
-        const rd_kafka_resp_err_t err = rd_kafka_commit(consumer.get(), front.offsets.get(), 1);
+        const internal::PartitionListPtr offsets = internal::ToPartitionList(done.group_offsets);
+        const rd_kafka_resp_err_t err = rd_kafka_commit(consumer.get(), offsets.get(), 1);
         if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
           spdlog::warn("committing offsets to Kafka: {}", rd_kafka_err2str(err));
         }
       }
-      processed_records += front.records;
-      processor->Finish(std::move(front.batch));
+      processed_records += done.records;
       ++stats.batches;
       last_commit = SteadyClock::now();
-      in_flight.pop_front();
-    }
+    });
     return Status::OK();
   }
 
@@ -786,64 +519,14 @@ struct Daemon::Impl {
   Status AbandonUnconfirmed(std::string_view why) {
     ROTOR_RETURN_IF_ERROR(writer->Wait());
     ROTOR_RETURN_IF_ERROR(Advance());
-    if (in_flight.empty()) {
+    const internal::InFlightLedger& ledger = delivery->ledger();
+    if (ledger.empty()) {
       return Status::OK();
     }
-    int64_t records = 0;
-    for (const InFlight& b : in_flight) {
-      records += b.records;
-    }
     spdlog::warn("{} batch(es) of {} records not delivered ({}); retrying from the stored offsets",
-                 in_flight.size(), records, why);
-    stats.failed_batches += static_cast<int64_t>(in_flight.size());
-    processor->Abandon(std::move(in_flight.front().batch));
-    in_flight.clear();
-    SettleAbandonedMessages();
-    return fatal;
-  }
-
-  // Drops the abandoned batches' messages still queued in librdkafka and waits for the reports
-  // of those already sent, so that none of them reaches the broker after the batches' redo
-  // (which would put an older copy of a row after a newer one). In exactly-once mode the abort
-  // has purged them already. Gives up waiting when asked to stop (the redo then never comes).
-  void SettleAbandonedMessages() const {
-    const rd_kafka_resp_err_t purged = rd_kafka_purge(producer.get(), RD_KAFKA_PURGE_F_QUEUE);
-    if (purged != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      spdlog::warn("purging the abandoned batches' messages: {}", rd_kafka_err2str(purged));
-    }
-    while (rd_kafka_outq_len(producer.get()) > 0 && !Stopping()) {
-      rd_kafka_poll(producer.get(), 10);
-    }
-  }
-
-  bool Stopping() const { return stop_flag != nullptr && stop_flag->load(); }
-
-  // Whether a stop was asked more than delivery.shutdown_timeout_ms ago: what is still in
-  // flight is then dropped uncommitted rather than waited for.
-  bool PastShutdownDeadline() {
-    if (!Stopping()) {
-      return false;
-    }
-    const auto now = SteadyClock::now();
-    if (!stop_seen) {
-      stop_seen = now;
-    }
-    return now - *stop_seen > std::chrono::milliseconds(config.delivery.shutdown_timeout_ms);
-  }
-
-  // The timeout for a blocking transaction call: the transaction's own (-1) while serving, what
-  // is left of delivery.shutdown_timeout_ms once stopping.
-  int TransactionTimeoutMs() {
-    if (!Stopping()) {
-      return -1;
-    }
-    (void)PastShutdownDeadline();  // Starts the clock.
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(
-            *stop_seen + std::chrono::milliseconds(config.delivery.shutdown_timeout_ms) -
-            SteadyClock::now())
-            .count();
-    return static_cast<int>(std::max<int64_t>(left, 1));
+                 ledger.size(), ledger.records(), why);
+    stats.failed_batches += delivery->AbandonInFlight().batches;
+    return failure.status();
   }
 
   // Exactly-once: commits the open transaction with the input offsets of every batch in it
@@ -851,72 +534,22 @@ struct Daemon::Impl {
   // without publishing). On an abortable error the transaction is aborted and the batches
   // abandoned: Aborted, after a rewind when `rewind` is true.
   Status CommitTransaction(bool rewind = true) {
-    if (!transaction_open) {
+    if (!delivery->transaction_open()) {
       return Status::OK();
     }
-    std::map<std::pair<std::string, int32_t>, int64_t> merged;
-    bool failed = false;
-    for (const InFlight& b : in_flight) {
-      if (b.confirmed) {
-        continue;  // Of an earlier transaction, waiting for the writer.
-      }
-      failed = failed || b.failed;
-      for (int i = 0; i < b.offsets->cnt; ++i) {
-        const rd_kafka_topic_partition_t& p = b.offsets->elems[i];
-        int64_t& next = merged[{p.topic, p.partition}];
-        next = std::max(next, p.offset);
-      }
-    }
-    ROTOR_RETURN_IF_ERROR(fatal);  // Never commit what a permanent failure touched.
-    Status s = failed ? Status::Aborted("a message could not be produced") : Status::OK();
-    if (s.ok() && !merged.empty()) {
-      PartitionListPtr offsets(rd_kafka_topic_partition_list_new(static_cast<int>(merged.size())));
-      for (const auto& [tp, next] : merged) {
-        rd_kafka_topic_partition_list_add(offsets.get(), tp.first.c_str(), tp.second)->offset =
-            next;
-      }
-      rd_kafka_consumer_group_metadata_t* group = rd_kafka_consumer_group_metadata(consumer.get());
-      s = TransactionCall(
-          [&] {
-            return rd_kafka_send_offsets_to_transaction(producer.get(), offsets.get(), group,
-                                                        TransactionTimeoutMs());
-          },
-          "send_offsets_to_transaction");
-      rd_kafka_consumer_group_metadata_destroy(group);
-    }
-    if (s.ok()) {
-      s = TransactionCall(
-          [&] { return rd_kafka_commit_transaction(producer.get(), TransactionTimeoutMs()); },
-          "commit_transaction");
-    }
-    if (s.ok()) {
-      // Kafka has the outputs and the group's offsets; RocksDB not yet the state.
-      ROTOR_FAILPOINT("txn.after_commit");
-      transaction_open = false;
-      ++stats.transactions;
-      for (InFlight& b : in_flight) {
-        b.confirmed = true;
-      }
+    const internal::GroupMetadataPtr group(rd_kafka_consumer_group_metadata(consumer.get()));
+    const Status committed = delivery->CommitTransaction(group.get());
+    if (committed.ok()) {
       return Advance();
     }
-    if (s.code() != StatusCode::kAborted) {
-      Fail(s);  // The producer is unusable: the caller stops, committing none of it.
-      return s;
+    if (committed.code() != StatusCode::kAborted) {
+      return committed;  // The producer is unusable: the caller stops, committing none of it.
     }
-    spdlog::warn("aborting the transaction: {}", s);
-    // Whatever the abort's outcome, this transaction is over for us: a failed abort stops
-    // serving, and the broker aborts it on the transaction timeout or when a restart fences it.
-    transaction_open = false;
-    const Status aborted = FromKafkaError(
-        rd_kafka_abort_transaction(producer.get(), TransactionTimeoutMs()), "abort_transaction");
-    if (!aborted.ok()) {
-      Fail(aborted);
-    }
-    ROTOR_RETURN_IF_ERROR(AbandonUnconfirmed(s.message()));
+    ROTOR_RETURN_IF_ERROR(AbandonUnconfirmed(committed.message()));
     if (rewind) {
       ROTOR_RETURN_IF_ERROR(Rewind());
     }
-    return s;
+    return committed;
   }
 
   // CommitTransaction for the serving loop: an aborted transaction was rewound already, so
@@ -936,53 +569,23 @@ struct Daemon::Impl {
     if (exactly_once) {
       ROTOR_RETURN_IF_ERROR(CommitTransaction(/*rewind=*/false));
     }
-    while (!in_flight.empty()) {
-      if (!exactly_once && PastShutdownDeadline()) {
+    const internal::InFlightLedger& ledger = delivery->ledger();
+    while (!ledger.empty()) {
+      if (!exactly_once && shutdown.PastDeadline()) {
         ROTOR_RETURN_IF_ERROR(
             AbandonUnconfirmed("not delivered within delivery.shutdown_timeout_ms"));
         return Status::Aborted("stopping: undelivered batches dropped");
       }
       if (!exactly_once) {
-        rd_kafka_poll(producer.get(), 10);
+        delivery->Poll(10);
         ROTOR_RETURN_IF_ERROR(Settle(/*rewind=*/false));
       }
-      if (!in_flight.empty() && in_flight.back().confirmed) {
+      if (!ledger.empty() && ledger.back().confirmed) {
         ROTOR_RETURN_IF_ERROR(writer->Wait());
         ROTOR_RETURN_IF_ERROR(Advance());
       }
     }
     return Status::OK();
-  }
-
-  // Runs a transactional call, retrying retriable errors for up to the transaction timeout
-  // (the broker aborts the transaction after that anyway); Aborted when the transaction must be
-  // aborted, another error when the producer is unusable.
-  template <class F>
-  Status TransactionCall(F call, std::string_view what) {
-    const auto deadline =
-        SteadyClock::now() + std::chrono::milliseconds(config.delivery.transaction_timeout_ms);
-    while (true) {
-      if (PastShutdownDeadline()) {
-        return Status::Aborted("{}: not done within delivery.shutdown_timeout_ms", what);
-      }
-      rd_kafka_error_t* error = call();
-      if (error == nullptr) {
-        return Status::OK();
-      }
-      const std::string message = rd_kafka_error_string(error);
-      const bool retriable = rd_kafka_error_is_retriable(error) != 0;
-      const bool abortable = rd_kafka_error_txn_requires_abort(error) != 0;
-      const bool unusable = rd_kafka_error_is_fatal(error) != 0;
-      rd_kafka_error_destroy(error);
-      if (unusable) {
-        return Status::FailedPrecondition("{}: fatal: {}", what, message);
-      }
-      if (abortable || !retriable || SteadyClock::now() > deadline) {
-        return Status::Aborted("{}: {}", what, message);
-      }
-      spdlog::warn("{}: {} (retrying)", what, message);
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
   }
 
   // After a failed delivery: every assigned partition goes back to the offset in the store.
@@ -1063,23 +666,11 @@ struct Daemon::Impl {
   // and an open transaction aborted, so nothing unconfirmed reaches RocksDB, not even through
   // the drain of the revoke that closing the consumer triggers. A restart redoes them.
   void AbandonAfterFailure(const Status& why) {
-    Fail(why);
+    failure.Fail(why);
     if (writer->Wait().ok()) {
       (void)Advance();
     }
-    if (exactly_once && transaction_open) {
-      transaction_open = false;
-      const Status aborted =
-          FromKafkaError(rd_kafka_abort_transaction(producer.get(), 10000), "abort_transaction");
-      if (!aborted.ok()) {
-        spdlog::warn("{}", aborted);
-      }
-    }
-    if (!in_flight.empty()) {
-      processor->Abandon(std::move(in_flight.front().batch));
-      in_flight.clear();
-    }
-    rd_kafka_purge(producer.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    delivery->DropAfterFailure();
   }
 };
 
@@ -1092,7 +683,7 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
   auto last_stats = SteadyClock::now();
   std::optional<SteadyClock::time_point> first_batch;
   while (!stop.load()) {
-    ROTOR_RETURN_IF_ERROR(fatal);
+    ROTOR_RETURN_IF_ERROR(failure.status());
     ROTOR_RETURN_IF_ERROR(rebalance_error);
     ROTOR_RETURN_IF_ERROR(exactly_once ? Advance() : Settle());
     // Fill a batch: up to max_batch_events, waiting at most max_batch_wait_ms once one arrived.
@@ -1102,13 +693,14 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
     // Memory: the batch stops filling once its distinct users' windows would take what is left
     // of pipeline.max_inflight_bytes (at least one message, so serving always moves on).
     batch_keys.clear();
-    const int64_t held = InflightBytes();
+    const internal::InFlightLedger& ledger = delivery->ledger();
+    const int64_t held = ledger.held_bytes();
     while (static_cast<int64_t>(messages.size()) < opt.max_batch_events && !stop.load() &&
            !rewind_pending &&
            (messages.empty() ||
             held + static_cast<int64_t>(batch_keys.size() + 1) * processor->user_bytes() <=
                 opt.max_inflight_bytes)) {
-      int timeout = in_flight.empty() ? 100 : 1;
+      int timeout = ledger.empty() ? 100 : 1;
       if (!messages.empty()) {
         const auto left =
             std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now())
@@ -1120,8 +712,8 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
       }
       MessagePtr m(rd_kafka_consumer_poll(consumer.get(), timeout));
       if (!m) {
-        if (!in_flight.empty()) {
-          rd_kafka_poll(producer.get(), 0);  // Delivery reports.
+        if (!ledger.empty()) {
+          delivery->Poll(0);  // Delivery reports.
         }
         if (messages.empty()) {
           break;  // Nothing yet: check stop, idle and stats, then poll again.
@@ -1162,7 +754,7 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
       LogStats(first_batch ? Seconds(last_commit - *first_batch) : 0.0);
     }
     if (messages.empty()) {
-      if (exactly_once && transaction_open) {
+      if (exactly_once && delivery->transaction_open()) {
         // No input: commit now rather than keep the outputs waiting for the interval.
         ROTOR_RETURN_IF_ERROR(CommitTransactionInLoop());
       }
@@ -1170,7 +762,7 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
       // Idle means: partitions assigned, nothing in flight, any feed fully produced, every
       // partition consumed to its end, and nothing new for exit_when_idle_ms.
       if (run.exit_when_idle_ms > 0 && (feeder == nullptr || feeder->done()) &&
-          !publish_from.empty() && in_flight.empty() && CaughtUp() &&
+          !publish_from.empty() && ledger.empty() && CaughtUp() &&
           now - last_activity > std::chrono::milliseconds(run.exit_when_idle_ms)) {
         spdlog::info("no input for {} ms: stopping", run.exit_when_idle_ms);
         break;
@@ -1219,18 +811,20 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
       continue;
     }
     ROTOR_ASSIGN_OR_RETURN(PendingBatch batch, processor->Process(records));
-    ROTOR_RETURN_IF_ERROR(Dispatch(std::move(batch), static_cast<int64_t>(records.size())));
-    stats.peak_inflight_bytes = std::max(stats.peak_inflight_bytes, InflightBytes());
+    PartitionOffsets group_offsets = GroupOffsets(batch);
+    ROTOR_RETURN_IF_ERROR(delivery->Dispatch(std::move(batch), std::move(group_offsets),
+                                             static_cast<int64_t>(records.size())));
+    stats.peak_inflight_bytes = std::max(stats.peak_inflight_bytes, ledger.held_bytes());
     const auto in_flight_max = static_cast<std::size_t>(opt.max_inflight_batches);
     const auto full = [&] {
-      return in_flight.size() >= in_flight_max || InflightBytes() > opt.max_inflight_bytes;
+      return ledger.size() >= in_flight_max || ledger.held_bytes() > opt.max_inflight_bytes;
     };
     if (exactly_once) {
       ROTOR_RETURN_IF_ERROR(Advance());
       // Commit when the transaction is old or large enough, or at once when a message could
       // not be produced (the commit then aborts it).
-      if (full() || in_flight.back().failed ||
-          SteadyClock::now() - transaction_began >= commit_interval) {
+      if (full() || ledger.back().failed ||
+          SteadyClock::now() - delivery->transaction_began() >= commit_interval) {
         ROTOR_RETURN_IF_ERROR(CommitTransactionInLoop());
       }
       // Back-pressure: the writer holds at most max_inflight_batches (and max_inflight_bytes of)
@@ -1243,8 +837,8 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
     }
     // Back-pressure: at most max_inflight_batches (and max_inflight_bytes) waiting for their
     // deliveries and commits.
-    while (!in_flight.empty() && full() && !stop.load()) {
-      rd_kafka_poll(producer.get(), 1);
+    while (!ledger.empty() && full() && !stop.load()) {
+      delivery->Poll(1);
       ROTOR_RETURN_IF_ERROR(Settle());
     }
   }
@@ -1265,8 +859,7 @@ Daemon::~Daemon() = default;
 
 Result<std::unique_ptr<Daemon>> Daemon::Create(const config::DaemonConfig& config, RunOptions run) {
   ROTOR_RETURN_IF_ERROR(config::ValidateDaemonConfig(config));
-  auto impl = std::make_unique<Impl>();
-  impl->config = config;
+  auto impl = std::make_unique<Impl>(config);
   impl->run = std::move(run);
   impl->exactly_once = config.delivery.mode == config::DeliveryMode::kExactlyOnce;
   {
@@ -1315,7 +908,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(const config::DaemonConfig& confi
 
 Status Daemon::Run(const std::atomic<bool>& stop) {
   Impl& d = *impl_;
-  d.stop_flag = &stop;
+  d.shutdown.Watch(&stop);
   if (!d.run.feed_file.empty()) {
     d.feeder =
         std::make_unique<internal::Feeder>(d.bootstrap, d.config.kafka.input_topic, d.run.feed_file,
@@ -1337,14 +930,12 @@ Status Daemon::Run(const std::atomic<bool>& stop) {
   }
   // Every batch is confirmed or dropped by now, so nothing that must arrive is still queued;
   // what is left (messages of dropped batches) gets a bounded wait, not an unbounded one.
-  for (int waited_ms = 0; rd_kafka_outq_len(d.producer.get()) > 0 && waited_ms < 10000;
-       waited_ms += 100) {
-    rd_kafka_flush(d.producer.get(), 100);
-  }
+  d.delivery->Flush(10000);
   const Status flushed = d.store->Flush();
   if (served.ok() && !flushed.ok()) {
     served = flushed;
   }
+  d.stats.transactions = d.delivery->transactions();
   const ProcessorStats& p = d.processor->stats();
   d.stats.fed = d.feeder != nullptr ? d.feeder->fed() : 0;
   d.stats.records = p.records;

@@ -738,6 +738,42 @@ TEST_F(DaemonTest, FencedTransactionalProducerStopsAndCommitsNothingOfItsTransac
   ExpectEveryPositionPublished(events);
 }
 
+// A transaction whose commit fails with an abortable error, and whose abort then fails too
+// (EndTxn refused twice): the daemon stops with the abort's error instead of going on with a
+// transaction it could not end, commits nothing of it, and a restart publishes every position.
+// (pipeline/internal/delivery_test.cc checks that the transaction is not left marked open.)
+TEST_F(DaemonTest, AFailedAbortStopsServingAndCommitsNothingOfItsTransaction) {
+  const EventsByUser events = GoldenUsers(6);
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events)));
+  constexpr int16_t kEndTxn = 26;
+  kafka_->PushRequestErrors(kEndTxn,
+                            {RD_KAFKA_RESP_ERR_INVALID_REQUEST, RD_KAFKA_RESP_ERR_INVALID_REQUEST});
+  config::DaemonConfig config = Config();
+  config.delivery.mode = config::DeliveryMode::kExactlyOnce;
+  config.delivery.transactional_id = "rotor-daemon-test-abort";
+  config.delivery.commit_interval_ms = 0;
+  {
+    auto serving = Serve(config);
+    ASSERT_NE(serving, nullptr);
+    EXPECT_TRUE(WaitFor([&] { return serving->finished(); }, kServeTimeout))
+        << "the daemon went on after a failed abort";
+    const Status stopped = serving->Stop();
+    EXPECT_FALSE(stopped.ok());
+    EXPECT_NE(stopped.message().find("abort_transaction"), std::string::npos) << stopped.ToString();
+    EXPECT_EQ(serving->daemon().stats().transactions, 0);
+    for (const auto& [user, lines] : events) {
+      auto state = serving->daemon().LoadUser(user);
+      ASSERT_TRUE(state.ok()) << state.status().ToString();
+      EXPECT_FALSE(state->has_value()) << user << ": state of an aborted transaction committed";
+    }
+  }
+  auto serving = Serve(config);
+  ASSERT_NE(serving, nullptr);
+  ServeUntil(*serving, events);
+  ExpectStateIsDirect(serving->daemon(), events);
+  ExpectEveryPositionPublished(events);
+}
+
 // A flood of distinct users: the windows and WriteBatches held for batches in flight used to
 // grow with max_batch_events x max_inflight_batches (about 1 GB at the defaults with 200k
 // users), whatever the budgets said. Now a batch stops filling, and no batch starts, while

@@ -4,9 +4,40 @@
 #include <string>
 #include <utility>
 
+#include <spdlog/spdlog.h>
+
 #include "config/daemon_config.h"
 
 namespace rotor::pipeline::internal {
+
+PartitionListPtr ToPartitionList(const PartitionOffsets& offsets) {
+  PartitionListPtr list(rd_kafka_topic_partition_list_new(static_cast<int>(offsets.size())));
+  for (const auto& [tp, offset] : offsets) {
+    rd_kafka_topic_partition_list_add(list.get(), tp.topic.c_str(), tp.partition)->offset = offset;
+  }
+  return list;
+}
+
+void LogCallback(const rd_kafka_t* /*rk*/, int level, const char* fac, const char* buf) {
+  if (level <= 3) {
+    spdlog::error("kafka {}: {}", fac, buf);
+  } else if (level <= 4) {
+    spdlog::warn("kafka {}: {}", fac, buf);
+  } else {
+    spdlog::debug("kafka {}: {}", fac, buf);
+  }
+}
+
+std::optional<Status> FatalClientError(rd_kafka_t* rk, int err, const char* reason) {
+  if (err == RD_KAFKA_RESP_ERR__FATAL) {
+    std::array<char, 512> why{};
+    const rd_kafka_resp_err_t cause = rd_kafka_fatal_error(rk, why.data(), why.size());
+    return FromKafka(cause == RD_KAFKA_RESP_ERR_NO_ERROR ? RD_KAFKA_RESP_ERR__FATAL : cause,
+                     fmt::format("kafka: fatal error: {}", why.data()));
+  }
+  spdlog::warn("kafka: {} ({})", reason, rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err)));
+  return std::nullopt;
+}
 
 Status SetConf(rd_kafka_conf_t* conf, std::string_view key, std::string_view value) {
   std::array<char, 512> err{};
@@ -132,6 +163,24 @@ Status FromKafkaError(rd_kafka_error_t* error, std::string_view context) {
   }
   rd_kafka_error_destroy(error);
   return out;
+}
+
+Result<std::map<std::string, TopicMetadata, std::less<>>> ReadTopicMetadata(rd_kafka_t* rk,
+                                                                            int timeout_ms) {
+  const rd_kafka_metadata_t* metadata = nullptr;
+  const rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 1, nullptr, &metadata, timeout_ms);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return Status::Unavailable("{}", rd_kafka_err2str(err));
+  }
+  std::map<std::string, TopicMetadata, std::less<>> topics;
+  for (int i = 0; i < metadata->topic_cnt; ++i) {
+    const rd_kafka_metadata_topic_t& t = metadata->topics[i];
+    topics[t.topic] = {.ok = t.err == RD_KAFKA_RESP_ERR_NO_ERROR,
+                       .status = rd_kafka_err2str(t.err),
+                       .partitions = t.partition_cnt};
+  }
+  rd_kafka_metadata_destroy(metadata);
+  return topics;
 }
 
 Status FirstPartitionError(const rd_kafka_topic_partition_list_t* list, std::string_view context) {

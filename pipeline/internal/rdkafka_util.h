@@ -1,19 +1,24 @@
 // librdkafka plumbing shared by pipeline/'s .cc files: RAII handles, configuration with errors
-// naming the property, and the translation of librdkafka errors into Status.
+// naming the property, the callbacks every client installs (logs, error events), and the
+// translation of librdkafka errors into Status.
 
 #ifndef ROTOR_PIPELINE_INTERNAL_RDKAFKA_UTIL_H_
 #define ROTOR_PIPELINE_INTERNAL_RDKAFKA_UTIL_H_
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include <librdkafka/rdkafka.h>
 
 #include "common/status.h"
+#include "common/topic_partition.h"
 
 namespace rotor::pipeline::internal {
 
@@ -34,7 +39,26 @@ struct MessageDeleter {
 using ConfPtr = std::unique_ptr<rd_kafka_conf_t, ConfDeleter>;
 using HandlePtr = std::unique_ptr<rd_kafka_t, HandleDeleter>;
 using PartitionListPtr = std::unique_ptr<rd_kafka_topic_partition_list_t, PartitionListDeleter>;
+struct GroupMetadataDeleter {
+  void operator()(rd_kafka_consumer_group_metadata_t* g) const {
+    rd_kafka_consumer_group_metadata_destroy(g);
+  }
+};
 using MessagePtr = std::unique_ptr<rd_kafka_message_t, MessageDeleter>;
+using GroupMetadataPtr = std::unique_ptr<rd_kafka_consumer_group_metadata_t, GroupMetadataDeleter>;
+
+// A partition list holding `offsets` (each entry with its offset), in their order.
+PartitionListPtr ToPartitionList(const PartitionOffsets& offsets);
+
+// rd_kafka_conf_set_log_cb for every rotor client: librdkafka's log lines through spdlog
+// (syslog levels 0-3 as errors, 4 as warnings, the rest as debug).
+void LogCallback(const rd_kafka_t* rk, int level, const char* fac, const char* buf);
+
+// What an error event (rd_kafka_conf_set_error_cb) means. A fatal one (the idempotent producer
+// lost its guarantees, a fenced transactional producer) returns the Status serving must stop
+// with, naming librdkafka's cause; the rest are logged as warnings (librdkafka retries them)
+// and return nullopt.
+std::optional<Status> FatalClientError(rd_kafka_t* rk, int err, const char* reason);
 
 // Sets one property; InvalidArgument "kafka property '<key>' = '<value>': <librdkafka's reason>".
 // A secret property's value (config::IsSecretProperty: passwords, secrets, keys) is shown as
@@ -80,6 +104,18 @@ enum class DeliveryError : unsigned char {
   kPermanent,
 };
 DeliveryError ClassifyDeliveryError(rd_kafka_resp_err_t err);
+
+// One topic as the cluster's metadata lists it.
+struct TopicMetadata {
+  bool ok = false;     // The broker reported no error for it.
+  std::string status;  // librdkafka's words for its error code ("Success" when ok).
+  int32_t partitions = 0;
+};
+// Every topic of the cluster (all of them: a request naming topics would make a broker with
+// auto.create.topics.enable create them with its defaults), read through `rk`. Unavailable
+// with librdkafka's reason when no broker answered within `timeout_ms`.
+Result<std::map<std::string, TopicMetadata, std::less<>>> ReadTopicMetadata(rd_kafka_t* rk,
+                                                                            int timeout_ms);
 
 // The first per-partition error in a list librdkafka filled (rd_kafka_committed and the like
 // report a partition they could not read there, not in their return value), as FromKafka's
