@@ -298,8 +298,7 @@ rd_kafka_resp_err_t Delivery::Produce(const OutputRecord& out, uint64_t seq) con
 Status Delivery::Dispatch(PendingBatch&& batch, PartitionOffsets group_offsets, int64_t records) {
   InFlight& dispatched = ledger_.Add(std::move(batch), std::move(group_offsets), records);
   if (options_.exactly_once && !transaction_open_) {
-    const Status began =
-        FromKafkaError(rd_kafka_begin_transaction(producer_.get()), "begin_transaction");
+    Status began = FromKafkaError(rd_kafka_begin_transaction(producer_.get()), "begin_transaction");
     if (!began.ok()) {
       dispatched.failed = true;
       return began;
