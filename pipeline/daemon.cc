@@ -1,11 +1,9 @@
 #include "pipeline/daemon.h"
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
-#include <map>
+#include <string_view>
 #include <thread>
 #include <unordered_set>
 #include <utility>
@@ -13,10 +11,10 @@
 
 #include <spdlog/spdlog.h>
 
-#include "common/failpoint.h"
 #include "common/topic_partition.h"
 #include "pipeline/internal/delivery.h"
 #include "pipeline/internal/feeder.h"
+#include "pipeline/internal/group_consumer.h"
 #include "pipeline/internal/rdkafka_util.h"
 #include "pipeline/internal/run_control.h"
 #include "pipeline/internal/store_writer.h"
@@ -27,14 +25,7 @@
 namespace rotor::pipeline {
 namespace {
 
-using internal::ConfPtr;
-using internal::FromKafka;
-using internal::FromKafkaError;
-using internal::HandlePtr;
 using internal::MessagePtr;
-using internal::NewHandle;
-using internal::PartitionListPtr;
-using internal::SetConf;
 using internal::SteadyClock;
 
 int64_t WallMs() {
@@ -49,7 +40,12 @@ double Seconds(SteadyClock::duration d) {
 
 }  // namespace
 
-struct Daemon::Impl {
+// What the daemon opened (bundle, store, processor, writer) and the two Kafka sides it
+// connects: the GroupConsumer (input, offsets, rebalances) and Delivery (producer,
+// transactions, the ledger of batches in flight). Impl moves batches from one to the other and
+// decides what a failure means: a failed delivery abandons the batches and rewinds the
+// consumer; a revoke drains what is in flight first (the GroupConsumer's Listener).
+struct Daemon::Impl final : internal::GroupConsumer::Listener {
   config::DaemonConfig config;
   RunOptions run;
   std::unique_ptr<EmbeddedKafka> embedded;
@@ -58,8 +54,8 @@ struct Daemon::Impl {
   std::unique_ptr<storage::UserStateStore> store;
   std::unique_ptr<internal::StoreWriter> writer;  // Commits to `store`, in batch order.
   std::unique_ptr<Processor> processor;
-  std::unique_ptr<internal::Delivery> delivery;  // The producer and the batches in flight.
-  HandlePtr consumer;
+  std::unique_ptr<internal::Delivery> delivery;       // The producer and the batches in flight.
+  std::unique_ptr<internal::GroupConsumer> consumer;  // The input and where it stands.
   bool exactly_once = false;
   std::string transactional_id;  // exactly_once only.
   // The first permanent failure (a delivery the broker refused for good, a fenced producer):
@@ -68,38 +64,22 @@ struct Daemon::Impl {
   // The Run caller's stop flag, for the waits inside librdkafka callbacks, and the shutdown
   // deadline it starts.
   internal::ShutdownClock shutdown;
-
-  // A delivery failed while serving a rebalance callback: the batches were abandoned, and the
-  // partitions must go back to the stored offsets before more input is taken.
-  bool rewind_pending = false;
-
-  // Assigned partitions of the input topic: the Kafka committed offset at assignment (records
-  // below it were already published).
-  std::map<int32_t, int64_t> publish_from;
-  // Next input offset to apply per assigned partition: the store's offset, advanced as records
-  // join a batch. A consumer that goes back (an offset reset, a re-fetch after a revoke and
-  // re-assign) must not apply a record twice.
-  std::map<int32_t, int64_t> apply_from;
-  // Partitions of the input topic at start-up (records are checked against murmur2(key) % it).
-  int32_t input_partitions = 0;
-  // Assigned partitions that are paused for good, with the reason: their log no longer holds
-  // the records the state needs next (CheckHistory). Nothing of theirs is applied.
-  std::map<int32_t, std::string> stopped;
-  // When input last arrived or partitions were last assigned (the idle exit's clock).
-  SteadyClock::time_point last_activity = SteadyClock::now();
+  // When input last arrived (the idle exit's clock, with the consumer's last assignment).
+  SteadyClock::time_point last_input = SteadyClock::now();
   std::atomic<int64_t> processed_records{0};
   std::unique_ptr<internal::Feeder> feeder;  // The embedded demo's --feed (else null).
   DaemonStats stats;
   SteadyClock::time_point last_commit{};
-  Status rebalance_error;
 
   explicit Impl(const config::DaemonConfig& c)
-      : config(c), shutdown(c.delivery.shutdown_timeout_ms) {}
+      : config(c),
+        exactly_once(c.delivery.mode == config::DeliveryMode::kExactlyOnce),
+        shutdown(c.delivery.shutdown_timeout_ms) {}
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
   Impl(Impl&&) = delete;
   Impl& operator=(Impl&&) = delete;
-  ~Impl() {
+  ~Impl() override {
     feeder.reset();
     consumer.reset();
     writer.reset();  // Finishes its commits (of batches the delivery ledger holds) first.
@@ -109,240 +89,15 @@ struct Daemon::Impl {
     embedded.reset();
   }
 
-  static void Rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
-                        rd_kafka_topic_partition_list_t* parts, void* opaque) {
-    auto* self = static_cast<Impl*>(opaque);
-    const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE";
-    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-      self->OnAssign(rk, parts, cooperative);
-    } else {
-      self->OnRevoke(rk, parts, cooperative, rd_kafka_assignment_lost(rk) != 0);
-    }
-  }
+  // GroupConsumer::Listener: a revoke first finishes what is in flight while the partitions
+  // are still ours, then drops the cached users (they may belong to the revoked partitions).
+  Status BeforeRevoke() override { return Drain(); }
+  void AfterRevoke() override { processor->ClearCache(); }
 
-  void OnAssign(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* parts, bool cooperative) {
-    auto stored = store->LoadOffsets();
-    if (!stored.ok()) {
-      rebalance_error = stored.status();
-      return;
-    }
-    auto read = ReadCommitted(rk, parts);
-    if (!read.ok()) {
-      rebalance_error = read.status();
-      return;
-    }
-    const PartitionListPtr committed = std::move(read).value();
-    for (int i = 0; i < parts->cnt; ++i) {
-      rd_kafka_topic_partition_t& p = parts->elems[i];
-      const auto found = stored->find({p.topic, p.partition});
-      const int64_t resume = found == stored->end() ? RD_KAFKA_OFFSET_BEGINNING : found->second;
-      const int64_t kafka_committed = committed->elems[i].offset;
-      p.offset = resume;
-      publish_from[p.partition] = kafka_committed;
-      if (found != stored->end()) {
-        apply_from[p.partition] = found->second;
-      } else {
-        apply_from.erase(p.partition);
-      }
-      const Status history = CheckHistory(
-          p.partition, found == stored->end() ? std::nullopt : std::optional(found->second));
-      if (!history.ok()) {
-        if (history.code() != StatusCode::kOutOfRange) {
-          rebalance_error = history;
-          return;
-        }
-        StopPartition(p.partition, history);
-      } else if (kafka_committed >= 0 && kafka_committed > resume) {
-        spdlog::info(
-            "partition {}: assigned, resuming at {} from the state store; offsets below {} were "
-            "already published and are re-applied to state without publishing",
-            p.partition,
-            resume == RD_KAFKA_OFFSET_BEGINNING ? std::string("the beginning")
-                                                : std::to_string(resume),
-            kafka_committed);
-      } else {
-        spdlog::info("partition {}: assigned, resuming at {}", p.partition,
-                     resume == RD_KAFKA_OFFSET_BEGINNING ? std::string("the beginning")
-                                                         : std::to_string(resume));
-      }
-    }
-    ROTOR_FAILPOINT("rebalance.before_assign");
-    const Status s = cooperative
-                         ? FromKafkaError(rd_kafka_incremental_assign(rk, parts), "assigning")
-                         : FromKafka(rd_kafka_assign(rk, parts), "assigning");
-    if (!s.ok()) {
-      rebalance_error = s;
-      return;
-    }
-    PausePartitions(parts);
-    // The idle clock starts once the assignment took effect: reading the committed offsets can
-    // wait out another instance's open transaction, and that wait is not idleness.
-    last_activity = SteadyClock::now();
-  }
-
-  // Whether the input log of `partition` still holds every record the state needs next: from
-  // `next` (the store's next offset; nullopt: nothing applied yet, so from offset 0) on. When
-  // Kafka deleted records the state never saw (retention, DeleteRecords), or the log is shorter
-  // than the state (the topic was recreated, an unclean leader election truncated it), going
-  // on would give users partial histories with wrong positions. OutOfRange then, naming the gap;
-  // another error when the log's bounds could not be read.
-  Status CheckHistory(int32_t partition, std::optional<int64_t> next) const {
-    int64_t low = 0;
-    int64_t high = 0;
-    const std::string& topic = config.kafka.input_topic;
-    ROTOR_RETURN_IF_ERROR(
-        FromKafka(rd_kafka_query_watermark_offsets(consumer.get(), topic.c_str(), partition, &low,
-                                                   &high, config.kafka.connect_timeout_ms),
-                  fmt::format("reading the bounds of partition {} of '{}'", partition, topic)));
-    if (next && *next > high) {
-      return Status::OutOfRange(
-          "partition {} of '{}' ends at offset {}, but the state has applied it up to {}: the "
-          "topic was recreated or its log truncated. Point state.dir at a fresh directory to "
-          "rebuild from what the topic holds now",
-          partition, topic, high, *next);
-    }
-    if (next.value_or(0) < low && (next || !config.pipeline.allow_history_gaps)) {
-      return Status::OutOfRange(
-          "partition {} of '{}' starts at offset {}, but the state needs the records from {}: "
-          "they were deleted (retention or DeleteRecords) before rotor applied them, so users' "
-          "histories would have gaps{}",
-          partition, topic, low, next.value_or(0),
-          next ? ""
-               : ". Set pipeline.allow_history_gaps: true to start from the log's start anyway");
-    }
-    return Status::OK();
-  }
-
-  // Pauses `partition` for good (until it is revoked): its records are not applied.
-  void StopPartition(int32_t partition, const Status& why) {
-    spdlog::error("partition {}: stopped: {}", partition, why.message());
-    stopped[partition] = why.message();
-    ++stats.stopped_partitions;
-  }
-
-  // Pauses the stopped partitions among `parts` (after assigning them).
-  void PausePartitions(const rd_kafka_topic_partition_list_t* parts) const {
-    PartitionListPtr paused(rd_kafka_topic_partition_list_new(parts->cnt));
-    for (int i = 0; i < parts->cnt; ++i) {
-      if (stopped.contains(parts->elems[i].partition)) {
-        rd_kafka_topic_partition_list_add(paused.get(), parts->elems[i].topic,
-                                          parts->elems[i].partition);
-      }
-    }
-    if (paused->cnt > 0) {
-      const Status s = FromKafka(rd_kafka_pause_partitions(consumer.get(), paused.get()),
-                                 "pausing the stopped partitions");
-      if (!s.ok()) {
-        spdlog::warn("{}", s);
-      }
-    }
-  }
-
-  // The consumer's position in `partition` is out of the log's range (auto.offset.reset is
-  // "error": librdkafka never jumps to another offset by itself). When the log still holds
-  // what the state needs next, consumption goes back there; otherwise the partition stops.
-  Status OnOffsetOutOfRange(int32_t partition) {
-    const std::optional<int64_t> from = NextToApply(partition);
-    const Status history = CheckHistory(partition, from);
-    if (history.code() == StatusCode::kOutOfRange) {
-      StopPartition(partition, history);
-      PartitionListPtr one(rd_kafka_topic_partition_list_new(1));
-      rd_kafka_topic_partition_list_add(one.get(), config.kafka.input_topic.c_str(), partition);
-      PausePartitions(one.get());
-      return Status::OK();
-    }
-    ROTOR_RETURN_IF_ERROR(history);
-    spdlog::warn("partition {}: offset out of range; going back to {}", partition,
-                 from ? std::to_string(*from) : std::string("the beginning"));
-    // A partition whose fetch failed this way cannot be sought (librdkafka answers _STATE):
-    // it is assigned again, at the offset.
-    PartitionListPtr one(rd_kafka_topic_partition_list_new(1));
-    rd_kafka_topic_partition_list_add(one.get(), config.kafka.input_topic.c_str(), partition)
-        ->offset = from.value_or(RD_KAFKA_OFFSET_BEGINNING);
-    if (std::string_view(rd_kafka_rebalance_protocol(consumer.get())) == "COOPERATIVE") {
-      ROTOR_RETURN_IF_ERROR(FromKafkaError(rd_kafka_incremental_unassign(consumer.get(), one.get()),
-                                           "unassigning to reset"));
-      return FromKafkaError(rd_kafka_incremental_assign(consumer.get(), one.get()),
-                            "assigning again at the stored offset");
-    }
-    // Eager: the whole assignment again, every other partition at its next offset to apply.
-    PartitionListPtr all(rd_kafka_topic_partition_list_new(static_cast<int>(publish_from.size())));
-    for (const auto& [p, unused] : publish_from) {
-      rd_kafka_topic_partition_list_add(all.get(), config.kafka.input_topic.c_str(), p)->offset =
-          NextToApply(p).value_or(RD_KAFKA_OFFSET_BEGINNING);
-    }
-    ROTOR_RETURN_IF_ERROR(
-        FromKafka(rd_kafka_assign(consumer.get(), all.get()), "assigning again to reset"));
-    PausePartitions(all.get());
-    return Status::OK();
-  }
-
-  // The next offset of `partition` to apply; nullopt when nothing is known yet (no state, no
-  // record consumed).
-  std::optional<int64_t> NextToApply(int32_t partition) const {
-    const auto next = apply_from.find(partition);
-    return next == apply_from.end() ? std::nullopt : std::optional(next->second);
-  }
-
-  // The group's committed offsets of `parts`. An error for one partition fails the read like an
-  // error of the whole call: taken as "nothing committed", it would make this instance publish
-  // again everything the partition's previous owner published. Transient coordinator errors
-  // are retried for up to a minute past the transaction timeout (offsets a zombie left in an
-  // open transaction stay unreadable until the broker aborts it), unless asked to stop.
-  Result<PartitionListPtr> ReadCommitted(rd_kafka_t* rk,
-                                         const rd_kafka_topic_partition_list_t* parts) const {
-    const auto deadline = SteadyClock::now() + std::chrono::seconds(60) +
-                          std::chrono::milliseconds(config.delivery.transaction_timeout_ms);
-    while (true) {
-      PartitionListPtr committed(rd_kafka_topic_partition_list_copy(parts));
-      constexpr std::string_view kWhat = "reading the group's committed offsets";
-      const rd_kafka_resp_err_t call = rd_kafka_committed(rk, committed.get(), 30000);
-      const Status read = call != RD_KAFKA_RESP_ERR_NO_ERROR
-                              ? FromKafka(call, kWhat)
-                              : internal::FirstPartitionError(committed.get(), kWhat);
-      if (read.ok()) {
-        return committed;
-      }
-      // Unavailable: the coordinator moved, restarts or did not answer in time.
-      if (read.code() != StatusCode::kUnavailable || SteadyClock::now() > deadline ||
-          shutdown.Stopping()) {
-        return read;
-      }
-      spdlog::warn("{} (retrying)", read);
-      std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    }
-  }
-
-  void OnRevoke(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* parts, bool cooperative,
-                bool lost) {
-    // Finish what is in flight while the partitions are still ours: its state and offsets are
-    // committed before their new owner starts from them.
-    const Status drained = Drain();
-    ROTOR_FAILPOINT("rebalance.revoke_after_drain");
-    if (!drained.ok()) {
-      if (drained.code() != StatusCode::kAborted) {
-        rebalance_error = drained;
-      } else {
-        rewind_pending = true;  // The abandoned batches' records are consumed again.
-      }
-    }
-    for (int i = 0; i < parts->cnt; ++i) {
-      publish_from.erase(parts->elems[i].partition);
-      apply_from.erase(parts->elems[i].partition);
-      stopped.erase(parts->elems[i].partition);
-      spdlog::info("partition {}: {}", parts->elems[i].partition, lost ? "lost" : "revoked");
-    }
-    processor->ClearCache();
-    const Status s = cooperative
-                         ? FromKafkaError(rd_kafka_incremental_unassign(rk, parts), "unassigning")
-                         : FromKafka(rd_kafka_assign(rk, nullptr), "unassigning");
-    if (!s.ok()) {
-      spdlog::warn("{}", s);
-    }
-  }
-
+  // The two clients and the start-up checks, in the order that lets each check fail before
+  // anything is consumed: the producer, the message size limit, the transactions (fencing a
+  // zombie), the topics, then the consumer (the partition count, the subscription).
   Status Connect() {
-    const config::KafkaOptions& k = config.kafka;
     if (exactly_once) {
       ROTOR_ASSIGN_OR_RETURN(transactional_id,
                              internal::TransactionalId(config.delivery.transactional_id,
@@ -355,35 +110,11 @@ struct Daemon::Impl {
       // Fences any zombie with the same transactional.id and aborts its open transaction.
       ROTOR_RETURN_IF_ERROR(delivery->InitTransactions());
     }
-    ROTOR_RETURN_IF_ERROR(CheckTopics());
-    // Consumer.
-    ConfPtr cconf(rd_kafka_conf_new());
-    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "bootstrap.servers", bootstrap));
-    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "client.id", k.client_id));
-    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "group.id", k.group_id));
-    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "enable.auto.commit", "false"));
-    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "enable.auto.offset.store", "false"));
-    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "isolation.level", "read_committed"));
-    // Never jump: an out-of-range position is reported (OnOffsetOutOfRange decides).
-    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "auto.offset.reset", "error"));
-    ROTOR_RETURN_IF_ERROR(
-        SetConf(cconf.get(), "partition.assignment.strategy", "cooperative-sticky"));
-    ROTOR_RETURN_IF_ERROR(
-        SetConf(cconf.get(), "session.timeout.ms", std::to_string(k.session_timeout_ms)));
-    // Prefetched input, bounded below librdkafka's 64 MiB default; kafka.consumer_properties
-    // may override it.
-    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), "queued.max.messages.kbytes", "16384"));
-    ROTOR_RETURN_IF_ERROR(SetConf(cconf.get(), k.consumer_properties));
-    rd_kafka_conf_set_rebalance_cb(cconf.get(), Rebalance);
-    rd_kafka_conf_set_log_cb(cconf.get(), internal::LogCallback);
-    rd_kafka_conf_set_error_cb(cconf.get(), OnError);
-    rd_kafka_conf_set_opaque(cconf.get(), this);
-    ROTOR_ASSIGN_OR_RETURN(consumer, NewHandle(RD_KAFKA_CONSUMER, std::move(cconf)));
-    rd_kafka_poll_set_consumer(consumer.get());
-    PartitionListPtr topics(rd_kafka_topic_partition_list_new(1));
-    rd_kafka_topic_partition_list_add(topics.get(), k.input_topic.c_str(), RD_KAFKA_PARTITION_UA);
-    return FromKafka(rd_kafka_subscribe(consumer.get(), topics.get()),
-                     fmt::format("subscribing to '{}'", k.input_topic));
+    ROTOR_ASSIGN_OR_RETURN(const int32_t input_partitions, CheckTopics());
+    ROTOR_ASSIGN_OR_RETURN(
+        consumer, internal::GroupConsumer::Create(config, bootstrap, input_partitions, *store,
+                                                  shutdown, failure, *this));
+    return Status::OK();
   }
 
   // Every message the daemon can make must fit the producer's message.max.bytes: one that does
@@ -404,20 +135,12 @@ struct Daemon::Impl {
     return Status::OK();
   }
 
-  // The consumer's error events (served by its polls on the Serve thread): a fatal one stops
-  // serving, the rest are logged while librdkafka retries.
-  static void OnError(rd_kafka_t* rk, int err, const char* reason, void* opaque) {
-    if (auto fatal = internal::FatalClientError(rk, err, reason)) {
-      static_cast<Impl*>(opaque)->failure.Fail(std::move(*fatal));
-    }
-  }
-
   // Before serving: the cluster answers within kafka.connect_timeout_ms and the three topics
   // exist. Otherwise start-up fails with a message naming what is wrong, rather than a daemon
   // that retries forever with nothing to consume. Fetching the output topics' metadata also
   // saves the first batches the wait for it (a few hundred ms on a fresh topic,
-  // docs/performance.md).
-  Status CheckTopics() {
+  // docs/performance.md). The input topic's partition count.
+  Result<int32_t> CheckTopics() {
     const config::KafkaOptions& k = config.kafka;
     auto found = delivery->ReadTopics(k.connect_timeout_ms);
     if (!found.ok()) {
@@ -426,8 +149,6 @@ struct Daemon::Impl {
           "({})",
           bootstrap, k.connect_timeout_ms, found.status().message());
     }
-    const auto input = found->find(k.input_topic);
-    input_partitions = input != found->end() ? input->second.partitions : 0;
     for (const std::string& topic : {k.input_topic, k.output_topic, k.dead_letter_topic}) {
       const auto it = found->find(topic);
       if (it == found->end() || !it->second.ok || it->second.partitions == 0) {
@@ -436,42 +157,7 @@ struct Daemon::Impl {
             topic, bootstrap, it == found->end() ? "it does not exist" : it->second.status);
       }
     }
-    return RememberInputPartitions();
-  }
-
-  // The input topic's partition count, stored with the state the first time. Adding partitions
-  // moves keys (murmur2 % N changes), so state built with another count no longer matches where
-  // users' events arrive: start-up refuses it.
-  Status RememberInputPartitions() {
-    const std::string name = fmt::format("input_partitions/{}", config.kafka.input_topic);
-    ROTOR_ASSIGN_OR_RETURN(const std::optional<std::string> stored, store->LoadInfo(name));
-    const std::string now = std::to_string(input_partitions);
-    if (stored && *stored != now) {
-      return Status::FailedPrecondition(
-          "topic '{}' has {} partitions, but the state in '{}' was built when it had {}: keys "
-          "moved between partitions. Rebuild the state in a fresh state.dir (rotor replay)",
-          config.kafka.input_topic, now, config.state.dir, *stored);
-    }
-    if (!stored) {
-      storage::StateBatch batch = store->NewBatch();
-      ROTOR_RETURN_IF_ERROR(batch.PutInfo(name, now));
-      ROTOR_RETURN_IF_ERROR(store->Commit(batch));
-    }
-    return Status::OK();
-  }
-
-  // The offsets to commit to Kafka for a batch: only partitions still assigned and only when
-  // they move the group's committed offset forward.
-  PartitionOffsets GroupOffsets(const PendingBatch& batch) const {
-    PartitionOffsets offsets;
-    for (const auto& [tp, next] : batch.next_offsets) {
-      const auto it = publish_from.find(tp.second);
-      if (it == publish_from.end() || next <= it->second) {
-        continue;
-      }
-      offsets[{tp.first, tp.second}] = next;
-    }
-    return offsets;
+    return found->at(k.input_topic).partitions;
   }
 
   // At-least-once: serves delivery reports and confirms the oldest batches whose messages were
@@ -488,7 +174,7 @@ struct Daemon::Impl {
     if (!rewind) {
       return Status::Aborted("a delivery failed");
     }
-    ROTOR_RETURN_IF_ERROR(Rewind());
+    ROTOR_RETURN_IF_ERROR(consumer->Rewind());
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     return Status::OK();
   }
@@ -500,13 +186,8 @@ struct Daemon::Impl {
     internal::InFlightLedger& ledger = delivery->ledger();
     ledger.SubmitConfirmed(*writer);
     ledger.FinishCommitted(writer->committed(), [&](const internal::InFlight& done) {
-      if (!exactly_once && !done.group_offsets.empty()) {
-        // Informational for at-least-once (the store's offsets are the truth); async.
-        const internal::PartitionListPtr offsets = internal::ToPartitionList(done.group_offsets);
-        const rd_kafka_resp_err_t err = rd_kafka_commit(consumer.get(), offsets.get(), 1);
-        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-          spdlog::warn("committing offsets to Kafka: {}", rd_kafka_err2str(err));
-        }
+      if (!exactly_once) {
+        consumer->CommitAsync(done.group_offsets);
       }
       processed_records += done.records;
       ++stats.batches;
@@ -537,8 +218,7 @@ struct Daemon::Impl {
     if (!delivery->transaction_open()) {
       return Status::OK();
     }
-    const internal::GroupMetadataPtr group(rd_kafka_consumer_group_metadata(consumer.get()));
-    const Status committed = delivery->CommitTransaction(group.get());
+    const Status committed = delivery->CommitTransaction(consumer->GroupMetadata().get());
     if (committed.ok()) {
       return Advance();
     }
@@ -547,7 +227,7 @@ struct Daemon::Impl {
     }
     ROTOR_RETURN_IF_ERROR(AbandonUnconfirmed(committed.message()));
     if (rewind) {
-      ROTOR_RETURN_IF_ERROR(Rewind());
+      ROTOR_RETURN_IF_ERROR(consumer->Rewind());
     }
     return committed;
   }
@@ -588,64 +268,16 @@ struct Daemon::Impl {
     return Status::OK();
   }
 
-  // After a failed delivery: every assigned partition goes back to the offset in the store.
-  Status Rewind() {
-    ROTOR_ASSIGN_OR_RETURN(auto stored, store->LoadOffsets());
-    PartitionListPtr list(rd_kafka_topic_partition_list_new(static_cast<int>(publish_from.size())));
-    for (const auto& [partition, unused] : publish_from) {
-      if (stopped.contains(partition)) {
-        continue;  // Paused: nothing of it is consumed.
-      }
-      const auto found = stored.find({config.kafka.input_topic, partition});
-      if (found != stored.end()) {
-        apply_from[partition] = found->second;
-      } else {
-        apply_from.erase(partition);
-      }
-      rd_kafka_topic_partition_list_add(list.get(), config.kafka.input_topic.c_str(), partition)
-          ->offset = found == stored.end() ? RD_KAFKA_OFFSET_BEGINNING : found->second;
+  // After serving stopped on an error: batches already confirmed (delivered, or in a committed
+  // transaction) still commit their state; every other batch is dropped, its messages purged
+  // and an open transaction aborted, so nothing unconfirmed reaches RocksDB, not even through
+  // the drain of the revoke that closing the consumer triggers. A restart redoes them.
+  void AbandonAfterFailure(const Status& why) {
+    failure.Fail(why);
+    if (writer->Wait().ok()) {
+      (void)Advance();
     }
-    if (list->cnt == 0) {
-      return Status::OK();
-    }
-    return FromKafkaError(rd_kafka_seek_partitions(consumer.get(), list.get(), 30000),
-                          "seeking back to the stored offsets");
-  }
-
-  // Whether every assigned partition that is not stopped was consumed up to its end (the high
-  // watermark of the last fetch). A resumed run skips what it applied before, so counting
-  // records cannot tell.
-  bool CaughtUp() const {
-    // The consumer's positions too: they move past transaction markers, which the next offset
-    // to apply does not.
-    PartitionListPtr positions(
-        rd_kafka_topic_partition_list_new(static_cast<int>(publish_from.size())));
-    for (const auto& [partition, unused] : publish_from) {
-      rd_kafka_topic_partition_list_add(positions.get(), config.kafka.input_topic.c_str(),
-                                        partition);
-    }
-    if (rd_kafka_position(consumer.get(), positions.get()) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      return false;
-    }
-    int i = 0;
-    for (const auto& [partition, unused] : publish_from) {
-      const int64_t fetched = positions->elems[i++].offset;
-      if (stopped.contains(partition)) {
-        continue;
-      }
-      int64_t low = 0;
-      int64_t high = 0;
-      if (rd_kafka_get_watermark_offsets(consumer.get(), config.kafka.input_topic.c_str(),
-                                         partition, &low, &high) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-          high < 0) {
-        return false;
-      }
-      const int64_t position = std::max(fetched, NextToApply(partition).value_or(low));
-      if (position < high) {
-        return false;
-      }
-    }
-    return true;
+    delivery->DropAfterFailure();
   }
 
   void LogStats(double seconds) const {
@@ -660,18 +292,6 @@ struct Daemon::Impl {
   }
 
   Status Serve(const std::atomic<bool>& stop);
-
-  // After serving stopped on an error: batches already confirmed (delivered, or in a committed
-  // transaction) still commit their state; every other batch is dropped, its messages purged
-  // and an open transaction aborted, so nothing unconfirmed reaches RocksDB, not even through
-  // the drain of the revoke that closing the consumer triggers. A restart redoes them.
-  void AbandonAfterFailure(const Status& why) {
-    failure.Fail(why);
-    if (writer->Wait().ok()) {
-      (void)Advance();
-    }
-    delivery->DropAfterFailure();
-  }
 };
 
 Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
@@ -684,7 +304,7 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
   std::optional<SteadyClock::time_point> first_batch;
   while (!stop.load()) {
     ROTOR_RETURN_IF_ERROR(failure.status());
-    ROTOR_RETURN_IF_ERROR(rebalance_error);
+    ROTOR_RETURN_IF_ERROR(consumer->rebalance_error());
     ROTOR_RETURN_IF_ERROR(exactly_once ? Advance() : Settle());
     // Fill a batch: up to max_batch_events, waiting at most max_batch_wait_ms once one arrived.
     // While batches are in flight, an empty poll returns at once to settle them.
@@ -696,7 +316,7 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
     const internal::InFlightLedger& ledger = delivery->ledger();
     const int64_t held = ledger.held_bytes();
     while (static_cast<int64_t>(messages.size()) < opt.max_batch_events && !stop.load() &&
-           !rewind_pending &&
+           !consumer->rewind_pending() &&
            (messages.empty() ||
             held + static_cast<int64_t>(batch_keys.size() + 1) * processor->user_bytes() <=
                 opt.max_inflight_bytes)) {
@@ -710,7 +330,7 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
         }
         timeout = static_cast<int>(std::min<int64_t>(left, timeout));
       }
-      MessagePtr m(rd_kafka_consumer_poll(consumer.get(), timeout));
+      MessagePtr m = consumer->Poll(timeout);
       if (!m) {
         if (!ledger.empty()) {
           delivery->Poll(0);  // Delivery reports.
@@ -721,7 +341,7 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
         continue;
       }
       if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
-        ROTOR_RETURN_IF_ERROR(OnOffsetOutOfRange(m->partition));
+        ROTOR_RETURN_IF_ERROR(consumer->OnOffsetOutOfRange(m->partition));
         continue;
       }
       if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -738,12 +358,11 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
                              : std::string_view(static_cast<const char*>(m->key), m->key_len));
       messages.push_back(std::move(m));
     }
-    ROTOR_RETURN_IF_ERROR(rebalance_error);
-    if (rewind_pending) {
+    ROTOR_RETURN_IF_ERROR(consumer->rebalance_error());
+    if (consumer->rewind_pending()) {
       // Batches were abandoned during a rebalance: what was consumed since is read again.
-      rewind_pending = false;
       messages.clear();
-      ROTOR_RETURN_IF_ERROR(Rewind());
+      ROTOR_RETURN_IF_ERROR(consumer->Rewind());
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       continue;
     }
@@ -758,60 +377,31 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
         // No input: commit now rather than keep the outputs waiting for the interval.
         ROTOR_RETURN_IF_ERROR(CommitTransactionInLoop());
       }
-      ROTOR_RETURN_IF_ERROR(rebalance_error);
+      ROTOR_RETURN_IF_ERROR(consumer->rebalance_error());
       // Idle means: partitions assigned, nothing in flight, any feed fully produced, every
       // partition consumed to its end, and nothing new for exit_when_idle_ms.
       if (run.exit_when_idle_ms > 0 && (feeder == nullptr || feeder->done()) &&
-          !publish_from.empty() && ledger.empty() && CaughtUp() &&
-          now - last_activity > std::chrono::milliseconds(run.exit_when_idle_ms)) {
+          consumer->has_assignment() && ledger.empty() && consumer->CaughtUp() &&
+          now - std::max(last_input, consumer->last_assigned()) >
+              std::chrono::milliseconds(run.exit_when_idle_ms)) {
         spdlog::info("no input for {} ms: stopping", run.exit_when_idle_ms);
         break;
       }
       continue;
     }
-    last_activity = now;
+    last_input = now;
     if (!first_batch) {
       first_batch = now;
     }
-    // A revoke during the fill: drop the messages of partitions no longer ours (their new
-    // owner consumes them from the committed offsets).
+    // A revoke during the fill: the messages of partitions no longer ours are dropped (their
+    // new owner consumes them from the committed offsets).
     records.clear();
-    for (const MessagePtr& m : messages) {
-      const auto it = publish_from.find(m->partition);
-      if (it == publish_from.end() || stopped.contains(m->partition)) {
-        continue;
-      }
-      const auto [next, unseen] = apply_from.try_emplace(m->partition, m->offset);
-      if (m->offset < next->second) {
-        // A fetch from before a seek can still arrive; each skipped record is counted and
-        // logged (the log is checked for truncation when the position leaves its range).
-        ++stats.skipped_records;
-        spdlog::warn("partition {}: offset {} is below {}, already applied: skipping", m->partition,
-                     m->offset, next->second);
-        continue;
-      }
-      next->second = m->offset + 1;
-      InputRecord r;
-      r.topic = config.kafka.input_topic;
-      r.partition = m->partition;
-      r.offset = m->offset;
-      r.has_key = m->key != nullptr;
-      if (r.has_key) {
-        r.key = std::string_view(static_cast<const char*>(m->key), m->key_len);
-      }
-      if (m->payload != nullptr) {
-        r.value = std::string_view(static_cast<const char*>(m->payload), m->len);
-      }
-      r.timestamp_ms = rd_kafka_message_timestamp(m.get(), nullptr);
-      r.partitions = input_partitions;
-      r.publish = m->offset >= it->second;
-      records.push_back(r);
-    }
+    consumer->Admit(messages, records);
     if (records.empty()) {
       continue;
     }
     ROTOR_ASSIGN_OR_RETURN(PendingBatch batch, processor->Process(records));
-    PartitionOffsets group_offsets = GroupOffsets(batch);
+    PartitionOffsets group_offsets = consumer->GroupOffsets(batch);
     ROTOR_RETURN_IF_ERROR(delivery->Dispatch(std::move(batch), std::move(group_offsets),
                                              static_cast<int64_t>(records.size())));
     stats.peak_inflight_bytes = std::max(stats.peak_inflight_bytes, ledger.held_bytes());
@@ -861,7 +451,6 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(const config::DaemonConfig& confi
   ROTOR_RETURN_IF_ERROR(config::ValidateDaemonConfig(config));
   auto impl = std::make_unique<Impl>(config);
   impl->run = std::move(run);
-  impl->exactly_once = config.delivery.mode == config::DeliveryMode::kExactlyOnce;
   {
     auto bundle = encoders::Bundle::Load(config.model.bundle);
     if (!bundle.ok()) {
@@ -923,8 +512,7 @@ Status Daemon::Run(const std::atomic<bool>& stop) {
     d.feeder->Stop();
   }
   // Leave the group (revokes our partitions), then flush what is queued and sync the store.
-  const Status closed =
-      FromKafka(rd_kafka_consumer_close(d.consumer.get()), "closing the consumer");
+  const Status closed = d.consumer->Close();
   if (!closed.ok()) {
     spdlog::warn("{}", closed);
   }
@@ -936,6 +524,8 @@ Status Daemon::Run(const std::atomic<bool>& stop) {
     served = flushed;
   }
   d.stats.transactions = d.delivery->transactions();
+  d.stats.stopped_partitions = d.consumer->stats().stopped_partitions;
+  d.stats.skipped_records = d.consumer->stats().skipped_records;
   const ProcessorStats& p = d.processor->stats();
   d.stats.fed = d.feeder != nullptr ? d.feeder->fed() : 0;
   d.stats.records = p.records;

@@ -1,0 +1,164 @@
+// GroupConsumer: the input side of `rotor serve` (DESIGN section 5). It owns the consumer in
+// the group (cooperative-sticky, manual offsets, read_committed) and everything about where
+// consumption stands: on assignment it resumes each partition at the offset stored with the
+// state, reads the group's committed offset (records below it are re-applied without being
+// published), checks that the log still holds what the state needs next (a partition whose log
+// lost those records, or is shorter than the state, stops: paused for good); it turns messages
+// into records (never one twice), handles out-of-range positions, rewinds to the stored offsets
+// after a failed delivery, and commits the group's offsets. It knows nothing of the output
+// side: before a revoke it asks its Listener to drain, and a drain that abandoned batches only
+// marks a rewind pending.
+
+#ifndef ROTOR_PIPELINE_INTERNAL_GROUP_CONSUMER_H_
+#define ROTOR_PIPELINE_INTERNAL_GROUP_CONSUMER_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "common/topic_partition.h"
+#include "config/daemon_config.h"
+#include "pipeline/internal/rdkafka_util.h"
+#include "pipeline/internal/run_control.h"
+#include "pipeline/processor.h"
+#include "storage/user_state_store.h"
+
+namespace rotor::pipeline::internal {
+
+// Lifecycle: Create checks the input topic's partition count against the state (stored the
+// first time), makes the consumer and subscribes; the group is joined by the first Poll. Close
+// leaves the group (revoking the partitions, which runs the Listener); destruction without Close
+// drops the membership on the broker's session timeout. Borrows the store, the ShutdownClock,
+// the FailureLatch and the Listener, which outlive it.
+// Concurrency: one thread (the daemon's serving thread): the rebalance callbacks and error
+// events run inside Poll and Close, on that thread.
+// Limitations: one input topic. A stopped partition stays paused until it is revoked. The
+// rebalance callbacks cannot return an error: rebalance_error() holds the first, and serving
+// must stop on it.
+class GroupConsumer {
+ public:
+  // The owner's part in a revoke (the consumer's only call back).
+  class Listener {
+   public:
+    virtual ~Listener() = default;
+    // Partitions are about to be revoked (or were lost): finish what is in flight while they
+    // are still ours, so that their new owner starts from committed state and offsets.
+    // Aborted: the batches in flight were abandoned instead (the consumer then rewinds before
+    // taking more input); another error stops serving.
+    virtual Status BeforeRevoke() = 0;
+    // They are revoked: drop what was cached for them.
+    virtual void AfterRevoke() = 0;
+  };
+
+  struct Stats {
+    // Partitions stopped because their log lost records the state needs (docs/daemon.md).
+    int64_t stopped_partitions = 0;
+    // Records below the next offset to apply, skipped (a stale fetch after a seek).
+    int64_t skipped_records = 0;
+  };
+
+  // `bootstrap` is the cluster's address; `input_partitions` the input topic's partition count
+  // (from the start-up metadata check), which must match what the state was built with.
+  static Result<std::unique_ptr<GroupConsumer>> Create(const config::DaemonConfig& config,
+                                                       const std::string& bootstrap,
+                                                       int32_t input_partitions,
+                                                       storage::UserStateStore& store,
+                                                       ShutdownClock& shutdown,
+                                                       FailureLatch& failure, Listener& listener);
+  ~GroupConsumer();
+  GroupConsumer(const GroupConsumer&) = delete;
+  GroupConsumer& operator=(const GroupConsumer&) = delete;
+
+  // One message or event (null when none came within `timeout_ms`); serves the rebalance
+  // callbacks.
+  MessagePtr Poll(int timeout_ms);
+  // The consumer's position in `partition` is out of the log's range (auto.offset.reset is
+  // "error": librdkafka never jumps to another offset by itself). When the log still holds
+  // what the state needs next, consumption goes back there; otherwise the partition stops.
+  Status OnOffsetOutOfRange(int32_t partition);
+  // The records to process from consumed `messages` (views into them): messages of partitions
+  // no longer ours (revoked during the fill) or stopped are dropped, and those below the next
+  // offset to apply (a fetch from before a seek) skipped, counted and logged; the next offset
+  // to apply moves past the rest. Records below the group's committed offset are marked not to
+  // be published.
+  void Admit(const std::vector<MessagePtr>& messages, std::vector<InputRecord>& records);
+  // The group's offsets to commit for `batch`: only partitions still assigned, and only where
+  // they move the group's committed offset forward.
+  PartitionOffsets GroupOffsets(const PendingBatch& batch) const;
+  // At-least-once: commits `offsets` to the group, asynchronously (informational: the store's
+  // offsets are the truth); a failure is logged.
+  void CommitAsync(const PartitionOffsets& offsets);
+  // The group's metadata for send_offsets_to_transaction (its generation fences a zombie).
+  GroupMetadataPtr GroupMetadata() const;
+  // After a failed delivery: every assigned partition that is not stopped goes back to its
+  // offset in the store. It does what a pending rewind asked for, and clears it.
+  Status Rewind();
+  // A revoke abandoned the batches in flight: Rewind before taking more input.
+  bool rewind_pending() const { return rewind_pending_; }
+  // The first error of a rebalance callback; serving must stop with it.
+  const Status& rebalance_error() const { return rebalance_error_; }
+  bool has_assignment() const { return !publish_from_.empty(); }
+  // Whether every assigned partition that is not stopped was consumed up to its end (the high
+  // watermark of the last fetch). A resumed run skips what it applied before, so counting
+  // records cannot tell.
+  bool CaughtUp() const;
+  // When an assignment last took effect (the epoch before any).
+  SteadyClock::time_point last_assigned() const { return last_assigned_; }
+  // Leaves the group: the partitions are revoked (the Listener drains) first.
+  Status Close();
+  int32_t input_partitions() const { return options_.input_partitions; }
+  const Stats& stats() const { return stats_; }
+
+ private:
+  struct Options {
+    std::string input_topic;
+    int32_t input_partitions = 0;
+    int64_t connect_timeout_ms = 0;
+    int64_t transaction_timeout_ms = 0;
+    bool allow_history_gaps = false;
+  };
+  GroupConsumer(Options options, storage::UserStateStore& store, ShutdownClock& shutdown,
+                FailureLatch& failure, Listener& listener);
+
+  static void Rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
+                        rd_kafka_topic_partition_list_t* parts, void* opaque);
+  static void OnError(rd_kafka_t* rk, int err, const char* reason, void* opaque);
+  void OnAssign(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* parts, bool cooperative);
+  void OnRevoke(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* parts, bool cooperative,
+                bool lost);
+  Result<PartitionListPtr> ReadCommitted(rd_kafka_t* rk,
+                                         const rd_kafka_topic_partition_list_t* parts) const;
+  Status CheckHistory(int32_t partition, std::optional<int64_t> next) const;
+  void StopPartition(int32_t partition, const Status& why);
+  void PausePartitions(const rd_kafka_topic_partition_list_t* parts) const;
+  std::optional<int64_t> NextToApply(int32_t partition) const;
+
+  Options options_;
+  storage::UserStateStore& store_;
+  ShutdownClock& shutdown_;
+  FailureLatch& failure_;
+  Listener& listener_;
+  // Assigned partitions of the input topic: the Kafka committed offset at assignment (records
+  // below it were already published).
+  std::map<int32_t, int64_t> publish_from_;
+  // Next input offset to apply per assigned partition: the store's offset, advanced as records
+  // are admitted. A consumer that goes back (an offset reset, a re-fetch after a revoke and
+  // re-assign) must not apply a record twice.
+  std::map<int32_t, int64_t> apply_from_;
+  // Assigned partitions that are paused for good, with the reason: their log no longer holds
+  // the records the state needs next (CheckHistory). Nothing of theirs is applied.
+  std::map<int32_t, std::string> stopped_;
+  bool rewind_pending_ = false;
+  Status rebalance_error_;
+  SteadyClock::time_point last_assigned_{};
+  Stats stats_;
+  HandlePtr consumer_;  // Last: destroyed first.
+};
+
+}  // namespace rotor::pipeline::internal
+
+#endif  // ROTOR_PIPELINE_INTERNAL_GROUP_CONSUMER_H_
