@@ -1,3 +1,8 @@
+// Daemon: start-up (validate, open, connect, the start-up checks), the serving loop, stats and
+// shutdown. It orchestrates: the input side is internal/group_consumer.h, the output side
+// internal/delivery.h, and the commit side of the loop is daemon_commit.cc (Daemon::Impl is
+// declared in internal/daemon_impl.h).
+
 #include "pipeline/daemon.h"
 
 #include <algorithm>
@@ -12,15 +17,9 @@
 #include <spdlog/spdlog.h>
 
 #include "common/topic_partition.h"
-#include "pipeline/internal/delivery.h"
-#include "pipeline/internal/feeder.h"
-#include "pipeline/internal/group_consumer.h"
+#include "pipeline/internal/daemon_impl.h"
 #include "pipeline/internal/rdkafka_util.h"
-#include "pipeline/internal/run_control.h"
-#include "pipeline/internal/store_writer.h"
 #include "pipeline/internal/transactional_id.h"
-#include "pipeline/kafka_tools.h"
-#include "pipeline/processor.h"
 
 namespace rotor::pipeline {
 namespace {
@@ -40,259 +39,72 @@ double Seconds(SteadyClock::duration d) {
 
 }  // namespace
 
-// What the daemon opened (bundle, store, processor, writer) and the two Kafka sides it
-// connects: the GroupConsumer (input, offsets, rebalances) and Delivery (producer,
-// transactions, the ledger of batches in flight). Impl moves batches from one to the other and
-// decides what a failure means: a failed delivery abandons the batches and rewinds the
-// consumer; a revoke drains what is in flight first (the GroupConsumer's Listener).
-struct Daemon::Impl final : internal::GroupConsumer::Listener {
-  config::DaemonConfig config;
-  RunOptions run;
-  std::unique_ptr<EmbeddedKafka> embedded;
-  std::string bootstrap;
-  std::unique_ptr<encoders::Bundle> bundle;
-  std::unique_ptr<storage::UserStateStore> store;
-  std::unique_ptr<internal::StoreWriter> writer;  // Commits to `store`, in batch order.
-  std::unique_ptr<Processor> processor;
-  std::unique_ptr<internal::Delivery> delivery;       // The producer and the batches in flight.
-  std::unique_ptr<internal::GroupConsumer> consumer;  // The input and where it stands.
-  bool exactly_once = false;
-  std::string transactional_id;  // exactly_once only.
-  // The first permanent failure (a delivery the broker refused for good, a fenced producer):
-  // serving stops with it, and no batch that was not confirmed before it may commit.
-  internal::FailureLatch failure;
-  // The Run caller's stop flag, for the waits inside librdkafka callbacks, and the shutdown
-  // deadline it starts.
-  internal::ShutdownClock shutdown;
-  // When input last arrived (the idle exit's clock, with the consumer's last assignment).
-  SteadyClock::time_point last_input = SteadyClock::now();
-  std::atomic<int64_t> processed_records{0};
-  std::unique_ptr<internal::Feeder> feeder;  // The embedded demo's --feed (else null).
-  DaemonStats stats;
-  SteadyClock::time_point last_commit{};
-
-  explicit Impl(const config::DaemonConfig& c)
-      : config(c),
-        exactly_once(c.delivery.mode == config::DeliveryMode::kExactlyOnce),
-        shutdown(c.delivery.shutdown_timeout_ms) {}
-  Impl(const Impl&) = delete;
-  Impl& operator=(const Impl&) = delete;
-  Impl(Impl&&) = delete;
-  Impl& operator=(Impl&&) = delete;
-  ~Impl() override {
-    feeder.reset();
-    consumer.reset();
-    writer.reset();  // Finishes its commits (of batches the delivery ledger holds) first.
-    delivery.reset();
-    processor.reset();
-    store.reset();
-    embedded.reset();
-  }
-
-  // GroupConsumer::Listener: a revoke first finishes what is in flight while the partitions
-  // are still ours, then drops the cached users (they may belong to the revoked partitions).
-  Status BeforeRevoke() override { return Drain(); }
-  void AfterRevoke() override { processor->ClearCache(); }
-
-  // The two clients and the start-up checks, in the order that lets each check fail before
-  // anything is consumed: the producer, the message size limit, the transactions (fencing a
-  // zombie), the topics, then the consumer (the partition count, the subscription).
-  Status Connect() {
-    if (exactly_once) {
-      ROTOR_ASSIGN_OR_RETURN(transactional_id,
-                             internal::TransactionalId(config.delivery.transactional_id,
-                                                       config.kafka.group_id, *store));
-    }
-    ROTOR_ASSIGN_OR_RETURN(delivery, internal::Delivery::Create(config, bootstrap, transactional_id,
-                                                                *processor, shutdown, failure));
-    ROTOR_RETURN_IF_ERROR(CheckMessageSizes());
-    if (exactly_once) {
-      // Fences any zombie with the same transactional.id and aborts its open transaction.
-      ROTOR_RETURN_IF_ERROR(delivery->InitTransactions());
-    }
-    ROTOR_ASSIGN_OR_RETURN(const int32_t input_partitions, CheckTopics());
+Status Daemon::Impl::Connect() {
+  if (exactly_once) {
     ROTOR_ASSIGN_OR_RETURN(
-        consumer, internal::GroupConsumer::Create(config, bootstrap, input_partitions, *store,
-                                                  shutdown, failure, *this));
-    return Status::OK();
+        transactional_id,
+        internal::TransactionalId(config.delivery.transactional_id, config.kafka.group_id, *store));
   }
-
-  // Every message the daemon can make must fit the producer's message.max.bytes: one that does
-  // not is refused by librdkafka, and its batch could never be delivered.
-  Status CheckMessageSizes() {
-    ROTOR_ASSIGN_OR_RETURN(const int64_t limit, delivery->MessageMaxBytes());
-    ROTOR_ASSIGN_OR_RETURN(const int64_t largest,
-                           processor->LargestMessageBytes(config.kafka.input_topic));
-    if (largest > limit) {
-      return Status::InvalidArgument(
-          "the largest message rotor may produce is {} bytes (a snapshot of a full {}-row window "
-          "in output.dtype {}, or a dead letter of up to pipeline.max_message_bytes = {}), over "
-          "the producer's message.max.bytes = {}: raise kafka.producer_properties "
-          "message.max.bytes (and the topics' max.message.bytes), or lower the others",
-          largest, bundle->config().window, config::OutputDtypeName(config.output.dtype),
-          config.pipeline.max_message_bytes, limit);
-    }
-    return Status::OK();
+  ROTOR_ASSIGN_OR_RETURN(delivery, internal::Delivery::Create(config, bootstrap, transactional_id,
+                                                              *processor, shutdown, failure));
+  ROTOR_RETURN_IF_ERROR(CheckMessageSizes());
+  if (exactly_once) {
+    // Fences any zombie with the same transactional.id and aborts its open transaction.
+    ROTOR_RETURN_IF_ERROR(delivery->InitTransactions());
   }
+  ROTOR_ASSIGN_OR_RETURN(const int32_t input_partitions, CheckTopics());
+  ROTOR_ASSIGN_OR_RETURN(
+      consumer, internal::GroupConsumer::Create(config, bootstrap, input_partitions, *store,
+                                                shutdown, failure, *this));
+  return Status::OK();
+}
 
-  // Before serving: the cluster answers within kafka.connect_timeout_ms and the three topics
-  // exist. Otherwise start-up fails with a message naming what is wrong, rather than a daemon
-  // that retries forever with nothing to consume. Fetching the output topics' metadata also
-  // saves the first batches the wait for it (a few hundred ms on a fresh topic,
-  // docs/performance.md). The input topic's partition count.
-  Result<int32_t> CheckTopics() {
-    const config::KafkaOptions& k = config.kafka;
-    auto found = delivery->ReadTopics(k.connect_timeout_ms);
-    if (!found.ok()) {
-      return Status::Unavailable(
-          "kafka.bootstrap_servers '{}': no broker answered within kafka.connect_timeout_ms = {} "
-          "({})",
-          bootstrap, k.connect_timeout_ms, found.status().message());
-    }
-    for (const std::string& topic : {k.input_topic, k.output_topic, k.dead_letter_topic}) {
-      const auto it = found->find(topic);
-      if (it == found->end() || !it->second.ok || it->second.partitions == 0) {
-        return Status::FailedPrecondition(
-            "topic '{}' is not available on '{}' ({}); create the topics with `rotor topics`",
-            topic, bootstrap, it == found->end() ? "it does not exist" : it->second.status);
-      }
-    }
-    return found->at(k.input_topic).partitions;
+Status Daemon::Impl::CheckMessageSizes() {
+  ROTOR_ASSIGN_OR_RETURN(const int64_t limit, delivery->MessageMaxBytes());
+  ROTOR_ASSIGN_OR_RETURN(const int64_t largest,
+                         processor->LargestMessageBytes(config.kafka.input_topic));
+  if (largest > limit) {
+    return Status::InvalidArgument(
+        "the largest message rotor may produce is {} bytes (a snapshot of a full {}-row window "
+        "in output.dtype {}, or a dead letter of up to pipeline.max_message_bytes = {}), over "
+        "the producer's message.max.bytes = {}: raise kafka.producer_properties "
+        "message.max.bytes (and the topics' max.message.bytes), or lower the others",
+        largest, bundle->config().window, config::OutputDtypeName(config.output.dtype),
+        config.pipeline.max_message_bytes, limit);
   }
+  return Status::OK();
+}
 
-  // At-least-once: serves delivery reports and confirms the oldest batches whose messages were
-  // all delivered, in order; their state goes to the writer. A failed one is abandoned with
-  // every later batch and the partitions rewound (Aborted when `rewind` is false: the caller
-  // rewinds).
-  Status Settle(bool rewind = true) {
-    ROTOR_ASSIGN_OR_RETURN(const bool failed, delivery->ConfirmDelivered());
-    ROTOR_RETURN_IF_ERROR(Advance());
-    if (!failed) {
-      return Status::OK();
-    }
-    ROTOR_RETURN_IF_ERROR(AbandonUnconfirmed("a message of the oldest failed"));
-    if (!rewind) {
-      return Status::Aborted("a delivery failed");
-    }
-    ROTOR_RETURN_IF_ERROR(consumer->Rewind());
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    return Status::OK();
+Result<int32_t> Daemon::Impl::CheckTopics() {
+  const config::KafkaOptions& k = config.kafka;
+  auto found = delivery->ReadTopics(k.connect_timeout_ms);
+  if (!found.ok()) {
+    return Status::Unavailable(
+        "kafka.bootstrap_servers '{}': no broker answered within kafka.connect_timeout_ms = {} "
+        "({})",
+        bootstrap, k.connect_timeout_ms, found.status().message());
   }
-
-  // Hands confirmed batches to the writer in order, and finishes those it committed: their
-  // users stay hot, and (at-least-once) their offsets go to Kafka too.
-  Status Advance() {
-    ROTOR_RETURN_IF_ERROR(writer->status());
-    internal::InFlightLedger& ledger = delivery->ledger();
-    ledger.SubmitConfirmed(*writer);
-    ledger.FinishCommitted(writer->committed(), [&](const internal::InFlight& done) {
-      if (!exactly_once) {
-        consumer->CommitAsync(done.group_offsets);
-      }
-      processed_records += done.records;
-      ++stats.batches;
-      last_commit = SteadyClock::now();
-    });
-    return Status::OK();
+  for (const std::string& topic : {k.input_topic, k.output_topic, k.dead_letter_topic}) {
+    const auto it = found->find(topic);
+    if (it == found->end() || !it->second.ok || it->second.partitions == 0) {
+      return Status::FailedPrecondition(
+          "topic '{}' is not available on '{}' ({}); create the topics with `rotor topics`", topic,
+          bootstrap, it == found->end() ? "it does not exist" : it->second.status);
+    }
   }
+  return found->at(k.input_topic).partitions;
+}
 
-  // Commits every confirmed batch, then drops the rest (the processor forgets their state).
-  Status AbandonUnconfirmed(std::string_view why) {
-    ROTOR_RETURN_IF_ERROR(writer->Wait());
-    ROTOR_RETURN_IF_ERROR(Advance());
-    const internal::InFlightLedger& ledger = delivery->ledger();
-    if (ledger.empty()) {
-      return Status::OK();
-    }
-    spdlog::warn("{} batch(es) of {} records not delivered ({}); retrying from the stored offsets",
-                 ledger.size(), ledger.records(), why);
-    stats.failed_batches += delivery->AbandonInFlight().batches;
-    return failure.status();
-  }
-
-  // Exactly-once: commits the open transaction with the input offsets of every batch in it
-  // (the unconfirmed ones), then hands their state to the writer (a crash in between re-applies
-  // without publishing). On an abortable error the transaction is aborted and the batches
-  // abandoned: Aborted, after a rewind when `rewind` is true.
-  Status CommitTransaction(bool rewind = true) {
-    if (!delivery->transaction_open()) {
-      return Status::OK();
-    }
-    const Status committed = delivery->CommitTransaction(consumer->GroupMetadata().get());
-    if (committed.ok()) {
-      return Advance();
-    }
-    if (committed.code() != StatusCode::kAborted) {
-      return committed;  // The producer is unusable: the caller stops, committing none of it.
-    }
-    ROTOR_RETURN_IF_ERROR(AbandonUnconfirmed(committed.message()));
-    if (rewind) {
-      ROTOR_RETURN_IF_ERROR(consumer->Rewind());
-    }
-    return committed;
-  }
-
-  // CommitTransaction for the serving loop: an aborted transaction was rewound already, so
-  // after a short back-off serving goes on; only a fatal error is returned.
-  Status CommitTransactionInLoop() {
-    Status committed = CommitTransaction();
-    if (committed.code() == StatusCode::kAborted) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      return Status::OK();
-    }
-    return committed;
-  }
-
-  // Waits until nothing is in flight: every delivery confirmed and committed (or the
-  // transaction committed). Aborted when batches had to be abandoned; the caller rewinds.
-  Status Drain() {
-    if (exactly_once) {
-      ROTOR_RETURN_IF_ERROR(CommitTransaction(/*rewind=*/false));
-    }
-    const internal::InFlightLedger& ledger = delivery->ledger();
-    while (!ledger.empty()) {
-      if (!exactly_once && shutdown.PastDeadline()) {
-        ROTOR_RETURN_IF_ERROR(
-            AbandonUnconfirmed("not delivered within delivery.shutdown_timeout_ms"));
-        return Status::Aborted("stopping: undelivered batches dropped");
-      }
-      if (!exactly_once) {
-        delivery->Poll(10);
-        ROTOR_RETURN_IF_ERROR(Settle(/*rewind=*/false));
-      }
-      if (!ledger.empty() && ledger.back().confirmed) {
-        ROTOR_RETURN_IF_ERROR(writer->Wait());
-        ROTOR_RETURN_IF_ERROR(Advance());
-      }
-    }
-    return Status::OK();
-  }
-
-  // After serving stopped on an error: batches already confirmed (delivered, or in a committed
-  // transaction) still commit their state; every other batch is dropped, its messages purged
-  // and an open transaction aborted, so nothing unconfirmed reaches RocksDB, not even through
-  // the drain of the revoke that closing the consumer triggers. A restart redoes them.
-  void AbandonAfterFailure(const Status& why) {
-    failure.Fail(why);
-    if (writer->Wait().ok()) {
-      (void)Advance();
-    }
-    delivery->DropAfterFailure();
-  }
-
-  void LogStats(double seconds) const {
-    const ProcessorStats& p = processor->stats();
-    spdlog::info(
-        "{} events ({:.0f}/s busy), {} replayed without publishing, {} dead letters, {} "
-        "duplicates, "
-        "{} deltas, {} snapshots, {} batches ({} retried), {} store loads",
-        p.events, seconds > 0 ? static_cast<double>(p.events) / seconds : 0.0, p.replayed,
-        p.dead_letters, p.duplicates, p.deltas, p.snapshots, stats.batches, stats.failed_batches,
-        p.store_loads);
-  }
-
-  Status Serve(const std::atomic<bool>& stop);
-};
+void Daemon::Impl::LogStats(double seconds) const {
+  const ProcessorStats& p = processor->stats();
+  spdlog::info(
+      "{} events ({:.0f}/s busy), {} replayed without publishing, {} dead letters, {} "
+      "duplicates, "
+      "{} deltas, {} snapshots, {} batches ({} retried), {} store loads",
+      p.events, seconds > 0 ? static_cast<double>(p.events) / seconds : 0.0, p.replayed,
+      p.dead_letters, p.duplicates, p.deltas, p.snapshots, stats.batches, stats.failed_batches,
+      p.store_loads);
+}
 
 Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
   const config::PipelineOptions& opt = config.pipeline;

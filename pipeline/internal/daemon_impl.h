@@ -1,0 +1,146 @@
+// Daemon::Impl, declared here so that its methods can live in more than one file, the way
+// RocksDB splits DBImpl across db_impl_*.cc: pipeline/daemon.cc (start-up, the serving loop,
+// stats, shutdown) and pipeline/daemon_commit.cc (confirmed batches into RocksDB, failed ones
+// into abandoned batches and rewinds). Only those two files include it.
+
+#ifndef ROTOR_PIPELINE_INTERNAL_DAEMON_IMPL_H_
+#define ROTOR_PIPELINE_INTERNAL_DAEMON_IMPL_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+#include "config/daemon_config.h"
+#include "encoders/bundle.h"
+#include "pipeline/daemon.h"
+#include "pipeline/internal/delivery.h"
+#include "pipeline/internal/feeder.h"
+#include "pipeline/internal/group_consumer.h"
+#include "pipeline/internal/run_control.h"
+#include "pipeline/internal/store_writer.h"
+#include "pipeline/kafka_tools.h"
+#include "pipeline/processor.h"
+#include "storage/user_state_store.h"
+
+namespace rotor::pipeline {
+
+// What the daemon opened (bundle, store, processor, writer) and the two Kafka sides it
+// connects: the GroupConsumer (input, offsets, rebalances) and Delivery (producer,
+// transactions, the ledger of batches in flight). Impl moves batches from one to the other and
+// decides what a failure means: a failed delivery abandons the batches and rewinds the
+// consumer; a revoke drains what is in flight first (the GroupConsumer's Listener).
+struct Daemon::Impl final : internal::GroupConsumer::Listener {
+  config::DaemonConfig config;
+  RunOptions run;
+  std::unique_ptr<EmbeddedKafka> embedded;
+  std::string bootstrap;
+  std::unique_ptr<encoders::Bundle> bundle;
+  std::unique_ptr<storage::UserStateStore> store;
+  std::unique_ptr<internal::StoreWriter> writer;  // Commits to `store`, in batch order.
+  std::unique_ptr<Processor> processor;
+  std::unique_ptr<internal::Delivery> delivery;       // The producer and the batches in flight.
+  std::unique_ptr<internal::GroupConsumer> consumer;  // The input and where it stands.
+  bool exactly_once = false;
+  std::string transactional_id;  // exactly_once only.
+  // The first permanent failure (a delivery the broker refused for good, a fenced producer):
+  // serving stops with it, and no batch that was not confirmed before it may commit.
+  internal::FailureLatch failure;
+  // The Run caller's stop flag, for the waits inside librdkafka callbacks, and the shutdown
+  // deadline it starts.
+  internal::ShutdownClock shutdown;
+  // When input last arrived (the idle exit's clock, with the consumer's last assignment).
+  internal::SteadyClock::time_point last_input = internal::SteadyClock::now();
+  std::atomic<int64_t> processed_records{0};
+  std::unique_ptr<internal::Feeder> feeder;  // The embedded demo's --feed (else null).
+  DaemonStats stats;
+  internal::SteadyClock::time_point last_commit{};
+
+  explicit Impl(const config::DaemonConfig& c)
+      : config(c),
+        exactly_once(c.delivery.mode == config::DeliveryMode::kExactlyOnce),
+        shutdown(c.delivery.shutdown_timeout_ms) {}
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+  Impl(Impl&&) = delete;
+  Impl& operator=(Impl&&) = delete;
+  ~Impl() override {
+    feeder.reset();
+    consumer.reset();
+    writer.reset();  // Finishes its commits (of batches the delivery ledger holds) first.
+    delivery.reset();
+    processor.reset();
+    store.reset();
+    embedded.reset();
+  }
+
+  // GroupConsumer::Listener: a revoke first finishes what is in flight while the partitions
+  // are still ours, then drops the cached users (they may belong to the revoked partitions).
+  Status BeforeRevoke() override { return Drain(); }
+  void AfterRevoke() override { processor->ClearCache(); }
+
+  // --- daemon.cc: start-up, the serving loop, stats ---
+
+  // The two clients and the start-up checks, in the order that lets each check fail before
+  // anything is consumed: the producer, the message size limit, the transactions (fencing a
+  // zombie), the topics, then the consumer (the partition count, the subscription).
+  Status Connect();
+
+  // Every message the daemon can make must fit the producer's message.max.bytes: one that does
+  // not is refused by librdkafka, and its batch could never be delivered.
+  Status CheckMessageSizes();
+
+  // Before serving: the cluster answers within kafka.connect_timeout_ms and the three topics
+  // exist. Otherwise start-up fails with a message naming what is wrong, rather than a daemon
+  // that retries forever with nothing to consume. Fetching the output topics' metadata also
+  // saves the first batches the wait for it (a few hundred ms on a fresh topic,
+  // docs/performance.md). The input topic's partition count.
+  Result<int32_t> CheckTopics();
+
+  // Serves until `stop` (or the idle exit): poll -> admit -> process -> dispatch -> settle ->
+  // commit, with back-pressure on the batches in flight; then drains what is in flight.
+  Status Serve(const std::atomic<bool>& stop);
+
+  void LogStats(double seconds) const;
+
+  // --- daemon_commit.cc: confirmed batches into RocksDB, failed ones into rewinds ---
+
+  // At-least-once: serves delivery reports and confirms the oldest batches whose messages were
+  // all delivered, in order; their state goes to the writer. A failed one is abandoned with
+  // every later batch and the partitions rewound (Aborted when `rewind` is false: the caller
+  // rewinds).
+  Status Settle(bool rewind = true);
+
+  // Hands confirmed batches to the writer in order, and finishes those it committed: their
+  // users stay hot, and (at-least-once) their offsets go to Kafka too.
+  Status Advance();
+
+  // Commits every confirmed batch, then drops the rest (the processor forgets their state).
+  Status AbandonUnconfirmed(std::string_view why);
+
+  // Exactly-once: commits the open transaction with the input offsets of every batch in it
+  // (the unconfirmed ones), then hands their state to the writer (a crash in between re-applies
+  // without publishing). On an abortable error the transaction is aborted and the batches
+  // abandoned: Aborted, after a rewind when `rewind` is true.
+  Status CommitTransaction(bool rewind = true);
+
+  // CommitTransaction for the serving loop: an aborted transaction was rewound already, so
+  // after a short back-off serving goes on; only a fatal error is returned.
+  Status CommitTransactionInLoop();
+
+  // Waits until nothing is in flight: every delivery confirmed and committed (or the
+  // transaction committed). Aborted when batches had to be abandoned; the caller rewinds.
+  Status Drain();
+
+  // After serving stopped on an error: batches already confirmed (delivered, or in a committed
+  // transaction) still commit their state; every other batch is dropped, its messages purged
+  // and an open transaction aborted, so nothing unconfirmed reaches RocksDB, not even through
+  // the drain of the revoke that closing the consumer triggers. A restart redoes them.
+  void AbandonAfterFailure(const Status& why);
+};
+
+}  // namespace rotor::pipeline
+
+#endif  // ROTOR_PIPELINE_INTERNAL_DAEMON_IMPL_H_
