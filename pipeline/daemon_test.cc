@@ -768,8 +768,10 @@ TEST_F(DaemonTest, AFloodOfDistinctUsersStaysWithinTheInflightBudget) {
   // One user (its window, ids and WriteBatch share: Processor::user_bytes) may go over.
   auto store = storage::UserStateStore::Open({.path = dir_.path() + "/probe"});
   ASSERT_TRUE(store.ok());
-  auto processor =
-      Processor::Create(*bundle_, **store, config.pipeline, config.output, 0, [] { return 0; });
+  config::StateOptions no_cache = config.state;
+  no_cache.window_cache_bytes = 0;
+  auto processor = Processor::Create(*bundle_, **store, config.pipeline, config.output, no_cache,
+                                     [] { return 0; });
   ASSERT_TRUE(processor.ok());
   EXPECT_GT(stats.peak_inflight_bytes, 0);
   EXPECT_LE(stats.peak_inflight_bytes,

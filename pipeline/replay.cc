@@ -26,10 +26,10 @@ Result<ReplayStats> ReplayFile(const config::DaemonConfig& config, const encoder
                                           .sync_writes = false,
                                           .create_if_missing = true}));
   // Replay is deterministic: the clock is the far future, so no event is "ahead of now".
-  ROTOR_ASSIGN_OR_RETURN(auto processor,
-                         Processor::Create(bundle, *store, config.pipeline, config.output,
-                                           config.state.window_cache_bytes,
-                                           [] { return std::numeric_limits<int64_t>::max() / 2; }));
+  ROTOR_ASSIGN_OR_RETURN(
+      auto processor,
+      Processor::Create(bundle, *store, config.pipeline, config.output, config.state,
+                        [] { return std::numeric_limits<int64_t>::max() / 2; }));
   const std::string topic = "file:" + path;
   ROTOR_ASSIGN_OR_RETURN(const auto offsets, store->LoadOffsets());
   const auto found = offsets.find({topic, 0});

@@ -760,4 +760,8 @@ Status CorruptUserForTesting(UserStateStore& store, std::string_view user) {
                                          internal::UserKey(user), "not a users value");
 }
 
+Result<int64_t> CountRowsForTesting(const UserStateStore& store, std::string_view user) {
+  return internal::StoreTestPeer::CountRows(store, user);
+}
+
 }  // namespace rotor::storage::testing
