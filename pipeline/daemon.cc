@@ -605,7 +605,7 @@ struct Daemon::Impl {
   // moves keys (murmur2 % N changes), so state built with another count no longer matches where
   // users' events arrive: start-up refuses it.
   Status RememberInputPartitions() {
-    const std::string name = fmt::format("input_partitions/{}", config.kafka.input_topic);
+    const std::string name = InputPartitionsInfo(config.kafka.input_topic);
     ROTOR_ASSIGN_OR_RETURN(const std::optional<std::string> stored, store->LoadInfo(name));
     const std::string now = std::to_string(input_partitions);
     if (stored && *stored != now) {
@@ -1050,10 +1050,11 @@ struct Daemon::Impl {
     spdlog::info(
         "{} events ({:.0f}/s busy), {} replayed without publishing, {} dead letters, {} "
         "duplicates, "
-        "{} deltas, {} snapshots, {} batches ({} retried), {} store loads",
+        "{} deltas, {} snapshots, {} batches ({} retried), {} store loads, {} expired users "
+        "deleted, {} histories restarted",
         p.events, seconds > 0 ? static_cast<double>(p.events) / seconds : 0.0, p.replayed,
         p.dead_letters, p.duplicates, p.deltas, p.snapshots, stats.batches, stats.failed_batches,
-        p.store_loads);
+        p.store_loads, p.expired_users, p.restarted_histories);
   }
 
   Status Serve(const std::atomic<bool>& stop);
@@ -1291,7 +1292,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(const config::DaemonConfig& confi
   impl->writer = std::make_unique<internal::StoreWriter>(*impl->store);
   ROTOR_ASSIGN_OR_RETURN(impl->processor,
                          Processor::Create(*impl->bundle, *impl->store, config.pipeline,
-                                           config.output, config.state.window_cache_bytes, WallMs));
+                                           config.output, config.state, WallMs));
   if (config.kafka.embedded) {
     ROTOR_ASSIGN_OR_RETURN(impl->embedded, EmbeddedKafka::Start(1));
     for (const std::string& topic :
@@ -1354,6 +1355,8 @@ Status Daemon::Run(const std::atomic<bool>& stop) {
   d.stats.duplicates = p.duplicates;
   d.stats.deltas = p.deltas;
   d.stats.snapshots = p.snapshots;
+  d.stats.expired_users = p.expired_users;
+  d.stats.restarted_histories = p.restarted_histories;
   return served;
 }
 
