@@ -56,12 +56,15 @@ const std::vector<Command>& CommandTable() {
        {"config", "user"},
        {"all"}},
       {"replay",
-       "rotor replay  --config FILE --file EVENTS.jsonl",
+       "rotor replay  --config FILE --file EVENTS.jsonl [--partitions N]",
        "Rebuilds state.dir from a JSON-lines event file through the daemon's processor, bit for\n"
        "bit what streaming the same events gives; resumes after the last line it committed.\n"
        "  --config FILE             the config (model.bundle, pipeline.*, state.*)\n"
-       "  --file EVENTS.jsonl       the events\n",
-       {"config", "file"},
+       "  --file EVENTS.jsonl       the events\n"
+       "  --partitions N            the input topic's partition count: each event goes to its\n"
+       "                            user's partition (murmur2), as in the topic. Needed with\n"
+       "                            state.user_ttl_ms > 0 unless state.dir recorded the count\n",
+       {"config", "file", "partitions"},
        {}},
       {"topics",
        "rotor topics  --config FILE [--partitions N]",

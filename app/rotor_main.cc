@@ -4,7 +4,7 @@
 //   rotor produce --config FILE --file EVENTS.jsonl [--rate N] [--limit N] [--topic NAME]
 //   rotor consume --config FILE [--topic NAME] [--max N] [--idle-ms N] [--json]
 //   rotor inspect --config FILE (--user ID | --all)
-//   rotor replay  --config FILE --file EVENTS.jsonl
+//   rotor replay  --config FILE --file EVENTS.jsonl [--partitions N]
 //   rotor topics  --config FILE [--partitions N]
 //   rotor --version
 //
@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -190,10 +191,12 @@ int Serve(const Args& args, const Config& config) {
   const rotor::pipeline::DaemonStats stats = (*daemon)->stats();
   fmt::print(
       "rotor serve: {} events in {:.2f} s busy = {:.0f} events/s; {} dead letters, {} "
-      "duplicates, {} deltas, {} snapshots published\n",
+      "duplicates, {} deltas, {} snapshots published; {} expired users deleted, {} histories "
+      "restarted\n",
       stats.events, stats.busy_seconds,
       stats.busy_seconds > 0 ? static_cast<double>(stats.events) / stats.busy_seconds : 0.0,
-      stats.dead_letters, stats.duplicates, stats.deltas, stats.snapshots);
+      stats.dead_letters, stats.duplicates, stats.deltas, stats.snapshots, stats.expired_users,
+      stats.restarted_histories);
   if (const auto user = args.Get("show-user")) {
     auto state = (*daemon)->LoadUser(*user);
     if (!state.ok()) {
@@ -352,19 +355,29 @@ int Replay(const Args& args, const Config& config) {
   if (!file) {
     return Fail("replay", Status::InvalidArgument("--file EVENTS.jsonl is required"));
   }
+  const auto partitions = args.GetInt("partitions", 0);
+  if (!partitions.ok()) {
+    return Fail("replay", partitions.status());
+  }
+  if (args.Get("partitions") &&
+      (*partitions < 1 || *partitions > std::numeric_limits<int32_t>::max())) {
+    return Fail("replay", Status::InvalidArgument(
+                              "--partitions {}: expected a partition count >= 1", *partitions));
+  }
   auto bundle = LoadBundle(config);
   if (!bundle.ok()) {
     return Fail("replay", bundle.status());
   }
-  auto stats = rotor::pipeline::ReplayFile(config, *bundle, *file);
+  auto stats = rotor::pipeline::ReplayFile(config, *bundle, *file,
+                                           {.partitions = static_cast<int32_t>(*partitions)});
   if (!stats.ok()) {
     return Fail("replay", stats.status(), config.state.dir);
   }
   fmt::print(
       "rotor replay: {} records, {} events into '{}' in {:.2f} s; {} dead letters, {} "
-      "duplicates\n",
+      "duplicates; {} expired users deleted, {} histories restarted\n",
       stats->records, stats->events, config.state.dir, stats->seconds, stats->dead_letters,
-      stats->duplicates);
+      stats->duplicates, stats->expired_users, stats->restarted_histories);
   return rotor::cli::kExitOk;
 }
 

@@ -198,6 +198,41 @@ TEST(RotorTest, InspectOfAnEmptyStateDirectoryIsARuntimeFailure) {
   EXPECT_THAT(o.err, StartsWith("rotor inspect: state.dir: "));
 }
 
+// With a TTL, replay must place events in their partitions: it refuses without a count (exit 2,
+// saying how to give one), refuses a count below 1, and replays with --partitions.
+TEST(RotorTest, ReplayWithATtlNeedsThePartitionCount) {
+  const TempDir dir;
+  const std::string config = (dir.path() / "ttl.yaml").string();
+  std::ofstream(config) << fmt::format(
+      "model: {{bundle: \"{}/siren.bundle.safetensors\"}}\nkafka: {{embedded: true}}\n"
+      "state: {{dir: \"{}\", user_ttl_ms: 3600000}}\n",
+      ROTOR_GOLDEN_DIR, (dir.path() / "state").string());
+  const std::string events = (dir.path() / "events.jsonl").string();
+  {
+    std::ofstream out(events);
+    std::ifstream golden(std::string(ROTOR_GOLDEN_DIR) + "/siren.long.events.jsonl");
+    std::string line;
+    for (int i = 0; i < 5 && std::getline(golden, line); ++i) {
+      out << line << "\n";
+    }
+  }
+  const Outcome refused = Rotor({"replay", "--config", config, "--file", events});
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_THAT(refused.err, HasSubstr("pass --partitions N")) << refused.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "state" / "CURRENT"));
+  const Outcome zero = Rotor({"replay", "--config", config, "--file", events, "--partitions", "0"});
+  EXPECT_EQ(zero.exit_code, 2) << zero.err;
+  EXPECT_THAT(zero.err, HasSubstr("--partitions 0: expected a partition count >= 1"));
+  const Outcome replayed =
+      Rotor({"replay", "--config", config, "--file", events, "--partitions", "3"});
+  EXPECT_EQ(replayed.exit_code, 0) << replayed.err;
+  EXPECT_THAT(replayed.out, HasSubstr("5 events"));
+  EXPECT_THAT(replayed.out, HasSubstr("histories restarted"));
+  // The count is recorded: a later replay there needs no flag.
+  const Outcome again = Rotor({"replay", "--config", config, "--file", events});
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+}
+
 // consume, produce and topics connect with the same librdkafka properties as serve (a broker
 // behind SASL_SSL needs them all). A value librdkafka refuses shows that the property reached
 // it: the command fails at once naming it, instead of trying the (unreachable) broker.

@@ -80,6 +80,10 @@ constexpr IntRange kMaxInflightBatchesRange{1, 1024};
 constexpr IntRange kMaxMessageBytesRange{1, int64_t{1} << 30};
 constexpr IntRange kMaxInflightBytesRange{int64_t{1} << 20, int64_t{1} << 40};
 constexpr IntRange kDedupeIdsPerUserRange{0, 100000};
+// state.user_ttl_ms, when not 0: one minute to 100 years. The floor keeps a typo (a TTL in
+// seconds) from expiring every user between two of its events.
+constexpr IntRange kUserTtlMsRange{60000, int64_t{100} * 365 * 86400000};
+constexpr IntRange kTtlSweepUsersPerBatchRange{0, 1000000};
 constexpr IntRange kNonNegative{0, kInt64Max};
 constexpr IntRange kPositive{1, kInt64Max};
 
@@ -88,6 +92,7 @@ static_assert(kEmbeddedPartitionsRange.hi <= kInt32Max && kSessionTimeoutMsRange
                   kCommitIntervalMsRange.hi <= kInt32Max && kMaxBatchEventsRange.hi <= kInt32Max &&
                   kMaxBatchWaitMsRange.hi <= kInt32Max &&
                   kMaxInflightBatchesRange.hi <= kInt32Max &&
+                  kTtlSweepUsersPerBatchRange.hi <= kInt32Max &&
                   kDedupeIdsPerUserRange.hi <= kInt32Max,
               "the range of an int32_t field must fit in int32_t");
 
@@ -466,6 +471,27 @@ FieldReader IntField(T& out, IntRange range) {
   };
 }
 
+// state.user_ttl_ms: 0 (never expire) or an integer in kUserTtlMsRange.
+Status CheckUserTtl(std::string_view path, int64_t value, std::string_view got) {
+  if (value == 0 || (value >= kUserTtlMsRange.lo && value <= kUserTtlMsRange.hi)) {
+    return Status::OK();
+  }
+  return Fail(path, fmt::format("expected 0 (never expire) or an integer in [{}, {}], got {}",
+                                kUserTtlMsRange.lo, kUserTtlMsRange.hi, got));
+}
+
+FieldReader UserTtlField(int64_t& out) {
+  return [&out](const YAML::Node& v, const std::string& p) {
+    int64_t value = 0;
+    if (!ReadInt(v, p, kNonNegative, IntSyntax::kPlain, value).ok()) {
+      return CheckUserTtl(p, -1, Describe(v));
+    }
+    ROTOR_RETURN_IF_ERROR(CheckUserTtl(p, value, Describe(v)));
+    out = value;
+    return Status::OK();
+  };
+}
+
 FieldReader BytesField(int64_t& out, IntRange range) {
   return [&out, range](const YAML::Node& v, const std::string& p) {
     return ReadInt(v, p, range, IntSyntax::kBytes, out);
@@ -582,6 +608,9 @@ std::vector<Field> Sections(DaemonConfig& c) {
                   {"write_buffer_bytes", BytesField(c.state.write_buffer_bytes, kPositive)},
                   {"sync_writes", BoolField(c.state.sync_writes)},
                   {"window_cache_bytes", BytesField(c.state.window_cache_bytes, kNonNegative)},
+                  {"user_ttl_ms", UserTtlField(c.state.user_ttl_ms)},
+                  {"ttl_sweep_users_per_batch",
+                   IntField(c.state.ttl_sweep_users_per_batch, kTtlSweepUsersPerBatchRange)},
               }),
       Section("log",
               {
@@ -958,8 +987,12 @@ Status ValidateState(const StateOptions& s) {
                 fmt::format("expected at most state.block_cache_bytes ({}), got {}",
                             s.block_cache_bytes, s.write_buffer_bytes));
   }
-  return CheckInt("state.window_cache_bytes", s.window_cache_bytes, kNonNegative,
-                  IntSyntax::kBytes);
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("state.window_cache_bytes", s.window_cache_bytes, kNonNegative, IntSyntax::kBytes));
+  ROTOR_RETURN_IF_ERROR(
+      CheckUserTtl("state.user_ttl_ms", s.user_ttl_ms, fmt::format("{}", s.user_ttl_ms)));
+  return CheckInt("state.ttl_sweep_users_per_batch", s.ttl_sweep_users_per_batch,
+                  kTtlSweepUsersPerBatchRange);
 }
 
 }  // namespace

@@ -108,6 +108,16 @@ struct StateOptions {
   int64_t write_buffer_bytes = int64_t{64} << 20;  // In (0, block_cache_bytes].
   bool sync_writes = true;
   int64_t window_cache_bytes = int64_t{512} << 20;  // >= 0 (0 = no hot-window cache).
+  // A user whose last event is more than this older than its partition's event-time watermark
+  // is expired: its next event starts a fresh history at position 0, and a sweep deletes its
+  // state (docs/daemon.md, "User state expiry"). Event time, never the wall clock, so a
+  // replay expires exactly what streaming did. 0 = never expire; otherwise in
+  // [60000, 3153600000000] (one minute to 100 years).
+  int64_t user_ttl_ms = 0;
+  // Users the expiry sweep visits per micro-batch (a cursor over every user that wraps
+  // around); 0 = no sweep (expired users are then dropped only when they return). Only with
+  // user_ttl_ms > 0. In [0, 1000000].
+  int32_t ttl_sweep_users_per_batch = 256;
 };
 
 enum class LogLevel : unsigned char { kDebug, kInfo, kWarn, kError };

@@ -25,7 +25,7 @@ using ::testing::StartsWith;
 
 // Every field of the file, as "section.key"; the tests below check that the parser, the shipped
 // configs and docs/configuration.md all know exactly these.
-constexpr std::array<std::string_view, 32> kAllFields = {
+constexpr std::array<std::string_view, 34> kAllFields = {
     "model.bundle",
     "kafka.embedded",
     "kafka.embedded_partitions",
@@ -56,6 +56,8 @@ constexpr std::array<std::string_view, 32> kAllFields = {
     "state.write_buffer_bytes",
     "state.sync_writes",
     "state.window_cache_bytes",
+    "state.user_ttl_ms",
+    "state.ttl_sweep_users_per_batch",
     "log.level",
     "log.stats_interval_ms",
 };
@@ -150,6 +152,8 @@ void ExpectSameConfig(const DaemonConfig& got, const DaemonConfig& want) {
   EXPECT_EQ(got.state.write_buffer_bytes, want.state.write_buffer_bytes);
   EXPECT_EQ(got.state.sync_writes, want.state.sync_writes);
   EXPECT_EQ(got.state.window_cache_bytes, want.state.window_cache_bytes);
+  EXPECT_EQ(got.state.user_ttl_ms, want.state.user_ttl_ms);
+  EXPECT_EQ(got.state.ttl_sweep_users_per_batch, want.state.ttl_sweep_users_per_batch);
   EXPECT_EQ(LogLevelName(got.log.level), LogLevelName(want.log.level));
   EXPECT_EQ(got.log.stats_interval_ms, want.log.stats_interval_ms);
 }
@@ -211,6 +215,8 @@ TEST(DaemonConfigTest, MissingFieldsTakeTheHeaderDefaults) {
   EXPECT_EQ(c.state.write_buffer_bytes, 67108864);
   EXPECT_TRUE(c.state.sync_writes);
   EXPECT_EQ(c.state.window_cache_bytes, 536870912);
+  EXPECT_EQ(c.state.user_ttl_ms, 0);
+  EXPECT_EQ(c.state.ttl_sweep_users_per_batch, 256);
   EXPECT_EQ(c.log.level, LogLevel::kInfo);
   EXPECT_EQ(c.log.stats_interval_ms, 10000);
 }
@@ -275,6 +281,8 @@ state:
   write_buffer_bytes: "128MiB"
   sync_writes: false
   window_cache_bytes: 0
+  user_ttl_ms: 2592000000
+  ttl_sweep_users_per_batch: 0
 log:
   level: debug
   stats_interval_ms: 0
@@ -313,6 +321,8 @@ log:
   want.state.write_buffer_bytes = int64_t{128} << 20;
   want.state.sync_writes = false;
   want.state.window_cache_bytes = 0;
+  want.state.user_ttl_ms = 2592000000;
+  want.state.ttl_sweep_users_per_batch = 0;
   want.log.level = LogLevel::kDebug;
   want.log.stats_interval_ms = 0;
 
@@ -506,6 +516,22 @@ TEST(DaemonConfigTest, EveryFieldRefusesBadTypesAndOutOfRangeValues) {
       {"state.window_cache_bytes", "{}",
        "config state.window_cache_bytes: expected an integer >= 0 or a size like \"256MiB\", got a "
        "mapping"},
+      {"state.user_ttl_ms", "59999",
+       "config state.user_ttl_ms: expected 0 (never expire) or an integer in [60000, "
+       "3153600000000], got 59999"},
+      {"state.user_ttl_ms", "-1",
+       "config state.user_ttl_ms: expected 0 (never expire) or an integer in [60000, "
+       "3153600000000], got -1"},
+      {"state.user_ttl_ms", "3153600000001",
+       "config state.user_ttl_ms: expected 0 (never expire) or an integer in [60000, "
+       "3153600000000], got 3153600000001"},
+      {"state.user_ttl_ms", "30d",
+       "config state.user_ttl_ms: expected 0 (never expire) or an integer in [60000, "
+       "3153600000000], got 30d"},
+      {"state.ttl_sweep_users_per_batch", "-1",
+       "config state.ttl_sweep_users_per_batch: expected an integer in [0, 1000000], got -1"},
+      {"state.ttl_sweep_users_per_batch", "1000001",
+       "config state.ttl_sweep_users_per_batch: expected an integer in [0, 1000000], got 1000001"},
 
       {"log.level", "verbose",
        R"(config log.level: expected one of debug, info, warn, error, got "verbose")"},
@@ -610,6 +636,17 @@ TEST(DaemonConfigTest, ValidateChecksRangesOfConfigsBuiltInCode) {
       ValidationErrorOf(c),
       R"(config state.window_cache_bytes: expected an integer >= 0 or a size like "256MiB", got -1)");
   c = MinimalConfig();
+  c.state.user_ttl_ms = 1000;
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config state.user_ttl_ms: expected 0 (never expire) or an integer in [60000, "
+            "3153600000000], got 1000");
+  c.state.user_ttl_ms = 0;
+  EXPECT_EQ(ValidationErrorOf(c), "OK");
+  c = MinimalConfig();
+  c.state.ttl_sweep_users_per_batch = -1;
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config state.ttl_sweep_users_per_batch: expected an integer in [0, 1000000], got -1");
+  c = MinimalConfig();
   c.log.stats_interval_ms = -1;
   EXPECT_EQ(ValidationErrorOf(c), "config log.stats_interval_ms: expected an integer >= 0, got -1");
   c = MinimalConfig();
@@ -632,6 +669,8 @@ TEST(DaemonConfigTest, RangeBoundsAreInclusive) {
                                       {"pipeline.max_future_ms", "9223372036854775807"},
                                       {"state.block_cache_bytes", "1"},
                                       {"state.write_buffer_bytes", "1"},
+                                      {"state.user_ttl_ms", "60000"},
+                                      {"state.ttl_sweep_users_per_batch", "1000000"},
                                   }),
                                   {});
   ASSERT_TRUE(config.ok()) << config.status().ToString();
@@ -647,6 +686,11 @@ TEST(DaemonConfigTest, RangeBoundsAreInclusive) {
   EXPECT_EQ(config->pipeline.max_future_ms, INT64_MAX);
   EXPECT_EQ(config->state.block_cache_bytes, 1);
   EXPECT_EQ(config->state.write_buffer_bytes, 1);
+  EXPECT_EQ(config->state.user_ttl_ms, 60000);
+  EXPECT_EQ(config->state.ttl_sweep_users_per_batch, 1000000);
+  config = ParseDaemonConfig(Doc({{"state.user_ttl_ms", "3153600000000"}}), {});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->state.user_ttl_ms, 3153600000000);
 }
 
 // ---- structure ------------------------------------------------------------------------------

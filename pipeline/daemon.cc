@@ -100,10 +100,11 @@ void Daemon::Impl::LogStats(double seconds) const {
   spdlog::info(
       "{} events ({:.0f}/s busy), {} replayed without publishing, {} dead letters, {} "
       "duplicates, "
-      "{} deltas, {} snapshots, {} batches ({} retried), {} store loads",
+      "{} deltas, {} snapshots, {} batches ({} retried), {} store loads, {} expired users "
+      "deleted, {} histories restarted",
       p.events, seconds > 0 ? static_cast<double>(p.events) / seconds : 0.0, p.replayed,
       p.dead_letters, p.duplicates, p.deltas, p.snapshots, stats.batches, stats.failed_batches,
-      p.store_loads);
+      p.store_loads, p.expired_users, p.restarted_histories);
 }
 
 Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
@@ -285,7 +286,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(const config::DaemonConfig& confi
   impl->writer = std::make_unique<internal::StoreWriter>(*impl->store);
   ROTOR_ASSIGN_OR_RETURN(impl->processor,
                          Processor::Create(*impl->bundle, *impl->store, config.pipeline,
-                                           config.output, config.state.window_cache_bytes, WallMs));
+                                           config.output, config.state, WallMs));
   if (config.kafka.embedded) {
     ROTOR_ASSIGN_OR_RETURN(impl->embedded, EmbeddedKafka::Start(1));
     for (const std::string& topic :
@@ -347,6 +348,8 @@ Status Daemon::Run(const std::atomic<bool>& stop) {
   d.stats.duplicates = p.duplicates;
   d.stats.deltas = p.deltas;
   d.stats.snapshots = p.snapshots;
+  d.stats.expired_users = p.expired_users;
+  d.stats.restarted_histories = p.restarted_histories;
   return served;
 }
 

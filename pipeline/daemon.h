@@ -40,6 +40,9 @@ struct DaemonStats {
   int64_t duplicates = 0;
   int64_t deltas = 0;
   int64_t snapshots = 0;
+  // state.user_ttl_ms: users the sweep deleted, and events that restarted an expired history.
+  int64_t expired_users = 0;
+  int64_t restarted_histories = 0;
   int64_t batches = 0;
   int64_t failed_batches = 0;  // Batches whose delivery failed and were retried.
   int64_t transactions = 0;    // Transactions committed (exactly-once mode).

@@ -39,10 +39,13 @@
 #include "encoders/featurizer.h"
 #include "encoders/ready_tensors.h"
 #include "pipeline/event_parser.h"
+#include "pipeline/internal/partitioner.h"
 #include "pipeline/internal/rdkafka_util.h"
 #include "pipeline/internal/testing.h"
 #include "pipeline/kafka_tools.h"
 #include "pipeline/processor.h"
+#include "pipeline/replay.h"
+#include "storage/user_state_store.h"
 
 namespace rotor::pipeline {
 namespace {
@@ -804,8 +807,10 @@ TEST_F(DaemonTest, AFloodOfDistinctUsersStaysWithinTheInflightBudget) {
   // One user (its window, ids and WriteBatch share: Processor::user_bytes) may go over.
   auto store = storage::UserStateStore::Open({.path = dir_.path() + "/probe"});
   ASSERT_TRUE(store.ok());
-  auto processor =
-      Processor::Create(*bundle_, **store, config.pipeline, config.output, 0, [] { return 0; });
+  config::StateOptions no_cache = config.state;
+  no_cache.window_cache_bytes = 0;
+  auto processor = Processor::Create(*bundle_, **store, config.pipeline, config.output, no_cache,
+                                     [] { return 0; });
   ASSERT_TRUE(processor.ok());
   EXPECT_GT(stats.peak_inflight_bytes, 0);
   EXPECT_LE(stats.peak_inflight_bytes,
@@ -1085,6 +1090,177 @@ TEST_F(DaemonTest, RecordsDeletedBeforeTheyWereAppliedStopThePartition) {
   EXPECT_LT(stats.stopped_partitions, kPartitions);
   EXPECT_GT(stats.dead_letters, 0) << "the partitions without state did not start";
   ExpectStateIsDirect(serving->daemon(), Prefix(events, 5));
+}
+
+// state.user_ttl_ms in the daemon: a user whose last event is more than the TTL before its
+// partition's watermark starts a fresh history (position 0) when it comes back, the sweep
+// deletes the ones that do not come back, a partition whose event time moved little expires
+// nobody, and `rotor replay --partitions N` of the same events builds the same state, user for
+// user (a replay that put every event in one partition would expire the slow partition's users).
+TEST_F(DaemonTest, UsersExpireByEventTimeAndReplayWithPartitionsBuildsTheSameState) {
+  constexpr int64_t kT0 = 1767613858279;
+  constexpr int64_t kMinute = 60000;
+  constexpr int64_t kHour = 60 * kMinute;
+  const auto event_at = [](const std::string& user, std::size_t i, int64_t ts) {
+    std::string line = testing::GoldenUserEvents(user).at(i);
+    line.replace(line.find("\"ts_ms\":"), 21, fmt::format("\"ts_ms\":{}", ts));
+    return line;
+  };
+  // In the slow partition event time moves 50 minutes; in the others three hours.
+  const int32_t slow = internal::JavaPartition("old-0", kPartitions);
+  const auto is_slow = [&](const std::string& user) {
+    return internal::JavaPartition(user, kPartitions) == slow;
+  };
+  std::vector<std::string> lines;
+  std::map<std::string, std::vector<std::string>> want;  // User -> the events of its state.
+  std::map<std::string, int64_t> last_ts;                // User -> its last event's time.
+  const auto add = [&](const std::string& user, std::size_t i, int64_t ts) {
+    lines.push_back(event_at(user, i, ts));
+    want[user].push_back(lines.back());
+    last_ts[user] = ts;
+  };
+  // 12 users at T0; then others in every partition; then half of the first 12 come back.
+  for (int i = 0; i < 12; ++i) {
+    const std::string user = fmt::format("old-{}", i);
+    add(user, 0, kT0 + i);
+    add(user, 1, kT0 + kMinute + i);
+  }
+  std::map<int32_t, int> late_partitions;
+  for (int i = 0; late_partitions.size() < static_cast<std::size_t>(kPartitions) ||
+                  std::any_of(late_partitions.begin(), late_partitions.end(),
+                              [](const auto& entry) { return entry.second < 2; });
+       ++i) {
+    const std::string user = fmt::format("late-{}", i);
+    add(user, 0, (is_slow(user) ? kT0 + 40 * kMinute : kT0 + 3 * kHour) + i);
+    ++late_partitions[internal::JavaPartition(user, kPartitions)];
+  }
+  std::set<std::string> restarted;
+  std::set<std::string> swept;
+  for (int i = 0; i < 12; ++i) {
+    const std::string user = fmt::format("old-{}", i);
+    if (is_slow(user)) {
+      if (i % 2 == 0) {
+        add(user, 2, kT0 + 50 * kMinute + i);  // Within the TTL: the history goes on.
+      }
+    } else if (i % 2 == 0) {
+      want[user].clear();  // Expired: a fresh history.
+      add(user, 2, kT0 + 3 * kHour + kMinute + i);
+      restarted.insert(user);
+    } else {
+      want.erase(user);  // Expired, and never back: the sweep deletes it.
+      swept.insert(user);
+    }
+  }
+  ASSERT_FALSE(restarted.empty());
+  ASSERT_FALSE(swept.empty());
+  const std::string last_of_first_part = fmt::format("old-{}", 10);
+  ASSERT_NO_FATAL_FAILURE(Produce(lines));
+  // Then more events of the late users: the sweep runs with the batches, and it leaves alone
+  // the users held by batches still in flight (all of them, when the mock cluster hands the
+  // daemon everything at once), so these batches sweep what the first ones could not.
+  const std::size_t first_part = lines.size();
+  for (int i = 0; want.contains(fmt::format("late-{}", i)); ++i) {
+    const std::string user = fmt::format("late-{}", i);
+    add(user, 1, (is_slow(user) ? kT0 + 45 * kMinute : kT0 + 3 * kHour + 2 * kMinute) + i);
+  }
+
+  config::DaemonConfig config = Config();
+  config.state.user_ttl_ms = kHour;
+  config.state.ttl_sweep_users_per_batch = 1000;
+  {
+    auto serving = Serve(config);
+    ASSERT_NE(serving, nullptr);
+    const auto holds = [&](const std::string& user) {
+      auto state = serving->daemon().LoadUser(user);
+      return state.ok() && state->has_value() &&
+             (*state)->window.next_pos == static_cast<int64_t>(want[user].size()) &&
+             (*state)->window.last_ts_ms == last_ts[user];
+    };
+    EXPECT_TRUE(WaitFor([&] { return holds(last_of_first_part); }, kServeTimeout));
+    ASSERT_NO_FATAL_FAILURE(Produce(std::vector<std::string>(
+        lines.begin() + static_cast<std::ptrdiff_t>(first_part), lines.end())));
+    const auto done = [&] {
+      for (const std::string& user : swept) {
+        auto state = serving->daemon().LoadUser(user);
+        if (!state.ok() || state->has_value()) {
+          return false;
+        }
+      }
+      return std::all_of(want.begin(), want.end(),
+                         [&](const auto& entry) { return holds(entry.first); });
+    };
+    EXPECT_TRUE(WaitFor(done, kServeTimeout)) << "no expiry, or no sweep, in time";
+    const Status stopped = serving->Stop();
+    ASSERT_TRUE(stopped.ok()) << stopped.ToString();
+    const DaemonStats stats = serving->daemon().stats();
+    EXPECT_EQ(stats.records, static_cast<int64_t>(lines.size()));
+    // Every expired user was swept, or restarted when it came back before the sweep reached it.
+    EXPECT_GE(stats.expired_users, static_cast<int64_t>(swept.size()));
+    EXPECT_LE(stats.restarted_histories, static_cast<int64_t>(restarted.size()));
+    ExpectStateIsDirect(serving->daemon(), want);
+    EXPECT_FALSE(logs_.Find(spdlog::level::info, "expired users deleted").empty());
+  }
+  // A restarted user's last delta is its fresh history's first row.
+  std::map<std::string, std::vector<int64_t>> last_delta;
+  for (const TopicMessage& m : Read(kOutputTopic)) {
+    auto tensors = encoders::DecodeReadyTensors(m.value);
+    ASSERT_TRUE(tensors.ok());
+    last_delta[m.key.value_or("")] = tensors->pos;
+  }
+  for (const std::string& user : restarted) {
+    EXPECT_EQ(last_delta[user], std::vector<int64_t>{0}) << user;
+  }
+
+  // The same events replayed from a file, placed in their partitions.
+  const std::string file = dir_.path() + "/ttl-events.jsonl";
+  ASSERT_NO_FATAL_FAILURE(WriteLines(file, lines));
+  config::DaemonConfig replay = config;
+  replay.state.dir = dir_.path() + "/replayed";
+  const auto refused = ReplayFile(replay, *bundle_, file);
+  ASSERT_FALSE(refused.ok()) << "a TTL replay without a partition count";
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("--partitions"), std::string_view::npos)
+      << refused.status().ToString();
+  EXPECT_FALSE(std::filesystem::exists(replay.state.dir + "/CURRENT"));
+  const auto replayed = ReplayFile(replay, *bundle_, file, {.partitions = kPartitions});
+  ASSERT_TRUE(replayed.ok()) << replayed.status().ToString();
+  EXPECT_EQ(replayed->events, static_cast<int64_t>(lines.size()));
+
+  const auto& cfg = bundle_->config();
+  const auto all_states = [&](const std::string& dir) {
+    std::map<std::string, std::pair<std::vector<std::string>, std::string>> out;
+    auto store = storage::UserStateStore::Open({.path = dir, .create_if_missing = false});
+    EXPECT_TRUE(store.ok()) << store.status().ToString();
+    if (!store.ok()) {
+      return out;
+    }
+    const auto users = (*store)->ListUsers();
+    EXPECT_TRUE(users.ok());
+    for (const std::string& user : users.ok() ? *users : std::vector<std::string>{}) {
+      auto state = (*store)->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+      EXPECT_TRUE(state.ok() && state->has_value()) << user;
+      const encoders::KvWindow& w = (*state)->window;
+      std::string rows = fmt::format("{} {} {}", w.next_pos, w.rows, w.last_ts_ms);
+      for (int64_t p = w.next_pos - w.rows; p < w.next_pos; ++p) {
+        for (int64_t b = 0; b < w.n_blocks(); ++b) {
+          const auto k = w.KRow(b, w.SlotOf(p));
+          const auto v = w.VRow(b, w.SlotOf(p));
+          rows.append(reinterpret_cast<const char*>(k.data()), k.size_bytes());
+          rows.append(reinterpret_cast<const char*>(v.data()), v.size_bytes());
+        }
+      }
+      out[user] = {(*state)->recent_event_ids, rows};
+    }
+    return out;
+  };
+  const auto served_states = all_states(config.state.dir);
+  const auto replayed_states = all_states(replay.state.dir);
+  EXPECT_EQ(served_states.size(), want.size());
+  EXPECT_TRUE(served_states == replayed_states) << "replay --partitions differs from serve";
+  // The replay recorded the count; another one is refused there.
+  const auto other_count = ReplayFile(replay, *bundle_, file, {.partitions = kPartitions + 1});
+  EXPECT_EQ(other_count.status().code(), StatusCode::kFailedPrecondition)
+      << other_count.status().ToString();
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include <librdkafka/rdkafka.h>
@@ -98,7 +99,93 @@ Status CreateTopics(const std::string& bootstrap_servers, const std::vector<std:
   for (rd_kafka_NewTopic_t* r : requests) {
     rd_kafka_NewTopic_destroy(r);
   }
-  return out;
+  ROTOR_RETURN_IF_ERROR(out);
+  return WaitForPartitionsOnline(bootstrap_servers, topics, 60000, properties);
+}
+
+Status WaitForPartitionsOnline(const std::string& bootstrap_servers,
+                               const std::vector<std::string>& topics, int64_t timeout_ms,
+                               const std::map<std::string, std::string>& properties) {
+  ConfPtr conf(rd_kafka_conf_new());
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), properties));
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", bootstrap_servers));
+  ROTOR_ASSIGN_OR_RETURN(HandlePtr client, NewHandle(RD_KAFKA_PRODUCER, std::move(conf)));
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  auto left_ms = [&] {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    return static_cast<int>(std::clamp<int64_t>(left.count(), 1, 2000));
+  };
+  // Each attempt reads the metadata afresh (librdkafka answers from its cache otherwise), then
+  // asks the leader of every partition not yet seen online for its offsets.
+  std::set<std::pair<std::string, int32_t>> online;
+  while (true) {
+    std::string offline;  // The first topic or partition not online, and why.
+    bool missing_topic = false;
+    // All topics: a request naming ours would make a broker with auto.create.topics.enable
+    // create them with its defaults.
+    const rd_kafka_metadata_t* metadata = nullptr;
+    const rd_kafka_resp_err_t err =
+        rd_kafka_metadata(client.get(), 1, nullptr, &metadata, left_ms());
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      offline = fmt::format("no metadata from {}: {}", bootstrap_servers, rd_kafka_err2str(err));
+    } else {
+      for (const std::string& topic : topics) {
+        const rd_kafka_metadata_topic_t* found = nullptr;
+        for (int i = 0; i < metadata->topic_cnt; ++i) {
+          if (topic == metadata->topics[i].topic) {
+            found = &metadata->topics[i];
+          }
+        }
+        if (found == nullptr || found->err != RD_KAFKA_RESP_ERR_NO_ERROR ||
+            found->partition_cnt == 0) {
+          missing_topic = true;
+          offline =
+              fmt::format("topic '{}' on {}: {}", topic, bootstrap_servers,
+                          found == nullptr                           ? "not in the metadata"
+                          : found->err != RD_KAFKA_RESP_ERR_NO_ERROR ? rd_kafka_err2str(found->err)
+                                                                     : "no partitions");
+          break;
+        }
+        for (int i = 0; i < found->partition_cnt && offline.empty(); ++i) {
+          const rd_kafka_metadata_partition_t& p = found->partitions[i];
+          if (online.contains({topic, p.id})) {
+            continue;
+          }
+          rd_kafka_resp_err_t why = p.err != RD_KAFKA_RESP_ERR_NO_ERROR ? p.err
+                                    : p.leader < 0 ? RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE
+                                                   : RD_KAFKA_RESP_ERR_NO_ERROR;
+          if (why == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            int64_t low = 0;
+            int64_t high = 0;
+            why = rd_kafka_query_watermark_offsets(client.get(), topic.c_str(), p.id, &low, &high,
+                                                   left_ms());
+          }
+          if (why == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            online.insert({topic, p.id});
+          } else {
+            offline = fmt::format("partition {} of topic '{}' on {} has no leader that answers: {}",
+                                  p.id, topic, bootstrap_servers, rd_kafka_err2str(why));
+          }
+        }
+        if (!offline.empty()) {
+          break;
+        }
+      }
+    }
+    if (metadata != nullptr) {
+      rd_kafka_metadata_destroy(metadata);
+    }
+    if (offline.empty()) {
+      break;
+    }
+    if (Clock::now() >= deadline) {
+      return missing_topic ? Status::NotFound("{} after {} ms", offline, timeout_ms)
+                           : Status::Unavailable("{} after {} ms", offline, timeout_ms);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return Status::OK();
 }
 
 // ---- EmbeddedKafka ----
@@ -139,6 +226,13 @@ Status EmbeddedKafka::CreateTopic(const std::string& topic, int32_t partitions) 
   return internal::FromKafka(
       rd_kafka_mock_topic_create(impl_->cluster, topic.c_str(), partitions, 1),
       fmt::format("creating embedded topic '{}'", topic));
+}
+
+Status EmbeddedKafka::SetPartitionLeader(const std::string& topic, int32_t partition,
+                                         int32_t leader) {
+  return internal::FromKafka(
+      rd_kafka_mock_partition_set_leader(impl_->cluster, topic.c_str(), partition, leader),
+      fmt::format("setting the leader of partition {} of embedded topic '{}'", partition, topic));
 }
 
 Status EmbeddedKafka::SetBrokerDown(int32_t id, bool down) {

@@ -44,6 +44,8 @@ class EmbeddedKafka {
   // The next `count` requests of Kafka API `api_key` to broker `id` succeed, but their responses
   // come `delay_ms` late (a slow broker: a client's request times out meanwhile).
   void DelayRequests(int32_t id, int16_t api_key, int count, int delay_ms);
+  // Makes broker `leader` (1-based) the leader of the partition; -1 leaves it without one.
+  Status SetPartitionLeader(const std::string& topic, int32_t partition, int32_t leader);
 
  private:
   struct Impl;
@@ -57,8 +59,25 @@ class EmbeddedKafka {
 // client (`rotor topics` passes kafka.producer_properties: the admin client is a producer
 // handle, and security settings are the same for both); bootstrap.servers is always
 // `bootstrap_servers`.
+//
+// It returns once every partition of every topic answers its leader (see
+// WaitForPartitionsOnline), not when the controller has accepted the request: a producer that
+// starts at once could otherwise lose records.
 Status CreateTopics(const std::string& bootstrap_servers, const std::vector<std::string>& topics,
                     int32_t partitions, const std::map<std::string, std::string>& properties = {});
+
+// Waits until every partition of `topics` has a leader that answers a ListOffsets request,
+// for at most `timeout_ms`; Unavailable naming the first partition that did not (and why)
+// after that, NotFound for a topic the cluster does not know by then.
+//
+// Why: a partition is in the metadata before its leader has loaded it. A produce request that
+// reaches it then fails (NOT_LEADER_OR_FOLLOWER) while a later request of the same idempotent
+// producer, sent meanwhile, may succeed: the broker takes any first sequence number from a
+// producer it holds no state for (KAFKA-15591, fixed only in brokers of 2026), and
+// librdkafka 2.0 then counts the failed records as delivered and never resends them.
+Status WaitForPartitionsOnline(const std::string& bootstrap_servers,
+                               const std::vector<std::string>& topics, int64_t timeout_ms,
+                               const std::map<std::string, std::string>& properties = {});
 
 // The "user_id" string of one JSON event line (the message key the input topic expects), or
 // nullopt when the line is not a JSON object with a string user_id.

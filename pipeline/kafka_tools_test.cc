@@ -4,6 +4,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -71,6 +72,32 @@ TEST_F(KafkaToolsTest, CreateTopicsPassesThePropertiesToLibrdkafka) {
 
   // (librdkafka 2.0's mock cluster answers no CreateTopics request, so creating itself is
   // tested against the real broker: integration_tests/, `rotor topics`.)
+}
+
+// A partition without a leader that answers is not online: a producer starting then may lose
+// its first records (kafka_tools.h, WaitForPartitionsOnline). `rotor topics` returns only once
+// every partition answers, so a `rotor serve` or `rotor produce` right after it is safe.
+TEST_F(KafkaToolsTest, WaitForPartitionsOnlineWaitsForEveryPartitionsLeader) {
+  ASSERT_TRUE(kafka_->CreateTopic("fresh", 3).ok());
+  ASSERT_TRUE(kafka_->SetPartitionLeader("fresh", 2, -1).ok());
+  const Status offline = WaitForPartitionsOnline(kafka_->bootstrap_servers(), {"fresh"}, 1500);
+  EXPECT_EQ(offline.code(), StatusCode::kUnavailable) << offline.ToString();
+  EXPECT_THAT(std::string(offline.message()), HasSubstr("partition 2 of topic 'fresh'"));
+
+  std::thread elect([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+    ASSERT_TRUE(kafka_->SetPartitionLeader("fresh", 2, 1).ok());
+  });
+  const auto start = std::chrono::steady_clock::now();
+  const Status online = WaitForPartitionsOnline(kafka_->bootstrap_servers(), {"fresh"}, 20000);
+  elect.join();
+  EXPECT_TRUE(online.ok()) << online.ToString();
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(700))
+      << "returned before the leader was elected";
+
+  const Status missing = WaitForPartitionsOnline(kafka_->bootstrap_servers(), {"absent"}, 500);
+  EXPECT_EQ(missing.code(), StatusCode::kNotFound) << missing.ToString();
+  EXPECT_THAT(std::string(missing.message()), HasSubstr("topic 'absent'"));
 }
 
 TEST_F(KafkaToolsTest, ProduceJsonLinesPassesThePropertiesToLibrdkafka) {

@@ -4,6 +4,7 @@
 #include <cassert>
 #include <deque>
 #include <limits>
+#include <map>
 #include <optional>
 #include <utility>
 
@@ -85,6 +86,20 @@ struct Processor::Impl {
   std::unordered_map<std::string, std::string> quarantined;
   std::deque<uint64_t> in_flight;  // Sequence numbers of batches in flight, oldest first.
   uint64_t next_seq = 1;
+  // state.user_ttl_ms (0: never expire) and state.ttl_sweep_users_per_batch.
+  int64_t user_ttl_ms = 0;
+  int64_t sweep_users = 0;
+  // Event-time watermark of each (topic, partition): `watermarks` with the batches in flight
+  // applied, `committed_watermarks` as RocksDB has them (Abandon goes back to these).
+  using Watermarks = std::map<std::pair<std::string, int32_t>, int64_t>;
+  Watermarks watermarks;
+  Watermarks committed_watermarks;
+  // The sweep: the topic and partition count of the last record that carried a count (the
+  // partition of a stored user is murmur2(user) % count), and the last user it visited ("":
+  // start from the first).
+  std::string sweep_topic;
+  int32_t sweep_partitions = 0;
+  std::string sweep_cursor;
   // state.window_cache_bytes bounds the cache plus the windows held for batches in flight.
   int64_t cache_budget = 0;
   int64_t uncommitted_bytes = 0;
@@ -101,10 +116,13 @@ struct Processor::Impl {
     std::string_view topic;
     int32_t partition = 0;
     int64_t last_offset = 0;
+    // The events of an expired history that preceded its user's restart in this batch: they
+    // are decoded and published, but `state` is a copy that is not stored.
+    bool retired = false;
   };
 
   Impl(const encoders::Bundle& b, storage::UserStateStore& s, config::PipelineOptions p,
-       config::OutputOptions o, int64_t cache_bytes, Clock c, encoders::Decoder d)
+       config::OutputOptions o, const config::StateOptions& st, Clock c, encoders::Decoder d)
       : bundle(b),
         store(s),
         pipeline(p),
@@ -113,9 +131,59 @@ struct Processor::Impl {
         decoder(std::move(d)),
         featurizer(b.config()),
         parser(b.config()),
-        cache(cache_bytes),
+        cache(st.window_cache_bytes),
         snapshot_clock(o.snapshot_interval_ms, kSnapshotClockUsers),
-        cache_budget(cache_bytes) {}
+        user_ttl_ms(st.user_ttl_ms),
+        sweep_users(st.user_ttl_ms > 0 ? st.ttl_sweep_users_per_batch : 0),
+        cache_budget(st.window_cache_bytes) {}
+
+  // Whether a user whose last applied event is at `last_ts_ms` is expired against `watermark`
+  // (-1: the partition has none yet): last_ts_ms + user_ttl_ms < watermark.
+  bool Expired(int64_t last_ts_ms, int64_t watermark) const {
+    return user_ttl_ms > 0 && watermark >= 0 && last_ts_ms < watermark - user_ttl_ms;
+  }
+
+  // The index of `record`'s partition in batch.watermarks, its entry made on first sight from
+  // the watermark after the batches before (-1 when the partition has none yet).
+  std::size_t WatermarkSlot(const InputRecord& record, PendingBatch& batch) const {
+    for (std::size_t i = 0; i < batch.watermarks.size(); ++i) {
+      const auto& tp = batch.watermarks[i].first;
+      if (tp.second == record.partition && tp.first == record.topic) {
+        return i;
+      }
+    }
+    std::pair<std::string, int32_t> tp{std::string(record.topic), record.partition};
+    const auto found = watermarks.find(tp);
+    batch.watermarks.emplace_back(std::move(tp), found == watermarks.end() ? -1 : found->second);
+    return batch.watermarks.size() - 1;
+  }
+
+  // One step of the expiry sweep: the next sweep_users stored users, and a delete in `batch`
+  // of each one expired against its partition's watermark. Users held for batches in flight
+  // (this one included) are left to a later round: their newest state is not the stored one.
+  Status Sweep(PendingBatch& batch) {
+    if (sweep_users <= 0 || sweep_partitions <= 0) {
+      return Status::OK();
+    }
+    ROTOR_ASSIGN_OR_RETURN(const std::vector<storage::StoredUser> users,
+                           store.ScanUsers(sweep_cursor, sweep_users));
+    sweep_cursor = static_cast<int64_t>(users.size()) < sweep_users ? "" : users.back().user;
+    std::pair<std::string, int32_t> tp{sweep_topic, 0};
+    for (const storage::StoredUser& u : users) {
+      if (!u.last_ts_ms || uncommitted.contains(u.user) || quarantined.contains(u.user)) {
+        continue;
+      }
+      tp.second = internal::JavaPartition(u.user, sweep_partitions);
+      const auto watermark = watermarks.find(tp);
+      if (watermark == watermarks.end() || !Expired(*u.last_ts_ms, watermark->second)) {
+        continue;
+      }
+      ROTOR_RETURN_IF_ERROR(batch.state.DeleteUser(u.user));
+      cache.Erase(u.user);  // Never serve an expired window.
+      ++stats.expired_users;
+    }
+    return Status::OK();
+  }
 
   // The user's latest state: from a batch in flight, else the cache, else RocksDB. It is held
   // in `uncommitted` from now on, marked as touched by `batch`.
@@ -203,7 +271,7 @@ struct Processor::Impl {
                                            .headers = {}});
       ++stats.deltas;
     }
-    if (output.snapshot_interval_ms > 0) {
+    if (output.snapshot_interval_ms > 0 && !work.retired) {
       if (snapshot_clock.Due(*work.user, now)) {
         header.kind = encoders::ReadyKind::kSnapshot;
         ROTOR_ASSIGN_OR_RETURN(std::string bytes,
@@ -219,6 +287,10 @@ struct Processor::Impl {
   }
 };
 
+std::string InputPartitionsInfo(std::string_view topic) {
+  return fmt::format("input_partitions/{}", topic);
+}
+
 Processor::Processor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Processor::~Processor() = default;
 
@@ -226,7 +298,8 @@ Result<std::unique_ptr<Processor>> Processor::Create(const encoders::Bundle& bun
                                                      storage::UserStateStore& store,
                                                      const config::PipelineOptions& pipeline,
                                                      const config::OutputOptions& output,
-                                                     int64_t window_cache_bytes, Clock clock) {
+                                                     const config::StateOptions& state,
+                                                     Clock clock) {
   ROTOR_ASSIGN_OR_RETURN(auto stored_model, store.LoadInfo(kInfoModelId));
   if (stored_model && *stored_model != bundle.model_id()) {
     return Status::FailedPrecondition(
@@ -235,9 +308,12 @@ Result<std::unique_ptr<Processor>> Processor::Create(const encoders::Bundle& bun
         *stored_model, bundle.model_id());
   }
   ROTOR_ASSIGN_OR_RETURN(encoders::Decoder decoder, encoders::Decoder::Create(bundle));
-  auto impl = std::make_unique<Impl>(bundle, store, pipeline, output, window_cache_bytes,
-                                     std::move(clock), std::move(decoder));
+  ROTOR_ASSIGN_OR_RETURN(Impl::Watermarks watermarks, store.LoadWatermarks());
+  auto impl = std::make_unique<Impl>(bundle, store, pipeline, output, state, std::move(clock),
+                                     std::move(decoder));
   impl->model_id_stored = stored_model.has_value();
+  impl->committed_watermarks = watermarks;
+  impl->watermarks = std::move(watermarks);
   const storage::UserState full{
       impl->decoder.NewWindow(0),
       std::vector<std::string>(static_cast<std::size_t>(pipeline.dedupe_ids_per_user),
@@ -259,6 +335,7 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
                      .state = s.store.NewBatch(),
                      .next_offsets = {},
                      .users = {},
+                     .watermarks = {},
                      .events = 0};
   s.in_flight.push_back(batch.seq);
   if (!s.model_id_stored) {
@@ -269,11 +346,19 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
 
   std::vector<Impl::UserWork> work;
   std::unordered_map<std::string_view, std::size_t> work_index;
+  // The states of histories that expired after some of their events in this batch (UserWork::
+  // retired points into it; a deque keeps them in place).
+  std::deque<storage::UserState> retired;
   ParsedEvent parsed;
   Rejection rejection;
   for (const InputRecord& record : records) {
     ++s.stats.records;
     Impl::NoteOffset(record, batch);
+    if (record.partitions > 0 &&
+        (record.partitions != s.sweep_partitions || record.topic != s.sweep_topic)) {
+      s.sweep_partitions = record.partitions;
+      s.sweep_topic = std::string(record.topic);
+    }
     if (static_cast<int64_t>(record.value.size()) > s.pipeline.max_message_bytes) {
       s.Reject(record, RejectCode::kOversized,
                fmt::format("message of {} bytes exceeds pipeline.max_message_bytes = {}",
@@ -345,6 +430,33 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
     }
     ROTOR_ASSIGN_OR_RETURN(Impl::Uncommitted * held, std::move(taken));
     storage::UserState* state = &held->state;
+    const std::string& user_key = s.uncommitted.find(parsed.user_id)->first;
+    const std::size_t mark = s.WatermarkSlot(record, batch);
+    const int64_t watermark = batch.watermarks[mark].second;  // Before this event.
+    if (s.user_ttl_ms > 0) {
+      // The user's last applied event: its latest in this batch, else the state's.
+      const auto in_batch = work_index.find(user_key);
+      const bool has_history =
+          in_batch != work_index.end() || state->window.next_pos > state->window.first_pos;
+      const int64_t last_ts = in_batch != work_index.end()
+                                  ? work[in_batch->second].events.back().ts_ms
+                                  : state->window.last_ts_ms;
+      if (has_history && s.Expired(last_ts, watermark)) {
+        // A fresh history: nothing of the old one is read again, and the commit that stores
+        // the new one deletes the old rows and metadata first.
+        ++s.stats.restarted_histories;
+        ROTOR_RETURN_IF_ERROR(batch.state.DeleteUser(user_key));
+        if (in_batch != work_index.end()) {
+          // Earlier events of this batch belong to the old history: decoded and published
+          // on it, not stored.
+          Impl::UserWork& old = work[in_batch->second];
+          old.state = &retired.emplace_back(std::move(*state));
+          old.retired = true;
+          work_index.erase(in_batch);
+        }
+        *state = storage::UserState{s.decoder.NewWindow(0), {}};
+      }
+    }
     if (dedupe > 0) {
       auto& ids = state->recent_event_ids;
       if (std::find(ids.begin(), ids.end(), parsed.event_id) != ids.end()) {
@@ -356,7 +468,6 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
       }
       ids.push_back(parsed.event_id);
     }
-    const std::string& user_key = s.uncommitted.find(parsed.user_id)->first;
     auto [slot, fresh] = work_index.try_emplace(user_key, work.size());
     if (fresh) {
       Impl::UserWork fresh_work;
@@ -365,6 +476,7 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
       work.push_back(std::move(fresh_work));
     }
     Impl::UserWork& w = work[slot->second];
+    batch.watermarks[mark].second = std::max(watermark, inputs->ts_ms);
     w.events.push_back(std::move(inputs).value());
     if (record.publish) {
       ++w.publish_events;
@@ -400,8 +512,10 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
 
   for (const auto& w : work) {
     const auto n = static_cast<int64_t>(w.events.size());
-    ROTOR_RETURN_IF_ERROR(batch.state.PutWindow(*w.user, s.bundle.model_id(), w.state->window, n,
-                                                w.state->recent_event_ids));
+    if (!w.retired) {
+      ROTOR_RETURN_IF_ERROR(batch.state.PutWindow(*w.user, s.bundle.model_id(), w.state->window, n,
+                                                  w.state->recent_event_ids));
+    }
     batch.events += n;
     if (w.publish_events > 0) {
       ROTOR_RETURN_IF_ERROR(s.Publish(w, now, batch));
@@ -411,6 +525,13 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
   for (const auto& [tp, next] : batch.next_offsets) {
     ROTOR_RETURN_IF_ERROR(batch.state.SetOffset(tp.first, tp.second, next));
   }
+  // Each watermark travels with its partition's offset (set just above).
+  std::erase_if(batch.watermarks, [](const auto& entry) { return entry.second < 0; });
+  for (const auto& [tp, watermark] : batch.watermarks) {
+    ROTOR_RETURN_IF_ERROR(batch.state.SetWatermark(tp.first, tp.second, watermark));
+    s.watermarks[tp] = watermark;
+  }
+  ROTOR_RETURN_IF_ERROR(s.Sweep(batch));
   s.FitCache();
   return batch;
 }
@@ -420,6 +541,9 @@ void Processor::Finish(PendingBatch&& batch) {
   assert(!s.in_flight.empty() && s.in_flight.front() == batch.seq);
   s.in_flight.pop_front();
   s.model_id_stored = true;
+  for (const auto& [tp, watermark] : batch.watermarks) {
+    s.committed_watermarks[tp] = watermark;
+  }
   for (const std::string& user : batch.users) {
     const auto it = s.uncommitted.find(user);
     // A later batch in flight touched the user again: it keeps the state until it finishes.
@@ -441,6 +565,7 @@ void Processor::Abandon(PendingBatch&& batch) {
   s.in_flight.clear();
   s.uncommitted.clear();
   s.uncommitted_bytes = 0;
+  s.watermarks = s.committed_watermarks;
   s.FitCache();
   batch.users.clear();
   batch.outputs.clear();

@@ -43,6 +43,10 @@ inline constexpr std::size_t kDeadLetterKeyBytes = 4096;
 
 // The store-wide info entry naming the model the state was computed with.
 inline constexpr std::string_view kInfoModelId = "model_id";
+// The store-wide info entry holding input topic `topic`'s partition count (decimal): written by
+// the daemon on its first start (a later start with another count is refused) and by
+// `rotor replay --partitions N`. Users belong to partitions by it (murmur2 % count).
+std::string InputPartitionsInfo(std::string_view topic);
 
 // One consumed message. Views stay valid until Process returns.
 struct InputRecord {
@@ -88,6 +92,12 @@ struct ProcessorStats {
   int64_t store_loads = 0;        // Users read from RocksDB (cache misses).
   int64_t abandoned_batches = 0;  // Batches dropped because delivery failed.
   int64_t quarantined_users = 0;  // Users whose stored state could not be read.
+  // state.user_ttl_ms: events that found their user expired and started a fresh history (a
+  // user the sweep had already deleted counts as a new user instead).
+  int64_t restarted_histories = 0;
+  // Users the expiry sweep deleted, counted as the batch is made: an abandoned batch's, or a
+  // user deleted again before the first delete committed, count too.
+  int64_t expired_users = 0;
   std::unordered_map<std::string, int64_t> rejects_by_code;
 };
 
@@ -101,6 +111,9 @@ struct PendingBatch {
   std::vector<std::pair<std::pair<std::string, int32_t>, int64_t>> next_offsets;
   // The users this batch changed (their new state is held by the Processor until Finish).
   std::vector<std::string> users;
+  // Event-time watermark per (topic, partition) after this batch (the largest ts_ms applied
+  // from it), for the partitions that have one; committed with the offsets.
+  std::vector<std::pair<std::pair<std::string, int32_t>, int64_t>> watermarks;
   int64_t events = 0;
 };
 
@@ -115,16 +128,28 @@ struct PendingBatch {
 // computed from its state); discard those without finishing them. The next batch reloads the
 // users from RocksDB. After Process fails (a storage or internal error) the Processor must
 // only be destroyed.
+//
+// User state expiry (state.user_ttl_ms > 0; docs/daemon.md, "User state expiry"): each input
+// partition has an event-time watermark, the largest ts_ms applied from it, committed with its
+// offset. An event whose user's last event is more than the TTL before its partition's
+// watermark (as it was before the event) finds the user expired: the stored window and recent
+// ids are dropped, in the same commit, and the event starts a fresh history at position 0.
+// Each batch also sweeps state.ttl_sweep_users_per_batch stored users (a cursor over every user
+// that wraps around; partitions by murmur2, with the partition count of the records seen) and
+// deletes the expired ones. The watermark only grows, so an expired user stays expired, and
+// whether the sweep already deleted it changes no state and no output.
 // Concurrency: single-threaded (one decoder, one cache).
 class Processor {
  public:
   using Clock = std::function<int64_t()>;  // Milliseconds since the Unix epoch.
 
+  // Of `state`, reads window_cache_bytes (the hot-window cache and the windows held for
+  // batches in flight), user_ttl_ms and ttl_sweep_users_per_batch. Loads the watermarks.
   static Result<std::unique_ptr<Processor>> Create(const encoders::Bundle& bundle,
                                                    storage::UserStateStore& store,
                                                    const config::PipelineOptions& pipeline,
                                                    const config::OutputOptions& output,
-                                                   int64_t window_cache_bytes, Clock clock);
+                                                   const config::StateOptions& state, Clock clock);
   ~Processor();
   Processor(const Processor&) = delete;
   Processor& operator=(const Processor&) = delete;

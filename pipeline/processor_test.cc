@@ -10,6 +10,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -48,7 +49,7 @@ class ProcessorTest : public ::testing::Test {
   void OpenStore() {
     processor_.reset();
     store_.reset();
-    auto store = storage::UserStateStore::Open({.path = dir_.path(),
+    auto store = storage::UserStateStore::Open({.path = store_path_.value_or(dir_.path()),
                                                 .block_cache_bytes = 8 << 20,
                                                 .write_buffer_bytes = 2 << 20,
                                                 .sync_writes = false,
@@ -60,8 +61,10 @@ class ProcessorTest : public ::testing::Test {
 
   void MakeProcessor() {
     processor_.reset();
-    auto processor = Processor::Create(*bundle_, *store_, pipeline_, output_, cache_bytes_,
-                                       [this] { return now_ms_; });
+    config::StateOptions state = state_;
+    state.window_cache_bytes = cache_bytes_;
+    auto processor =
+        Processor::Create(*bundle_, *store_, pipeline_, output_, state, [this] { return now_ms_; });
     ASSERT_TRUE(processor.ok()) << processor.status().ToString();
     processor_ = std::move(processor).value();
   }
@@ -73,14 +76,19 @@ class ProcessorTest : public ::testing::Test {
     for (std::size_t start = 0; start < messages.size(); start += batch_size) {
       std::vector<InputRecord> records;
       for (std::size_t i = start; i < std::min(messages.size(), start + batch_size); ++i) {
-        records.push_back(InputRecord{.topic = kTopic,
-                                      .partition = 0,
-                                      .offset = messages[i].offset,
-                                      .has_key = !messages[i].key.empty(),
-                                      .key = messages[i].key,
-                                      .value = messages[i].value,
-                                      .timestamp_ms = record_ts_ms_.value_or(now_ms_),
-                                      .publish = publish});
+        const bool has_key = !messages[i].key.empty();
+        records.push_back(
+            InputRecord{.topic = kTopic,
+                        .partition = has_key && partitions_ > 0
+                                         ? internal::JavaPartition(messages[i].key, partitions_)
+                                         : 0,
+                        .offset = messages[i].offset,
+                        .has_key = has_key,
+                        .key = messages[i].key,
+                        .value = messages[i].value,
+                        .timestamp_ms = record_ts_ms_.value_or(now_ms_),
+                        .partitions = partitions_,
+                        .publish = publish});
       }
       auto batch = processor_->Process(records);
       EXPECT_TRUE(batch.ok()) << batch.status().ToString();
@@ -116,7 +124,70 @@ class ProcessorTest : public ::testing::Test {
     return state.ok() && state->has_value() ? (*state)->window : encoders::KvWindow();
   }
 
+  // Every stored user's state as bytes (positions, last ts, recent ids, rows): what two runs
+  // must agree on.
+  std::map<std::string, std::string> StateDigests() {
+    const auto& cfg = bundle_->config();
+    std::map<std::string, std::string> out;
+    const auto users = store_->ListUsers();
+    EXPECT_TRUE(users.ok()) << users.status().ToString();
+    for (const std::string& user : users.ok() ? *users : std::vector<std::string>{}) {
+      auto state = store_->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+      EXPECT_TRUE(state.ok() && state->has_value()) << user;
+      if (!state.ok() || !state->has_value()) {
+        continue;
+      }
+      const encoders::KvWindow& w = (*state)->window;
+      std::string bytes = fmt::format("next_pos={} rows={} last_ts={} ids={}", w.next_pos, w.rows,
+                                      w.last_ts_ms, fmt::join((*state)->recent_event_ids, ","));
+      for (int64_t p = w.next_pos - w.rows; p < w.next_pos; ++p) {
+        for (int64_t b = 0; b < w.n_blocks(); ++b) {
+          const auto k = w.KRow(b, w.SlotOf(p));
+          const auto v = w.VRow(b, w.SlotOf(p));
+          bytes.append(reinterpret_cast<const char*>(k.data()), k.size_bytes());
+          bytes.append(reinterpret_cast<const char*>(v.data()), v.size_bytes());
+        }
+      }
+      out[user] = std::move(bytes);
+    }
+    return out;
+  }
+
+  // The stored users that are expired against their partition's stored watermark (what a
+  // sweep may delete and no event can see again).
+  std::set<std::string> ExpiredStoredUsers(int64_t ttl_ms) {
+    const auto watermarks = store_->LoadWatermarks();
+    EXPECT_TRUE(watermarks.ok());
+    std::set<std::string> out;
+    const auto& cfg = bundle_->config();
+    const auto users = store_->ListUsers();
+    EXPECT_TRUE(users.ok());
+    for (const std::string& user : *users) {
+      const int32_t p = partitions_ > 0 ? internal::JavaPartition(user, partitions_) : 0;
+      const auto wm = watermarks->find({std::string(kTopic), p});
+      const auto state = store_->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+      if (wm != watermarks->end() && (*state)->window.last_ts_ms + ttl_ms < wm->second) {
+        out.insert(user);
+      }
+    }
+    return out;
+  }
+
+  // Leaves out the users of `expired`.
+  static std::map<std::string, std::string> Without(std::map<std::string, std::string> digests,
+                                                    const std::set<std::string>& expired) {
+    for (const std::string& user : expired) {
+      digests.erase(user);
+    }
+    return digests;
+  }
+
   testing::TempDir dir_{"rotor_processor_test"};
+  // Where OpenStore opens the store; unset: dir_.
+  std::optional<std::string> store_path_;
+  // The input topic's partition count Run gives its records (each in its key's partition);
+  // 0: unknown, every record in partition 0.
+  int32_t partitions_ = 0;
   std::unique_ptr<encoders::Bundle> bundle_;
   std::unique_ptr<storage::UserStateStore> store_;
   std::unique_ptr<Processor> processor_;
@@ -124,6 +195,7 @@ class ProcessorTest : public ::testing::Test {
   config::OutputOptions output_{
       .dtype = config::OutputDtype::kF32, .deltas = true, .snapshot_interval_ms = 0};
   int64_t cache_bytes_ = 1 << 20;
+  config::StateOptions state_;  // Its window_cache_bytes is cache_bytes_.
   int64_t now_ms_ = 1767571200000 + 86400000LL * 30;
   int64_t next_offset_ = 0;
   // The Kafka timestamp of the records Run makes; unset: the clock (now_ms_).
@@ -607,11 +679,359 @@ TEST_F(ProcessorTest, StateOfAnotherModelIsRefused) {
   auto other =
       encoders::Bundle::Load(std::string(ROTOR_GOLDEN_DIR) + "/time_linear.bundle.safetensors");
   ASSERT_TRUE(other.ok());
-  auto refused = Processor::Create(*other, *store_, pipeline_, output_, cache_bytes_,
-                                   [] { return int64_t{0}; });
+  auto refused =
+      Processor::Create(*other, *store_, pipeline_, output_, state_, [] { return int64_t{0}; });
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_NE(refused.status().message().find("fresh directory"), std::string_view::npos);
+}
+
+// ---- user state expiry (state.user_ttl_ms) ---------------------------------------------------
+
+constexpr int64_t kMinuteMs = 60000;
+constexpr int64_t kHourMs = 60 * kMinuteMs;
+// The golden events' first time; the TTL tests place their events from here.
+constexpr int64_t kT0 = 1767613858279;
+
+// Event `i` of `user`'s golden events, at `ts_ms` (13 digits, as the golden times).
+std::string EventAt(const std::string& user, std::size_t i, int64_t ts_ms) {
+  std::string line = testing::GoldenUserEvents(user).at(i);
+  const auto at = line.find("\"ts_ms\":");
+  EXPECT_NE(at, std::string::npos);
+  line.replace(at, 21, fmt::format("\"ts_ms\":{}", ts_ms));
+  return line;
+}
+
+std::vector<int64_t> DeltaPositions(const std::vector<OutputRecord>& outputs,
+                                    const std::string& user) {
+  std::vector<int64_t> out;
+  for (const OutputRecord& o : outputs) {
+    if (o.topic != OutputRecord::Topic::kOutput || o.key != user) {
+      continue;
+    }
+    auto tensors = encoders::DecodeReadyTensors(o.value);
+    EXPECT_TRUE(tensors.ok());
+    if (tensors.ok()) {
+      out.insert(out.end(), tensors->pos.begin(), tensors->pos.end());
+    }
+  }
+  return out;
+}
+
+// An event whose user's last event is more than the TTL before the partition's watermark (as
+// it was before the event) starts a fresh history: position 0, an empty window, no memory of
+// the old event ids; within the TTL (the bound included) the history goes on.
+TEST_F(ProcessorTest, AnEventPastTheTtlStartsAFreshHistoryAndOneWithinItContinues) {
+  state_.user_ttl_ms = kHourMs;
+  MakeProcessor();
+  const std::string alice0 = EventAt("alice", 0, kT0);
+  const std::string alice1 = EventAt("alice", 1, kT0 + kMinuteMs);
+  const std::string dave0 = EventAt("dave", 0, kT0 + kHourMs + kHourMs / 2);
+  const std::string erin0 = EventAt("erin", 0, kT0 + kHourMs);
+  Run(Keyed({alice0, alice1}, "alice"), 10);
+  Run(Keyed({dave0}, "dave"), 10);
+  Run(Keyed({erin0}, "erin"), 10);
+  // Another user moves the partition's watermark two hours on.
+  Run(Keyed({EventAt("bob", 0, kT0 + 2 * kHourMs)}, "bob"), 10);
+
+  // alice's last event (T0 + 1 min) + 1 h < T0 + 2 h: expired. Her event reuses an old event
+  // id, which the dropped history no longer remembers.
+  const std::string alice_again = EventAt("alice", 0, kT0 + 2 * kHourMs + 1);
+  const std::string dave1 = EventAt("dave", 1, kT0 + 2 * kHourMs + 2);
+  const std::string erin1 = EventAt("erin", 1, kT0 + 2 * kHourMs + 3);
+  // erin first: the watermark before her event is still exactly T0 + 2 h.
+  std::vector<Message> back = Keyed({erin1}, "erin");
+  back.push_back(Keyed({alice_again}, "alice")[0]);
+  back.push_back(Keyed({dave1}, "dave")[0]);
+  const std::vector<OutputRecord> outputs = Run(back, 10);
+
+  ExpectSameRows(Stored("alice"), Direct({alice_again}));
+  EXPECT_EQ(DeltaPositions(outputs, "alice"), std::vector<int64_t>{0});
+  EXPECT_EQ(Stored("alice").next_pos, 1);
+  // Within the TTL; erin exactly at it (last_ts + ttl == watermark is not expired).
+  ExpectSameRows(Stored("dave"), Direct({dave0, dave1}));
+  ExpectSameRows(Stored("erin"), Direct({erin0, erin1}));
+  EXPECT_EQ(DeltaPositions(outputs, "erin"), std::vector<int64_t>{1});
+  EXPECT_EQ(processor_->stats().restarted_histories, 1);
+  EXPECT_EQ(processor_->stats().duplicates, 0);
+  // The old rows are gone from RocksDB, not only shadowed.
+  const auto& cfg = bundle_->config();
+  auto loaded = store_->LoadUserState("alice", cfg.n_blocks(), cfg.window, cfg.d_model);
+  ASSERT_TRUE(loaded.ok() && loaded->has_value());
+  EXPECT_EQ((*loaded)->recent_event_ids, std::vector<std::string>{"alice/u-long-0000"});
+
+  // Without a TTL the same input continues every history.
+  state_.user_ttl_ms = 0;
+  testing::TempDir other("rotor_processor_test_ttl0");
+  store_path_ = other.path();
+  OpenStore();
+  Run(Keyed({alice0, alice1}, "alice"), 10);
+  Run(Keyed({EventAt("bob", 0, kT0 + 2 * kHourMs)}, "bob"), 10);
+  Run(Keyed({EventAt("alice", 2, kT0 + 2 * kHourMs + 1)}, "alice"), 10);
+  EXPECT_EQ(Stored("alice").next_pos, 3);
+  EXPECT_EQ(processor_->stats().restarted_histories, 0);
+}
+
+// The watermark is per partition: a user is not expired by events of another partition.
+TEST_F(ProcessorTest, OnlyTheUsersOwnPartitionsWatermarkExpiresIt) {
+  state_.user_ttl_ms = kHourMs;
+  partitions_ = 2;
+  MakeProcessor();
+  // Two users in different partitions.
+  std::string same;
+  std::string other;
+  for (int i = 0; same.empty() || other.empty(); ++i) {
+    const std::string u = fmt::format("p-{}", i);
+    (internal::JavaPartition(u, 2) == internal::JavaPartition("amy", 2) ? same : other) = u;
+    if (u == "amy") {
+      same.clear();
+    }
+  }
+  Run(Keyed({EventAt("amy", 0, kT0)}, "amy"), 10);
+  Run(Keyed({EventAt(other, 0, kT0 + 3 * kHourMs)}, other), 10);  // The other partition.
+  Run(Keyed({EventAt("amy", 1, kT0 + 3 * kHourMs)}, "amy"), 10);
+  EXPECT_EQ(Stored("amy").next_pos, 2) << "expired by another partition's events";
+  Run(Keyed({EventAt(same, 0, kT0 + 6 * kHourMs)}, same), 10);  // amy's partition.
+  Run(Keyed({EventAt("amy", 2, kT0 + 6 * kHourMs)}, "amy"), 10);
+  EXPECT_EQ(Stored("amy").next_pos, 1);
+}
+
+// A user expiring in the middle of a batch (its earlier events in the batch belong to the old
+// history) ends as if the batch had been cut there: the same state as one event per batch, and
+// every event's rows published on the history it was applied to.
+TEST_F(ProcessorTest, ExpiryInsideOneBatchEqualsExpiryAcrossBatches) {
+  state_.user_ttl_ms = kHourMs;
+  std::vector<std::string> alice;
+  std::vector<Message> messages;
+  const auto add = [&](const std::string& user, std::size_t i, int64_t ts) {
+    messages.push_back(Message{.key = user, .value = EventAt(user, i, ts), .offset = 0});
+  };
+  add("alice", 0, kT0);
+  add("alice", 1, kT0 + 1000);
+  add("bob", 0, kT0 + 2 * kHourMs);
+  add("alice", 2, kT0 + 2 * kHourMs + 1);  // Expired: restarts.
+  add("alice", 3, kT0 + 2 * kHourMs + 2);
+  add("bob", 1, kT0 + 5 * kHourMs);
+  add("alice", 4, kT0 + 5 * kHourMs + 1);  // Expired again.
+  std::map<std::size_t, std::map<std::string, std::string>> digests;
+  std::map<std::size_t, std::map<std::string, std::vector<int64_t>>> positions;
+  for (const std::size_t batch_size : {std::size_t{1}, std::size_t{3}, std::size_t{100}}) {
+    SCOPED_TRACE(batch_size);
+    testing::TempDir dir("rotor_processor_test_batch");
+    store_path_ = dir.path();
+    OpenStore();
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+      messages[i].offset = static_cast<int64_t>(i);
+    }
+    const std::vector<OutputRecord> outputs = Run(messages, batch_size);
+    digests[batch_size] = StateDigests();
+    positions[batch_size]["alice"] = DeltaPositions(outputs, "alice");
+    positions[batch_size]["bob"] = DeltaPositions(outputs, "bob");
+    EXPECT_EQ(processor_->stats().restarted_histories, 2);
+    ExpectSameRows(Stored("alice"), Direct({messages[6].value}));
+    processor_.reset();
+    store_.reset();
+  }
+  EXPECT_EQ(digests[1], digests[3]);
+  EXPECT_EQ(digests[1], digests[100]);
+  // Every applied event's row, in order: 0, 1 (old history), 0, 1, then 0.
+  const std::vector<int64_t> want = {0, 1, 0, 1, 0};
+  EXPECT_EQ(positions[1]["alice"], want);
+  EXPECT_EQ(positions[3]["alice"], want);
+  EXPECT_EQ(positions[100]["alice"], want);
+}
+
+// The sweep visits at most state.ttl_sweep_users_per_batch stored users per batch, wrapping
+// around, and deletes exactly those expired against their own partition's watermark.
+TEST_F(ProcessorTest, TheSweepDeletesExpiredUsersOnlyAndABoundedNumberPerBatch) {
+  state_.user_ttl_ms = kHourMs;
+  state_.ttl_sweep_users_per_batch = 2;
+  partitions_ = 2;
+  MakeProcessor();
+  std::map<int32_t, std::vector<std::string>> by_partition;
+  for (int i = 0; by_partition[0].size() < 5 || by_partition[1].size() < 5; ++i) {
+    const std::string u = fmt::format("s-{}", i);
+    auto& list = by_partition[internal::JavaPartition(u, 2)];
+    if (list.size() < 5) {
+      list.push_back(u);
+    }
+  }
+  // Partition 0: three old users, one recent, one pusher. Partition 1: all old, but its
+  // watermark stays put.
+  const std::vector<std::string>& p0 = by_partition[0];
+  const std::vector<std::string>& p1 = by_partition[1];
+  for (std::size_t i = 0; i < 3; ++i) {
+    Run(Keyed({EventAt(p0[i], 0, kT0)}, p0[i]), 10);
+  }
+  Run(Keyed({EventAt(p0[3], 0, kT0 + 50 * kMinuteMs)}, p0[3]), 10);
+  for (std::size_t i = 0; i < 5; ++i) {
+    Run(Keyed({EventAt(p1[i], 0, kT0)}, p1[i]), 10);
+  }
+  EXPECT_EQ(processor_->stats().expired_users, 0);
+  ASSERT_EQ(store_->ListUsers()->size(), 9U);
+  // The pusher moves partition 0's watermark to T0 + 1 h 40: p0[0..2] are expired, p0[3] not.
+  const std::string& pusher = p0[4];
+  std::size_t stored = 9 + 1;
+  std::vector<std::size_t> deleted_per_batch;
+  for (std::size_t i = 0; i < 8; ++i) {
+    Run(Keyed({EventAt(pusher, i, kT0 + 100 * kMinuteMs + static_cast<int64_t>(i))}, pusher), 10);
+    const std::size_t now_stored = store_->ListUsers()->size();
+    deleted_per_batch.push_back(stored - now_stored);
+    EXPECT_LE(stored - now_stored, 2U) << "the sweep visited more than 2 users in a batch";
+    stored = now_stored;
+  }
+  EXPECT_EQ(processor_->stats().expired_users, 3);
+  std::vector<std::string> want = {p0[3], pusher};
+  want.insert(want.end(), p1.begin(), p1.end());
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(*store_->ListUsers(), want);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(*storage::testing::CountRowsForTesting(*store_, p0[i]), 0) << p0[i];
+  }
+  // A swept user that returns starts afresh, as an expired one would have.
+  const std::string back = EventAt(p0[0], 5, kT0 + 3 * kHourMs);
+  Run(Keyed({back}, p0[0]), 10);
+  ExpectSameRows(Stored(p0[0]), Direct({back}));
+}
+
+// The state and the outputs do not depend on whether the sweep deleted a returning user
+// first: without a sweep, with one user per batch, and with every user per batch, the same
+// records give the same outputs and the same live state; only the expired users' bytes differ
+// (the sweep reclaimed them).
+TEST_F(ProcessorTest, SweepingOrNotGivesTheSameStateAndOutputs) {
+  state_.user_ttl_ms = kHourMs;
+  partitions_ = 3;
+  std::vector<Message> messages;
+  const auto add = [&](const std::string& user, std::size_t i, int64_t ts) {
+    messages.push_back(Message{.key = user,
+                               .value = EventAt(user, i, ts),
+                               .offset = static_cast<int64_t>(messages.size())});
+  };
+  // Twelve users active at first; then hours pass in every partition; then some come back,
+  // a few of them within the TTL of their last event.
+  for (std::size_t round = 0; round < 3; ++round) {
+    for (int u = 0; u < 12; ++u) {
+      add(fmt::format("c-{}", u), round, kT0 + static_cast<int64_t>(round) * kMinuteMs + u);
+    }
+  }
+  for (int u = 12; u < 24; ++u) {
+    add(fmt::format("c-{}", u), 0, kT0 + 3 * kHourMs + u);
+  }
+  for (int u = 0; u < 24; u += 2) {
+    add(fmt::format("c-{}", u), 3, kT0 + 3 * kHourMs + kHourMs / 2 + u);
+  }
+  for (int u = 1; u < 24; u += 4) {
+    add(fmt::format("c-{}", u), 4, kT0 + 5 * kHourMs + u);
+  }
+  struct Result {
+    std::vector<std::tuple<int, std::optional<std::string>, std::string>> outputs;
+    std::map<std::string, std::string> digests;
+    std::set<std::string> expired;
+    int64_t swept = 0;
+  };
+  std::map<int32_t, Result> results;
+  for (const int32_t sweep : {0, 1, 1000}) {
+    SCOPED_TRACE(sweep);
+    testing::TempDir dir("rotor_processor_test_sweep");
+    store_path_ = dir.path();
+    state_.ttl_sweep_users_per_batch = sweep;
+    OpenStore();
+    Result& r = results[sweep];
+    for (const OutputRecord& o : Run(messages, 4)) {
+      r.outputs.emplace_back(static_cast<int>(o.topic), o.key, o.value);
+    }
+    r.digests = StateDigests();
+    r.expired = ExpiredStoredUsers(kHourMs);
+    r.swept = processor_->stats().expired_users;
+    processor_.reset();
+    store_.reset();
+  }
+  EXPECT_EQ(results[0].swept, 0);
+  EXPECT_GT(results[1].swept, 0);
+  EXPECT_GT(results[1000].swept, results[1].swept);
+  EXPECT_FALSE(results[0].expired.empty()) << "the test expires nobody";
+  EXPECT_TRUE(results[1000].expired.empty()) << "a full sweep per batch left expired users";
+  for (const int32_t sweep : {1, 1000}) {
+    SCOPED_TRACE(sweep);
+    EXPECT_EQ(results[sweep].outputs, results[0].outputs);
+    EXPECT_EQ(Without(results[sweep].digests, results[sweep].expired),
+              Without(results[0].digests, results[0].expired));
+  }
+}
+
+// A restart (the store reopened, a new Processor) in the middle gives the state an
+// uninterrupted run gives: the watermarks come back from RocksDB with the offsets.
+TEST_F(ProcessorTest, ARestartInTheMiddleExpiresWhatAnUninterruptedRunDoes) {
+  state_.user_ttl_ms = kHourMs;
+  state_.ttl_sweep_users_per_batch = 0;  // Expiry on arrival alone; the sweep is tested above.
+  partitions_ = 2;
+  std::vector<Message> messages;
+  const auto add = [&](const std::string& user, std::size_t i, int64_t ts) {
+    messages.push_back(Message{.key = user,
+                               .value = EventAt(user, i, ts),
+                               .offset = static_cast<int64_t>(messages.size())});
+  };
+  for (int u = 0; u < 8; ++u) {
+    add(fmt::format("r-{}", u), 0, kT0 + u);
+  }
+  for (int u = 8; u < 16; ++u) {
+    add(fmt::format("r-{}", u), 0, kT0 + 2 * kHourMs + u);  // Moves both watermarks.
+  }
+  const std::size_t cut = messages.size();
+  for (int u = 0; u < 8; ++u) {
+    add(fmt::format("r-{}", u), 1, kT0 + 2 * kHourMs + 100 + u);  // Returns: expired.
+  }
+  std::map<std::string, std::string> uninterrupted;
+  std::vector<int64_t> uninterrupted_positions;
+  {
+    testing::TempDir dir("rotor_processor_test_whole");
+    store_path_ = dir.path();
+    OpenStore();
+    uninterrupted_positions = DeltaPositions(Run(messages, 3), "r-0");
+    uninterrupted = StateDigests();
+    processor_.reset();
+    store_.reset();
+  }
+  const std::vector<Message> first(messages.begin(),
+                                   messages.begin() + static_cast<std::ptrdiff_t>(cut));
+  const std::vector<Message> second(messages.begin() + static_cast<std::ptrdiff_t>(cut),
+                                    messages.end());
+  store_path_.reset();
+  OpenStore();
+  Run(first, 3);
+  OpenStore();  // The restart.
+  EXPECT_EQ(DeltaPositions(Run(second, 3), "r-0"), std::vector<int64_t>{0});
+  EXPECT_EQ(uninterrupted_positions, (std::vector<int64_t>{0, 0}));
+  EXPECT_EQ(StateDigests(), uninterrupted);
+  EXPECT_EQ(processor_->stats().restarted_histories, 8);
+}
+
+// An abandoned batch takes the watermark it moved with it: the redo starts from the committed
+// one.
+TEST_F(ProcessorTest, AnAbandonedBatchTakesItsWatermarkWithIt) {
+  state_.user_ttl_ms = kHourMs;
+  MakeProcessor();
+  Run(Keyed({EventAt("ann", 0, kT0)}, "ann"), 10);
+  const std::string pusher = EventAt("ben", 0, kT0 + 5 * kHourMs);
+  InputRecord r{.topic = kTopic,
+                .partition = 0,
+                .offset = next_offset_++,
+                .has_key = true,
+                .key = "ben",
+                .value = pusher,
+                .timestamp_ms = now_ms_,
+                .publish = true};
+  auto batch = processor_->Process(std::span<const InputRecord>(&r, 1));
+  ASSERT_TRUE(batch.ok());
+  processor_->Abandon(std::move(batch).value());
+  next_offset_ = r.offset;
+  const std::string ann1 = EventAt("ann", 1, kT0 + 1000);
+  Run(Keyed({ann1}, "ann"), 10);  // The partition's watermark is ann's T0 again.
+  ExpectSameRows(Stored("ann"), Direct({EventAt("ann", 0, kT0), ann1}));
+  EXPECT_EQ(processor_->stats().restarted_histories, 0);
+  const auto watermarks = store_->LoadWatermarks();
+  ASSERT_TRUE(watermarks.ok());
+  EXPECT_EQ(watermarks->at({std::string(kTopic), 0}), kT0 + 1000);
 }
 
 }  // namespace

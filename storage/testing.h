@@ -4,6 +4,7 @@
 #ifndef ROTOR_STORAGE_TESTING_H_
 #define ROTOR_STORAGE_TESTING_H_
 
+#include <cstdint>
 #include <string_view>
 
 #include "common/status.h"
@@ -14,6 +15,10 @@ namespace rotor::storage::testing {
 // Overwrites `user`'s metadata with bytes that fail validation, as a torn or bit-flipped disk
 // would: the next LoadUserState of the user is Corruption.
 Status CorruptUserForTesting(UserStateStore& store, std::string_view user);
+
+// The number of live keys in the rows column family under `user`'s prefix: whether a deleted
+// user's rows are really gone, not only unreachable through its metadata.
+Result<int64_t> CountRowsForTesting(const UserStateStore& store, std::string_view user);
 
 }  // namespace rotor::storage::testing
 

@@ -332,6 +332,29 @@ Status StateBatch::SetOffset(std::string_view topic, int32_t partition, int64_t 
                      "batching an offset");
 }
 
+Status StateBatch::SetWatermark(std::string_view topic, int32_t partition, int64_t ts_ms) {
+  ROTOR_RETURN_IF_ERROR(CheckName("topic", topic, internal::kMaxTopicBytes));
+  if (partition < 0 || ts_ms < 0) {
+    return Status::InvalidArgument("watermark {} of partition {} of topic '{}': want both >= 0",
+                                   ts_ms, partition, internal::PrintableBytes(topic));
+  }
+  return FromRocksDb(rep_->batch.Put(rep_->default_cf, internal::WatermarkKey(topic, partition),
+                                     internal::EncodeWatermarkValue(ts_ms)),
+                     "batching a watermark");
+}
+
+Status StateBatch::DeleteUser(std::string_view user) {
+  ROTOR_RETURN_IF_ERROR(CheckName("user id", user, internal::kMaxUserIdBytes));
+  const auto check = [user](const rocksdb::Status& s) {
+    return s.ok() ? Status::OK()
+                  : FromRocksDb(s, fmt::format("batching the deletion of user '{}'",
+                                               internal::PrintableBytes(user)));
+  };
+  ROTOR_RETURN_IF_ERROR(check(rep_->batch.DeleteRange(rep_->rows_cf, internal::RowPrefix(user),
+                                                      internal::RowPrefixEnd(user))));
+  return check(rep_->batch.Delete(rep_->users_cf, internal::UserKey(user)));
+}
+
 Status StateBatch::PutInfo(std::string_view name, std::string_view value) {
   ROTOR_RETURN_IF_ERROR(CheckName("info name", name, 4096));
   ROTOR_RETURN_IF_ERROR(CheckName("info value", value, 4096));
@@ -579,6 +602,57 @@ Result<PartitionOffsets> UserStateStore::LoadOffsets() const {
   return out;
 }
 
+Result<std::map<std::pair<std::string, int32_t>, int64_t>> UserStateStore::LoadWatermarks() const {
+  ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
+  std::map<std::pair<std::string, int32_t>, int64_t> out;
+  const std::string_view prefix = internal::WatermarkPrefix();
+  const std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->default_cf));
+  for (it->Seek(rocksdb::Slice(prefix.data(), prefix.size())); it->Valid(); it->Next()) {
+    const std::string_view key(it->key().data(), it->key().size());
+    if (!key.starts_with(prefix)) {
+      break;
+    }
+    ROTOR_ASSIGN_OR_RETURN(auto topic_partition, internal::DecodeWatermarkKey(key));
+    ROTOR_ASSIGN_OR_RETURN(const int64_t ts_ms,
+                           internal::DecodeWatermarkValue(
+                               key, std::string_view(it->value().data(), it->value().size())));
+    out.emplace(std::move(topic_partition), ts_ms);
+  }
+  ROTOR_RETURN_IF_ERROR(FromRocksDb(it->status(), "loading watermarks"));
+  return out;
+}
+
+Result<std::vector<StoredUser>> UserStateStore::ScanUsers(std::string_view after,
+                                                          int64_t limit) const {
+  ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
+  if (limit <= 0) {
+    return Status::InvalidArgument("scanning users: limit {}, want > 0", limit);
+  }
+  std::vector<StoredUser> out;
+  const std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->Cf(ColumnFamily::kUsers)));
+  if (after.empty()) {
+    it->SeekToFirst();
+  } else {
+    const std::string from = internal::UserKey(after);
+    it->Seek(from);
+    if (it->Valid() && it->key() == rocksdb::Slice(from)) {
+      it->Next();
+    }
+  }
+  for (; it->Valid() && static_cast<int64_t>(out.size()) < limit; it->Next()) {
+    const std::string_view key(it->key().data(), it->key().size());
+    auto meta =
+        internal::DecodeUserMetadata(key, std::string_view(it->value().data(), it->value().size()));
+    out.push_back(StoredUser{
+        .user = std::string(key),
+        .last_ts_ms = meta.ok() ? std::optional<int64_t>(meta->last_ts_ms) : std::nullopt});
+  }
+  ROTOR_RETURN_IF_ERROR(FromRocksDb(it->status(), "scanning users"));
+  return out;
+}
+
 StateBatch UserStateStore::NewBatch() const {
   auto rep = std::make_unique<StateBatch::Rep>();
   rep->owner = impl_.get();
@@ -644,6 +718,15 @@ Status StoreTestPeer::RawPut(UserStateStore& store, ColumnFamily cf, std::string
                      "test raw put");
 }
 
+Status StoreTestPeer::RawPutDefault(UserStateStore& store, std::string_view key,
+                                    std::string_view value) {
+  ROTOR_RETURN_IF_ERROR(store.impl_->CheckOpen());
+  return FromRocksDb(store.impl_->db->Put(rocksdb::WriteOptions(), store.impl_->default_cf,
+                                          rocksdb::Slice(key.data(), key.size()),
+                                          rocksdb::Slice(value.data(), value.size())),
+                     "test raw put");
+}
+
 Status StoreTestPeer::RawDelete(UserStateStore& store, ColumnFamily cf, std::string_view key) {
   ROTOR_RETURN_IF_ERROR(store.impl_->CheckOpen());
   return FromRocksDb(store.impl_->db->Delete(rocksdb::WriteOptions(), store.impl_->Cf(cf),
@@ -675,6 +758,10 @@ namespace rotor::storage::testing {
 Status CorruptUserForTesting(UserStateStore& store, std::string_view user) {
   return internal::StoreTestPeer::RawPut(store, internal::ColumnFamily::kUsers,
                                          internal::UserKey(user), "not a users value");
+}
+
+Result<int64_t> CountRowsForTesting(const UserStateStore& store, std::string_view user) {
+  return internal::StoreTestPeer::CountRows(store, user);
 }
 
 }  // namespace rotor::storage::testing

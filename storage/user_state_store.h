@@ -47,6 +47,14 @@ struct StoreOptions {
 
 class UserStateStore;
 
+// One entry of the users column family as a sweep sees it (UserStateStore::ScanUsers).
+struct StoredUser {
+  std::string user;
+  // The time of the user's last applied event; nullopt when its metadata cannot be decoded
+  // (LoadUserState would say Corruption): a sweep leaves such a user alone.
+  std::optional<int64_t> last_ts_ms;
+};
+
 // Everything rotor keeps per user: the K/V window and the ids of the user's most recent events
 // (the pipeline's bounded dedupe memory, oldest first). Both are committed together, so a
 // restart or a replay rebuilds the dedupe memory exactly as an uninterrupted run has it.
@@ -87,6 +95,16 @@ class StateBatch {
   // Records that `partition` of `topic` resumes from `next_offset`. InvalidArgument for an
   // empty or over-long topic, a negative partition or offset.
   Status SetOffset(std::string_view topic, int32_t partition, int64_t next_offset);
+
+  // Records `partition` of `topic`'s event-time watermark: the largest event ts_ms applied from
+  // it. Set it in the batch that sets the partition's offset, so a reopen finds the two in
+  // agreement. InvalidArgument as SetOffset, and for ts_ms < 0.
+  Status SetWatermark(std::string_view topic, int32_t partition, int64_t ts_ms);
+
+  // Deletes everything `user` has: its rows (one DeleteRange over its row prefix) and its
+  // metadata. A PutWindow of the same user later in this batch writes a new history over it.
+  // InvalidArgument for an empty or over-long user id.
+  Status DeleteUser(std::string_view user);
 
   // Records a store-wide property (e.g. the model id the state was computed with). Name and
   // value are 1..4096 bytes; InvalidArgument otherwise.
@@ -156,6 +174,15 @@ class UserStateStore {
 
   // Every committed partition's next offset to consume.
   Result<PartitionOffsets> LoadOffsets() const;
+
+  // Every committed (topic, partition) -> event-time watermark (StateBatch::SetWatermark).
+  // A partition no event was applied from has none.
+  Result<std::map<std::pair<std::string, int32_t>, int64_t>> LoadWatermarks() const;
+
+  // Up to `limit` users (> 0) in key order, starting after `after` ("" = from the first), with
+  // the time of each one's last event: a bounded step of a sweep over every user. Fewer than
+  // `limit` means the scan reached the last user.
+  Result<std::vector<StoredUser>> ScanUsers(std::string_view after, int64_t limit) const;
 
   // An empty batch for this store.
   StateBatch NewBatch() const;

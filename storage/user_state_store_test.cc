@@ -189,6 +189,136 @@ TEST_F(UserStateStoreTest, OffsetsCommitAtomicallyWithTheStateTheyProduced) {
   EXPECT_FALSE(bob->has_value());
 }
 
+// A partition's event-time watermark travels with its offset: both in one batch, both there
+// after a reopen, neither when the batch was never committed.
+TEST_F(UserStateStoreTest, WatermarksCommitAtomicallyWithTheOffsetAndReload) {
+  {
+    StateBatch batch = store_->NewBatch();
+    ASSERT_TRUE(batch.SetOffset("events", 0, 41).ok());
+    ASSERT_TRUE(batch.SetWatermark("events", 0, 1767600000000).ok());
+    ASSERT_TRUE(batch.SetOffset("events", 3, 7).ok());
+    ASSERT_TRUE(batch.SetWatermark("events", 3, 5).ok());
+    ASSERT_TRUE(batch.SetWatermark("file:x", 3, 0).ok());
+    ASSERT_TRUE(batch.PutInfo("model_id", "m").ok());  // Info keys share the column family.
+    ASSERT_TRUE(store_->Commit(batch).ok());
+  }
+  {
+    // Never committed: neither the offset nor the watermark may move.
+    StateBatch batch = store_->NewBatch();
+    ASSERT_TRUE(batch.SetOffset("events", 0, 50).ok());
+    ASSERT_TRUE(batch.SetWatermark("events", 0, 1767700000000).ok());
+  }
+  const std::map<std::pair<std::string, int32_t>, int64_t> want = {
+      {{"events", 0}, 1767600000000}, {{"events", 3}, 5}, {{"file:x", 3}, 0}};
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE(round);
+    const auto watermarks = store_->LoadWatermarks();
+    ASSERT_TRUE(watermarks.ok()) << watermarks.status().ToString();
+    EXPECT_EQ(*watermarks, want);
+    const auto offsets = store_->LoadOffsets();
+    ASSERT_TRUE(offsets.ok()) << offsets.status().ToString();
+    EXPECT_EQ(offsets->at({"events", 0}), 41);
+    Reopen();
+  }
+  // A later batch moves both together.
+  StateBatch batch = store_->NewBatch();
+  ASSERT_TRUE(batch.SetOffset("events", 0, 60).ok());
+  ASSERT_TRUE(batch.SetWatermark("events", 0, 1767800000000).ok());
+  ASSERT_TRUE(store_->Commit(batch).ok());
+  Reopen();
+  EXPECT_EQ(store_->LoadWatermarks()->at({"events", 0}), 1767800000000);
+  EXPECT_EQ(store_->LoadOffsets()->at({"events", 0}), 60);
+
+  EXPECT_EQ(batch.SetWatermark("", 0, 1).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(batch.SetWatermark("t", -1, 1).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(batch.SetWatermark("t", 0, -1).code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(
+      StoreTestPeer::RawPutDefault(*store_, internal::WatermarkKey("events", 1), "xyz").ok());
+  const auto corrupt = store_->LoadWatermarks();
+  ASSERT_FALSE(corrupt.ok());
+  EXPECT_EQ(corrupt.status().code(), StatusCode::kCorruption);
+  EXPECT_NE(corrupt.status().message().find("watermark key"), std::string_view::npos);
+}
+
+// DeleteUser removes a user's rows and metadata and nobody else's; a PutWindow after it in the
+// same batch starts the user's history again from what it writes (a TTL restart).
+TEST_F(UserStateStoreTest, DeletingAUserRemovesItsRowsAndMetadataOnly) {
+  const std::vector<std::string> users = {"u1", "u10", std::string("u1\0x", 4)};
+  std::vector<KvWindow> windows;
+  for (std::size_t i = 0; i < users.size(); ++i) {
+    windows.emplace_back(kBlocks, 4, kD, 0);
+    AppendAndCommit(users[i], windows.back(), static_cast<int>(i) + 1, 7, 2);
+  }
+  StateBatch batch = store_->NewBatch();
+  ASSERT_TRUE(batch.DeleteUser("u1").ok());
+  ASSERT_TRUE(store_->Commit(batch).ok());
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE(round);
+    const auto gone = store_->LoadUserState("u1", kBlocks, 4, kD);
+    ASSERT_TRUE(gone.ok()) << gone.status().ToString();
+    EXPECT_FALSE(gone->has_value());
+    EXPECT_EQ(*StoreTestPeer::CountRows(*store_, "u1"), 0);
+    for (std::size_t i = 1; i < users.size(); ++i) {
+      ExpectSameWindow(MustLoad(users[i], 4), windows[i]);
+      EXPECT_EQ(*StoreTestPeer::CountRows(*store_, users[i]), 4);
+    }
+    EXPECT_EQ(*store_->ListUsers(), (std::vector<std::string>{users[2], "u10"}));  // Key order.
+    ASSERT_TRUE(store_->Flush().ok());
+    Reopen();
+  }
+
+  // Delete, then a fresh two-event history, in one batch: only the new rows remain (the old
+  // positions 3..6 would otherwise sit after the new ones and break the window).
+  KvWindow fresh(kBlocks, 4, kD, 0);
+  Append(fresh, 9, 2000);
+  Append(fresh, 9, 2001);
+  batch = store_->NewBatch();
+  ASSERT_TRUE(batch.DeleteUser("u10").ok());
+  ASSERT_TRUE(batch.PutWindow("u10", "model-a", fresh, 2).ok());
+  ASSERT_TRUE(store_->Commit(batch).ok());
+  Reopen();
+  ExpectSameWindow(MustLoad("u10", 4), fresh);
+  EXPECT_EQ(*StoreTestPeer::CountRows(*store_, "u10"), 2);
+  EXPECT_EQ(batch.DeleteUser("").code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(UserStateStoreTest, ScanningUsersStepsThroughAllInKeyOrderWithTheirLastEventTimes) {
+  const std::vector<std::string> users = {"a", "b", "c", "d", "e"};
+  for (std::size_t i = 0; i < users.size(); ++i) {
+    KvWindow w(kBlocks, 4, kD, 0);
+    AppendAndCommit(users[i], w, 1, static_cast<int64_t>(i) + 1, 1);  // last ts 1000 + i.
+  }
+  ASSERT_TRUE(StoreTestPeer::RawPut(*store_, ColumnFamily::kUsers, "c", "garbage").ok());
+  std::vector<std::string> seen;
+  std::string after;
+  std::vector<std::size_t> steps;
+  for (int guard = 0; guard < 10; ++guard) {
+    const auto step = store_->ScanUsers(after, 2);
+    ASSERT_TRUE(step.ok()) << step.status().ToString();
+    steps.push_back(step->size());
+    for (const StoredUser& u : *step) {
+      seen.push_back(u.user);
+      if (u.user == "c") {
+        EXPECT_FALSE(u.last_ts_ms.has_value()) << "undecodable metadata";
+      } else {
+        EXPECT_EQ(u.last_ts_ms, 1000 + (u.user[0] - 'a')) << u.user;
+      }
+    }
+    if (step->size() < 2) {
+      break;
+    }
+    after = step->back().user;
+  }
+  EXPECT_EQ(seen, users);
+  EXPECT_EQ(steps, (std::vector<std::size_t>{2, 2, 1}));
+  // After a user that is gone: from the next one.
+  const auto from_gone = store_->ScanUsers("bb", 10);
+  ASSERT_TRUE(from_gone.ok());
+  ASSERT_EQ(from_gone->size(), 3U);
+  EXPECT_EQ(from_gone->front().user, "c");
+  EXPECT_EQ(store_->ScanUsers("", 0).status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST_F(UserStateStoreTest, ReopenAfterCloseAndFlushKeepsEverything) {
   KvWindow w(kBlocks, 5, kD, 0);
   AppendAndCommit("carol", w, 2, 12, 4);

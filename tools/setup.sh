@@ -13,6 +13,8 @@ packages=(
   # C++ libraries.
   librdkafka-dev librocksdb-dev libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev
   libsimdjson-dev libhwy-dev libspdlog-dev libfmt-dev libyaml-cpp-dev nlohmann-json3-dev
+  # The HTTP API (api/): Boost.Asio and Boost.Beast, header-only.
+  libboost-dev
   # The real Kafka broker for the integration tests (tools/kafka/, docs/kafka.md): Java to
   # run it, Maven to fetch its jars from Maven Central.
   openjdk-17-jre-headless maven

@@ -39,8 +39,10 @@ class BatchSource {
         {.path = dir_.path(), .sync_writes = false, .create_if_missing = true});
     EXPECT_TRUE(store.ok()) << store.status().ToString();
     store_ = std::move(store).value();
+    config::StateOptions state;
+    state.window_cache_bytes = 0;
     auto processor = Processor::Create(*bundle_, *store_, config::PipelineOptions{},
-                                       config::OutputOptions{}, 0, [] { return int64_t{0}; });
+                                       config::OutputOptions{}, state, [] { return int64_t{0}; });
     EXPECT_TRUE(processor.ok()) << processor.status().ToString();
     processor_ = std::move(processor).value();
   }

@@ -30,7 +30,7 @@ Result<std::unique_ptr<GroupConsumer>> GroupConsumer::Create(
   // The input topic's partition count, stored with the state the first time. Adding partitions
   // moves keys (murmur2 % N changes), so state built with another count no longer matches where
   // users' events arrive: start-up refuses it.
-  const std::string name = fmt::format("input_partitions/{}", k.input_topic);
+  const std::string name = InputPartitionsInfo(k.input_topic);
   ROTOR_ASSIGN_OR_RETURN(const std::optional<std::string> stored, store.LoadInfo(name));
   const std::string now = std::to_string(input_partitions);
   if (stored && *stored != now) {

@@ -165,6 +165,7 @@ TEST_F(GroupConsumerTest, ResumesAtTheStoredOffsetAndPublishesOnlyFromTheGroupsO
                      .state = store_->NewBatch(),
                      .next_offsets = {{{std::string(kTopic), 0}, 6}},
                      .users = {},
+                     .watermarks = {},
                      .events = 0};
   EXPECT_TRUE(consumer_->GroupOffsets(batch).empty());
   batch.next_offsets = {{{std::string(kTopic), 0}, 10}};

@@ -176,6 +176,15 @@ class ModelConfig:
                      "action_hidden", "head_hidden", "ffn_mult"):
             if getattr(self, name) <= 0:
                 _fail(name, f"must be positive, got {getattr(self, name)}")
+        # The C++ loader's caps (encoders/model_config.h, kMaxWindow and kMaxWindowBytes): a
+        # bundle the daemon would refuse is refused at export, with the same message.
+        if self.window > MAX_WINDOW:
+            _fail("window", f"must be at most {MAX_WINDOW}, got {self.window}")
+        window_bytes = self.window * self.n_blocks * 2 * self.d_model * 4
+        if window_bytes > MAX_WINDOW_BYTES:
+            _fail("window", f"one user's K/V window of {self.window} rows x {self.n_blocks} "
+                  f"blocks x 2 x d_model {self.d_model} x 4 bytes = {window_bytes} bytes "
+                  f"exceeds the {MAX_WINDOW_BYTES}-byte limit")
         if self.d_model % self.n_heads != 0:
             _fail("n_heads", f"{self.n_heads} does not divide d_model={self.d_model}")
         if self.d_head % 2 != 0:
@@ -193,6 +202,12 @@ class ModelConfig:
         if not (-(2**53) < self.t_ref_ms < 2**53):
             _fail("t_ref_ms", f"out of range: {self.t_ref_ms}")
         _validate_schema(self.schema)
+
+
+# One user's K/V window: at most this many rows, and this many bytes (float32 K and V of every
+# block), as encoders/model_config.h caps them.
+MAX_WINDOW = 65536
+MAX_WINDOW_BYTES = 256 << 20
 
 
 def _fail(path: str, msg: str) -> None:

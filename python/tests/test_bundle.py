@@ -149,6 +149,21 @@ def test_invalid_config_is_refused_naming_the_field(good, edit, field):
         parse_bundle(_rebuild(good, cfg_edit=edit))
 
 
+@pytest.mark.parametrize("edit,message", [
+    (dict(window=65537), "config.window: must be at most 65536, got 65537"),
+    (dict(window=65536, d_model=512, n_heads=8, n_layers=2),
+     "config.window: one user's K/V window of 65536 rows x 3 blocks x 2 x d_model 512 x 4 "
+     "bytes = 805306368 bytes exceeds the 268435456-byte limit"),
+])
+def test_export_refuses_a_window_the_daemon_would_refuse(edit, message):
+    """The caps of encoders/model_config.h, with the C++ loader's message: a model that
+    trains here must not export a bundle `rotor serve` refuses."""
+    from sirenrope.config import ConfigError, ModelConfig
+    with pytest.raises(ConfigError) as refused:
+        ModelConfig(**edit).validate()
+    assert str(refused.value) == message
+
+
 def test_metadata_problems_are_refused(good):
     t, m = decode(good)
     with pytest.raises(BundleError, match="metadata.rotor.format"):

@@ -275,6 +275,43 @@ Result<TopicPartition> DecodeOffsetKey(std::string_view key) {
   return TopicPartition{.topic = std::string(topic), .partition = static_cast<int32_t>(partition)};
 }
 
+std::string_view WatermarkPrefix() {
+  return "watermark/";
+}
+
+std::string WatermarkKey(std::string_view topic, int32_t partition) {
+  std::string out(WatermarkPrefix());
+  out += OffsetKey(topic, partition);
+  return out;
+}
+
+Result<std::pair<std::string, int32_t>> DecodeWatermarkKey(std::string_view key) {
+  if (!key.starts_with(WatermarkPrefix())) {
+    return Status::Corruption("default key '{}': not a watermark key", PrintableBytes(key));
+  }
+  auto decoded = DecodeOffsetKey(key.substr(WatermarkPrefix().size()));
+  if (!decoded.ok()) {
+    return Status::Corruption(
+        "watermark key '{}': not a length-prefixed topic and 4-byte partition",
+        PrintableBytes(key));
+  }
+  return std::pair{std::move(decoded->topic), decoded->partition};
+}
+
+std::string EncodeWatermarkValue(int64_t ts_ms) {
+  return EncodeOffsetValue(ts_ms);
+}
+
+Result<int64_t> DecodeWatermarkValue(std::string_view key, std::string_view value) {
+  int64_t ts_ms = 0;
+  ValueReader reader(value);
+  if (value.size() != sizeof ts_ms || !reader.GetI64(&ts_ms) || ts_ms < 0) {
+    return Status::Corruption("watermark key '{}': value of {} bytes is not a non-negative int64",
+                              PrintableBytes(key), value.size());
+  }
+  return ts_ms;
+}
+
 std::string EncodeOffsetValue(int64_t next_offset) {
   std::string out;
   PutFixed64(next_offset, &out);

@@ -18,6 +18,10 @@
 //            value = int64 little-endian: the next input offset to consume.
 //
 //   default  key   = "info/" + name: store-wide properties (the model id the state belongs to).
+//            key   = "watermark/" + varint32(len(topic)) + topic + big-endian uint32 partition
+//            value = int64 little-endian: the partition's event-time watermark, the largest
+//                    event ts_ms applied from it so far. Written in the batch that writes the
+//                    partition's offset, so the two always agree.
 //
 // Decoders never trust their input: a short, long or out-of-range value is Status::Corruption
 // naming the key, never a crash.
@@ -97,6 +101,14 @@ Result<int64_t> DecodeOffsetValue(std::string_view key, std::string_view value);
 
 // default: key of a store-wide property.
 std::string InfoKey(std::string_view name);
+
+// default: a partition's event-time watermark. WatermarkPrefix() starts every such key (and no
+// other key of the default column family).
+std::string_view WatermarkPrefix();
+std::string WatermarkKey(std::string_view topic, int32_t partition);
+Result<std::pair<std::string, int32_t>> DecodeWatermarkKey(std::string_view key);
+std::string EncodeWatermarkValue(int64_t ts_ms);
+Result<int64_t> DecodeWatermarkValue(std::string_view key, std::string_view value);
 
 // `bytes` for messages: printable ASCII as is, anything else (and '\\', '\'') as \xNN.
 std::string PrintableBytes(std::string_view bytes);

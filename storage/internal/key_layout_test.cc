@@ -162,6 +162,31 @@ TEST(KeyLayoutTest, OffsetsRoundTripAndCorruptOnesAreRefused) {
   }
 }
 
+TEST(KeyLayoutTest, WatermarksRoundTripApartFromInfoKeys) {
+  const std::string key = WatermarkKey("events", 12);
+  EXPECT_TRUE(StartsWith(key, WatermarkPrefix()));
+  EXPECT_FALSE(StartsWith(InfoKey("watermark"), WatermarkPrefix()));
+  const auto topic_partition = DecodeWatermarkKey(key);
+  ASSERT_TRUE(topic_partition.ok()) << topic_partition.status().ToString();
+  EXPECT_EQ(topic_partition->first, "events");
+  EXPECT_EQ(topic_partition->second, 12);
+  const auto ts = DecodeWatermarkValue(key, EncodeWatermarkValue(1767600000000));
+  ASSERT_TRUE(ts.ok()) << ts.status().ToString();
+  EXPECT_EQ(*ts, 1767600000000);
+  for (const std::string& bad :
+       {std::string(), OffsetKey("events", 12), key + "x", std::string(WatermarkPrefix())}) {
+    const auto decoded = DecodeWatermarkKey(bad);
+    ASSERT_FALSE(decoded.ok()) << PrintableBytes(bad);
+    EXPECT_EQ(decoded.status().code(), StatusCode::kCorruption);
+  }
+  for (const std::string& bad : {std::string(), std::string("1234567"), EncodeWatermarkValue(-1)}) {
+    const auto decoded = DecodeWatermarkValue(key, bad);
+    ASSERT_FALSE(decoded.ok());
+    EXPECT_EQ(decoded.status().code(), StatusCode::kCorruption);
+    EXPECT_NE(decoded.status().message().find("watermark key"), std::string_view::npos);
+  }
+}
+
 TEST(KeyLayoutTest, PrintableBytesEscapesEverythingElse) {
   EXPECT_EQ(PrintableBytes("ab"), "ab");
   EXPECT_EQ(PrintableBytes("a\0b\xff'\\"sv), "a\\x00b\\xff\\x27\\x5c");

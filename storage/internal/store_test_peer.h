@@ -30,6 +30,8 @@ class StoreTestPeer {
   // Writes `value` under `key` in column family `cf`, bypassing every encoder and check.
   static Status RawPut(UserStateStore& store, ColumnFamily cf, std::string_view key,
                        std::string_view value);
+  // Writes `value` under `key` in RocksDB's default column family (info and watermark keys).
+  static Status RawPutDefault(UserStateStore& store, std::string_view key, std::string_view value);
   // Deletes `key` from column family `cf`.
   static Status RawDelete(UserStateStore& store, ColumnFamily cf, std::string_view key);
   // Lines RocksDB's info LOG wrote and dropped, when it is rotor's InfoLog (info_log.h);
