@@ -83,7 +83,7 @@ end
 #   encoders_bundle_fuzzer        the bundle loader (encoders/bundle_fuzzer.cc): seeds from
 #                                 testdata/golden (bundles, their configs, expected files) plus
 #                                 tiny bundles of every variant exported by sirenrope;
-#   pipeline_event_parser_fuzzer  input-topic messages (pipeline/event_parser_fuzzer.cc): seeds
+#   encoders_event_parser_fuzzer  input-topic messages (encoders/event_parser_fuzzer.cc): seeds
 #                                 are 20 golden event lines and a few edge cases;
 #   storage_key_layout_fuzzer     RocksDB key/value decoders (storage/internal/key_layout_fuzzer.cc).
 # ROTOR_FUZZ_SECONDS is split 1/2, 1/3, 1/6 between them (each at least 1 s). The corpus each
@@ -95,7 +95,7 @@ if [[ "${fuzz_seconds}" == "0" ]]; then
 else
   begin "fuzz (libFuzzer: bundle loader, event parser, key layout; ${fuzz_seconds}s)"
   cmake --preset fuzz >/dev/null
-  cmake --build --preset fuzz --target encoders_bundle_fuzzer pipeline_event_parser_fuzzer \
+  cmake --build --preset fuzz --target encoders_bundle_fuzzer encoders_event_parser_fuzzer \
     storage_key_layout_fuzzer
 
   # Fresh seeds and the corpus/artifacts folders of fuzzer `name`; prints the folder.
@@ -173,8 +173,8 @@ PY
     >"${fuzz_dir}/seeds/edge-types.json"
   printf '%s' '{"event_id":"e","user_id":"u","ts_ms":18446744073709551615,"item":[],"action":[],"attrs":{"topic":1,"topic":"tech"}}' \
     >"${fuzz_dir}/seeds/edge-ranges.json"
-  fuzz_run event_parser_fuzzer build/fuzz/pipeline/pipeline_event_parser_fuzzer "$(fuzz_share 3)" \
-    -dict=pipeline/event_parser_fuzzer.dict
+  fuzz_run event_parser_fuzzer build/fuzz/encoders/encoders_event_parser_fuzzer "$(fuzz_share 3)" \
+    -dict=encoders/event_parser_fuzzer.dict
 
   # Key layout seeds: a valid users value (the whole input is both key and value), and a
   # rows key and an offsets key (first byte = key length, the rest split into key and value).

@@ -2,7 +2,7 @@
 
 Each case is one raw message and what the reference (``json.loads`` then ``featurize`` with
 ``check_ids=True``) makes of it: the error message and dead-letter code, or the model inputs.
-pipeline/event_parser_test.cc checks the daemon's EventParser + Featurizer against the same
+encoders/event_parser_test.cc checks the daemon's EventParser + Featurizer against the same
 file, so the two sides agree case by case. To add a case, append its name, config and
 message to the file and regenerate the expectations from this module:
 

@@ -1,9 +1,9 @@
-// EventParser: one input-topic message (DESIGN section 4) from JSON bytes to an
-// encoders::Event, or the reason it is refused (which the pipeline sends to the dead-letter
-// topic). simdjson stays inside pipeline/.
+// EventParser: one input-topic message (DESIGN section 4) from JSON bytes to an Event, or the
+// reason it is refused (which the pipeline sends to the dead-letter topic). simdjson stays
+// inside encoders/.
 
-#ifndef ROTOR_PIPELINE_EVENT_PARSER_H_
-#define ROTOR_PIPELINE_EVENT_PARSER_H_
+#ifndef ROTOR_ENCODERS_EVENT_PARSER_H_
+#define ROTOR_ENCODERS_EVENT_PARSER_H_
 
 #include <cstdint>
 #include <memory>
@@ -13,7 +13,7 @@
 #include "encoders/featurizer.h"
 #include "encoders/model_config.h"
 
-namespace rotor::pipeline {
+namespace rotor::encoders {
 
 // Why a message was refused. The name (RejectCodeName) is the dead-letter header value
 // `rotor.error`; the detail message goes in `rotor.error.detail`.
@@ -47,7 +47,7 @@ inline constexpr std::size_t kMaxIdBytes = 256;
 struct ParsedEvent {
   std::string event_id;
   std::string user_id;
-  encoders::Event event;
+  Event event;
 };
 
 // A refusal: the code and a message naming the field ("ts_ms: expected an integer").
@@ -60,7 +60,7 @@ struct Rejection {
 //
 // Parse fills `out` and returns true, or fills `rejection` and returns false (`out` is then
 // unspecified). It checks only what the JSON itself says (syntax, presence and types of fields,
-// the refusals documented on encoders::Event); the schema (Featurizer), the key, the clock and
+// the refusals documented on Event); the schema (Featurizer), the key, the clock and
 // the size are the caller's checks. Repeated keys resolve to their last value at every level,
 // as Python's json does. Unknown fields are ignored.
 //
@@ -91,7 +91,7 @@ struct Rejection {
 // Concurrency: not thread-safe; one per thread.
 class EventParser {
  public:
-  explicit EventParser(const encoders::ModelConfig& config);
+  explicit EventParser(const ModelConfig& config);
   EventParser(const EventParser&) = delete;
   EventParser& operator=(const EventParser&) = delete;
   EventParser(EventParser&&) noexcept;
@@ -105,6 +105,6 @@ class EventParser {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace rotor::pipeline
+}  // namespace rotor::encoders
 
-#endif  // ROTOR_PIPELINE_EVENT_PARSER_H_
+#endif  // ROTOR_ENCODERS_EVENT_PARSER_H_

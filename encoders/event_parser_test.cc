@@ -1,4 +1,4 @@
-#include "pipeline/event_parser.h"
+#include "encoders/event_parser.h"
 
 #include <cmath>
 #include <cstdint>
@@ -17,7 +17,7 @@
 #include "encoders/featurizer.h"
 #include "encoders/model_config.h"
 
-namespace rotor::pipeline {
+namespace rotor::encoders {
 namespace {
 
 using ::testing::HasSubstr;
@@ -44,15 +44,15 @@ const nlohmann::json& SharedCases() {
 // exceeds feature_abs_max, so Python refuses an event that leaves it out.
 enum ConfigId { kFeatures, kId };
 
-encoders::ModelConfig Config(std::string_view name) {
+ModelConfig Config(std::string_view name) {
   const nlohmann::json configs = SharedCases().value("configs", nlohmann::json::object());
   EXPECT_TRUE(configs.contains(name)) << name;
-  auto config = encoders::ParseModelConfig(configs.value(name, nlohmann::json::object()).dump());
+  auto config = ParseModelConfig(configs.value(name, nlohmann::json::object()).dump());
   EXPECT_TRUE(config.ok()) << config.status().ToString();
-  return config.ok() ? *config : encoders::ModelConfig{};
+  return config.ok() ? *config : ModelConfig{};
 }
 
-encoders::ModelConfig Config(ConfigId id) {
+ModelConfig Config(ConfigId id) {
   return Config(id == kFeatures ? "features" : "id");
 }
 
@@ -124,7 +124,7 @@ class EquivalenceTest : public ::testing::TestWithParam<Case> {};
 TEST_P(EquivalenceTest, ParserThenFeaturizerMatchesPython) {
   const Case& c = GetParam();
   SCOPED_TRACE(c.message);
-  const encoders::ModelConfig config = Config(c.config);
+  const ModelConfig config = Config(c.config);
   EventParser parser(config);
   ParsedEvent parsed;
   Rejection rejection;
@@ -136,7 +136,7 @@ TEST_P(EquivalenceTest, ParserThenFeaturizerMatchesPython) {
     EXPECT_EQ(rejection.detail, *c.error);
     return;
   }
-  const auto inputs = encoders::Featurizer(config).Featurize(parsed.event, true);
+  const auto inputs = Featurizer(config).Featurize(parsed.event, true);
   if (c.error.has_value()) {
     ASSERT_FALSE(inputs.ok()) << "accepted, Python refuses: " << *c.error;
     EXPECT_EQ("schema", c.code) << "the Featurizer's refusals are dead-lettered as schema";
@@ -352,7 +352,7 @@ TEST(EventParserTest, FillsTheEventAsJsonSaysIt) {
           "attrs":{"topic":"news","pub":"p","topic":"sports","m":"x"}})");
   EXPECT_EQ(parsed.event_id, "e9");
   EXPECT_EQ(parsed.user_id, "u9");
-  const encoders::Event& ev = parsed.event;
+  const Event& ev = parsed.event;
   EXPECT_TRUE(ev.has_ts_ms);
   EXPECT_EQ(ev.ts_ms, 123);
   EXPECT_TRUE(ev.has_item);
@@ -373,7 +373,7 @@ TEST(EventParserTest, WrongTypesOfOptionalPartsAreRecordedAsAbsent) {
   const ParsedEvent parsed =
       MustParse(R"({"event_id":"e","user_id":"u","ts_ms":1,"item":{"features":{}},
                     "action":"click","attrs":["topic"]})");
-  const encoders::Event& ev = parsed.event;
+  const Event& ev = parsed.event;
   EXPECT_TRUE(ev.has_item);
   EXPECT_FALSE(ev.has_item_id);
   EXPECT_FALSE(ev.has_item_features);
@@ -414,7 +414,7 @@ TEST(EventParserTest, ManyRepeatedKeysResolveToTheLastValue) {
   const ParsedEvent parsed = MustParse(fmt::format(
       R"({{"event_id":"e","user_id":"u","ts_ms":1,"item":{{"features":[1,2,3]}},{},{}}})", action,
       attrs));
-  const encoders::Event& ev = parsed.event;
+  const Event& ev = parsed.event;
   ASSERT_EQ(ev.actions.size(), 41U);
   for (std::size_t i = 0; i < 40; ++i) {
     EXPECT_EQ(ev.actions[i].first, fmt::format("a{}", i));
@@ -473,4 +473,4 @@ TEST(EventParserTest, DeepNestingIsInvalidJsonNotACrash) {
 }
 
 }  // namespace
-}  // namespace rotor::pipeline
+}  // namespace rotor::encoders

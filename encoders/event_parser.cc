@@ -2,7 +2,7 @@
 //
 // How the refusals line up with python/sirenrope/features.py: the parser refuses the identity
 // fields itself (event_id, user_id, ts_ms's presence and type), and everything else is left to
-// the Featurizer except what encoders::Event cannot carry: `item` of the wrong type, item.id of
+// the Featurizer except what Event cannot carry: `item` of the wrong type, item.id of
 // the wrong type or with a control character, a non-number in item.features, a non-number
 // action value and a non-string attrs value. Python reports only the first problem of an
 // event, in its own order (ts_ms, item, item.id, item.features[0..], action.<a> in schema
@@ -23,7 +23,7 @@
 // - keys are unescaped, so "ts\u005fms" is "ts_ms", as in Python;
 // - object iteration yields repeated keys in document order; at_key would return the first.
 
-#include "pipeline/event_parser.h"
+#include "encoders/event_parser.h"
 
 #include <simdjson.h>
 
@@ -39,7 +39,7 @@
 
 #include <fmt/core.h>
 
-namespace rotor::pipeline {
+namespace rotor::encoders {
 namespace {
 
 using simdjson::dom::element;
@@ -209,8 +209,8 @@ bool ReadId(std::string_view name, const std::optional<element>& value, std::str
 
 // `event` with everything after its ts_ms replaced by values every schema accepts: an item of
 // the schema's kind and size, no actions (callers add them), attrs an object.
-encoders::Event StandIn(const encoders::Event& event, const encoders::ModelConfig& config) {
-  encoders::Event s;
+Event StandIn(const Event& event, const ModelConfig& config) {
+  Event s;
   s.has_ts_ms = event.has_ts_ms;
   s.ts_ms = event.ts_ms;
   s.has_item = true;
@@ -253,17 +253,17 @@ std::string_view RejectCodeName(RejectCode code) {
 }
 
 struct EventParser::Impl {
-  explicit Impl(const encoders::ModelConfig& config) : featurizer(config) {}
+  explicit Impl(const ModelConfig& config) : featurizer(config) {}
 
   // Whether features.py reaches its `item` type check: ts_ms passes.
-  bool ReachesItemCheck(const encoders::Event& event) const {
+  bool ReachesItemCheck(const Event& event) const {
     return featurizer.Featurize(StandIn(event, config()), /*need_actions=*/false).ok();
   }
 
   // Whether features.py reaches item.features[j]: ts_ms passes, the array has `dim` elements
   // and elements 0..j-1 are within feature_abs_max.
-  bool ReachesFeatureCheck(const encoders::Event& event, std::size_t j) const {
-    encoders::Event s = StandIn(event, config());
+  bool ReachesFeatureCheck(const Event& event, std::size_t j) const {
+    Event s = StandIn(event, config());
     s.item_features = event.item_features;
     for (std::size_t k = j; k < s.item_features.size(); ++k) {
       s.item_features[k] = 0.0;
@@ -273,9 +273,9 @@ struct EventParser::Impl {
 
   // Whether features.py reaches action.<schema action j>: ts_ms and the item pass, and schema
   // actions 0..j-1 (given or default) are within feature_abs_max.
-  bool ReachesActionCheck(const encoders::Event& event, std::size_t j) const {
+  bool ReachesActionCheck(const Event& event, std::size_t j) const {
     const auto& actions = config().schema.actions;
-    encoders::Event s = StandIn(event, config());
+    Event s = StandIn(event, config());
     s.has_item = event.has_item;
     s.has_item_id = event.has_item_id;
     s.item_id = event.item_id;
@@ -294,8 +294,8 @@ struct EventParser::Impl {
   }
 
   // Whether features.py reaches its attrs values: everything before attrs passes.
-  bool ReachesAttrsCheck(const encoders::Event& event) const {
-    encoders::Event s = event;
+  bool ReachesAttrsCheck(const Event& event) const {
+    Event s = event;
     s.attrs_is_object = true;
     s.attrs.clear();
     return featurizer.Featurize(s, /*need_actions=*/true).ok();
@@ -312,16 +312,15 @@ struct EventParser::Impl {
     return kNone;
   }
 
-  const encoders::ModelConfig& config() const { return featurizer.config(); }
+  const ModelConfig& config() const { return featurizer.config(); }
 
-  encoders::Featurizer featurizer;
+  Featurizer featurizer;
   simdjson::dom::parser json;
   Members members;  // Scratch for CollectMembers.
   MemberIndex member_index;
 };
 
-EventParser::EventParser(const encoders::ModelConfig& config)
-    : impl_(std::make_unique<Impl>(config)) {}
+EventParser::EventParser(const ModelConfig& config) : impl_(std::make_unique<Impl>(config)) {}
 EventParser::EventParser(EventParser&&) noexcept = default;
 EventParser& EventParser::operator=(EventParser&&) noexcept = default;
 EventParser::~EventParser() = default;
@@ -329,7 +328,7 @@ EventParser::~EventParser() = default;
 bool EventParser::Parse(std::string_view bytes, ParsedEvent& out, Rejection& rejection) {
   Impl& impl = *impl_;
   out = ParsedEvent{};
-  encoders::Event& ev = out.event;
+  Event& ev = out.event;
 
   // realloc_if_needed: simdjson copies the bytes into its own padded buffer (reused).
   element root;
@@ -435,7 +434,7 @@ bool EventParser::Parse(std::string_view bytes, ParsedEvent& out, Rejection& rej
           ev.item_id.assign(id_text);
         }
       }
-      if (features && impl.config().schema.item.kind == encoders::ItemKind::kFeatures) {
+      if (features && impl.config().schema.item.kind == ItemKind::kFeatures) {
         simdjson::dom::array feature_array;
         if (features->get_array().get(feature_array) == simdjson::SUCCESS) {
           ev.has_item_features = true;
@@ -555,4 +554,4 @@ bool EventParser::Parse(std::string_view bytes, ParsedEvent& out, Rejection& rej
   return true;
 }
 
-}  // namespace rotor::pipeline
+}  // namespace rotor::encoders

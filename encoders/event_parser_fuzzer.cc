@@ -20,17 +20,17 @@
 #include <cstdint>
 #include <string_view>
 
+#include "encoders/event_parser.h"
 #include "encoders/featurizer.h"
 #include "encoders/model_config.h"
-#include "pipeline/event_parser.h"
 
 namespace {
 
+using rotor::encoders::EventParser;
 using rotor::encoders::ModelConfig;
-using rotor::pipeline::EventParser;
-using rotor::pipeline::ParsedEvent;
-using rotor::pipeline::RejectCode;
-using rotor::pipeline::Rejection;
+using rotor::encoders::ParsedEvent;
+using rotor::encoders::RejectCode;
+using rotor::encoders::Rejection;
 
 void Check(bool ok) {
   if (!ok) {
@@ -137,8 +137,8 @@ void Run(Target& t, std::string_view bytes) {
   Check(parsed.event_id == again.event_id && parsed.user_id == again.user_id);
   Check(parsed.event.ts_ms == again.event.ts_ms && parsed.event.actions == again.event.actions &&
         parsed.event.attrs == again.event.attrs && parsed.event.item_id == again.event.item_id);
-  Check(!parsed.event_id.empty() && parsed.event_id.size() <= rotor::pipeline::kMaxIdBytes);
-  Check(!parsed.user_id.empty() && parsed.user_id.size() <= rotor::pipeline::kMaxIdBytes);
+  Check(!parsed.event_id.empty() && parsed.event_id.size() <= rotor::encoders::kMaxIdBytes);
+  Check(!parsed.user_id.empty() && parsed.user_id.size() <= rotor::encoders::kMaxIdBytes);
   Check(!HasControlCharacter(parsed.event_id) && !HasControlCharacter(parsed.user_id));
   Check(parsed.event.has_ts_ms);
   for (const double f : parsed.event.item_features) {
