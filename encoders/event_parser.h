@@ -1,14 +1,17 @@
 // EventParser: one input-topic message (DESIGN section 4) from JSON bytes to an Event, or the
-// reason it is refused (which the pipeline sends to the dead-letter topic). simdjson stays
+// reason it is refused (which the pipeline sends to the dead-letter topic); and the candidates
+// of a score request (the HTTP API's), checked with the same code and messages. simdjson stays
 // inside encoders/.
 
 #ifndef ROTOR_ENCODERS_EVENT_PARSER_H_
 #define ROTOR_ENCODERS_EVENT_PARSER_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "encoders/featurizer.h"
 #include "encoders/model_config.h"
@@ -37,6 +40,8 @@ enum class RejectCode : unsigned char {
                     //   partitioner gives it (pipeline/internal/partitioner.h).
   kCorruptState,    // "corrupt_state": the user's stored state cannot be read; the user is
                     //   quarantined (its events are refused) until it is repaired or deleted.
+  kTooMany,         // "too_many": a score request lists more users or candidates than its
+                    //   ScoreRequestLimits allow (never a dead letter).
 };
 std::string_view RejectCodeName(RejectCode code);
 
@@ -54,6 +59,41 @@ struct ParsedEvent {
 struct Rejection {
   RejectCode code = RejectCode::kInvalidJson;
   std::string detail;
+};
+
+// The check Parse makes of event_id and user_id, for an id that does not come in JSON (a user
+// id in a URL): non-empty, at most kMaxIdBytes, valid UTF-8 (JSON strings always are), no
+// control character. `name` starts the detail ("user_id: empty"); kInvalidValue when refused.
+bool CheckId(std::string_view name, std::string_view id, Rejection& rejection);
+
+// One accepted candidate: the event as parsed, with the request time as its ts_ms, and its
+// model inputs (featurised without actions, as Decoder::ScoreCandidates wants them).
+struct ParsedCandidate {
+  Event event;
+  EventInputs inputs;
+};
+
+// The two shapes of a score request body.
+enum class ScoreRequestForm : unsigned char {
+  kOneUser,    // {"ts_ms": t, "candidates": [c, ...]}: the user is named elsewhere (the URL).
+  kManyUsers,  // {"ts_ms": t, "users": [{"user_id": u, "candidates": [c, ...]}, ...]}
+};
+
+// Bounds on a score request, checked before any candidate is featurised.
+struct ScoreRequestLimits {
+  std::size_t max_candidates = 1000;         // Per user.
+  std::size_t max_users = 100;               // Users of a kManyUsers request.
+  std::size_t max_total_candidates = 10000;  // All users' candidates together.
+};
+
+// A parsed score request: the request time and each user's candidates, in request order.
+struct ScoreRequest {
+  struct User {
+    std::string user_id;  // Empty in the kOneUser form.
+    std::vector<EventInputs> candidates;
+  };
+  int64_t ts_ms = 0;
+  std::vector<User> users;  // One entry in the kOneUser form.
 };
 
 // Parses messages of the input topic for one model config.
@@ -87,6 +127,13 @@ struct Rejection {
 // holds the cases both sides check. Integers beyond [INT64_MIN, UINT64_MAX] and numbers beyond
 // double range are invalid JSON here (Python accepts them).
 //
+// Candidates (ParseCandidate, ParseScoreRequest) are events without event_id, user_id, ts_ms
+// and action (features.py's featurize with need_actions=False): the request time stands in
+// for ts_ms, and the fields a candidate does not use are ignored whatever they hold (a
+// candidate's own ts_ms, action, event_id, user_id; unknown fields). What is left is checked
+// exactly as for events, with the same codes and messages: the item (its type, item.id,
+// item.features), then attrs; and then the Featurizer's checks (kSchema, its message).
+//
 // Lifecycle: owns a simdjson parser whose buffers grow to the largest message seen.
 // Concurrency: not thread-safe; one per thread.
 class EventParser {
@@ -99,6 +146,29 @@ class EventParser {
   ~EventParser();
 
   bool Parse(std::string_view bytes, ParsedEvent& out, Rejection& rejection);
+
+  // One candidate object at request time `ts_ms`, featurised. Refusals: kInvalidJson,
+  // kNotObject, then the candidate checks above with the detail of an event's
+  // ("item.features[2]: expected a number"; "ts_ms: out of range" for a request time the
+  // Featurizer refuses).
+  bool ParseCandidate(std::string_view bytes, int64_t ts_ms, ParsedCandidate& out,
+                      Rejection& rejection);
+
+  // A score request body of the given form, every candidate featurised at the request's
+  // ts_ms. Refusals, in this order: kInvalidJson, kNotObject; ts_ms (kMissingField "ts_ms:
+  // missing", kWrongType "ts_ms: expected an integer", kSchema "ts_ms: out of range");
+  // the lists, before any candidate is read: kMissingField "candidates: missing" /
+  // "users: missing", kWrongType "candidates: expected an array, got an object", kTooMany
+  // "candidates: 501 candidates, more than the limit of 500" (likewise users, and "users: 10001
+  // candidates in all, more than the limit of 10000"), and for each user of kManyUsers in order
+  // kWrongType "users[1]: expected an object, got a string", users[i].user_id as Parse checks
+  // user_id ("users[1].user_id: empty") and users[i].candidates as above; then each candidate
+  // in order: kWrongType "candidates[3]: expected an object, got null", or its refusal with
+  // the candidate's path before the field ("candidates[3].item.features[2]: expected a
+  // number", "users[1].candidates[0].attrs.topic: expected a string, got a number"). Unknown
+  // fields are ignored at every level.
+  bool ParseScoreRequest(std::string_view bytes, ScoreRequestForm form,
+                         const ScoreRequestLimits& limits, ScoreRequest& out, Rejection& rejection);
 
  private:
   struct Impl;

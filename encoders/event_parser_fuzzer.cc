@@ -12,7 +12,9 @@
 // - an accepted event has non-empty ids of at most kMaxIdBytes without control characters
 //   (U+0000..U+001F, U+007F) and an integer ts_ms;
 // - whatever the Featurizer then accepts (with and without actions) is finite: time features,
-//   item features, actions; labels are 0/1 and table rows within their tables.
+//   item features, actions; labels are 0/1 and table rows within their tables;
+// - the same bytes as a candidate (ParseCandidate) are refused with a parser code and a detail,
+//   or give inputs as above at the request time, without actions.
 
 #include <algorithm>
 #include <cmath>
@@ -80,6 +82,7 @@ bool IsParserCode(RejectCode code) {
     case RejectCode::kTsInFuture:
     case RejectCode::kWrongPartition:
     case RejectCode::kCorruptState:
+    case RejectCode::kTooMany:
       return false;
   }
   return false;
@@ -115,7 +118,20 @@ void CheckInputs(const Target& t, const rotor::encoders::EventInputs& in, bool n
   }
 }
 
+void RunCandidate(Target& t, std::string_view bytes) {
+  constexpr int64_t kRequestTs = 1767600000000;
+  rotor::encoders::ParsedCandidate candidate;
+  Rejection rejection;
+  if (!t.parser.ParseCandidate(bytes, kRequestTs, candidate, rejection)) {
+    Check(!rejection.detail.empty() && IsParserCode(rejection.code));
+    return;
+  }
+  Check(candidate.inputs.ts_ms == kRequestTs && candidate.event.ts_ms == kRequestTs);
+  CheckInputs(t, candidate.inputs, /*need_actions=*/false);
+}
+
 void Run(Target& t, std::string_view bytes) {
+  RunCandidate(t, bytes);
   ParsedEvent parsed;
   Rejection rejection;
   const bool accepted = t.parser.Parse(bytes, parsed, rejection);
