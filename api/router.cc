@@ -67,14 +67,9 @@ struct Router::Impl {
     return ErrorResponse(503, "not_ready", readiness.reason);
   }
 
-  Response Dispatch(const Request& request) {
-    std::string why;
-    const std::optional<internal::Target> target = internal::ParseTarget(request.target, why);
-    if (!target) {
-      return ErrorResponse(400, "bad_request", why);
-    }
-    const auto& seg = target->segments;
-    const auto& query = target->query;
+  Response Dispatch(const Request& request, const internal::Target& target) {
+    const auto& seg = target.segments;
+    const auto& query = target.query;
     const std::string_view method = request.method;
     const auto only = [&](std::string_view allowed, std::string_view route) {
       Response r =
@@ -138,13 +133,8 @@ struct Router::Impl {
   }
 
   // The route's name for the request metrics; "unmatched" for a path no route has.
-  static std::string_view RouteName(const Request& request) {
-    std::string why;
-    const std::optional<internal::Target> target = internal::ParseTarget(request.target, why);
-    if (!target) {
-      return "unmatched";
-    }
-    const auto& seg = target->segments;
+  static std::string_view RouteName(const internal::Target& target) {
+    const auto& seg = target.segments;
     if (seg.size() == 1) {
       if (seg[0] == "healthz") {
         return "healthz";
@@ -201,8 +191,13 @@ Result<std::unique_ptr<Router>> Router::Create(const ApiContext& context) {
 }
 
 Response Router::Route(const Request& request) {
-  Response response = impl_->Dispatch(request);
-  response.route = Impl::RouteName(request);
+  std::string why;
+  const std::optional<internal::Target> target = internal::ParseTarget(request.target, why);
+  if (!target) {
+    return ErrorResponse(400, "bad_request", why);
+  }
+  Response response = impl_->Dispatch(request, *target);
+  response.route = Impl::RouteName(*target);
   return response;
 }
 

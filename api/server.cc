@@ -6,8 +6,9 @@
 // thread_local set when the thread starts), so each Router is used by one thread only.
 //
 // A connection's life, with one steady_timer bounding each phase:
-//   idle:    wait for the first byte of the next request (idle_timeout; expiry closes quietly).
-//            Bytes already buffered (pipelined requests) skip the wait.
+//   idle:    wait for the first byte of the next request (idle_timeout, or read_timeout for a
+//            connection's first request; expiry closes quietly). Bytes already buffered
+//            (pipelined requests) skip the wait.
 //   reading: parse the request (header, then body; "Expect: 100-continue" is answered between
 //            them) within read_timeout from its first byte. Expiry cancels the read and answers
 //            408; too large a body 413, too large a header 431, a malformed request 400: each
@@ -247,7 +248,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
       ReadRequest();
       return;
     }
-    Arm(Phase::kIdle, server_.options.idle_timeout, [](Connection& c) { c.Close(); });
+    // A new connection gets read_timeout for its first request, not idle_timeout: a client
+    // that connects and says nothing must not hold a connection slot for a keep-alive's time.
+    const std::chrono::milliseconds wait =
+        served_ == 0 ? std::min(server_.options.read_timeout, server_.options.idle_timeout)
+                     : server_.options.idle_timeout;
+    Arm(Phase::kIdle, wait, [](Connection& c) { c.Close(); });
     socket_.async_read_some(buffer_.prepare(kReadChunk), [self = shared_from_this()](
                                                              const ErrorCode& ec, std::size_t n) {
       if (ec || self->phase_kind_ != Phase::kIdle) {
@@ -351,6 +357,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
     } catch (const std::exception& e) {  // std::bad_alloc and the like: not the client's fault.
       response = ErrorResponse(500, "internal", e.what());
     }
+    ++served_;
+    if (request.method() == http::verb::head) {
+      // A response to HEAD has no body, but its Content-Length would announce this one's:
+      // send neither and close, so nothing is left for the client to misread.
+      response.body.clear();
+      Respond(std::move(response), /*close=*/true, request.version());
+      return;
+    }
     Respond(std::move(response), !request.keep_alive(), request.version());
   }
 
@@ -426,6 +440,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response<http::string_body>> response_;
   bool counted_;
+  int64_t served_ = 0;  // Responses to requests written on this connection.
   uint64_t id_ = 0;
   uint64_t phase_ = 0;
   Phase phase_kind_ = Phase::kIdle;

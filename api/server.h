@@ -22,7 +22,8 @@ struct ServerOptions {
   uint16_t port = 8470;               // 0: a free port (Server::port() says which).
   int threads = 2;                    // Server threads, each with its own Router.
   int max_connections = 256;          // Open connections; one more gets a 503 and is closed.
-  // Longest one request may take to arrive once its first byte has (then 408 and close).
+  // Longest one request may take to arrive once its first byte has (then 408 and close); also
+  // how long a new connection may wait before its first request starts (then it is closed).
   std::chrono::milliseconds read_timeout{5000};
   // Longest one response may take to be sent (then the connection is closed).
   std::chrono::milliseconds write_timeout{5000};

@@ -394,6 +394,27 @@ TEST_F(ServerTest, AClientTricklingBytesCannotOutliveTheReadTimeout) {
   EXPECT_LT(Clock::now() - start, milliseconds(2000));
 }
 
+TEST_F(ServerTest, AConnectionThatSaysNothingIsClosedAfterTheReadTimeout) {
+  Start();  // read_timeout 400 ms, idle_timeout 3 s.
+  Client silent = Connect();
+  const auto t0 = Clock::now();
+  EXPECT_TRUE(silent.Closed());
+  EXPECT_GE(Clock::now() - t0, milliseconds(350));
+  EXPECT_LT(Clock::now() - t0, milliseconds(2000));
+}
+
+TEST_F(ServerTest, HeadIsNotServedAndClosesWithoutABody) {
+  Start();
+  Client c = Connect();
+  c.Send("HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+  const auto r = c.Read();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 405);
+  EXPECT_TRUE(r->Has("Allow: GET"));
+  EXPECT_TRUE(r->Has("Content-Length: 0"));
+  EXPECT_TRUE(c.Closed());
+}
+
 TEST_F(ServerTest, IdleKeepAliveConnectionsAreClosed) {
   options_.idle_timeout = milliseconds(200);
   Start();
