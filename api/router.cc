@@ -53,6 +53,8 @@ Response ErrorResponse(int status, std::string_view code, std::string_view detai
 }
 
 struct Router::Impl {
+  explicit Impl(ResourceContext c) : ctx(std::move(c)) {}
+
   ResourceContext ctx;
 
   // 503 not_ready when the daemon is not ready to serve reads; nullopt when it is.
@@ -182,11 +184,11 @@ Result<std::unique_ptr<Router>> Router::Create(const ApiContext& context) {
         l.max_candidates, l.max_users_per_request, l.max_total_candidates);
   }
   ROTOR_ASSIGN_OR_RETURN(encoders::Decoder decoder, encoders::Decoder::Create(context.bundle));
-  auto impl = std::unique_ptr<Impl>(new Impl{ResourceContext{
+  auto impl = std::make_unique<Impl>(ResourceContext{
       .api = context,
       .decoder = std::move(decoder),
       .parser = encoders::EventParser(context.bundle.config()),
-  }});
+  });
   return std::unique_ptr<Router>(new Router(std::move(impl)));
 }
 

@@ -58,7 +58,7 @@ namespace {
 namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = boost::beast::http;
-using tcp = net::ip::tcp;
+using boost::asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 using ErrorCode = boost::system::error_code;
 
@@ -170,8 +170,11 @@ struct ServerState {
   std::vector<std::unique_ptr<Router>> routers;  // One per thread.
   std::vector<std::thread> threads;
 
-  ServerState(const ServerOptions& o, const ApiContext& c)
-      : options(o), context(c), request_metrics(c.metrics), acceptor(net::make_strand(ioc)) {}
+  ServerState(ServerOptions o, const ApiContext& c)
+      : options(std::move(o)),
+        context(c),
+        request_metrics(c.metrics),
+        acceptor(net::make_strand(ioc)) {}
 
   void Accept();
   void Register(const std::shared_ptr<Connection>& connection, uint64_t& id);
@@ -190,6 +193,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
         counted_(counted) {}
 
   ~Connection() { server_.Unregister(id_, counted_); }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  Connection(Connection&&) = delete;
+  Connection& operator=(Connection&&) = delete;
 
   void Start() {
     server_.Register(shared_from_this(), id_);
@@ -322,7 +329,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     request_started_ = Clock::now();
     if (stop_requested_) {
       Close();
-    } else if (timed_out_) {
+      return;
+    }
+    if (timed_out_) {
       Respond(ErrorResponse(408, "request_timeout",
                             fmt::format("the request did not arrive within {} ms",
                                         server_.options.read_timeout.count())),

@@ -29,8 +29,8 @@ struct ServerOptions {
   std::chrono::milliseconds write_timeout{5000};
   // A keep-alive connection waiting this long for its next request is closed.
   std::chrono::milliseconds idle_timeout{60000};
-  int64_t max_header_bytes = 16 * 1024;       // Larger request headers: 431 and close.
-  int64_t max_body_bytes = int64_t{8} << 20;  // Larger request bodies: 413 and close.
+  int64_t max_header_bytes = int64_t{16} << 10;  // Larger request headers: 431 and close.
+  int64_t max_body_bytes = int64_t{8} << 20;     // Larger request bodies: 413 and close.
 };
 
 // The server options and limits the `api` config section sets (listen parsed into address and

@@ -43,7 +43,7 @@ namespace rotor::api {
 namespace {
 
 namespace net = boost::asio;
-using tcp = net::ip::tcp;
+using boost::asio::ip::tcp;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 using Clock = std::chrono::steady_clock;
@@ -212,7 +212,7 @@ class ServerTest : public ::testing::Test {
     options_.read_timeout = milliseconds(400);
     options_.write_timeout = milliseconds(2000);
     options_.idle_timeout = milliseconds(3000);
-    options_.max_body_bytes = 64 * 1024;
+    options_.max_body_bytes = int64_t{64} << 10;
     options_.max_header_bytes = 4096;
   }
 
@@ -228,7 +228,7 @@ class ServerTest : public ::testing::Test {
   int64_t Requests(std::string_view route, int status) {
     const std::string text = metrics_.Render();
     const std::string prefix =
-        fmt::format("rotor_api_requests_total{{route=\"{}\",status=\"{}\"}} ", route, status);
+        fmt::format(R"(rotor_api_requests_total{{route="{}",status="{}"}} )", route, status);
     const std::size_t at = text.find(prefix);
     return at == std::string::npos ? 0 : std::stoll(text.substr(at + prefix.size()));
   }
@@ -376,10 +376,9 @@ TEST_F(ServerTest, AClientTricklingBytesCannotOutliveTheReadTimeout) {
   const auto start = Clock::now();
   std::optional<HttpResponse> r;
   // One byte every 50 ms: each read makes progress, the whole request does not arrive in time.
-  for (int i = 0; i < 40; ++i) {
+  for (std::size_t i = 0; i < 40; ++i) {
     boost::system::error_code ec;
-    net::write(c.socket(), net::buffer(i < static_cast<int>(request.size()) ? &request[i] : "a", 1),
-               ec);
+    net::write(c.socket(), net::buffer(i < request.size() ? &request[i] : "a", 1), ec);
     if (ec) {
       break;
     }

@@ -255,7 +255,7 @@ Result<Gauge*> MetricsRegistry::AddGauge(std::string_view name, std::string_view
 }
 
 Result<Histogram*> MetricsRegistry::AddHistogram(std::string_view name, std::string_view help,
-                                                 std::vector<double> bounds,
+                                                 const std::vector<double>& bounds,
                                                  const MetricLabels& labels) {
   return Add<Histogram>(name, help, "histogram", labels, &bounds);
 }

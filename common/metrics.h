@@ -117,7 +117,8 @@ class MetricsRegistry {
   Result<Gauge*> AddGauge(std::string_view name, std::string_view help,
                           const MetricLabels& labels = {});
   Result<Histogram*> AddHistogram(std::string_view name, std::string_view help,
-                                  std::vector<double> bounds, const MetricLabels& labels = {});
+                                  const std::vector<double>& bounds,
+                                  const MetricLabels& labels = {});
 
   // Every family in the text exposition format 0.0.4: "# HELP" and "# TYPE" lines, then one
   // line per series (histograms: cumulative _bucket{le=...} lines ending with le="+Inf", then
