@@ -302,6 +302,30 @@ std::string_view RejectCodeName(RejectCode code) {
   return "unknown";
 }
 
+std::optional<std::string> UserIdOfEvent(std::string_view json) {
+  thread_local simdjson::dom::parser parser;
+  element root;
+  simdjson::dom::object top;
+  const char* data = json.empty() ? "" : json.data();
+  if (parser.parse(data, json.size(), true).get(root) != simdjson::SUCCESS ||
+      root.get_object().get(top) != simdjson::SUCCESS) {
+    return std::nullopt;
+  }
+  std::optional<std::string_view> user;
+  for (const simdjson::dom::key_value_pair field : top) {
+    if (field.key == "user_id") {
+      std::string_view text;
+      user = field.value.get_string().get(text) == simdjson::SUCCESS
+                 ? std::optional<std::string_view>(text)
+                 : std::nullopt;
+    }
+  }
+  if (!user) {
+    return std::nullopt;
+  }
+  return std::string(*user);
+}
+
 bool CheckId(std::string_view name, std::string_view id, Rejection& rejection) {
   if (!simdjson::validate_utf8(id.data(), id.size())) {
     return Reject(rejection, RejectCode::kInvalidValue, fmt::format("{}: not UTF-8", name));

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -65,6 +66,12 @@ struct Rejection {
 // id in a URL): non-empty, at most kMaxIdBytes, valid UTF-8 (JSON strings always are), no
 // control character. `name` starts the detail ("user_id: empty"); kInvalidValue when refused.
 bool CheckId(std::string_view name, std::string_view id, Rejection& rejection);
+
+// The user_id string of an input-topic message, read as EventParser::Parse reads it (the last
+// of repeated keys) but without its other checks: what a tool producing the topic keys a JSON
+// line by. nullopt when the bytes are not a JSON object with a string user_id. Thread-safe
+// (a parser per thread).
+std::optional<std::string> UserIdOfEvent(std::string_view json);
 
 // One accepted candidate: the event as parsed, with the request time as its ts_ms, and its
 // model inputs (featurised without actions, as Decoder::ScoreCandidates wants them).

@@ -542,6 +542,19 @@ TEST(EventParserTest, DeepNestingIsInvalidJsonNotACrash) {
   EXPECT_THAT(refusal->detail, HasSubstr("DEPTH_ERROR"));
 }
 
+TEST(UserIdOfEventTest, ReadsTheUserIdAsParseDoes) {
+  EXPECT_EQ(UserIdOfEvent(R"({"event_id":"e","user_id":"u1","ts_ms":1})"), "u1");
+  EXPECT_EQ(UserIdOfEvent(R"({"user_id":"a\u00e9"})"), "a\u00e9");
+  // Repeated keys: the last one, as Parse (and the daemon's key check) read it.
+  EXPECT_EQ(UserIdOfEvent(R"({"user_id":"first","user_id":"last"})"), "last");
+  EXPECT_EQ(UserIdOfEvent(R"({"user_id":"u","user_id":7})"), std::nullopt);
+  EXPECT_EQ(UserIdOfEvent(R"({"user_id":7})"), std::nullopt);
+  EXPECT_EQ(UserIdOfEvent(R"({"event_id":"e"})"), std::nullopt);
+  EXPECT_EQ(UserIdOfEvent(R"(["user_id","u"])"), std::nullopt);
+  EXPECT_EQ(UserIdOfEvent("{"), std::nullopt);
+  EXPECT_EQ(UserIdOfEvent(""), std::nullopt);
+}
+
 // ---- candidates and score requests ---------------------------------------------------------
 
 constexpr int64_t kRequestTs = 1767600000000;
