@@ -15,12 +15,13 @@ FROM debian:bookworm-slim AS build
 
 ARG DEBIAN_FRONTEND=noninteractive
 # The C++ side of tools/setup.sh's list, for the `rotor` target only (no tests, benchmarks,
-# fuzzers or lint). pkg-config: pipeline/ finds librdkafka through it.
+# fuzzers or lint). pkg-config: pipeline/ finds librdkafka through it. libboost-dev: api/'s
+# Asio/Beast, header-only, so the runtime image needs no Boost library.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       g++ cmake ninja-build pkg-config \
       librdkafka-dev librocksdb-dev libeigen3-dev libsimdjson-dev libhwy-dev \
-      libspdlog-dev libfmt-dev libyaml-cpp-dev nlohmann-json3-dev \
+      libspdlog-dev libfmt-dev libyaml-cpp-dev nlohmann-json3-dev libboost-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

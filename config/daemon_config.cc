@@ -25,6 +25,9 @@
 
 #include "config/daemon_config.h"
 
+#include <arpa/inet.h>  // inet_pton (api.listen)
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>  // environ
 
 #include <algorithm>
@@ -84,6 +87,14 @@ constexpr IntRange kDedupeIdsPerUserRange{0, 100000};
 // seconds) from expiring every user between two of its events.
 constexpr IntRange kUserTtlMsRange{60000, int64_t{100} * 365 * 86400000};
 constexpr IntRange kTtlSweepUsersPerBatchRange{0, 1000000};
+constexpr IntRange kApiThreadsRange{1, 64};
+constexpr IntRange kApiMaxConnectionsRange{1, 100000};
+constexpr IntRange kApiIoTimeoutMsRange{1, 600000};
+constexpr IntRange kApiIdleTimeoutMsRange{1, 3600000};
+constexpr IntRange kApiMaxBodyBytesRange{1024, int64_t{1} << 30};
+constexpr IntRange kApiMaxCandidatesRange{1, 100000};
+constexpr IntRange kApiMaxUsersRange{1, 10000};
+constexpr IntRange kApiMaxTotalCandidatesRange{1, 1000000};
 constexpr IntRange kNonNegative{0, kInt64Max};
 constexpr IntRange kPositive{1, kInt64Max};
 
@@ -93,7 +104,11 @@ static_assert(kEmbeddedPartitionsRange.hi <= kInt32Max && kSessionTimeoutMsRange
                   kMaxBatchWaitMsRange.hi <= kInt32Max &&
                   kMaxInflightBatchesRange.hi <= kInt32Max &&
                   kTtlSweepUsersPerBatchRange.hi <= kInt32Max &&
-                  kDedupeIdsPerUserRange.hi <= kInt32Max,
+                  kDedupeIdsPerUserRange.hi <= kInt32Max && kApiThreadsRange.hi <= kInt32Max &&
+                  kApiMaxConnectionsRange.hi <= kInt32Max && kApiIoTimeoutMsRange.hi <= kInt32Max &&
+                  kApiIdleTimeoutMsRange.hi <= kInt32Max &&
+                  kApiMaxCandidatesRange.hi <= kInt32Max && kApiMaxUsersRange.hi <= kInt32Max &&
+                  kApiMaxTotalCandidatesRange.hi <= kInt32Max,
               "the range of an int32_t field must fit in int32_t");
 
 // Kafka's own limit on topic names (kafka.common.internals.Topic).
@@ -104,7 +119,8 @@ constexpr std::array<std::string_view, 2> kDeliveryModeNames = {"at_least_once",
 constexpr std::array<std::string_view, 3> kOutputDtypeNames = {"f32", "bf16", "f16"};
 constexpr std::array<std::string_view, 4> kLogLevelNames = {"debug", "info", "warn", "error"};
 
-constexpr std::string_view kSectionNames = "model, kafka, delivery, pipeline, output, state, log";
+constexpr std::string_view kSectionNames =
+    "model, kafka, delivery, pipeline, output, state, log, api";
 
 // The librdkafka client a property map configures.
 enum Client : unsigned char { kConsumer = 1U, kProducer = 2U, kBoth = 3U };
@@ -617,6 +633,22 @@ std::vector<Field> Sections(DaemonConfig& c) {
                   {"level", EnumField(c.log.level, kLogLevelNames)},
                   {"stats_interval_ms", IntField(c.log.stats_interval_ms, kNonNegative)},
               }),
+      Section(
+          "api",
+          {
+              {"enabled", BoolField(c.api.enabled)},
+              {"listen", StringField(c.api.listen)},
+              {"threads", IntField(c.api.threads, kApiThreadsRange)},
+              {"max_connections", IntField(c.api.max_connections, kApiMaxConnectionsRange)},
+              {"read_timeout_ms", IntField(c.api.read_timeout_ms, kApiIoTimeoutMsRange)},
+              {"write_timeout_ms", IntField(c.api.write_timeout_ms, kApiIoTimeoutMsRange)},
+              {"idle_timeout_ms", IntField(c.api.idle_timeout_ms, kApiIdleTimeoutMsRange)},
+              {"max_body_bytes", BytesField(c.api.max_body_bytes, kApiMaxBodyBytesRange)},
+              {"max_candidates", IntField(c.api.max_candidates, kApiMaxCandidatesRange)},
+              {"max_users_per_request", IntField(c.api.max_users_per_request, kApiMaxUsersRange)},
+              {"max_total_candidates",
+               IntField(c.api.max_total_candidates, kApiMaxTotalCandidatesRange)},
+          }),
   };
 }
 
@@ -995,6 +1027,56 @@ Status ValidateState(const StateOptions& s) {
                   kTtlSweepUsersPerBatchRange);
 }
 
+// api.listen: "<IPv4>:<port>" or "[<IPv6>]:<port>", port in [0, 65535] (0: any free port).
+// Addresses only, no host names: the server binds what it is given, without a resolver.
+Status CheckListen(std::string_view path, const std::string& listen) {
+  const auto bad = [&] {
+    return Fail(path, fmt::format("expected <IPv4>:<port> or [<IPv6>]:<port> with the port in "
+                                  "[0, 65535] (127.0.0.1:8470, [::1]:8470), got {}",
+                                  Quote(listen)));
+  };
+  const std::size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) {
+    return bad();
+  }
+  std::string host = listen.substr(0, colon);
+  const std::string port = listen.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || !std::ranges::all_of(port, IsDigit) ||
+      std::stoi(port) > 65535) {
+    return bad();
+  }
+  std::array<unsigned char, sizeof(in6_addr)> address{};
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+    return inet_pton(AF_INET6, host.c_str(), address.data()) == 1 ? Status::OK() : bad();
+  }
+  return inet_pton(AF_INET, host.c_str(), address.data()) == 1 ? Status::OK() : bad();
+}
+
+Status ValidateApi(const ApiOptions& a) {
+  ROTOR_RETURN_IF_ERROR(CheckListen("api.listen", a.listen));
+  ROTOR_RETURN_IF_ERROR(CheckInt("api.threads", a.threads, kApiThreadsRange));
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("api.max_connections", a.max_connections, kApiMaxConnectionsRange));
+  ROTOR_RETURN_IF_ERROR(CheckInt("api.read_timeout_ms", a.read_timeout_ms, kApiIoTimeoutMsRange));
+  ROTOR_RETURN_IF_ERROR(CheckInt("api.write_timeout_ms", a.write_timeout_ms, kApiIoTimeoutMsRange));
+  ROTOR_RETURN_IF_ERROR(CheckInt("api.idle_timeout_ms", a.idle_timeout_ms, kApiIdleTimeoutMsRange));
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("api.max_body_bytes", a.max_body_bytes, kApiMaxBodyBytesRange, IntSyntax::kBytes));
+  ROTOR_RETURN_IF_ERROR(CheckInt("api.max_candidates", a.max_candidates, kApiMaxCandidatesRange));
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("api.max_users_per_request", a.max_users_per_request, kApiMaxUsersRange));
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("api.max_total_candidates", a.max_total_candidates, kApiMaxTotalCandidatesRange));
+  if (a.max_total_candidates < a.max_candidates) {
+    // One user's request may hold max_candidates; POST /v1/score must take at least that.
+    return Fail("api.max_total_candidates",
+                fmt::format("expected at least api.max_candidates ({}), got {}", a.max_candidates,
+                            a.max_total_candidates));
+  }
+  return Status::OK();
+}
+
 }  // namespace
 
 EnvLookup ProcessEnv() {
@@ -1053,7 +1135,9 @@ Status ValidateDaemonConfig(const DaemonConfig& config) {
       CheckInt("output.snapshot_interval_ms", config.output.snapshot_interval_ms, kNonNegative));
   ROTOR_RETURN_IF_ERROR(ValidateState(config.state));
   ROTOR_RETURN_IF_ERROR(CheckEnum("log.level", config.log.level, kLogLevelNames));
-  return CheckInt("log.stats_interval_ms", config.log.stats_interval_ms, kNonNegative);
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("log.stats_interval_ms", config.log.stats_interval_ms, kNonNegative));
+  return ValidateApi(config.api);
 }
 
 bool IsSecretProperty(std::string_view name) {

@@ -128,6 +128,25 @@ struct LogOptions {
   int64_t stats_interval_ms = 10000;  // Throughput/lag line every interval (0 = never).
 };
 
+// api: the HTTP API (docs/api.md) that `rotor serve` runs beside the pipeline.
+struct ApiOptions {
+  bool enabled = true;
+  // "host:port" to listen on: an IPv4 address, or an IPv6 address in brackets ("[::1]:8470");
+  // port 0 takes a free port. Loopback by default: the API has no authentication.
+  std::string listen = "127.0.0.1:8470";
+  int32_t threads = 2;              // Server threads (each with its own decoder). In [1, 64].
+  int32_t max_connections = 256;    // Open connections; more get 503 and are closed. [1, 100000].
+  int32_t read_timeout_ms = 5000;   // Longest a request may take to arrive. In [1, 600000].
+  int32_t write_timeout_ms = 5000;  // Longest a response may take to be sent. In [1, 600000].
+  int32_t idle_timeout_ms = 60000;  // Keep-alive connection idle between requests. [1, 3600000].
+  int64_t max_body_bytes = int64_t{8} << 20;  // Larger request bodies get 413. In [1 KiB, 1 GiB].
+  int32_t max_candidates = 1000;              // Per user of a score request. In [1, 100000].
+  int32_t max_users_per_request = 100;        // Users of one POST /v1/score. In [1, 10000].
+  // Candidates of one POST /v1/score, all users together. In [1, 1000000], and at least
+  // max_candidates.
+  int32_t max_total_candidates = 10000;
+};
+
 struct DaemonConfig {
   ModelOptions model;
   KafkaOptions kafka;
@@ -136,6 +155,7 @@ struct DaemonConfig {
   OutputOptions output;
   StateOptions state;
   LogOptions log;
+  ApiOptions api;
 };
 
 // Reads the environment through this (tests pass a map instead of the real environment).

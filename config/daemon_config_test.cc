@@ -702,7 +702,7 @@ TEST(DaemonConfigTest, UnknownFieldsAndSectionsAreErrors) {
             "config kafka.bootstrap.servers: unknown field");
   EXPECT_EQ(ErrorOf("pipelines:\n  max_batch_events: 5\n"),
             "config pipelines: unknown section; expected model, kafka, delivery, pipeline, output, "
-            "state, log");
+            "state, log, api");
   // Merge keys are not understood: they are unknown fields, not silently merged.
   EXPECT_EQ(ErrorOf("log:\n  <<: {level: info}\n"), "config log.<<: unknown field");
 }
@@ -1259,6 +1259,180 @@ TEST(DaemonConfigTest, ConfigurationDocsListEveryField) {
   }
   EXPECT_NE(text.find(kEnvBootstrapServers), std::string::npos);
   EXPECT_NE(text.find(kEnvStateDir), std::string::npos);
+}
+
+// ---- api ----------------------------------------------------------------------------------
+
+// The api section's fields (kept apart from kAllFields so that sections added in parallel
+// merge without touching each other's lists).
+constexpr std::array<std::string_view, 11> kApiFields = {
+    "api.enabled",
+    "api.listen",
+    "api.threads",
+    "api.max_connections",
+    "api.read_timeout_ms",
+    "api.write_timeout_ms",
+    "api.idle_timeout_ms",
+    "api.max_body_bytes",
+    "api.max_candidates",
+    "api.max_users_per_request",
+    "api.max_total_candidates",
+};
+
+void ExpectSameApi(const ApiOptions& got, const ApiOptions& want) {
+  EXPECT_EQ(got.enabled, want.enabled);
+  EXPECT_EQ(got.listen, want.listen);
+  EXPECT_EQ(got.threads, want.threads);
+  EXPECT_EQ(got.max_connections, want.max_connections);
+  EXPECT_EQ(got.read_timeout_ms, want.read_timeout_ms);
+  EXPECT_EQ(got.write_timeout_ms, want.write_timeout_ms);
+  EXPECT_EQ(got.idle_timeout_ms, want.idle_timeout_ms);
+  EXPECT_EQ(got.max_body_bytes, want.max_body_bytes);
+  EXPECT_EQ(got.max_candidates, want.max_candidates);
+  EXPECT_EQ(got.max_users_per_request, want.max_users_per_request);
+  EXPECT_EQ(got.max_total_candidates, want.max_total_candidates);
+}
+
+TEST(DaemonConfigApiTest, MissingFieldsTakeTheHeaderDefaults) {
+  auto config = ParseDaemonConfig(Doc({}), {});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  const ApiOptions& a = config->api;
+  EXPECT_TRUE(a.enabled);
+  EXPECT_EQ(a.listen, "127.0.0.1:8470");
+  EXPECT_EQ(a.threads, 2);
+  EXPECT_EQ(a.max_connections, 256);
+  EXPECT_EQ(a.read_timeout_ms, 5000);
+  EXPECT_EQ(a.write_timeout_ms, 5000);
+  EXPECT_EQ(a.idle_timeout_ms, 60000);
+  EXPECT_EQ(a.max_body_bytes, int64_t{8} << 20);
+  EXPECT_EQ(a.max_candidates, 1000);
+  EXPECT_EQ(a.max_users_per_request, 100);
+  EXPECT_EQ(a.max_total_candidates, 10000);
+}
+
+TEST(DaemonConfigApiTest, FullSectionSetsEveryField) {
+  auto config = ParseDaemonConfig(Doc({
+                                      {"api.enabled", "false"},
+                                      {"api.listen", "\"[::1]:0\""},
+                                      {"api.threads", "64"},
+                                      {"api.max_connections", "100000"},
+                                      {"api.read_timeout_ms", "1"},
+                                      {"api.write_timeout_ms", "600000"},
+                                      {"api.idle_timeout_ms", "3600000"},
+                                      {"api.max_body_bytes", "1KiB"},
+                                      {"api.max_candidates", "100000"},
+                                      {"api.max_users_per_request", "10000"},
+                                      {"api.max_total_candidates", "1000000"},
+                                  }),
+                                  {});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  ApiOptions want;
+  want.enabled = false;
+  want.listen = "[::1]:0";
+  want.threads = 64;
+  want.max_connections = 100000;
+  want.read_timeout_ms = 1;
+  want.write_timeout_ms = 600000;
+  want.idle_timeout_ms = 3600000;
+  want.max_body_bytes = 1024;
+  want.max_candidates = 100000;
+  want.max_users_per_request = 10000;
+  want.max_total_candidates = 1000000;
+  ExpectSameApi(config->api, want);
+}
+
+TEST(DaemonConfigApiTest, EveryFieldRefusesBadValuesNamingIt) {
+  const std::vector<BadValue> cases = {
+      {"api.enabled", "yes", "config api.enabled: expected true or false, got yes"},
+      {"api.listen", "[a]", "config api.listen: expected a string, got a sequence"},
+      {"api.threads", "0", "config api.threads: expected an integer in [1, 64], got 0"},
+      {"api.threads", "65", "config api.threads: expected an integer in [1, 64], got 65"},
+      {"api.max_connections", "0",
+       "config api.max_connections: expected an integer in [1, 100000], got 0"},
+      {"api.read_timeout_ms", "0",
+       "config api.read_timeout_ms: expected an integer in [1, 600000], got 0"},
+      {"api.write_timeout_ms", "600001",
+       "config api.write_timeout_ms: expected an integer in [1, 600000], got 600001"},
+      {"api.idle_timeout_ms", "-5",
+       "config api.idle_timeout_ms: expected an integer in [1, 3600000], got -5"},
+      {"api.max_body_bytes", "1023",
+       "config api.max_body_bytes: expected an integer in [1024, 1073741824] or a size like "
+       "\"256MiB\", got 1023"},
+      {"api.max_body_bytes", "2GiB",
+       "config api.max_body_bytes: expected an integer in [1024, 1073741824] or a size like "
+       "\"256MiB\", got 2GiB"},
+      {"api.max_candidates", "100001",
+       "config api.max_candidates: expected an integer in [1, 100000], got 100001"},
+      {"api.max_users_per_request", "0",
+       "config api.max_users_per_request: expected an integer in [1, 10000], got 0"},
+      {"api.max_total_candidates", "0",
+       "config api.max_total_candidates: expected an integer in [1, 1000000], got 0"},
+  };
+  for (const BadValue& c : cases) {
+    EXPECT_EQ(ErrorOf(Doc({{c.path, c.value}})), c.error) << c.path << ": " << c.value;
+  }
+}
+
+TEST(DaemonConfigApiTest, ListenIsAnAddressAndAPort) {
+  for (const std::string_view good : {"127.0.0.1:8470", "0.0.0.0:0", "10.1.2.3:65535", "[::1]:8470",
+                                      "[::]:1", "[fe80::1:2]:80"}) {
+    EXPECT_EQ(ErrorOf(Doc({{"api.listen", fmt::format("\"{}\"", good)}})), "OK") << good;
+  }
+  for (const std::string_view bad :
+       {"", "8470", "localhost:8470", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1",
+        "127.0.0.1:84a0", "127.0.0.1:123456", "::1:8470", "[::1]", "[::1:8470", "256.0.0.1:80",
+        "[127.0.0.1]:80", " 127.0.0.1:80"}) {
+    EXPECT_EQ(ErrorOf(Doc({{"api.listen", fmt::format("\"{}\"", bad)}})),
+              fmt::format("config api.listen: expected <IPv4>:<port> or [<IPv6>]:<port> with the "
+                          "port in [0, 65535] (127.0.0.1:8470, [::1]:8470), got \"{}\"",
+                          bad))
+        << bad;
+  }
+}
+
+TEST(DaemonConfigApiTest, TotalCandidatesHoldAtLeastOneUsersCandidates) {
+  EXPECT_EQ(ErrorOf(Doc({{"api.max_candidates", "500"}, {"api.max_total_candidates", "499"}})),
+            "config api.max_total_candidates: expected at least api.max_candidates (500), got "
+            "499");
+  EXPECT_EQ(ErrorOf(Doc({{"api.max_candidates", "500"}, {"api.max_total_candidates", "500"}})),
+            "OK");
+}
+
+TEST(DaemonConfigApiTest, ValidateChecksConfigsBuiltInCode) {
+  DaemonConfig c = MinimalConfig();
+  c.api.listen = "nowhere";
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config api.listen: expected <IPv4>:<port> or [<IPv6>]:<port> with the port in "
+            "[0, 65535] (127.0.0.1:8470, [::1]:8470), got \"nowhere\"");
+  c = MinimalConfig();
+  c.api.threads = 0;
+  EXPECT_EQ(ValidationErrorOf(c), "config api.threads: expected an integer in [1, 64], got 0");
+  c = MinimalConfig();
+  c.api.max_body_bytes = 10;
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config api.max_body_bytes: expected an integer in [1024, 1073741824] or a size like "
+            "\"256MiB\", got 10");
+  c = MinimalConfig();
+  c.api.max_total_candidates = 5;
+  EXPECT_EQ(ValidationErrorOf(c),
+            "config api.max_total_candidates: expected at least api.max_candidates (1000), got 5");
+}
+
+TEST(DaemonConfigApiTest, ShippedConfigsAndDocsHaveEveryField) {
+  auto config = LoadDaemonConfig((RepoRoot() / "configs/rotor.yaml").string(), {});
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  ExpectSameApi(config->api, ApiOptions{});
+  const std::string yaml = ReadRepoFile("configs/rotor.yaml");
+  const std::string docs = ReadRepoFile("docs/configuration.md");
+  const std::size_t section = yaml.find("\napi:\n");
+  ASSERT_NE(section, std::string::npos);
+  for (const std::string_view field : kApiFields) {
+    const std::size_t dot = field.find('.');
+    EXPECT_NE(yaml.find(fmt::format("\n  {}:", field.substr(dot + 1)), section), std::string::npos)
+        << field << " is missing from configs/rotor.yaml";
+    EXPECT_NE(docs.find(fmt::format("| `{}` |", field)), std::string::npos)
+        << field << " has no row in docs/configuration.md";
+  }
 }
 
 }  // namespace

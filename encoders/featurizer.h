@@ -52,7 +52,7 @@ std::vector<double> RopeFrequencies(const ModelConfig& config);
 // ("item.features[3]: expected a number"; Python checks elements in order, so an earlier
 // non-finite element is reported first), a non-number action value when actions are needed
 // ("action.click: expected a number"), a present item.id that is not a string or holds a
-// control character, and an attrs value that is not a string (pipeline/event_parser.h lists
+// control character, and an attrs value that is not a string (encoders/event_parser.h lists
 // them). A repeated name in `actions` or `attrs` resolves to its last value, as JSON objects
 // do in Python.
 struct Event {

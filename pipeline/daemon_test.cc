@@ -36,9 +36,9 @@
 #include <spdlog/spdlog.h>
 
 #include "encoders/decoder.h"
+#include "encoders/event_parser.h"
 #include "encoders/featurizer.h"
 #include "encoders/ready_tensors.h"
-#include "pipeline/event_parser.h"
 #include "pipeline/internal/partitioner.h"
 #include "pipeline/internal/rdkafka_util.h"
 #include "pipeline/internal/testing.h"

@@ -10,10 +10,10 @@
 
 #include <librdkafka/rdkafka.h>
 // rdkafka_mock.h needs rdkafka.h first.
-#include <simdjson.h>
 
 #include <librdkafka/rdkafka_mock.h>
 
+#include "encoders/event_parser.h"
 #include "pipeline/internal/rdkafka_util.h"
 
 namespace rotor::pipeline {
@@ -41,16 +41,7 @@ void CountFailures(rd_kafka_t* /*rk*/, const rd_kafka_message_t* m, void* opaque
 }  // namespace
 
 std::optional<std::string> UserIdOfLine(std::string_view line) {
-  thread_local simdjson::dom::parser parser;
-  simdjson::dom::element doc;
-  if (parser.parse(line.data(), line.size(), true).get(doc) != simdjson::SUCCESS) {
-    return std::nullopt;
-  }
-  std::string_view user;
-  if (doc["user_id"].get_string().get(user) != simdjson::SUCCESS) {
-    return std::nullopt;
-  }
-  return std::string(user);
+  return encoders::UserIdOfEvent(line);  // simdjson stays in encoders/.
 }
 
 Status CreateTopics(const std::string& bootstrap_servers, const std::vector<std::string>& topics,

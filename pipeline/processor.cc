@@ -12,14 +12,24 @@
 #include <spdlog/spdlog.h>
 
 #include "encoders/decoder.h"
+#include "encoders/event_parser.h"
 #include "encoders/featurizer.h"
 #include "encoders/ready_tensors.h"
-#include "pipeline/event_parser.h"
 #include "pipeline/internal/partitioner.h"
 #include "pipeline/internal/snapshot_clock.h"
 #include "storage/window_cache.h"
 
 namespace rotor::pipeline {
+
+// The parser and its dead-letter vocabulary live in encoders/ (the API validates candidates
+// with the same code).
+using encoders::EventParser;
+using encoders::kMaxIdBytes;
+using encoders::ParsedEvent;
+using encoders::RejectCode;
+using encoders::RejectCodeName;
+using encoders::Rejection;
+
 namespace {
 
 // Longest excerpt of a key quoted in a dead-letter detail.

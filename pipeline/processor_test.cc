@@ -17,8 +17,8 @@
 #include <gtest/gtest.h>
 
 #include "encoders/decoder.h"
+#include "encoders/event_parser.h"
 #include "encoders/ready_tensors.h"
-#include "pipeline/event_parser.h"
 #include "pipeline/internal/partitioner.h"
 #include "pipeline/internal/testing.h"
 #include "storage/testing.h"

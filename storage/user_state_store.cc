@@ -465,26 +465,29 @@ Result<std::optional<encoders::KvWindow>> UserStateStore::LoadWindow(std::string
   return std::optional<encoders::KvWindow>(std::move(state->window));
 }
 
-Result<std::optional<UserState>> UserStateStore::LoadUserState(std::string_view user,
-                                                               int64_t n_blocks, int64_t window,
-                                                               int64_t d_model) const {
-  ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
-  ROTOR_RETURN_IF_ERROR(CheckName("user id", user, internal::kMaxUserIdBytes));
-  if (n_blocks <= 0 || window <= 0 || d_model <= 0) {
-    return Status::InvalidArgument("window shape n_blocks={} window={} d_model={}, want all > 0",
-                                   n_blocks, window, d_model);
-  }
+namespace {
+
+// One user's state and model id as stored.
+struct StoredState {
+  UserState state;
+  std::string model_id;
+};
+
+// The body of LoadUserState and LoadCommittedUser: `user`'s metadata and rows, read with
+// `read` (which carries the caller's snapshot).
+Result<std::optional<StoredState>> ReadUserState(rocksdb::DB* db,
+                                                 rocksdb::ColumnFamilyHandle* users_cf,
+                                                 rocksdb::ColumnFamilyHandle* rows_cf,
+                                                 rocksdb::ReadOptions read, std::string_view user,
+                                                 int64_t n_blocks, int64_t window,
+                                                 int64_t d_model) {
   const std::string context = fmt::format("loading user '{}'", internal::PrintableBytes(user));
-  const ScopedSnapshot snapshot(impl_->db.get());
-  rocksdb::ReadOptions read;
-  read.snapshot = snapshot.get();
 
   const std::string user_key = internal::UserKey(user);
   std::string value;
-  const rocksdb::Status got =
-      impl_->db->Get(read, impl_->Cf(ColumnFamily::kUsers), user_key, &value);
+  const rocksdb::Status got = db->Get(read, users_cf, user_key, &value);
   if (got.IsNotFound()) {
-    return std::optional<UserState>();
+    return std::optional<StoredState>();
   }
   ROTOR_RETURN_IF_ERROR(FromRocksDb(got, context));
   ROTOR_ASSIGN_OR_RETURN(internal::UserMetadata meta,
@@ -506,8 +509,7 @@ Result<std::optional<UserState>> UserStateStore::LoadUserState(std::string_view 
   const std::string upper = internal::RowPrefixEnd(user);
   const rocksdb::Slice upper_slice(upper);
   read.iterate_upper_bound = &upper_slice;
-  const std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(read, impl_->Cf(ColumnFamily::kRows)));
+  const std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read, rows_cf));
   int64_t expected = meta.next_pos - meta.rows;
   for (it->Seek(internal::RowKey(user, expected)); it->Valid(); it->Next()) {
     const std::string_view key(it->key().data(), it->key().size());
@@ -539,8 +541,75 @@ Result<std::optional<UserState>> UserStateStore::LoadUserState(std::string_view 
                               context, internal::PrintableBytes(internal::RowKey(user, expected)),
                               expected, meta.rows);
   }
-  return std::optional<UserState>(
-      UserState{.window = std::move(out), .recent_event_ids = std::move(meta.recent_event_ids)});
+  return std::optional<StoredState>(StoredState{
+      .state =
+          UserState{.window = std::move(out), .recent_event_ids = std::move(meta.recent_event_ids)},
+      .model_id = std::move(meta.model_id)});
+}
+
+}  // namespace
+
+Result<std::optional<UserState>> UserStateStore::LoadUserState(std::string_view user,
+                                                               int64_t n_blocks, int64_t window,
+                                                               int64_t d_model) const {
+  ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
+  ROTOR_RETURN_IF_ERROR(CheckName("user id", user, internal::kMaxUserIdBytes));
+  if (n_blocks <= 0 || window <= 0 || d_model <= 0) {
+    return Status::InvalidArgument("window shape n_blocks={} window={} d_model={}, want all > 0",
+                                   n_blocks, window, d_model);
+  }
+  const ScopedSnapshot snapshot(impl_->db.get());
+  rocksdb::ReadOptions read;
+  read.snapshot = snapshot.get();
+  ROTOR_ASSIGN_OR_RETURN(
+      std::optional<StoredState> stored,
+      ReadUserState(impl_->db.get(), impl_->Cf(ColumnFamily::kUsers),
+                    impl_->Cf(ColumnFamily::kRows), read, user, n_blocks, window, d_model));
+  if (!stored) {
+    return std::optional<UserState>();
+  }
+  return std::optional<UserState>(std::move(stored->state));
+}
+
+Result<CommittedUser> UserStateStore::LoadCommittedUser(std::string_view user, int64_t n_blocks,
+                                                        int64_t window, int64_t d_model,
+                                                        std::string_view topic,
+                                                        int32_t partition) const {
+  ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
+  ROTOR_RETURN_IF_ERROR(CheckName("user id", user, internal::kMaxUserIdBytes));
+  ROTOR_RETURN_IF_ERROR(CheckName("topic", topic, internal::kMaxTopicBytes));
+  if (n_blocks <= 0 || window <= 0 || d_model <= 0) {
+    return Status::InvalidArgument("window shape n_blocks={} window={} d_model={}, want all > 0",
+                                   n_blocks, window, d_model);
+  }
+  if (partition < 0) {
+    return Status::InvalidArgument("partition {}: negative", partition);
+  }
+  // One snapshot for the state and the offset: both come from the same commits, so the offset
+  // says exactly which input the state covers.
+  const ScopedSnapshot snapshot(impl_->db.get());
+  rocksdb::ReadOptions read;
+  read.snapshot = snapshot.get();
+  CommittedUser out;
+  const std::string offset_key = internal::OffsetKey(topic, partition);
+  std::string value;
+  const rocksdb::Status got =
+      impl_->db->Get(read, impl_->Cf(ColumnFamily::kOffsets), offset_key, &value);
+  if (!got.IsNotFound()) {
+    ROTOR_RETURN_IF_ERROR(FromRocksDb(
+        got,
+        fmt::format("loading the offset of {}/{}", internal::PrintableBytes(topic), partition)));
+    ROTOR_ASSIGN_OR_RETURN(out.next_offset, internal::DecodeOffsetValue(offset_key, value));
+  }
+  ROTOR_ASSIGN_OR_RETURN(
+      std::optional<StoredState> stored,
+      ReadUserState(impl_->db.get(), impl_->Cf(ColumnFamily::kUsers),
+                    impl_->Cf(ColumnFamily::kRows), read, user, n_blocks, window, d_model));
+  if (stored) {
+    out.state = std::move(stored->state);
+    out.model_id = std::move(stored->model_id);
+  }
+  return out;
 }
 
 Result<std::optional<std::string>> UserStateStore::LoadModelId(std::string_view user) const {

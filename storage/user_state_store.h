@@ -63,6 +63,18 @@ struct UserState {
   std::vector<std::string> recent_event_ids;
 };
 
+// What a query reads of one user (UserStateStore::LoadCommittedUser): the user's state and the
+// stored next offset of the user's input partition, from one RocksDB snapshot, so the offset
+// says exactly which input the state covers (never a state of one commit and an offset of
+// another).
+struct CommittedUser {
+  std::optional<UserState> state;  // nullopt: the user has no state.
+  std::string model_id;            // The model the window was computed with; empty without state.
+  // The partition's next input offset to consume: the state covers the partition's records
+  // before it. nullopt: no commit has recorded one.
+  std::optional<int64_t> next_offset;
+};
+
 // The writes of one commit: users' new rows and metadata, trimmed rows, and input offsets.
 // Nothing is visible until UserStateStore::Commit applies the whole batch atomically; a batch
 // destroyed or cleared without Commit leaves the store untouched.
@@ -161,6 +173,13 @@ class UserStateStore {
   // LoadWindow plus the user's recent event ids, from the same snapshot.
   Result<std::optional<UserState>> LoadUserState(std::string_view user, int64_t n_blocks,
                                                  int64_t window, int64_t d_model) const;
+
+  // LoadUserState plus the user's model id and the next offset stored for (topic, partition),
+  // all from one snapshot (CommittedUser). Errors as LoadUserState's; InvalidArgument for an
+  // empty or over-long topic or a negative partition; Corruption for an undecodable offset.
+  Result<CommittedUser> LoadCommittedUser(std::string_view user, int64_t n_blocks, int64_t window,
+                                          int64_t d_model, std::string_view topic,
+                                          int32_t partition) const;
 
   // The model id `user`'s window was computed with; nullopt when the user has no state.
   Result<std::optional<std::string>> LoadModelId(std::string_view user) const;

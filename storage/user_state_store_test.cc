@@ -1,11 +1,13 @@
 #include "storage/user_state_store.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -383,6 +385,98 @@ TEST_F(UserStateStoreTest, InfoEntriesCommitAndReload) {
   auto got = store_->LoadInfo("model_id");
   ASSERT_TRUE(got.ok() && got->has_value());
   EXPECT_EQ(**got, "abc");
+}
+
+TEST_F(UserStateStoreTest, CommittedUserHasStateModelIdAndItsPartitionsOffset) {
+  KvWindow w(kBlocks, 4, kD, 7);
+  Append(w, 1, 10);
+  Append(w, 1, 11);
+  StateBatch batch = store_->NewBatch();
+  ASSERT_TRUE(batch.PutWindow("dora", "model-a", w, 2, std::vector<std::string>{"e1", "e2"}).ok());
+  ASSERT_TRUE(batch.SetOffset("events", 2, 58).ok());
+  ASSERT_TRUE(batch.SetOffset("events", 3, 9).ok());
+  ASSERT_TRUE(store_->Commit(batch).ok());
+
+  auto got = store_->LoadCommittedUser("dora", kBlocks, 4, kD, "events", 2);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_TRUE(got->state.has_value());
+  ExpectSameWindow(got->state->window, w);
+  EXPECT_EQ(got->state->recent_event_ids, (std::vector<std::string>{"e1", "e2"}));
+  EXPECT_EQ(got->model_id, "model-a");
+  EXPECT_EQ(got->next_offset, 58);
+
+  // Another partition's offset; a partition without one.
+  got = store_->LoadCommittedUser("dora", kBlocks, 4, kD, "events", 3);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->next_offset, 9);
+  got = store_->LoadCommittedUser("dora", kBlocks, 4, kD, "other", 2);
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(got->state.has_value());
+  EXPECT_FALSE(got->next_offset.has_value());
+
+  // A user without state still gets the partition's offset: what it covers is "nothing yet".
+  got = store_->LoadCommittedUser("nobody", kBlocks, 4, kD, "events", 2);
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE(got->state.has_value());
+  EXPECT_EQ(got->model_id, "");
+  EXPECT_EQ(got->next_offset, 58);
+}
+
+TEST_F(UserStateStoreTest, CommittedUserRefusesWhatLoadUserStateRefuses) {
+  KvWindow w(kBlocks, 4, kD, 0);
+  AppendAndCommit("eve", w, 1, 2, 2);
+  EXPECT_EQ(store_->LoadCommittedUser("eve", kBlocks, 5, kD, "t", 0).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->LoadCommittedUser("", kBlocks, 4, kD, "t", 0).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->LoadCommittedUser("eve", kBlocks, 4, kD, "", 0).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->LoadCommittedUser("eve", kBlocks, 4, kD, "t", -1).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->LoadCommittedUser("eve", 0, 4, kD, "t", 0).status().code(),
+            StatusCode::kInvalidArgument);
+  ASSERT_TRUE(
+      StoreTestPeer::RawPut(*store_, ColumnFamily::kOffsets, internal::OffsetKey("t", 0), "short")
+          .ok());
+  const auto bad = store_->LoadCommittedUser("eve", kBlocks, 4, kD, "t", 0);
+  EXPECT_EQ(bad.status().code(), StatusCode::kCorruption);
+  ASSERT_TRUE(store_->Close().ok());
+  EXPECT_EQ(store_->LoadCommittedUser("eve", kBlocks, 4, kD, "t", 1).status().code(),
+            StatusCode::kFailedPrecondition);
+}
+
+// The reason LoadCommittedUser exists: state and offset from one snapshot never mix two
+// commits, however commits interleave with reads. Each commit appends one event and sets the
+// offset to the new next_pos, so a read must always see next_pos == next_offset.
+TEST_F(UserStateStoreTest, CommittedUserNeverMixesTwoCommits) {
+  KvWindow w(kBlocks, 3, kD, 0);
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    StateBatch batch = store_->NewBatch();
+    for (int i = 0; i < 300; ++i) {
+      Append(w, 1, 1000 + i);
+      EXPECT_TRUE(batch.PutWindow("fay", "m", w, 1).ok());
+      EXPECT_TRUE(batch.SetOffset("events", 0, w.next_pos).ok());
+      EXPECT_TRUE(store_->Commit(batch).ok());
+    }
+    done = true;
+  });
+  int64_t reads = 0;
+  int64_t last = 0;
+  while (!done || reads == 0) {
+    const auto got = store_->LoadCommittedUser("fay", kBlocks, 3, kD, "events", 0);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    if (got->state.has_value()) {
+      ASSERT_EQ(got->next_offset, got->state->window.next_pos);
+      EXPECT_GE(got->state->window.next_pos, last);  // Never goes back.
+      last = got->state->window.next_pos;
+    } else {
+      EXPECT_FALSE(got->next_offset.has_value());
+    }
+    ++reads;
+  }
+  writer.join();
+  EXPECT_GT(reads, 0);
 }
 
 TEST_F(UserStateStoreTest, CorruptMetadataIsCorruptionNamingTheKey) {

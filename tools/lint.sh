@@ -46,7 +46,7 @@ fi
 owners=(
   "rocksdb/|storage/"
   "librdkafka/|pipeline/"
-  "simdjson|pipeline/"
+  "simdjson|encoders/"
   "yaml-cpp/|config/"
   "boost/beast|api/"
   "boost/asio|api/"

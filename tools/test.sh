@@ -79,24 +79,26 @@ cmake --build --preset release --target rotor
 ctest --preset debug -L integration --output-on-failure
 end
 
-# libFuzzer, clang-built by the `fuzz` preset, over three parsers of untrusted bytes:
+# libFuzzer, clang-built by the `fuzz` preset, over four parsers of untrusted bytes:
 #   encoders_bundle_fuzzer        the bundle loader (encoders/bundle_fuzzer.cc): seeds from
 #                                 testdata/golden (bundles, their configs, expected files) plus
 #                                 tiny bundles of every variant exported by sirenrope;
-#   pipeline_event_parser_fuzzer  input-topic messages (pipeline/event_parser_fuzzer.cc): seeds
+#   encoders_event_parser_fuzzer  input-topic messages (encoders/event_parser_fuzzer.cc): seeds
 #                                 are 20 golden event lines and a few edge cases;
-#   storage_key_layout_fuzzer     RocksDB key/value decoders (storage/internal/key_layout_fuzzer.cc).
-# ROTOR_FUZZ_SECONDS is split 1/2, 1/3, 1/6 between them (each at least 1 s). The corpus each
-# grows persists under build/fuzz/<name>/corpus. Any crash, sanitizer report or broken invariant
-# fails the step and leaves the input in build/fuzz/<name>/artifacts/.
+#   storage_key_layout_fuzzer     RocksDB key/value decoders (storage/internal/key_layout_fuzzer.cc);
+#   api_router_fuzzer             HTTP API requests and score bodies (api/router_fuzzer.cc): seeds
+#                                 are one request per route, with golden candidates.
+# ROTOR_FUZZ_SECONDS is split 1/3, 1/4, 1/12, 1/3 between them (each at least 1 s). The corpus
+# each grows persists under build/fuzz/<name>/corpus. Any crash, sanitizer report or broken
+# invariant fails the step and leaves the input in build/fuzz/<name>/artifacts/.
 fuzz_seconds="${ROTOR_FUZZ_SECONDS:-60}"
 if [[ "${fuzz_seconds}" == "0" ]]; then
   summary+=("fuzz: skipped (ROTOR_FUZZ_SECONDS=0)")
 else
-  begin "fuzz (libFuzzer: bundle loader, event parser, key layout; ${fuzz_seconds}s)"
+  begin "fuzz (libFuzzer: bundle loader, event parser, key layout, API router; ${fuzz_seconds}s)"
   cmake --preset fuzz >/dev/null
-  cmake --build --preset fuzz --target encoders_bundle_fuzzer pipeline_event_parser_fuzzer \
-    storage_key_layout_fuzzer
+  cmake --build --preset fuzz --target encoders_bundle_fuzzer encoders_event_parser_fuzzer \
+    storage_key_layout_fuzzer api_router_fuzzer
 
   # Fresh seeds and the corpus/artifacts folders of fuzzer `name`; prints the folder.
   fuzz_prepare() {
@@ -156,7 +158,7 @@ for variant in VARIANTS:  # Small valid bundles: mutations of them reach the dee
     with open(os.path.join(out, f"tiny_{variant}.bundle.safetensors"), "wb") as f:
         f.write(bundle_bytes(GenerativeRecommender(cfg)))
 PY
-  fuzz_run bundle_fuzzer build/fuzz/encoders/encoders_bundle_fuzzer "$(fuzz_share 2)" \
+  fuzz_run bundle_fuzzer build/fuzz/encoders/encoders_bundle_fuzzer "$(fuzz_share 3)" \
     -dict=encoders/bundle_fuzzer.dict
 
   # Event parser seeds: the first two lines of the golden event files (20 messages, one per
@@ -173,8 +175,8 @@ PY
     >"${fuzz_dir}/seeds/edge-types.json"
   printf '%s' '{"event_id":"e","user_id":"u","ts_ms":18446744073709551615,"item":[],"action":[],"attrs":{"topic":1,"topic":"tech"}}' \
     >"${fuzz_dir}/seeds/edge-ranges.json"
-  fuzz_run event_parser_fuzzer build/fuzz/pipeline/pipeline_event_parser_fuzzer "$(fuzz_share 3)" \
-    -dict=pipeline/event_parser_fuzzer.dict
+  fuzz_run event_parser_fuzzer build/fuzz/encoders/encoders_event_parser_fuzzer "$(fuzz_share 4)" \
+    -dict=encoders/event_parser_fuzzer.dict
 
   # Key layout seeds: a valid users value (the whole input is both key and value), and a
   # rows key and an offsets key (first byte = key length, the rest split into key and value).
@@ -187,7 +189,22 @@ PY
   printf '\x0b\x02u1\x00\x00\x00\x00\x00\x00\x00\x07' >"${fuzz_dir}/seeds/rows-key"
   printf '\x09\x04in-1\x00\x00\x00\x03\x2a\x00\x00\x00\x00\x00\x00\x00' \
     >"${fuzz_dir}/seeds/offsets-key-value"
-  fuzz_run key_layout_fuzzer build/fuzz/storage/storage_key_layout_fuzzer "$(fuzz_share 6)"
+  fuzz_run key_layout_fuzzer build/fuzz/storage/storage_key_layout_fuzzer "$(fuzz_share 12)"
+
+  # API router seeds: "<method>\n<target>\n<body>", one per route, the score bodies with two
+  # golden candidates (the fuzzer's store holds u-short and a corrupt "u%").
+  fuzz_dir="$(fuzz_prepare router_fuzzer)"
+  for route in healthz readyz metrics v1/users/u-short v1/users/u%25 v1/users/nobody \
+    "v1/users/u-short/tensors?dtype=bf16"; do
+    printf 'GET\n/%s\n' "${route}" >"${fuzz_dir}/seeds/get-${route//[^a-z0-9]/_}"
+  done
+  candidates="$(head -n 2 testdata/golden/siren.short.candidates.jsonl | paste -sd, -)"
+  printf 'POST\n/v1/users/u-short/score\n{"ts_ms":1767612010682,"candidates":[%s]}' \
+    "${candidates}" >"${fuzz_dir}/seeds/post-user-score"
+  printf 'POST\n/v1/score\n{"ts_ms":1767612010682,"users":[{"user_id":"u-short","candidates":[%s]},{"user_id":"u%%","candidates":[%s]},{"user_id":"new","candidates":[]}]}' \
+    "${candidates}" "${candidates}" >"${fuzz_dir}/seeds/post-score"
+  fuzz_run router_fuzzer build/fuzz/api/api_router_fuzzer "$(fuzz_share 3)" \
+    -dict=api/router_fuzzer.dict
   end
 fi
 

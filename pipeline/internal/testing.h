@@ -22,9 +22,9 @@
 
 #include "encoders/bundle.h"
 #include "encoders/decoder.h"
+#include "encoders/event_parser.h"
 #include "encoders/featurizer.h"
 #include "encoders/kv_window.h"
-#include "pipeline/event_parser.h"
 
 namespace rotor::pipeline::testing {
 
@@ -89,12 +89,12 @@ inline encoders::KvWindow DecodeDirectly(
     const std::function<void(const encoders::KvWindow&)>& after_each = {}) {
   auto decoder = encoders::Decoder::Create(bundle);
   EXPECT_TRUE(decoder.ok());
-  EventParser parser(bundle.config());
+  encoders::EventParser parser(bundle.config());
   const encoders::Featurizer featurizer(bundle.config());
   encoders::KvWindow window = decoder->NewWindow(0);
   for (const auto& line : events) {
-    ParsedEvent parsed;
-    Rejection rejection;
+    encoders::ParsedEvent parsed;
+    encoders::Rejection rejection;
     EXPECT_TRUE(parser.Parse(line, parsed, rejection)) << rejection.detail;
     auto inputs = featurizer.Featurize(parsed.event, true);
     EXPECT_TRUE(inputs.ok()) << inputs.status().ToString();

@@ -2,8 +2,11 @@
 
 Each case is one raw message and what the reference (``json.loads`` then ``featurize`` with
 ``check_ids=True``) makes of it: the error message and dead-letter code, or the model inputs.
-pipeline/event_parser_test.cc checks the daemon's EventParser + Featurizer against the same
-file, so the two sides agree case by case. To add a case, append its name, config and
+Each case also says what the message is as a candidate of a score request (``candidate``):
+only its ``item`` and ``attrs`` count, at the request time ``candidate_ts_ms``, featurised
+with ``need_actions=False`` (the HTTP API's /score bodies). encoders/event_parser_test.cc
+checks the daemon's EventParser + Featurizer against the same file, so the two sides agree
+case by case. To add a case, append its name, config and
 message to the file and regenerate the expectations from this module:
 
     PYTHONPATH=python /usr/bin/python3 python/tests/test_event_cases.py --write
@@ -50,6 +53,34 @@ def expectation(message: str, cfg: ModelConfig) -> dict:
     return {"inputs": inputs}
 
 
+def candidate_expectation(message: str, cfg: ModelConfig, ts_ms: int) -> dict:
+    """The same message as a candidate scored at ``ts_ms``: {"error", "code"} or {"inputs"}.
+
+    A candidate is an event without ids, time and actions: only ``item`` and ``attrs`` are
+    read (whatever else it holds is ignored), and the request time stands in for ``ts_ms``.
+    """
+    ev = json.loads(message)
+    cand = {k: v for k, v in ev.items() if k in ("item", "attrs")} if isinstance(ev, dict) else ev
+    if isinstance(cand, dict):
+        cand["ts_ms"] = ts_ms
+    try:
+        arr = featurize([cand], cfg, need_actions=False)
+    except EventError as e:
+        text = str(e)
+        prefix = "event[0]."
+        return {"error": text[len(prefix):] if text.startswith(prefix) else text,
+                "code": e.code}
+    inputs: dict = {"ts_ms": int(arr.ts_ms[0])}
+    if cfg.schema.item.kind == "features":
+        inputs["item_features"] = [float(x) for x in arr.item[0]]
+    else:
+        inputs["item_row"] = int(arr.item[0])
+    inputs["actions"] = [float(x) for x in arr.actions[0]]
+    inputs["labels"] = [float(x) for x in arr.labels[0]]
+    inputs["cat_rows"] = [int(x) for x in arr.cat[0]]
+    return {"inputs": inputs}
+
+
 def _configs(doc: dict) -> dict[str, ModelConfig]:
     return {name: ModelConfig.from_dict(c) for name, c in doc["configs"].items()}
 
@@ -72,6 +103,13 @@ def test_reference_matches_the_shared_case(case):
     assert expectation(case["message"], cfg) == want
 
 
+@pytest.mark.parametrize("case", _cases(), ids=lambda c: c["name"])
+def test_candidate_reference_matches_the_shared_case(case):
+    doc = _load()
+    cfg = _configs(doc)[case["config"]]
+    assert candidate_expectation(case["message"], cfg, doc["candidate_ts_ms"]) == case["candidate"]
+
+
 def write() -> None:
     """Rewrites every case's expectation from the reference, keeping names and messages."""
     doc = _load()
@@ -80,6 +118,8 @@ def write() -> None:
     for case in doc["cases"]:
         kept = {k: case[k] for k in ("name", "config", "message")}
         kept.update(expectation(case["message"], cfgs[case["config"]]))
+        kept["candidate"] = candidate_expectation(case["message"], cfgs[case["config"]],
+                                                  doc["candidate_ts_ms"])
         cases.append(kept)
     doc["cases"] = cases
     with open(CASES_PATH, "w", encoding="utf-8") as f:
@@ -88,7 +128,8 @@ def write() -> None:
 
 def dumps(doc: dict) -> str:
     """One case per line: reviewable diffs, ASCII only (escapes stay escapes)."""
-    lines = ["{", f'"about": {json.dumps(doc["about"])},', '"configs": {']
+    lines = ["{", f'"about": {json.dumps(doc["about"])},',
+             f'"candidate_ts_ms": {json.dumps(doc["candidate_ts_ms"])},', '"configs": {']
     names = list(doc["configs"])
     for i, name in enumerate(names):
         comma = "," if i + 1 < len(names) else ""

@@ -12,7 +12,9 @@
 // - an accepted event has non-empty ids of at most kMaxIdBytes without control characters
 //   (U+0000..U+001F, U+007F) and an integer ts_ms;
 // - whatever the Featurizer then accepts (with and without actions) is finite: time features,
-//   item features, actions; labels are 0/1 and table rows within their tables.
+//   item features, actions; labels are 0/1 and table rows within their tables;
+// - the same bytes as a candidate (ParseCandidate) are refused with a parser code and a detail,
+//   or give inputs as above at the request time, without actions.
 
 #include <algorithm>
 #include <cmath>
@@ -20,17 +22,17 @@
 #include <cstdint>
 #include <string_view>
 
+#include "encoders/event_parser.h"
 #include "encoders/featurizer.h"
 #include "encoders/model_config.h"
-#include "pipeline/event_parser.h"
 
 namespace {
 
+using rotor::encoders::EventParser;
 using rotor::encoders::ModelConfig;
-using rotor::pipeline::EventParser;
-using rotor::pipeline::ParsedEvent;
-using rotor::pipeline::RejectCode;
-using rotor::pipeline::Rejection;
+using rotor::encoders::ParsedEvent;
+using rotor::encoders::RejectCode;
+using rotor::encoders::Rejection;
 
 void Check(bool ok) {
   if (!ok) {
@@ -80,6 +82,7 @@ bool IsParserCode(RejectCode code) {
     case RejectCode::kTsInFuture:
     case RejectCode::kWrongPartition:
     case RejectCode::kCorruptState:
+    case RejectCode::kTooMany:
       return false;
   }
   return false;
@@ -115,7 +118,20 @@ void CheckInputs(const Target& t, const rotor::encoders::EventInputs& in, bool n
   }
 }
 
+void RunCandidate(Target& t, std::string_view bytes) {
+  constexpr int64_t kRequestTs = 1767600000000;
+  rotor::encoders::ParsedCandidate candidate;
+  Rejection rejection;
+  if (!t.parser.ParseCandidate(bytes, kRequestTs, candidate, rejection)) {
+    Check(!rejection.detail.empty() && IsParserCode(rejection.code));
+    return;
+  }
+  Check(candidate.inputs.ts_ms == kRequestTs && candidate.event.ts_ms == kRequestTs);
+  CheckInputs(t, candidate.inputs, /*need_actions=*/false);
+}
+
 void Run(Target& t, std::string_view bytes) {
+  RunCandidate(t, bytes);
   ParsedEvent parsed;
   Rejection rejection;
   const bool accepted = t.parser.Parse(bytes, parsed, rejection);
@@ -137,8 +153,8 @@ void Run(Target& t, std::string_view bytes) {
   Check(parsed.event_id == again.event_id && parsed.user_id == again.user_id);
   Check(parsed.event.ts_ms == again.event.ts_ms && parsed.event.actions == again.event.actions &&
         parsed.event.attrs == again.event.attrs && parsed.event.item_id == again.event.item_id);
-  Check(!parsed.event_id.empty() && parsed.event_id.size() <= rotor::pipeline::kMaxIdBytes);
-  Check(!parsed.user_id.empty() && parsed.user_id.size() <= rotor::pipeline::kMaxIdBytes);
+  Check(!parsed.event_id.empty() && parsed.event_id.size() <= rotor::encoders::kMaxIdBytes);
+  Check(!parsed.user_id.empty() && parsed.user_id.size() <= rotor::encoders::kMaxIdBytes);
   Check(!HasControlCharacter(parsed.event_id) && !HasControlCharacter(parsed.user_id));
   Check(parsed.event.has_ts_ms);
   for (const double f : parsed.event.item_features) {

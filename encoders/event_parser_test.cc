@@ -1,4 +1,4 @@
-#include "pipeline/event_parser.h"
+#include "encoders/event_parser.h"
 
 #include <cmath>
 #include <cstdint>
@@ -17,7 +17,7 @@
 #include "encoders/featurizer.h"
 #include "encoders/model_config.h"
 
-namespace rotor::pipeline {
+namespace rotor::encoders {
 namespace {
 
 using ::testing::HasSubstr;
@@ -44,17 +44,47 @@ const nlohmann::json& SharedCases() {
 // exceeds feature_abs_max, so Python refuses an event that leaves it out.
 enum ConfigId { kFeatures, kId };
 
-encoders::ModelConfig Config(std::string_view name) {
+ModelConfig Config(std::string_view name) {
   const nlohmann::json configs = SharedCases().value("configs", nlohmann::json::object());
   EXPECT_TRUE(configs.contains(name)) << name;
-  auto config = encoders::ParseModelConfig(configs.value(name, nlohmann::json::object()).dump());
+  auto config = ParseModelConfig(configs.value(name, nlohmann::json::object()).dump());
   EXPECT_TRUE(config.ok()) << config.status().ToString();
-  return config.ok() ? *config : encoders::ModelConfig{};
+  return config.ok() ? *config : ModelConfig{};
 }
 
-encoders::ModelConfig Config(ConfigId id) {
+ModelConfig Config(ConfigId id) {
   return Config(id == kFeatures ? "features" : "id");
 }
+
+// The expected model inputs of an accepted message: Python's arrays (float32 values, written
+// as the doubles they equal).
+struct Inputs {
+  int64_t ts_ms = 0;
+  std::vector<double> item_features;  // kind=features.
+  int64_t item_row = 0;               // kind=id.
+  std::vector<double> actions;
+  std::vector<double> labels;
+  std::vector<int64_t> cat_rows;
+};
+
+Inputs ReadInputs(const nlohmann::json& in) {
+  Inputs x;
+  x.ts_ms = in.at("ts_ms").get<int64_t>();
+  x.item_features = in.value("item_features", std::vector<double>{});
+  x.item_row = in.value("item_row", int64_t{0});
+  x.actions = in.at("actions").get<std::vector<double>>();
+  x.labels = in.at("labels").get<std::vector<double>>();
+  x.cat_rows = in.at("cat_rows").get<std::vector<int64_t>>();
+  return x;
+}
+
+// What Python makes of the message as a candidate at the request time candidate_ts_ms: refused
+// (the detail and code) or these inputs.
+struct CandidateExpectation {
+  std::optional<std::string> error;
+  std::string code;
+  Inputs inputs;
+};
 
 // One shared case.
 struct Case {
@@ -72,6 +102,7 @@ struct Case {
   std::vector<double> actions;
   std::vector<double> labels;
   std::vector<int64_t> cat_rows;
+  CandidateExpectation candidate;
 };
 
 // gtest lists parameters with this (ctest -N names the case, not its bytes).
@@ -97,6 +128,13 @@ std::vector<Case> Cases() {
       x.actions = in.at("actions").get<std::vector<double>>();
       x.labels = in.at("labels").get<std::vector<double>>();
       x.cat_rows = in.at("cat_rows").get<std::vector<int64_t>>();
+    }
+    const nlohmann::json& cand = c.at("candidate");
+    if (cand.contains("error")) {
+      x.candidate.error = cand.at("error").get<std::string>();
+      x.candidate.code = cand.at("code").get<std::string>();
+    } else {
+      x.candidate.inputs = ReadInputs(cand.at("inputs"));
     }
     out.push_back(std::move(x));
   }
@@ -124,7 +162,7 @@ class EquivalenceTest : public ::testing::TestWithParam<Case> {};
 TEST_P(EquivalenceTest, ParserThenFeaturizerMatchesPython) {
   const Case& c = GetParam();
   SCOPED_TRACE(c.message);
-  const encoders::ModelConfig config = Config(c.config);
+  const ModelConfig config = Config(c.config);
   EventParser parser(config);
   ParsedEvent parsed;
   Rejection rejection;
@@ -136,7 +174,7 @@ TEST_P(EquivalenceTest, ParserThenFeaturizerMatchesPython) {
     EXPECT_EQ(rejection.detail, *c.error);
     return;
   }
-  const auto inputs = encoders::Featurizer(config).Featurize(parsed.event, true);
+  const auto inputs = Featurizer(config).Featurize(parsed.event, true);
   if (c.error.has_value()) {
     ASSERT_FALSE(inputs.ok()) << "accepted, Python refuses: " << *c.error;
     EXPECT_EQ("schema", c.code) << "the Featurizer's refusals are dead-lettered as schema";
@@ -150,6 +188,35 @@ TEST_P(EquivalenceTest, ParserThenFeaturizerMatchesPython) {
   EXPECT_EQ(inputs->actions, ToFloats(c.actions));
   EXPECT_EQ(inputs->labels, ToFloats(c.labels));
   EXPECT_EQ(inputs->cat_rows, c.cat_rows);
+}
+
+// The API's path for one candidate: ParseCandidate (which featurises) at the request time.
+TEST_P(EquivalenceTest, CandidateMatchesPython) {
+  const Case& c = GetParam();
+  SCOPED_TRACE(c.message);
+  const ModelConfig config = Config(c.config);
+  EventParser parser(config);
+  const int64_t request_ts = SharedCases().at("candidate_ts_ms").get<int64_t>();
+  ParsedCandidate parsed;
+  Rejection rejection;
+  if (!parser.ParseCandidate(c.message, request_ts, parsed, rejection)) {
+    ASSERT_TRUE(c.candidate.error.has_value())
+        << "refused, Python accepts: " << RejectCodeName(rejection.code) << ": "
+        << rejection.detail;
+    EXPECT_EQ(RejectCodeName(rejection.code), c.candidate.code);
+    EXPECT_EQ(rejection.detail, *c.candidate.error);
+    return;
+  }
+  ASSERT_FALSE(c.candidate.error.has_value()) << "accepted, Python refuses: " << *c.candidate.error;
+  const Inputs& want = c.candidate.inputs;
+  const EventInputs& got = parsed.inputs;
+  EXPECT_EQ(parsed.event.ts_ms, request_ts);
+  EXPECT_EQ(got.ts_ms, want.ts_ms);
+  EXPECT_EQ(got.item_features, ToFloats(want.item_features));
+  EXPECT_EQ(got.item_row, want.item_row);
+  EXPECT_EQ(got.actions, ToFloats(want.actions));
+  EXPECT_EQ(got.labels, ToFloats(want.labels));
+  EXPECT_EQ(got.cat_rows, want.cat_rows);
 }
 
 INSTANTIATE_TEST_SUITE_P(PythonFeaturize, EquivalenceTest, ::testing::ValuesIn(Cases()),
@@ -202,6 +269,9 @@ TEST(EventParserTest, RejectCodeNamesAreTheDeadLetterHeaderValues) {
   EXPECT_EQ(RejectCodeName(RejectCode::kSchema), "schema");
   EXPECT_EQ(RejectCodeName(RejectCode::kTsBeforeEpoch), "ts_before_epoch");
   EXPECT_EQ(RejectCodeName(RejectCode::kTsInFuture), "ts_in_future");
+  EXPECT_EQ(RejectCodeName(RejectCode::kWrongPartition), "wrong_partition");
+  EXPECT_EQ(RejectCodeName(RejectCode::kCorruptState), "corrupt_state");
+  EXPECT_EQ(RejectCodeName(RejectCode::kTooMany), "too_many");
 }
 
 TEST(EventParserTest, IdentityFieldsAreCheckedFirst) {
@@ -352,7 +422,7 @@ TEST(EventParserTest, FillsTheEventAsJsonSaysIt) {
           "attrs":{"topic":"news","pub":"p","topic":"sports","m":"x"}})");
   EXPECT_EQ(parsed.event_id, "e9");
   EXPECT_EQ(parsed.user_id, "u9");
-  const encoders::Event& ev = parsed.event;
+  const Event& ev = parsed.event;
   EXPECT_TRUE(ev.has_ts_ms);
   EXPECT_EQ(ev.ts_ms, 123);
   EXPECT_TRUE(ev.has_item);
@@ -373,7 +443,7 @@ TEST(EventParserTest, WrongTypesOfOptionalPartsAreRecordedAsAbsent) {
   const ParsedEvent parsed =
       MustParse(R"({"event_id":"e","user_id":"u","ts_ms":1,"item":{"features":{}},
                     "action":"click","attrs":["topic"]})");
-  const encoders::Event& ev = parsed.event;
+  const Event& ev = parsed.event;
   EXPECT_TRUE(ev.has_item);
   EXPECT_FALSE(ev.has_item_id);
   EXPECT_FALSE(ev.has_item_features);
@@ -414,7 +484,7 @@ TEST(EventParserTest, ManyRepeatedKeysResolveToTheLastValue) {
   const ParsedEvent parsed = MustParse(fmt::format(
       R"({{"event_id":"e","user_id":"u","ts_ms":1,"item":{{"features":[1,2,3]}},{},{}}})", action,
       attrs));
-  const encoders::Event& ev = parsed.event;
+  const Event& ev = parsed.event;
   ASSERT_EQ(ev.actions.size(), 41U);
   for (std::size_t i = 0; i < 40; ++i) {
     EXPECT_EQ(ev.actions[i].first, fmt::format("a{}", i));
@@ -472,5 +542,237 @@ TEST(EventParserTest, DeepNestingIsInvalidJsonNotACrash) {
   EXPECT_THAT(refusal->detail, HasSubstr("DEPTH_ERROR"));
 }
 
+TEST(UserIdOfEventTest, ReadsTheUserIdAsParseDoes) {
+  EXPECT_EQ(UserIdOfEvent(R"({"event_id":"e","user_id":"u1","ts_ms":1})"), "u1");
+  EXPECT_EQ(UserIdOfEvent(R"({"user_id":"a\u00e9"})"), "a\u00e9");
+  // Repeated keys: the last one, as Parse (and the daemon's key check) read it.
+  EXPECT_EQ(UserIdOfEvent(R"({"user_id":"first","user_id":"last"})"), "last");
+  EXPECT_EQ(UserIdOfEvent(R"({"user_id":"u","user_id":7})"), std::nullopt);
+  EXPECT_EQ(UserIdOfEvent(R"({"user_id":7})"), std::nullopt);
+  EXPECT_EQ(UserIdOfEvent(R"({"event_id":"e"})"), std::nullopt);
+  EXPECT_EQ(UserIdOfEvent(R"(["user_id","u"])"), std::nullopt);
+  EXPECT_EQ(UserIdOfEvent("{"), std::nullopt);
+  EXPECT_EQ(UserIdOfEvent(""), std::nullopt);
+}
+
+// ---- candidates and score requests ---------------------------------------------------------
+
+constexpr int64_t kRequestTs = 1767600000000;
+
+TEST(CandidateTest, TheRequestTimeIsTheCandidatesTime) {
+  EventParser parser(Config(kFeatures));
+  ParsedCandidate parsed;
+  Rejection rejection;
+  ASSERT_TRUE(parser.ParseCandidate(R"({"item":{"features":[1,2,3]},"ts_ms":5})", kRequestTs + 7,
+                                    parsed, rejection))
+      << rejection.detail;
+  EXPECT_EQ(parsed.inputs.ts_ms, kRequestTs + 7);
+  const auto direct = Featurizer(Config(kFeatures)).Featurize(parsed.event, false);
+  ASSERT_TRUE(direct.ok());
+  EXPECT_EQ(direct->time_feats, parsed.inputs.time_feats);
+  // A request time the Featurizer refuses is its refusal.
+  EXPECT_FALSE(
+      parser.ParseCandidate(R"({"item":{"features":[1,2,3]}})", INT64_MAX, parsed, rejection));
+  EXPECT_EQ(rejection.code, RejectCode::kSchema);
+  EXPECT_EQ(rejection.detail, "ts_ms: out of range");
+}
+
+TEST(CandidateTest, NotJsonAndNotObjectAreRefusedAsEventsAre) {
+  EventParser parser(Config(kFeatures));
+  ParsedCandidate parsed;
+  Rejection rejection;
+  EXPECT_FALSE(parser.ParseCandidate("{", kRequestTs, parsed, rejection));
+  EXPECT_EQ(rejection.code, RejectCode::kInvalidJson);
+  EXPECT_THAT(rejection.detail, StartsWith("not JSON: "));
+  EXPECT_FALSE(parser.ParseCandidate("[]", kRequestTs, parsed, rejection));
+  EXPECT_EQ(rejection.code, RejectCode::kNotObject);
+  EXPECT_EQ(rejection.detail, "expected a JSON object, got an array");
+}
+
+TEST(CheckIdTest, RefusesWhatParseRefusesInAUserId) {
+  Rejection rejection;
+  EXPECT_TRUE(CheckId("user_id", "u-1 \u00e9", rejection));
+  EXPECT_TRUE(CheckId("user_id", std::string(kMaxIdBytes, 'u'), rejection));
+  EXPECT_FALSE(CheckId("user_id", "", rejection));
+  EXPECT_EQ(rejection.code, RejectCode::kInvalidValue);
+  EXPECT_EQ(rejection.detail, "user_id: empty");
+  EXPECT_FALSE(CheckId("user_id", std::string(kMaxIdBytes + 1, 'u'), rejection));
+  EXPECT_EQ(rejection.detail, "user_id: 257 bytes, longer than 256");
+  EXPECT_FALSE(CheckId("user_id", std::string_view("a\0b", 3), rejection));
+  EXPECT_EQ(rejection.detail, "user_id: contains control character U+0000");
+  EXPECT_FALSE(CheckId("user_id", "a\nb", rejection));
+  EXPECT_EQ(rejection.detail, "user_id: contains control character U+000A");
+  // JSON strings are UTF-8, so an id from elsewhere must be too.
+  EXPECT_FALSE(CheckId("user_id", "\xff", rejection));
+  EXPECT_EQ(rejection.code, RejectCode::kInvalidValue);
+  EXPECT_EQ(rejection.detail, "user_id: not UTF-8");
+}
+
+// ParseScoreRequest of `body` for the kFeatures schema; the rejection when refused.
+std::optional<Rejection> ScoreRefusal(std::string_view body, ScoreRequestForm form,
+                                      ScoreRequestLimits limits = {}) {
+  EventParser parser(Config(kFeatures));
+  ScoreRequest request;
+  Rejection rejection;
+  if (parser.ParseScoreRequest(body, form, limits, request, rejection)) {
+    return std::nullopt;
+  }
+  return rejection;
+}
+
+void ExpectScoreRefused(std::string_view body, ScoreRequestForm form, RejectCode code,
+                        std::string_view detail, ScoreRequestLimits limits = {}) {
+  SCOPED_TRACE(body);
+  const auto refusal = ScoreRefusal(body, form, limits);
+  ASSERT_TRUE(refusal.has_value());
+  EXPECT_EQ(RejectCodeName(refusal->code), RejectCodeName(code));
+  EXPECT_EQ(refusal->detail, detail);
+}
+
+constexpr auto kOne = ScoreRequestForm::kOneUser;
+constexpr auto kMany = ScoreRequestForm::kManyUsers;
+
+TEST(ScoreRequestTest, OneUserCandidatesAreFeaturisedInOrder) {
+  EventParser parser(Config(kFeatures));
+  ScoreRequest request;
+  Rejection rejection;
+  ASSERT_TRUE(parser.ParseScoreRequest(
+      R"({"ts_ms":1767600000000,"extra":1,"candidates":[{"item":{"features":[1,2,3]}},
+          {"item":{"id":"x","features":[4,5,6]},"attrs":{"topic":"sports"}}]})",
+      kOne, {}, request, rejection))
+      << rejection.detail;
+  EXPECT_EQ(request.ts_ms, kRequestTs);
+  ASSERT_EQ(request.users.size(), 1U);
+  EXPECT_EQ(request.users[0].user_id, "");
+  ASSERT_EQ(request.users[0].candidates.size(), 2U);
+  EXPECT_EQ(request.users[0].candidates[0].item_features, (std::vector<float>{1, 2, 3}));
+  EXPECT_EQ(request.users[0].candidates[1].item_features, (std::vector<float>{4, 5, 6}));
+  EXPECT_EQ(request.users[0].candidates[1].cat_rows[0], 2);
+  EXPECT_EQ(request.users[0].candidates[1].ts_ms, kRequestTs);
+  // An empty list is a request for nothing.
+  ASSERT_TRUE(
+      parser.ParseScoreRequest(R"({"ts_ms":1,"candidates":[]})", kOne, {}, request, rejection));
+  ASSERT_EQ(request.users.size(), 1U);
+  EXPECT_TRUE(request.users[0].candidates.empty());
+}
+
+TEST(ScoreRequestTest, ManyUsersEachWithTheirCandidates) {
+  EventParser parser(Config(kFeatures));
+  ScoreRequest request;
+  Rejection rejection;
+  ASSERT_TRUE(parser.ParseScoreRequest(
+      R"({"users":[{"user_id":"a","candidates":[{"item":{"features":[1,2,3]}}]},
+                   {"candidates":[],"user_id":"b"},
+                   {"user_id":"a","candidates":[{"item":{"features":[0,0,0]}},
+                                                {"item":{"features":[7,8,9]}}]}],
+          "ts_ms":1767600000000})",
+      kMany, {}, request, rejection))
+      << rejection.detail;
+  ASSERT_EQ(request.users.size(), 3U);
+  EXPECT_EQ(request.users[0].user_id, "a");
+  EXPECT_EQ(request.users[1].user_id, "b");
+  EXPECT_EQ(request.users[2].user_id, "a");
+  EXPECT_EQ(request.users[0].candidates.size(), 1U);
+  EXPECT_TRUE(request.users[1].candidates.empty());
+  ASSERT_EQ(request.users[2].candidates.size(), 2U);
+  EXPECT_EQ(request.users[2].candidates[1].item_features, (std::vector<float>{7, 8, 9}));
+}
+
+TEST(ScoreRequestTest, EnvelopeRefusals) {
+  ExpectScoreRefused("", kOne, RejectCode::kInvalidJson, "not JSON: EMPTY: Empty: no JSON found");
+  ExpectScoreRefused("[]", kOne, RejectCode::kNotObject, "expected a JSON object, got an array");
+  ExpectScoreRefused(R"({"candidates":[]})", kOne, RejectCode::kMissingField, "ts_ms: missing");
+  ExpectScoreRefused(R"({"ts_ms":1.5,"candidates":[]})", kOne, RejectCode::kWrongType,
+                     "ts_ms: expected an integer");
+  ExpectScoreRefused(R"({"ts_ms":"1","candidates":[]})", kOne, RejectCode::kWrongType,
+                     "ts_ms: expected an integer");
+  ExpectScoreRefused(R"({"ts_ms":18446744073709551615,"candidates":[]})", kOne, RejectCode::kSchema,
+                     "ts_ms: out of range");
+  ExpectScoreRefused(R"({"ts_ms":1})", kOne, RejectCode::kMissingField, "candidates: missing");
+  ExpectScoreRefused(R"({"ts_ms":1,"candidates":{}})", kOne, RejectCode::kWrongType,
+                     "candidates: expected an array, got an object");
+  ExpectScoreRefused(R"({"ts_ms":1,"candidates":[]})", kMany, RejectCode::kMissingField,
+                     "users: missing");
+  ExpectScoreRefused(R"({"ts_ms":1,"users":null})", kMany, RejectCode::kWrongType,
+                     "users: expected an array, got null");
+  ExpectScoreRefused(R"({"ts_ms":1,"users":[{"user_id":"a","candidates":[]},"b"]})", kMany,
+                     RejectCode::kWrongType, "users[1]: expected an object, got a string");
+  ExpectScoreRefused(R"({"ts_ms":1,"users":[{"candidates":[]}]})", kMany, RejectCode::kMissingField,
+                     "users[0].user_id: missing");
+  ExpectScoreRefused(R"({"ts_ms":1,"users":[{"user_id":"","candidates":[]}]})", kMany,
+                     RejectCode::kInvalidValue, "users[0].user_id: empty");
+  ExpectScoreRefused(R"({"ts_ms":1,"users":[{"user_id":"a\u0007","candidates":[]}]})", kMany,
+                     RejectCode::kInvalidValue,
+                     "users[0].user_id: contains control character U+0007");
+  ExpectScoreRefused(R"({"ts_ms":1,"users":[{"user_id":3,"candidates":[]}]})", kMany,
+                     RejectCode::kWrongType, "users[0].user_id: expected a string");
+  ExpectScoreRefused(R"({"ts_ms":1,"users":[{"user_id":"a"}]})", kMany, RejectCode::kMissingField,
+                     "users[0].candidates: missing");
+  ExpectScoreRefused(R"({"ts_ms":1,"users":[{"user_id":"a","candidates":"x"}]})", kMany,
+                     RejectCode::kWrongType,
+                     "users[0].candidates: expected an array, got a string");
+}
+
+TEST(ScoreRequestTest, CandidateRefusalsNameTheCandidateAndField) {
+  ExpectScoreRefused(
+      R"({"ts_ms":1,"candidates":[{"item":{"features":[1,2,3]}},{"item":{"features":[1,2,"x"]}}]})",
+      kOne, RejectCode::kSchema, "candidates[1].item.features[2]: expected a number");
+  ExpectScoreRefused(R"({"ts_ms":1,"candidates":[{"item":{"features":[1,2,3]}},null]})", kOne,
+                     RejectCode::kWrongType, "candidates[1]: expected an object, got null");
+  ExpectScoreRefused(R"({"ts_ms":1,"candidates":[{"item":{"features":[1,2]}}]})", kOne,
+                     RejectCode::kSchema, "candidates[0].item.features: expected 3 numbers");
+  ExpectScoreRefused(
+      R"({"ts_ms":1,"users":[{"user_id":"a","candidates":[]},
+          {"user_id":"b","candidates":[{"item":{"features":[1,2,3]},"attrs":{"topic":7}}]}]})",
+      kMany, RejectCode::kWrongType,
+      "users[1].candidates[0].attrs.topic: expected a string, got a number");
+  // Every user is checked before any candidate: a later user's bad id comes first.
+  ExpectScoreRefused(
+      R"({"ts_ms":1,"users":[{"user_id":"a","candidates":[{"item":{}}]},
+          {"user_id":"","candidates":[]}]})",
+      kMany, RejectCode::kInvalidValue, "users[1].user_id: empty");
+}
+
+TEST(ScoreRequestTest, LimitsAreCheckedBeforeAnyCandidate) {
+  const ScoreRequestLimits limits{.max_candidates = 2, .max_users = 2, .max_total_candidates = 3};
+  const std::string c = R"({"item":{}})";  // Refused, if it were read.
+  ExpectScoreRefused(fmt::format(R"({{"ts_ms":1,"candidates":[{},{},{}]}})", c, c, c), kOne,
+                     RejectCode::kTooMany, "candidates: 3 candidates, more than the limit of 2",
+                     limits);
+  ExpectScoreRefused(R"({"ts_ms":1,"users":[{},{},{}]})", kMany, RejectCode::kTooMany,
+                     "users: 3 users, more than the limit of 2", limits);
+  ExpectScoreRefused(
+      fmt::format(R"({{"ts_ms":1,"users":[{{"user_id":"a","candidates":[{},{},{}]}}]}})", c, c, c),
+      kMany, RejectCode::kTooMany, "users[0].candidates: 3 candidates, more than the limit of 2",
+      limits);
+  ExpectScoreRefused(fmt::format(R"({{"ts_ms":1,"users":[{{"user_id":"a","candidates":[{},{}]}},
+                                           {{"user_id":"b","candidates":[{},{}]}}]}})",
+                                 c, c, c, c),
+                     kMany, RejectCode::kTooMany,
+                     "users: 4 candidates in all, more than the limit of 3", limits);
+  const ScoreRequestLimits total_only{
+      .max_candidates = 10, .max_users = 2, .max_total_candidates = 1};
+  ExpectScoreRefused(fmt::format(R"({{"ts_ms":1,"candidates":[{},{}]}})", c, c), kOne,
+                     RejectCode::kTooMany, "candidates: 2 candidates, more than the limit of 1",
+                     total_only);
+  // At the limits: accepted.
+  EXPECT_FALSE(ScoreRefusal(R"({"ts_ms":1,"candidates":[{"item":{"features":[1,2,3]}},
+                                                         {"item":{"features":[1,2,3]}}]})",
+                            kOne, limits)
+                   .has_value());
+}
+
+TEST(ScoreRequestTest, RepeatedKeysLastWins) {
+  EventParser parser(Config(kFeatures));
+  ScoreRequest request;
+  Rejection rejection;
+  ASSERT_TRUE(parser.ParseScoreRequest(
+      R"({"ts_ms":"x","candidates":5,"ts_ms":2,"candidates":[{"item":{"features":[1,2,3]}}]})",
+      kOne, {}, request, rejection))
+      << rejection.detail;
+  EXPECT_EQ(request.ts_ms, 2);
+  EXPECT_EQ(request.users[0].candidates.size(), 1U);
+}
+
 }  // namespace
-}  // namespace rotor::pipeline
+}  // namespace rotor::encoders

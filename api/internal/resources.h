@@ -1,0 +1,89 @@
+// The API's resources, one file each (users.cc, score.cc, health.cc, metrics.cc), and what
+// they share: the per-thread state a Router lends them and a user's committed state as one
+// response reports it (user_view.cc). router.cc matches a request to one of these.
+
+#ifndef ROTOR_API_INTERNAL_RESOURCES_H_
+#define ROTOR_API_INTERNAL_RESOURCES_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "api/internal/json_writer.h"
+#include "api/router.h"
+#include "common/status.h"
+#include "encoders/decoder.h"
+#include "encoders/event_parser.h"
+#include "encoders/kv_window.h"
+
+namespace rotor::api::internal {
+
+using Query = std::vector<std::pair<std::string, std::string>>;
+
+// What one Router owns for its thread: the shared context and the thread's decoder and parser.
+struct ResourceContext {
+  const ApiContext& api;
+  encoders::Decoder decoder;
+  encoders::EventParser parser;
+};
+
+// ---- user_view.cc ---------------------------------------------------------------------------
+
+// One user's committed state as a response reports it: the stored window (or, for a user
+// without state, the empty window a new user starts from) and which input it covers.
+struct UserView {
+  std::string user_id;
+  bool known = false;
+  encoders::KvWindow window;
+  std::string model_id;  // The stored state's model; empty when !known.
+  int32_t partition = 0;
+  std::optional<int64_t> next_offset;  // The partition's stored next offset.
+};
+
+// Reads `user` (already checked by CheckUserId) through storage's one-snapshot read path.
+Result<UserView> LoadUserView(ResourceContext& ctx, std::string_view user);
+
+// "input": {"topic", "partition", "next_offset"} (null when no offset is stored).
+void WriteInput(JsonWriter& json, const ApiContext& api, const UserView& view);
+
+// A storage error as a response: 500 corrupt_state (Corruption), 500 state_mismatch
+// (FailedPrecondition: the stored shape is not the bundle's), 503 unavailable, 500 internal.
+Response StorageErrorResponse(const Status& status);
+// The code StorageErrorResponse gives `status` ("corrupt_state", ...).
+std::string_view StorageErrorCode(const Status& status);
+
+// A user id taken from the path: percent-decoded, then refused as the event schema refuses a
+// user_id (400 invalid_value, "user_id: empty"); nullopt with `error` set when refused.
+std::optional<std::string> CheckUserId(std::string_view raw_segment, Response& error);
+
+int64_t NowMs(const ApiContext& api);
+
+// ---- the resources --------------------------------------------------------------------------
+
+// users.cc: GET /v1/users/{id}, GET /v1/users/{id}/tensors[?dtype=f32|bf16|f16].
+Response GetUser(ResourceContext& ctx, std::string_view user, const Query& query);
+Response GetUserTensors(ResourceContext& ctx, std::string_view user, const Query& query);
+
+// score.cc: POST /v1/users/{id}/score, POST /v1/score.
+Response PostUserScore(ResourceContext& ctx, std::string_view user, const Query& query,
+                       std::string_view body);
+Response PostScore(ResourceContext& ctx, const Query& query, std::string_view body);
+
+// health.cc: GET /healthz, GET /readyz.
+Response GetHealthz(ResourceContext& ctx, const Query& query);
+Response GetReadyz(ResourceContext& ctx, const Query& query);
+
+// metrics.cc: GET /metrics.
+Response GetMetrics(ResourceContext& ctx, const Query& query);
+
+// A 400 for the first query parameter not in `allowed` (a typo would otherwise be silently
+// ignored); nullopt when every parameter is allowed.
+std::optional<Response> RefuseUnknownParameters(const Query& query,
+                                                std::initializer_list<std::string_view> allowed);
+
+}  // namespace rotor::api::internal
+
+#endif  // ROTOR_API_INTERNAL_RESOURCES_H_

@@ -1,0 +1,114 @@
+// What the resources share: reading a user's committed state, the "input" member, storage
+// errors as responses, user ids from the path.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <fmt/core.h>
+
+#include "api/internal/resources.h"
+#include "api/internal/target.h"
+
+namespace rotor::api::internal {
+
+Result<UserView> LoadUserView(ResourceContext& ctx, std::string_view user) {
+  const encoders::ModelConfig& cfg = ctx.api.bundle.config();
+  UserView view;
+  view.user_id = std::string(user);
+  view.partition = ctx.api.partition_of(user);
+  if (view.partition < 0) {
+    return Status::Internal("the partitioner put user '{}' in partition {}", user, view.partition);
+  }
+  ROTOR_ASSIGN_OR_RETURN(
+      storage::CommittedUser committed,
+      ctx.api.store.LoadCommittedUser(user, cfg.n_blocks(), cfg.window, cfg.d_model,
+                                      ctx.api.input_topic, view.partition));
+  view.next_offset = committed.next_offset;
+  if (committed.state) {
+    view.known = true;
+    view.window = std::move(committed.state->window);
+    view.model_id = std::move(committed.model_id);
+  } else {
+    // What the model says of a new user: the empty window its first event would extend.
+    view.window = ctx.decoder.NewWindow(0);
+  }
+  return view;
+}
+
+void WriteInput(JsonWriter& json, const ApiContext& api, const UserView& view) {
+  json.Key("input").BeginObject();
+  json.Key("topic").String(api.input_topic);
+  json.Key("partition").Int(view.partition);
+  json.Key("next_offset");
+  if (view.next_offset) {
+    json.Int(*view.next_offset);
+  } else {
+    json.Null();
+  }
+  json.EndObject();
+}
+
+std::string_view StorageErrorCode(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kCorruption:
+      return "corrupt_state";
+    case StatusCode::kFailedPrecondition:
+      return "state_mismatch";
+    case StatusCode::kUnavailable:
+      return "unavailable";
+    default:
+      return "internal";
+  }
+}
+
+Response StorageErrorResponse(const Status& status) {
+  const int code = status.code() == StatusCode::kUnavailable ? 503 : 500;
+  return ErrorResponse(code, StorageErrorCode(status), status.message());
+}
+
+std::optional<std::string> CheckUserId(std::string_view raw_segment, Response& error) {
+  std::optional<std::string> user = PercentDecode(raw_segment, /*plus_is_space=*/false);
+  if (!user) {
+    error = ErrorResponse(400, "invalid_value",
+                          "user_id: a '%' in the path is not followed by two hex digits");
+    return std::nullopt;
+  }
+  encoders::Rejection rejection;
+  if (!encoders::CheckId("user_id", *user, rejection)) {
+    error = ErrorResponse(400, encoders::RejectCodeName(rejection.code), rejection.detail);
+    return std::nullopt;
+  }
+  return user;
+}
+
+int64_t NowMs(const ApiContext& api) {
+  if (api.now_ms) {
+    return api.now_ms();
+  }
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::optional<Response> RefuseUnknownParameters(const Query& query,
+                                                std::initializer_list<std::string_view> allowed) {
+  for (const auto& [name, value] : query) {
+    bool known = false;
+    for (const std::string_view a : allowed) {
+      known = known || name == a;
+    }
+    if (!known) {
+      return ErrorResponse(
+          400, "bad_request",
+          allowed.size() == 0
+              ? fmt::format("unknown query parameter '{}'; this endpoint takes none", name)
+              : fmt::format("unknown query parameter '{}'", name));
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace rotor::api::internal
