@@ -25,6 +25,8 @@ packages=(
   # Debian's torch links the generic libblas.so.3; without OpenBLAS providing it, that is the
   # reference BLAS and training runs about 10x slower.
   libopenblas0-pthread
+  # HTTP load generator of the API benchmark (bench/api_load.py, docs/performance.md).
+  wrk
   # Validates docker-compose.yml without an engine (tools/compose_check.sh, docs/deploy.md).
   docker-compose
 )
