@@ -1,0 +1,81 @@
+"""The benchmark scripts of bench/ compile, and api_load.py's pure parts do what they say.
+
+The benchmarks themselves need a release build, a real broker and minutes (they are not tests,
+docs/performance.md); this keeps them from rotting between runs: every bench/*.py is compiled,
+and the pieces of bench/api_load.py that turn data into figures are checked on small inputs.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import json
+import os
+import py_compile
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))), "bench")
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(BENCH, "*.py"))),
+                         ids=os.path.basename)
+def test_bench_script_compiles(path, tmp_path):
+    py_compile.compile(path, cfile=str(tmp_path / "out.pyc"), doraise=True)
+
+
+@pytest.fixture(scope="module")
+def api_load():
+    sys.path.insert(0, BENCH)
+    try:
+        yield importlib.import_module("api_load")
+    finally:
+        sys.path.remove(BENCH)
+
+
+def test_window_stats_counts_only_the_window(api_load):
+    # (input CreateTime ms, latency ms or None): 100 events in [1000, 2000), one unmatched.
+    events = [(900, 500)] + [(1000 + 10 * i, 5 + i) for i in range(99)] + [(1995, None),
+                                                                           (2000, 1)]
+    s = api_load.window_stats(events, 1000, 2000)
+    assert s["window_events"] == 100
+    assert s["window_unmatched"] == 1
+    assert s["p50_ms"] == 5 + 49
+    assert s["p99_ms"] == 5 + 98
+    # 100 events from 1000 ms until the last delta (1980 + 103 ms): 2083 - 1000 ms.
+    assert s["events_per_s"] == pytest.approx(100 / 1.083)
+
+
+def test_parse_wrk_reads_the_done_line(api_load):
+    line = {"requests": 10, "duration_us": 1000000, "latency_us": {"p99": 1200}}
+    assert api_load.parse_wrk("Running 1s test\nWRK_JSON " + json.dumps(line) + "\n") == line
+    with pytest.raises(SystemExit):
+        api_load.parse_wrk("Running 1s test\nno figures\n")
+
+
+def test_requests_file_picks_first_users_and_distinct_items(api_load, tmp_path):
+    events = tmp_path / "events.jsonl"
+    with open(events, "w") as f:
+        for i in range(40):
+            f.write(json.dumps({"user_id": f"u/{i % 5}", "ts_ms": 1000 + i,
+                                "item": {"id": f"i{i % 30}", "features": [i]},
+                                "attrs": {"topic": "t"}}) + "\n")
+    out = tmp_path / "requests.tsv"
+    users, ts_ms = api_load.requests_file(str(events), str(out), users=3, candidate_sets=2,
+                                          candidates=4)
+    assert users == ["u/0", "u/1", "u/2"]
+    lines = out.read_text().splitlines()
+    assert len(lines) == 3
+    path, body = lines[0].split("\t")
+    assert path == "/v1/users/u%2F0/score"
+    body = json.loads(body)
+    assert len(body["candidates"]) == 4
+    # The items come after the users' lines (from event 3 on), distinct, 8 in all.
+    assert ts_ms == body["ts_ms"] == 1000 + 10 + 1000
+    all_items = [c["item"]["id"] for line in lines[:2]
+                 for c in json.loads(line.split("\t")[1])["candidates"]]
+    assert sorted(all_items) == sorted(f"i{i}" for i in range(3, 11))
+    with pytest.raises(SystemExit):
+        api_load.requests_file(str(events), str(out), users=6)
