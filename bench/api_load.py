@@ -155,7 +155,7 @@ def run_phase(phase, broker, bundle, args, requests_path, work):
                                 "--rate", str(args.rate), "--limit", str(limit)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     produce_start = time.monotonic()
-    time.sleep(args.warmup)
+    time.sleep(min(args.warmup, args.seconds))
     wrk = None
     known = None
     if phase == "B":  # Outside the window: one request by hand, checked.
@@ -163,14 +163,18 @@ def run_phase(phase, broker, bundle, args, requests_path, work):
     window_mono = (time.monotonic(), time.monotonic() + args.api_seconds)
     window_wall_ms = time.time() * 1000
     if phase == "B":
-        wrk = subprocess.run(["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections),
-                              "-d", f"{args.api_seconds}s", "--timeout", "2s", "--latency",
-                              "-s", LUA, f"http://127.0.0.1:{port}", "--", requests_path,
-                              str(args.api_rate), str(args.wrk_threads)],
-                             capture_output=True, text=True)
-        if wrk.returncode != 0:
-            sys.exit(f"wrk failed:\n{wrk.stdout}{wrk.stderr}")
-        log("wrk:\n" + wrk.stdout.strip())
+        wrk_proc = subprocess.Popen(
+            ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections), "-d",
+             f"{args.api_seconds}s", "--timeout", "2s", "--latency", "-s", LUA,
+             f"http://127.0.0.1:{port}", "--", requests_path, str(args.api_rate),
+             str(args.wrk_threads)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wrk_samplers = Samplers(wrk=wrk_proc.pid).start()
+        wrk_out, wrk_err = wrk_proc.communicate()
+        wrk_samplers.stop()
+        if wrk_proc.returncode != 0:
+            sys.exit(f"wrk failed:\n{wrk_out}{wrk_err}")
+        wrk = wrk_out
+        log("wrk:\n" + wrk.strip())
         log(f"the first request by hand: known user = {known}")
     else:
         time.sleep(max(0.0, window_mono[1] - time.monotonic()))
@@ -183,6 +187,8 @@ def run_phase(phase, broker, bundle, args, requests_path, work):
     if serve.returncode != 0:
         sys.exit(f"rotor serve exited {serve.returncode}:\n{open(serve_log).read()[-3000:]}")
     produce_s = time.monotonic() - produce_start
+    if phase == "warm-up":
+        return None
 
     matched = event_latencies(config, tag, idle_ms=args.read_idle_ms)
     events = matched["events"]
@@ -204,7 +210,7 @@ def run_phase(phase, broker, bundle, args, requests_path, work):
         "load_average_before": load_before, "load_average_after": load_after,
     }
     if wrk is not None:
-        w = parse_wrk(wrk.stdout)
+        w = parse_wrk(wrk)
         result["api"] = {
             "target_per_s": args.api_rate, "connections": args.connections,
             "requests": w["requests"],
@@ -215,6 +221,7 @@ def run_phase(phase, broker, bundle, args, requests_path, work):
             "errors": w["errors"], "non200": w["non200"], "unknown_users": w["unknown_users"],
             "schedule_resets": w["schedule_resets"],
             "candidates_per_request": args.candidates,
+            "wrk_cpu_cores": wrk_samplers.cores("wrk"),
         }
     return result
 
@@ -264,6 +271,7 @@ def print_table(a, b, v):
          f"{b['rotor_cpu_cores']:.2f}", f"{v['rotor_cpu_delta_cores']:+.2f}"),
         ("broker CPU cores (window)", f"{a['broker_cpu_cores']:.2f}",
          f"{b['broker_cpu_cores']:.2f}", ""),
+        ("wrk CPU cores (window)", "-", f"{api['wrk_cpu_cores']:.2f}", ""),
         ("unmatched events", str(a["unmatched"]), str(b["unmatched"]), ""),
         ("API requests/s (target)", "-",
          f"{api['requests_per_s']:.0f} ({api['target_per_s']})", ""),
@@ -291,7 +299,9 @@ def main():
                         help="seconds of input before the measured window (wrk starts then)")
     parser.add_argument("--api-rate", type=int, default=TARGET_API_RATE,
                         help="score requests/s wrk paces itself to")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--connections", type=int, default=32,
+                        help="wrk connections (enough that the pacing, not the connections, "
+                             "sets the rate while latency is under connections / rate)")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--model", default="default", help="bench model (loadlib.MODELS)")
     parser.add_argument("--events", default=DEFAULT_EVENTS,
@@ -325,6 +335,13 @@ def main():
                "load_average_at_start": load_average()}
     log(f"load average at start: {machine['load_average_at_start']}")
     with Broker("apiload") as broker:
+        # A fresh broker is slow at first (JIT, first topics): without this, phase A, which
+        # runs first, had 5x phase B's p99 in a smoke run.
+        log(f"broker warm-up: {args.rate} events/s for {args.warmup + 2:g} s, not measured")
+        run_phase("warm-up", broker, bundle, argparse.Namespace(
+            **{**vars(args), "seconds": args.warmup + 2, "api_seconds": 1, "idle_ms": 1000}),
+            requests_path,
+            work)
         log(f"phase A: pipeline only, {args.rate} events/s for {args.seconds:g} s")
         a = run_phase("A", broker, bundle, args, requests_path, work)
         log(json.dumps(a))
@@ -333,6 +350,12 @@ def main():
         b = run_phase("B", broker, bundle, args, requests_path, work)
         log(json.dumps(b))
     v = verdicts(a, b, args)
+    busiest = max(machine["load_average_at_start"][0], a["load_average_after"][0],
+                  b["load_average_after"][0])
+    if busiest > (os.cpu_count() or 1):
+        v["lines"].append(f"the machine was busy (1-minute load average up to {busiest:.1f} on "
+                          f"{os.cpu_count()} CPUs, this run's own processes included): other "
+                          f"work shared the cores; rerun when it is quieter")
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(started)),
               "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
               "machine": machine, "model": args.model, "smoke": args.smoke,
