@@ -116,6 +116,38 @@ def check_score(port, requests_path):
     return answer.get("known")
 
 
+def score_histogram(port):
+    """rotor_api_request_seconds of route user_score, status 200, from /metrics: {le: count}
+    with "sum" and "count"."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    series = 'rotor_api_request_seconds_{}{{route="user_score",status="200"{}}} (\\S+)'
+    for m in re.finditer(series.format("bucket", ',le="([^"]+)"'), text):
+        out[float(m.group(1))] = float(m.group(2))
+    for name in ("sum", "count"):
+        m = re.search(series.format(name, ""), text)
+        out[name] = float(m.group(1)) if m else 0.0
+    return out
+
+
+def server_side(before, after):
+    """The server's own time for the requests between two score_histogram()s: mean, and the
+    bucket bounds p50 and p99 fall in (from the request's last byte read to the response's
+    last byte written; wrk's latency adds the client, the kernel and waiting for a thread)."""
+    count = after.get("count", 0) - before.get("count", 0)
+    if count <= 0:
+        return {"requests": 0}
+    buckets = sorted((le, after[le] - before.get(le, 0)) for le in after
+                     if isinstance(le, float))
+    def bound(q):
+        return next((le * 1000 for le, n in buckets if n >= q * count), float("inf"))
+    return {"requests": int(count),
+            "mean_ms": (after["sum"] - before.get("sum", 0)) / count * 1000,
+            "p50_bucket_ms": bound(0.5), "p99_bucket_ms": bound(0.99),
+            "busy_threads": (after["sum"] - before.get("sum", 0))}
+
+
 def parse_wrk(output):
     m = re.search(r"^WRK_JSON (\{.*\})$", output, re.M)
     if not m:
@@ -169,8 +201,10 @@ def run_phase(phase, broker, bundle, args, requests_path, work):
              f"http://127.0.0.1:{port}", "--", requests_path, str(args.api_rate),
              str(args.wrk_threads)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wrk_samplers = Samplers(wrk=wrk_proc.pid).start()
+        hist_before = score_histogram(port)
         wrk_out, wrk_err = wrk_proc.communicate()
         wrk_samplers.stop()
+        server = server_side(hist_before, score_histogram(port))
         if wrk_proc.returncode != 0:
             sys.exit(f"wrk failed:\n{wrk_out}{wrk_err}")
         wrk = wrk_out
@@ -222,7 +256,11 @@ def run_phase(phase, broker, bundle, args, requests_path, work):
             "schedule_resets": w["schedule_resets"],
             "candidates_per_request": args.candidates,
             "wrk_cpu_cores": wrk_samplers.cores("wrk"),
+            "server": server,
         }
+        if server.get("requests"):
+            # Seconds of server time over the window: how many API threads were busy.
+            server["busy_threads"] /= args.api_seconds
     return result
 
 
@@ -277,6 +315,10 @@ def print_table(a, b, v):
          f"{api['requests_per_s']:.0f} ({api['target_per_s']})", ""),
         ("API latency p50 / p99 / p99.9 ms", "-",
          f"{api['p50_ms']:.2f} / {api['p99_ms']:.2f} / {api['p999_ms']:.2f}", ""),
+        ("API server time mean ms; p50, p99 within (histogram bucket) ms", "-",
+         f"{api['server'].get('mean_ms', float('nan')):.2f}; <= "
+         f"{api['server'].get('p50_bucket_ms', float('nan')):g}, <= "
+         f"{api['server'].get('p99_bucket_ms', float('nan')):g}", ""),
         ("API non-200 / unknown users / wrk errors", "-",
          f"{api['non200']} / {api['unknown_users']} / {sum(api['errors'].values())}", ""),
     ]

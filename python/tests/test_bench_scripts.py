@@ -79,3 +79,15 @@ def test_requests_file_picks_first_users_and_distinct_items(api_load, tmp_path):
     assert sorted(all_items) == sorted(f"i{i}" for i in range(3, 11))
     with pytest.raises(SystemExit):
         api_load.requests_file(str(events), str(out), users=6)
+
+
+def test_server_side_reads_the_histogram_deltas(api_load):
+    before = {0.001: 10.0, 0.005: 10.0, float("inf"): 10.0, "sum": 0.005, "count": 10.0}
+    # 100 more requests: 60 within 1 ms, 39 more within 5 ms, 1 over; 0.2 s in all.
+    after = {0.001: 70.0, 0.005: 109.0, float("inf"): 110.0, "sum": 0.205, "count": 110.0}
+    s = api_load.server_side(before, after)
+    assert s["requests"] == 100
+    assert s["mean_ms"] == pytest.approx(2.0)
+    assert s["p50_bucket_ms"] == 1.0
+    assert s["p99_bucket_ms"] == 5.0
+    assert api_load.server_side(after, after) == {"requests": 0}
