@@ -94,7 +94,7 @@ def read_topic(config, topic, keep):
     """keep(message dict) for every message of topic, streamed from `rotor consume --json`."""
     out = []
     proc = subprocess.Popen([ROTOR, "consume", "--config", config, "--topic", topic, "--json",
-                             "true", "--idle-ms", "3000"], stdout=subprocess.PIPE, text=True)
+                             "--idle-ms", "3000"], stdout=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if line.strip():
             out.append(keep(json.loads(line)))
@@ -132,6 +132,8 @@ state:
   sync_writes: false
 log:
   stats_interval_ms: 0
+api:
+  enabled: false  # The pipeline alone (the API's load is measured on its own).
 """)
     rotor("topics", "--config", config, "--partitions", "8")
     serve_log = os.path.join(work, f"{tag}.log")

@@ -27,6 +27,8 @@ packages=(
   libopenblas0-pthread
   # Validates docker-compose.yml without an engine (tools/compose_check.sh, docs/deploy.md).
   docker-compose
+  # tools/demo.sh asks the daemon's HTTP API (docs/api.md) with it.
+  curl
 )
 
 missing=()
