@@ -476,9 +476,10 @@ std::vector<PartitionReport> GroupConsumer::Progress() const {
     }
     r.high_watermark = high;
     // Where consumption stands: the next offset to apply, or the position when it is past it
-    // (transaction markers take offsets no record is applied at).
-    const int64_t at = std::max(r.next_offset, position);
-    if (high >= 0 && at >= 0) {
+    // (transaction markers take offsets no record is applied at). Without either (no state for
+    // the partition, nothing consumed yet), the log's start, where consumption begins.
+    const int64_t at = std::max({r.next_offset, position, std::max<int64_t>(low, 0)});
+    if (high >= 0) {
       r.lag = std::max<int64_t>(0, high - at);
     }
     if (const auto stopped = stopped_.find(partition); stopped != stopped_.end()) {
