@@ -1088,7 +1088,9 @@ TEST_F(DaemonTest, StateAheadOfTheLogStopsThePartition) {
   EXPECT_GE(stopped_partitions, 1);
   const Status stopped = serving->Stop();
   EXPECT_TRUE(stopped.ok()) << stopped.ToString();
-  EXPECT_EQ(stopped_partitions, serving->daemon().stats().stopped_partitions);
+  // The stats count every stop: a partition assigned again (a second rebalance, as a loaded
+  // machine may see) stops again.
+  EXPECT_LE(stopped_partitions, serving->daemon().stats().stopped_partitions);
   EXPECT_FALSE(serving->daemon().status().serving);
   EXPECT_EQ(serving->daemon().stats().events, 0);
   EXPECT_GE(serving->daemon().stats().stopped_partitions, 1);
