@@ -166,6 +166,10 @@ Status CheckFlags(const Command& command, const Flags& flags) {
     if (flags.config.empty() && flags.url.empty()) {
       return Status::InvalidArgument("--config FILE (or --url URL) is required");
     }
+    if (!flags.config.empty() && !flags.url.empty()) {
+      return Status::InvalidArgument(
+          "--config reads state.dir (the daemon stopped), --url asks a running daemon: give one");
+    }
     if (!flags.url.empty() && flags.all) {
       return Status::InvalidArgument(
           "--all reads every user from state.dir, which needs the daemon stopped; with --url "

@@ -112,6 +112,7 @@ TEST(CliTest, BadArgumentsAreUsageErrorsNamingThem) {
   ExpectUsageError({"inspect", "--config", "c"}, "--user ID or --all is required");
   ExpectUsageError({"inspect", "--user", "u"}, "--config FILE (or --url URL) is required");
   ExpectUsageError({"inspect", "--url", "http://h:1", "--all"}, "--all reads every user");
+  ExpectUsageError({"inspect", "--url", "http://h:1", "--config", "c", "--user", "u"}, "give one");
   // A flag of another command.
   ExpectUsageError({"serve", "--config", "c", "--json"}, "--json");
 }

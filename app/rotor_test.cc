@@ -330,8 +330,8 @@ TEST(RotorTest, BooleanFlagsStandAloneOrTakeTrueOrFalse) {
 // `rotor serve` in the background, its stdout and stderr in files.
 class Daemon {
  public:
-  Daemon(const TempDir& dir, const std::vector<std::string>& args) : log_(dir.path() / "serve") {
-    pid_ = fork();
+  Daemon(const TempDir& dir, const std::vector<std::string>& args)
+      : log_(dir.path() / "serve"), pid_(fork()) {
     if (pid_ == 0) {
       const std::string out = log_.string() + ".out";
       const std::string err = log_.string() + ".err";
@@ -365,7 +365,7 @@ class Daemon {
   // The port of "API listening on 127.0.0.1:<port>" once logged; 0 when the daemon exits first
   // or nothing comes within 60 s.
   int WaitForPort() {
-    static const std::regex kListening("API listening on 127\\.0\\.0\\.1:([0-9]+)");
+    static const std::regex kListening(R"(API listening on 127\.0\.0\.1:([0-9]+))");
     for (int i = 0; i < 600; ++i) {
       std::smatch m;
       const std::string text = out();
@@ -471,7 +471,7 @@ TEST(RotorTest, ServeAnswersTheHttpApiAndInspectReadsThroughIt) {
   ASSERT_TRUE(std::getline(candidates, c0) && std::getline(candidates, c1));
   auto scored = rotor::api::HttpRequest(
       url, "POST", "/v1/users/u-long/score",
-      fmt::format("{{\"ts_ms\": 1768034920517, \"candidates\": [{}, {}]}}", c0, c1));
+      fmt::format(R"({{"ts_ms": 1768034920517, "candidates": [{}, {}]}})", c0, c1));
   ASSERT_TRUE(scored.ok());
   ASSERT_EQ(scored->status, 200) << scored->body;
   const nlohmann::json scores = Json(*scored);

@@ -73,9 +73,9 @@ int32_t InputPartitionOf(std::string_view user, int32_t partitions) {
   return static_cast<int32_t>((h & 0x7fffffffU) % static_cast<uint32_t>(partitions));
 }
 
-Runtime::Runtime(const config::DaemonConfig& config, encoders::Bundle bundle,
+Runtime::Runtime(config::DaemonConfig config, encoders::Bundle bundle,
                  std::unique_ptr<storage::UserStateStore> store)
-    : config_(config), bundle_(std::move(bundle)), store_(std::move(store)) {}
+    : config_(std::move(config)), bundle_(std::move(bundle)), store_(std::move(store)) {}
 
 Runtime::~Runtime() {
   (void)Close();

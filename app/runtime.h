@@ -75,7 +75,7 @@ class Runtime {
   Status Close();
 
  private:
-  Runtime(const config::DaemonConfig& config, encoders::Bundle bundle,
+  Runtime(config::DaemonConfig config, encoders::Bundle bundle,
           std::unique_ptr<storage::UserStateStore> store);
 
   config::DaemonConfig config_;

@@ -36,9 +36,9 @@ from loadlib import (DEFAULT_EVENTS, RESULTS, Broker, Samplers, build_rotor, ens
 
 def one_run(broker, bundle, model, rate, inflight, seconds, warmup_s, events_file, work):
     tag = f"load-{model}-{rate}-{inflight}-{uuid.uuid4().hex[:6]}"
-    # The API is on (as in configs/rotor.yaml) on a free port, and idle.
+    # The pipeline alone, API off (bench/api_load.py measures the API's load).
     config = write_config(os.path.join(work, f"{tag}.yaml"), tag, broker.bootstrap, bundle,
-                          os.path.join(work, tag), inflight=inflight)
+                          os.path.join(work, tag), inflight=inflight, api_listen=None)
     rotor("topics", "--config", config, "--partitions", "8")
     serve_log = os.path.join(work, f"{tag}.log")
     serve, _ = start_serve(config, serve_log)

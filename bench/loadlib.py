@@ -224,7 +224,7 @@ def read_topic(config, topic, keep, idle_ms=3000):
     """keep(message dict) for every message of topic, streamed from `rotor consume --json`."""
     out = []
     proc = subprocess.Popen([ROTOR, "consume", "--config", config, "--topic", topic, "--json",
-                             "true", "--idle-ms", str(idle_ms)], stdout=subprocess.PIPE,
+                             "--idle-ms", str(idle_ms)], stdout=subprocess.PIPE,
                             text=True)
     for line in proc.stdout:
         if line.strip():

@@ -124,6 +124,8 @@ state:
 log:
   level: {log_level}
   stats_interval_ms: {stats_interval_ms}
+api:
+  listen: "127.0.0.1:0"  # A free port: several daemons run at once.
 {extra}
 """)
         return path
@@ -241,12 +243,12 @@ log:
         return self.run("produce", "--config", config, "--file", path)
 
     def consume(self, config, topic):
-        out = self.run("consume", "--config", config, "--topic", topic, "--json", "true",
+        out = self.run("consume", "--config", config, "--topic", topic, "--json",
                        "--idle-ms", "3000")
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def dump(self, config):
-        out = self.run("inspect", "--config", config, "--all", "true")
+        out = self.run("inspect", "--config", config, "--all")
         return {d["user"]: d for d in map(json.loads, out.splitlines())}
 
     def replay(self, events):

@@ -9,7 +9,7 @@ state.dir on a tmpfs of a few hundred KiB, fed a flood of distinct users:
      copied to a roomy directory, and `rotor serve` started on it with the same feed resumes
      after the last commit (only the events not committed are applied);
   3. the final state equals `rotor replay` of the same events, user by user (the digests of
-     `rotor inspect --all true`), so the failed commit left nothing half-applied.
+     `rotor inspect --all`), so the failed commit left nothing half-applied.
 
 Mounting a tmpfs needs root (CAP_SYS_ADMIN): without it, or when the mount fails, the test
 skips with exit status 77 (CTest's SKIP_RETURN_CODE).
@@ -68,6 +68,8 @@ state:
   write_buffer_bytes: 256KiB
 log:
   stats_interval_ms: 200
+api:
+  listen: "127.0.0.1:0"  # A free port: never in another run's way.
 """)
     return path
 
@@ -84,7 +86,7 @@ def must(done, what):
 
 
 def dump(rotor, cfg):
-    out = must(run(rotor, "inspect", "--config", cfg, "--all", "true"), "rotor inspect")
+    out = must(run(rotor, "inspect", "--config", cfg, "--all"), "rotor inspect")
     return {d["user"]: d for d in map(json.loads, out.splitlines())}
 
 

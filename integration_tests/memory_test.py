@@ -105,6 +105,8 @@ state:
   window_cache_bytes: {BUDGETS['state.window_cache_bytes']}
 log:
   stats_interval_ms: 0
+api:
+  listen: "127.0.0.1:0"  # A free port: never in another run's way.
 """)
 
     def rotor_cmd(self, *args):

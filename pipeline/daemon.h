@@ -92,8 +92,8 @@ struct PartitionReport {
   int64_t next_offset = -1;     // The next input offset to apply (-1: unknown yet).
   int64_t high_watermark = -1;  // The log's end as the consumer last saw it (-1: unknown).
   // Records between where consumption stands (the next offset to apply, or the consumer's
-  // position when that is past it, e.g. after transaction markers) and the high watermark;
-  // -1 when unknown.
+  // position when that is past it, e.g. after transaction markers; the log's start when
+  // neither is known yet) and the high watermark; -1 when the high watermark is unknown.
   int64_t lag = -1;
   std::string reason;  // Why restoring or stopped; empty when consuming.
 };

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -35,6 +36,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "common/metrics.h"
 #include "encoders/decoder.h"
 #include "encoders/event_parser.h"
 #include "encoders/featurizer.h"
@@ -154,6 +156,38 @@ void ProduceRaw(const std::string& bootstrap, std::string_view topic,
   rd_kafka_topic_destroy(handle);
   EXPECT_EQ(rd_kafka_flush(producer->get(), 20000), RD_KAFKA_RESP_ERR_NO_ERROR);
   EXPECT_EQ(failures.load(), 0);
+}
+
+// The samples of a Prometheus text exposition (MetricsRegistry::Render): series (name with its
+// labels, as rendered) -> value.
+std::map<std::string, double> ParseMetrics(const std::string& text) {
+  std::map<std::string, double> samples;
+  std::size_t at = 0;
+  while (at < text.size()) {
+    std::size_t end = text.find('\n', at);
+    if (end == std::string::npos) {
+      end = text.size();
+    }
+    const std::string line = text.substr(at, end - at);
+    at = end + 1;
+    if (line.empty() || line[0] == '#') {
+      continue;
+    }
+    const std::size_t space = line.rfind(' ');
+    EXPECT_NE(space, std::string::npos) << line;
+    if (space == std::string::npos) {
+      continue;
+    }
+    samples[line.substr(0, space)] = std::stod(line.substr(space + 1));
+  }
+  return samples;
+}
+
+// A sample's value; NaN (which equals nothing) when the series is missing.
+double Sample(const std::map<std::string, double>& samples, const std::string& series) {
+  const auto it = samples.find(series);
+  EXPECT_NE(it, samples.end()) << "no series " << series;
+  return it == samples.end() ? std::nan("") : it->second;
 }
 
 // Routes spdlog's default logger to a ring buffer (and stderr) while it lives.
@@ -1034,8 +1068,30 @@ TEST_F(DaemonTest, StateAheadOfTheLogStopsThePartition) {
   EXPECT_TRUE(
       WaitFor([&] { return !logs_.Find(spdlog::level::err, "stopped: ").empty(); }, kServeTimeout));
   std::this_thread::sleep_for(milliseconds(1000));  // Time to (wrongly) apply the new events.
+  // The status says which partitions stopped and why; the daemon serves but is not ready.
+  const DaemonStatus status = serving->daemon().status();
+  EXPECT_TRUE(status.serving);
+  EXPECT_FALSE(status.ready());
+  EXPECT_NE(status.reason.find("is stopped"), std::string::npos) << status.reason;
+  ASSERT_EQ(status.partitions.size(), static_cast<std::size_t>(kPartitions));
+  int64_t stopped_partitions = 0;
+  for (const PartitionReport& r : status.partitions) {
+    SCOPED_TRACE(r.partition.partition);
+    if (r.phase == PartitionPhase::kStopped) {
+      ++stopped_partitions;
+      EXPECT_NE(r.reason.find("the topic was recreated"), std::string::npos) << r.reason;
+    } else {
+      EXPECT_EQ(r.phase, PartitionPhase::kConsuming);  // A partition no user of `first` had.
+      EXPECT_TRUE(r.reason.empty()) << r.reason;
+    }
+  }
+  EXPECT_GE(stopped_partitions, 1);
   const Status stopped = serving->Stop();
   EXPECT_TRUE(stopped.ok()) << stopped.ToString();
+  // The stats count every stop: a partition assigned again (a second rebalance, as a loaded
+  // machine may see) stops again.
+  EXPECT_LE(stopped_partitions, serving->daemon().stats().stopped_partitions);
+  EXPECT_FALSE(serving->daemon().status().serving);
   EXPECT_EQ(serving->daemon().stats().events, 0);
   EXPECT_GE(serving->daemon().stats().stopped_partitions, 1);
   EXPECT_FALSE(logs_.Find(spdlog::level::err, "the topic was recreated").empty());
@@ -1261,6 +1317,264 @@ TEST_F(DaemonTest, UsersExpireByEventTimeAndReplayWithPartitionsBuildsTheSameSta
   const auto other_count = ReplayFile(replay, *bundle_, file, {.partitions = kPartitions + 1});
   EXPECT_EQ(other_count.status().code(), StatusCode::kFailedPrecondition)
       << other_count.status().ToString();
+}
+
+// The app's runtime lends the daemon its bundle, store and metrics registry: the daemon serves
+// and commits into the lent store, which stays open (and usable) after the daemon is gone, and
+// PartitionOf is where the producer routed each user.
+TEST_F(DaemonTest, ADaemonWithLentResourcesCommitsIntoTheLentStore) {
+  const EventsByUser events = GoldenUsers(6);
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events)));
+  const config::DaemonConfig config = Config();
+  auto store = storage::UserStateStore::Open(StoreOptionsFor(config));
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  common::MetricsRegistry registry;
+  const auto refused = Daemon::Create(config, DaemonResources{.bundle = bundle_.get()});
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument) << refused.status().ToString();
+  {
+    auto daemon = Daemon::Create(
+        config,
+        DaemonResources{.bundle = bundle_.get(), .store = store->get(), .metrics = &registry});
+    ASSERT_TRUE(daemon.ok()) << daemon.status().ToString();
+    EXPECT_EQ((*daemon)->input_topic(), kInputTopic);
+    EXPECT_EQ(&(*daemon)->bundle(), bundle_.get());
+    const DaemonStatus before = (*daemon)->status();
+    EXPECT_FALSE(before.serving);
+    EXPECT_FALSE(before.ready());
+    EXPECT_NE(before.reason.find("Run has not started"), std::string::npos) << before.reason;
+    ServingDaemon serving(std::move(daemon).value());
+    ServeUntil(serving, events);
+    ExpectStateIsDirect(serving.daemon(), events);
+    // PartitionOf: the partition every user's records are in (the producer's murmur2).
+    for (const TopicMessage& m : Read(kInputTopic)) {
+      ASSERT_TRUE(m.key.has_value());
+      EXPECT_EQ(serving.daemon().PartitionOf(*m.key), m.partition) << *m.key;
+    }
+    EXPECT_EQ(serving.daemon().PartitionOf("user-0"),
+              internal::JavaPartition("user-0", kPartitions));
+  }
+  // The daemon is gone; the lent store is still open and holds what it committed.
+  const auto& cfg = bundle_->config();
+  for (const auto& [user, lines] : events) {
+    auto state = (*store)->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+    ASSERT_TRUE(state.ok()) << state.status().ToString();
+    ASSERT_TRUE(state->has_value()) << user;
+    ExpectSameRows((*state)->window, Direct(lines).window);
+  }
+  const auto offsets = (*store)->LoadOffsets();
+  ASSERT_TRUE(offsets.ok());
+  int64_t next = 0;
+  for (const auto& [tp, offset] : *offsets) {
+    EXPECT_EQ(tp.topic, kInputTopic);
+    next += offset;
+  }
+  EXPECT_EQ(next, Total(events));
+  EXPECT_EQ(Sample(ParseMetrics(registry.Render()), "rotor_events_total"), Total(events));
+}
+
+// status() through a daemon's life: not serving before Run and until the group assigns it
+// partitions; a fresh state directory in a group that already published restores (re-applies
+// without publishing) until it has caught up with the group's committed offsets; then every
+// partition consumes, and once the input is drained the lag is 0.
+TEST_F(DaemonTest, StatusReportsRestoringUntilThePublishedInputIsReappliedThenConsuming) {
+  const EventsByUser events = GoldenUsers(6);
+  const EventsByUser first = Prefix(events, 20);
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events, 0, 20)));
+  config::DaemonConfig config = Config();
+  {
+    auto serving = Serve(config);
+    ASSERT_NE(serving, nullptr);
+    ServeUntil(*serving, first);
+  }
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events, 20)));
+  // Another state directory in the same group: the group's committed offsets are ahead of it.
+  config.state.dir = dir_.path() + "/fresh-state";
+  // Its first fetches come late, so the restore takes a while to begin.
+  kafka_->DelayRequests(1, /*Fetch*/ 1, 3, 1500);
+  auto daemon = Daemon::Create(config);
+  ASSERT_TRUE(daemon.ok()) << daemon.status().ToString();
+  EXPECT_FALSE((*daemon)->status().serving);
+  ServingDaemon serving(std::move(daemon).value());
+  bool saw_waiting = false;
+  std::optional<DaemonStatus> restoring;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        const DaemonStatus s = serving.daemon().status();
+        if (!s.serving && s.reason == "waiting for the group's assignment") {
+          saw_waiting = true;
+        }
+        if (s.serving && !restoring &&
+            std::any_of(s.partitions.begin(), s.partitions.end(), [](const PartitionReport& r) {
+              return r.phase == PartitionPhase::kRestoring;
+            })) {
+          restoring = s;
+        }
+        return Reached(serving, events);
+      },
+      kServeTimeout));
+  EXPECT_TRUE(saw_waiting);
+  ASSERT_TRUE(restoring.has_value()) << "no restoring phase seen";
+  EXPECT_FALSE(restoring->ready());
+  EXPECT_NE(restoring->reason.find("is restoring: "), std::string::npos) << restoring->reason;
+  EXPECT_NE(restoring->reason.find("records to re-apply"), std::string::npos) << restoring->reason;
+  for (const PartitionReport& r : restoring->partitions) {
+    if (r.phase == PartitionPhase::kRestoring) {
+      EXPECT_NE(r.reason.find(fmt::format("partition {} of 'rotor.events' is restoring",
+                                          r.partition.partition)),
+                std::string::npos)
+          << r.reason;
+    }
+  }
+  // Caught up and drained: every partition consuming, nothing left to consume.
+  DaemonStatus last;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        last = serving.daemon().status();
+        return last.ready() && std::all_of(last.partitions.begin(), last.partitions.end(),
+                                           [](const PartitionReport& r) { return r.lag == 0; });
+      },
+      kServeTimeout))
+      << last.reason;
+  EXPECT_TRUE(last.reason.empty()) << last.reason;
+  ASSERT_EQ(last.partitions.size(), static_cast<std::size_t>(kPartitions));
+  int64_t ends = 0;
+  for (int32_t p = 0; p < kPartitions; ++p) {
+    const PartitionReport& r = last.partitions[static_cast<std::size_t>(p)];
+    EXPECT_EQ(r.partition, (TopicPartition{std::string(kInputTopic), p}));
+    EXPECT_EQ(r.phase, PartitionPhase::kConsuming);
+    // A partition none of the users is in has nothing to apply, and no next offset yet.
+    EXPECT_TRUE(r.next_offset == r.high_watermark || (r.next_offset == -1 && r.high_watermark == 0))
+        << r.next_offset << " " << r.high_watermark;
+    ends += r.high_watermark;
+  }
+  EXPECT_EQ(ends, Total(events));
+  const Status stopped = serving.Stop();
+  ASSERT_TRUE(stopped.ok()) << stopped.ToString();
+  EXPECT_FALSE(serving.daemon().status().serving);
+  EXPECT_EQ(serving.daemon().stats().replayed, Total(first))
+      << "what the group published is re-applied";
+  ExpectStateIsDirect(serving.daemon(), events);
+}
+
+// The metrics after a run with known input: valid events, refused ones of known reasons and
+// repeated event ids; each counter holds exactly what the input implies, and the latency
+// histograms saw every batch and every published record.
+TEST_F(DaemonTest, MetricsCountExactlyWhatTheInputHeld) {
+  const EventsByUser events = GoldenUsers(4);
+  const EventsByUser valid = Prefix(events, 10);
+  const std::vector<std::string> lines = Interleave(events, 0, 10);
+  std::string nine_features = events.at("user-2")[11];
+  nine_features.replace(nine_features.find("\"features\":["), 12, "\"features\":[1,");
+  const std::string future = R"({"event_id":"x","user_id":"user-3","ts_ms":4102444800000,)"
+                             R"("item":{"features":[0,0,0,0,0,0,0,0]}})";
+  const std::vector<std::pair<std::optional<std::string>, std::string>> bad = {
+      {"user-0", "{not json"},
+      {"user-1", "[1, 2"},
+      {"user-2", nine_features},
+      {"user-3", future},
+      {"user-3", R"({"user_id":"user-3","ts_ms":1767604447477})"},
+  };
+  // Three events sent again (same event ids): dropped as duplicates.
+  const std::vector<std::string> repeated(lines.begin(), lines.begin() + 3);
+  ASSERT_NO_FATAL_FAILURE(Produce(lines));
+  ASSERT_NO_FATAL_FAILURE(ProduceRaw(kafka_->bootstrap_servers(), kInputTopic, bad));
+  ASSERT_NO_FATAL_FAILURE(Produce(repeated));
+  const auto n = static_cast<double>(lines.size());
+  const auto k = static_cast<double>(bad.size());
+  const auto d = static_cast<double>(repeated.size());
+
+  config::DaemonConfig config = Config();
+  config.pipeline.dedupe_ids_per_user = 64;
+  auto store = storage::UserStateStore::Open(StoreOptionsFor(config));
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  common::MetricsRegistry registry;
+  auto daemon = Daemon::Create(
+      config, {.bundle = bundle_.get(), .store = store->get(), .metrics = &registry});
+  ASSERT_TRUE(daemon.ok()) << daemon.status().ToString();
+  ServingDaemon serving(std::move(daemon).value());
+  const std::string lag0 = R"(rotor_consumer_lag{topic="rotor.events",partition="0"})";
+  std::map<std::string, double> samples;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        samples = ParseMetrics(registry.Render());
+        return samples["rotor_input_records_total"] == n + k + d && samples["rotor_ready"] == 1 &&
+               samples.contains(lag0) && samples[lag0] == 0;
+      },
+      kServeTimeout));
+  for (int32_t p = 0; p < kPartitions; ++p) {
+    const std::string labels = fmt::format(R"({{topic="rotor.events",partition="{}"}})", p);
+    EXPECT_EQ(Sample(samples, "rotor_partition_phase" + labels), 1) << p;
+  }
+  EXPECT_GT(Sample(samples, "rotor_rocksdb_memtable_bytes"), 0);
+  EXPECT_GE(Sample(samples, "rotor_rocksdb_block_cache_usage_bytes"), 0);
+  EXPECT_EQ(Sample(samples, "rotor_rocksdb_write_stopped"), 0);
+  const Status stopped = serving.Stop();
+  ASSERT_TRUE(stopped.ok()) << stopped.ToString();
+  ExpectStateIsDirect(serving.daemon(), valid);
+
+  const DaemonStats stats = serving.daemon().stats();
+  samples = ParseMetrics(registry.Render());
+  EXPECT_EQ(Sample(samples, "rotor_input_records_total"), n + k + d);
+  EXPECT_EQ(Sample(samples, "rotor_events_total"), n);
+  EXPECT_EQ(Sample(samples, "rotor_replayed_events_total"), 0);
+  EXPECT_EQ(Sample(samples, "rotor_duplicates_total"), d);
+  const std::map<std::string, double> reasons = {
+      {"invalid_json", 2}, {"schema", 1},    {"ts_in_future", 1},   {"missing_field", 1},
+      {"key_mismatch", 0}, {"oversized", 0}, {"wrong_partition", 0}};
+  for (const auto& [reason, count] : reasons) {
+    EXPECT_EQ(Sample(samples, fmt::format(R"(rotor_dead_letters_total{{reason="{}"}})", reason)),
+              count)
+        << reason;
+  }
+  EXPECT_EQ(Sample(samples, R"(rotor_published_messages_total{kind="dead_letter"})"), k);
+  EXPECT_EQ(Sample(samples, R"(rotor_published_messages_total{kind="delta"})"),
+            static_cast<double>(stats.deltas));
+  EXPECT_GT(stats.deltas, 0);
+  EXPECT_EQ(Sample(samples, R"(rotor_published_messages_total{kind="snapshot"})"), 0);
+  EXPECT_EQ(Sample(samples, "rotor_batches_total"), static_cast<double>(stats.batches));
+  EXPECT_EQ(Sample(samples, "rotor_failed_batches_total"), 0);
+  EXPECT_EQ(Sample(samples, "rotor_transactions_total"), 0);
+  EXPECT_EQ(Sample(samples, "rotor_stopped_partitions_total"), 0);
+  EXPECT_EQ(Sample(samples, "rotor_expired_users_total"), 0);
+  EXPECT_EQ(Sample(samples, "rotor_ready"), 0) << "not ready once stopped";
+  // Every committed batch was timed, and every published record's latency observed.
+  EXPECT_EQ(Sample(samples, "rotor_batch_seconds_count"), static_cast<double>(stats.batches));
+  EXPECT_GT(Sample(samples, R"(rotor_batch_seconds_bucket{le="+Inf"})"), 0);
+  EXPECT_EQ(Sample(samples, "rotor_event_to_publish_seconds_count"), n + k + d);
+  EXPECT_GT(Sample(samples, "rotor_event_to_publish_seconds_sum"), 0);
+  bool found_build = false;
+  for (const auto& [series, value] : samples) {
+    if (series.starts_with("rotor_build_info{") &&
+        series.find(fmt::format(R"(model_id="{}")", bundle_->model_id())) != std::string::npos &&
+        series.find(R"(simd_target="")") == std::string::npos) {
+      found_build = true;
+      EXPECT_EQ(value, 1);
+    }
+  }
+  EXPECT_TRUE(found_build) << "no rotor_build_info with the model id and a SIMD target";
+}
+
+// Replay into a store the caller opened: the store stays open, holds the replayed state, and a
+// second replay of the same file resumes past what the first committed.
+TEST_F(DaemonTest, ReplayIntoALentStoreBuildsTheDirectStateAndResumes) {
+  const EventsByUser events = GoldenUsers(3);
+  const std::string file = dir_.path() + "/replay.jsonl";
+  ASSERT_NO_FATAL_FAILURE(WriteLines(file, Interleave(events)));
+  const config::DaemonConfig config = Config();
+  auto store = storage::UserStateStore::Open(StoreOptionsFor(config));
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  const auto replayed = ReplayFile(config, *bundle_, **store, file);
+  ASSERT_TRUE(replayed.ok()) << replayed.status().ToString();
+  EXPECT_EQ(replayed->events, Total(events));
+  const auto& cfg = bundle_->config();
+  for (const auto& [user, lines] : events) {
+    auto state = (*store)->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+    ASSERT_TRUE(state.ok() && state->has_value()) << user;
+    ExpectSameRows((*state)->window, Direct(lines).window);
+  }
+  const auto again = ReplayFile(config, *bundle_, **store, file);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->records, 0);
 }
 
 }  // namespace

@@ -29,6 +29,8 @@ packages=(
   wrk
   # Validates docker-compose.yml without an engine (tools/compose_check.sh, docs/deploy.md).
   docker-compose
+  # tools/demo.sh asks the daemon's HTTP API (docs/api.md) with it.
+  curl
 )
 
 missing=()

@@ -364,11 +364,11 @@ void GroupConsumer::Admit(const std::vector<MessagePtr>& messages,
 PartitionOffsets GroupConsumer::GroupOffsets(const PendingBatch& batch) const {
   PartitionOffsets offsets;
   for (const auto& [tp, next] : batch.next_offsets) {
-    const auto it = publish_from_.find(tp.second);
+    const auto it = publish_from_.find(tp.partition);
     if (it == publish_from_.end() || next <= it->second) {
       continue;
     }
-    offsets[{tp.first, tp.second}] = next;
+    offsets[tp] = next;
   }
   return offsets;
 }
@@ -476,9 +476,10 @@ std::vector<PartitionReport> GroupConsumer::Progress() const {
     }
     r.high_watermark = high;
     // Where consumption stands: the next offset to apply, or the position when it is past it
-    // (transaction markers take offsets no record is applied at).
-    const int64_t at = std::max(r.next_offset, position);
-    if (high >= 0 && at >= 0) {
+    // (transaction markers take offsets no record is applied at). Without either (no state for
+    // the partition, nothing consumed yet), the log's start, where consumption begins.
+    const int64_t at = std::max({r.next_offset, position, std::max<int64_t>(low, 0)});
+    if (high >= 0) {
       r.lag = std::max<int64_t>(0, high - at);
     }
     if (const auto stopped = stopped_.find(partition); stopped != stopped_.end()) {

@@ -130,6 +130,69 @@ class GroupConsumerTest : public ::testing::Test {
   std::unique_ptr<GroupConsumer> consumer_;
 };
 
+// Progress: a partition whose stored offset (4) is below the group's committed offset (7) is
+// restoring until the records in between are admitted, then consuming; the lag counts from the
+// next offset to apply to the high watermark.
+TEST_F(GroupConsumerTest, ProgressIsRestoringUntilTheGroupsOffsetThenConsumingWithLag) {
+  ASSERT_NO_FATAL_FAILURE(ProduceMessages(10));
+  ASSERT_NO_FATAL_FAILURE(StoreOffset(4));
+  ASSERT_NO_FATAL_FAILURE(CommitGroupOffset(7));
+  auto consumer = Create();
+  ASSERT_TRUE(consumer.ok()) << consumer.status().ToString();
+  consumer_ = std::move(consumer).value();
+  EXPECT_EQ(consumer_->assignments(), 0);
+  EXPECT_TRUE(consumer_->Progress().empty());
+  const uint64_t changes = consumer_->changes();
+
+  std::vector<MessagePtr> messages = PollUntil(9);
+  ASSERT_EQ(messages.size(), 6U);
+  EXPECT_EQ(consumer_->assignments(), 1);
+  EXPECT_GT(consumer_->changes(), changes);
+  std::vector<PartitionReport> progress = consumer_->Progress();
+  ASSERT_EQ(progress.size(), 1U);
+  EXPECT_EQ(progress[0].partition, (TopicPartition{std::string(kTopic), 0}));
+  EXPECT_EQ(progress[0].phase, PartitionPhase::kRestoring);
+  EXPECT_EQ(progress[0].next_offset, 4);
+  EXPECT_EQ(progress[0].high_watermark, 10);
+  EXPECT_EQ(progress[0].reason,
+            "partition 0 of 'events' is restoring: 3 records to re-apply (offsets 4 to 6, which "
+            "the group published already)");
+
+  // Offsets 4 and 5 applied: still restoring, one left.
+  std::vector<MessagePtr> first;
+  first.push_back(std::move(messages[0]));
+  first.push_back(std::move(messages[1]));
+  std::vector<InputRecord> records;
+  consumer_->Admit(first, records);
+  ASSERT_EQ(records.size(), 2U);
+  progress = consumer_->Progress();
+  EXPECT_EQ(progress[0].phase, PartitionPhase::kRestoring);
+  EXPECT_EQ(progress[0].next_offset, 6);
+  EXPECT_NE(progress[0].reason.find("1 records to re-apply"), std::string::npos)
+      << progress[0].reason;
+
+  // Offset 6 applied: consuming (the records from 7 on are published).
+  std::vector<MessagePtr> third;
+  third.push_back(std::move(messages[2]));
+  records.clear();
+  consumer_->Admit(third, records);
+  progress = consumer_->Progress();
+  EXPECT_EQ(progress[0].phase, PartitionPhase::kConsuming);
+  EXPECT_TRUE(progress[0].reason.empty()) << progress[0].reason;
+  EXPECT_EQ(progress[0].next_offset, 7);
+
+  std::vector<MessagePtr> rest;
+  for (std::size_t i = 3; i < messages.size(); ++i) {
+    rest.push_back(std::move(messages[i]));
+  }
+  records.clear();
+  consumer_->Admit(rest, records);
+  progress = consumer_->Progress();
+  EXPECT_EQ(progress[0].phase, PartitionPhase::kConsuming);
+  EXPECT_EQ(progress[0].next_offset, 10);
+  EXPECT_EQ(progress[0].lag, 0);
+}
+
 TEST_F(GroupConsumerTest, ResumesAtTheStoredOffsetAndPublishesOnlyFromTheGroupsOffset) {
   ASSERT_NO_FATAL_FAILURE(ProduceMessages(10));
   ASSERT_NO_FATAL_FAILURE(StoreOffset(4));
