@@ -172,7 +172,8 @@ def window_stats(events, start_ms, end_ms):
 def run_phase(phase, broker, bundle, args, requests_path, work):
     tag = f"apiload-{phase}-{uuid.uuid4().hex[:6]}"
     config = write_config(os.path.join(work, f"{tag}.yaml"), tag, broker.bootstrap, bundle,
-                          os.path.join(work, tag), api_listen="127.0.0.1:0")
+                          os.path.join(work, tag), api_listen="127.0.0.1:0",
+                          api_threads=args.api_threads)
     rotor("topics", "--config", config, "--partitions", "8")
     serve_log = os.path.join(work, f"{tag}.log")
     serve, port = start_serve(config, serve_log, exit_when_idle_ms=args.idle_ms)
@@ -345,6 +346,8 @@ def main():
                         help="wrk connections (enough that the pacing, not the connections, "
                              "sets the rate while latency is under connections / rate)")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--api-threads", type=int, default=None,
+                        help="api.threads of the daemon (default: the config's default, 2)")
     parser.add_argument("--model", default="default", help="bench model (loadlib.MODELS)")
     parser.add_argument("--events", default=DEFAULT_EVENTS,
                         help="input events (JSON lines); the default is generated when missing")
@@ -401,6 +404,7 @@ def main():
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(started)),
               "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
               "machine": machine, "model": args.model, "smoke": args.smoke,
+              "api_threads": args.api_threads,
               "wall_s": time.time() - started, "A": a, "B": b,
               "verdicts": {k: x for k, x in v.items() if k != "lines"}, "summary": v["lines"]}
     os.makedirs(RESULTS, exist_ok=True)
@@ -410,7 +414,8 @@ def main():
     print(f"rotor HTTP API under load, {report['date']}, {machine['cpus']} CPUs "
           f"({machine['cpu_model']}), load average {machine['load_average_at_start']} at start, "
           f"{a['load_average_after']} after A, {b['load_average_after']} after B; "
-          f"{args.model} model, {args.rate} events/s offered, window {args.api_seconds} s; "
+          f"{args.model} model, {args.rate} events/s offered, window {args.api_seconds} s, "
+          f"api.threads {args.api_threads or 'default (2)'}; "
           f"{report['wall_s']:.0f} s in all")
     print()
     print_table(a, b, v)

@@ -118,10 +118,13 @@ class Broker:
 
 
 def write_config(path, tag, bootstrap, bundle, state_dir, inflight=8, api_listen="127.0.0.1:0",
-                 extra=""):
-    """A daemon config for fresh topics named after tag; the API on api_listen (None: off)."""
+                 api_threads=None, extra=""):
+    """A daemon config for fresh topics named after tag; the API on api_listen (None: off)
+    with api_threads server threads (None: the config's default)."""
     api = (f"api:\n  enabled: true\n  listen: \"{api_listen}\"\n" if api_listen
            else "api:\n  enabled: false\n")
+    if api_listen and api_threads:
+        api += f"  threads: {api_threads}\n"
     with open(path, "w") as f:
         f.write(f"""
 model:
