@@ -395,12 +395,13 @@ def main():
         b = run_phase("B", broker, bundle, args, requests_path, work)
         log(json.dumps(b))
     v = verdicts(a, b, args)
-    busiest = max(machine["load_average_at_start"][0], a["load_average_after"][0],
-                  b["load_average_after"][0])
-    if busiest > (os.cpu_count() or 1):
-        v["lines"].append(f"the machine was busy (1-minute load average up to {busiest:.1f} on "
-                          f"{os.cpu_count()} CPUs, this run's own processes included): other "
-                          f"work shared the cores; rerun when it is quieter")
+    # At start only this script runs; during the phases the run's own processes (broker,
+    # rotor, rotor produce, wrk) add 3-4 to the load average by themselves.
+    start_load = machine["load_average_at_start"][0]
+    if start_load > 0.75 * (os.cpu_count() or 1):
+        v["lines"].append(f"the machine was busy before the run (1-minute load average "
+                          f"{start_load:.1f} on {os.cpu_count()} CPUs): other work shared the "
+                          f"cores; rerun when it is quieter")
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(started)),
               "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
               "machine": machine, "model": args.model, "smoke": args.smoke,
