@@ -19,9 +19,9 @@ written to the response's last byte read). Then the targets of issue 11, from ra
 the run: API p99 <= 10 ms at --api-rate 1000, pipeline events/s with the API >= 90% of without.
 The table goes to stdout, everything to build/bench-results/api_load.json.
 
-    /usr/bin/python3 bench/api_load.py                 # about 2.5 minutes
+    /usr/bin/python3 bench/api_load.py                 # under 2 minutes
     /usr/bin/python3 bench/api_load.py --seconds 60    # longer phases
-    /usr/bin/python3 bench/api_load.py --smoke         # short, low rates: checks it works
+    /usr/bin/python3 bench/api_load.py --smoke         # ~45 s, low rates: checks it works
 
 Loopback only. Needs wrk (tools/setup.sh) and Maven's Kafka jars (tools/kafka/fetch.sh). A
 benchmark, not a test: not part of tools/test.sh; exit 1 only when a run breaks (rotor exits

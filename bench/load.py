@@ -17,7 +17,8 @@ same run as the pipelined default (8).
 
 Input: data/synth-1000000-seed1-u10000.jsonl (1M events of 10,000 users), generated on first
 use. Needs Maven's Kafka jars (tools/kafka/fetch.sh). Slow by design (about a minute per run):
-not part of tools/test.sh. Results: stdout and build/bench-results/load.json.
+not part of tools/test.sh. Results: stdout and build/bench-results/load.json. The broker,
+config, serve and latency-matching pieces are in bench/loadlib.py (shared with api_load.py).
 """
 
 from __future__ import annotations
