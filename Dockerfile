@@ -21,7 +21,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       g++ cmake ninja-build pkg-config \
       librdkafka-dev librocksdb-dev libeigen3-dev libsimdjson-dev libhwy-dev \
-      libspdlog-dev libfmt-dev libyaml-cpp-dev nlohmann-json3-dev libboost-dev \
+      libspdlog-dev libfmt-dev libyaml-cpp-dev nlohmann-json3-dev libboost-dev libcli11-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -89,5 +89,7 @@ RUN rc=0; ROTOR_STATE_DIR=/tmp/rotor-probe rotor inspect --config /etc/rotor/rot
 
 USER 10001:10001
 VOLUME ["/var/lib/rotor"]
+# The HTTP API (api.listen in deploy/rotor.yaml; docs/api.md).
+EXPOSE 8470
 ENTRYPOINT ["rotor"]
 CMD ["serve", "--config", "/etc/rotor/rotor.yaml"]

@@ -2,120 +2,198 @@
 
 #include <algorithm>
 #include <charconv>
+#include <exception>
+#include <memory>
 #include <system_error>
 #include <utility>
 
+#include <CLI/CLI.hpp>
 #include <fmt/core.h>
-#include <nlohmann/json.hpp>
 
 namespace rotor::cli {
 namespace {
 
+constexpr std::string_view kExitCodes =
+    "Exit codes: 0 ok, 1 a runtime failure, 2 bad usage, a bad config or a bad model bundle,\n"
+    "75 the state disk is full.";
+
 const std::vector<Command>& CommandTable() {
   static const std::vector<Command> kCommands = {
       {"serve",
-       "rotor serve   --config FILE [--exit-when-idle-ms N] [--feed EVENTS.jsonl] [--show-user ID]",
-       "Consumes the input topic, keeps every user's K/V window in state.dir and publishes the\n"
-       "deltas (docs/daemon.md). Runs until SIGTERM or SIGINT.\n"
-       "  --config FILE             the config (docs/configuration.md)\n"
-       "  --exit-when-idle-ms N     exit after N ms without input (0, the default: never)\n"
-       "  --feed EVENTS.jsonl       with kafka.embedded: true, produce this file into the\n"
-       "                            embedded cluster while serving\n"
-       "  --show-user ID            on exit, print this user's state\n",
-       {"config", "exit-when-idle-ms", "feed", "show-user"},
-       {}},
+       "rotor serve   --config FILE [--exit-when-idle-ms N] [--feed EVENTS.jsonl] [--show-user "
+       "ID]"},
       {"produce",
-       "rotor produce --config FILE --file EVENTS.jsonl [--rate N] [--limit N] [--topic NAME]",
-       "Sends a JSON-lines event file to the input topic, each line keyed by its user_id.\n"
-       "  --config FILE             the config (kafka.*)\n"
-       "  --file EVENTS.jsonl       the events, one JSON object a line\n"
-       "  --rate N                  events per second (0, the default: as fast as possible)\n"
-       "  --limit N                 send at most N lines (default: all)\n"
-       "  --topic NAME              another topic than kafka.input_topic\n",
-       {"config", "file", "rate", "limit", "topic"},
-       {}},
-      {"consume",
-       "rotor consume --config FILE [--topic NAME] [--max N] [--idle-ms N] [--json]",
-       "Prints the messages of a topic from its beginning: a summary line each, or JSON lines.\n"
-       "  --config FILE             the config (kafka.*)\n"
-       "  --topic NAME              another topic than kafka.output_topic\n"
-       "  --max N                   stop after N messages (default: no limit)\n"
-       "  --idle-ms N               stop once every partition is at its end and nothing came for\n"
-       "                            N ms (default 2000)\n"
-       "  --json                    one JSON object a line: partition, offset, timestamp_ms, key\n"
-       "                            (null without one; key_b64 when not UTF-8), headers\n"
-       "                            (headers_b64 for values that are not UTF-8), value_b64\n",
-       {"config", "topic", "max", "idle-ms"},
-       {"json"}},
-      {"inspect",
-       "rotor inspect --config FILE (--user ID | --all)",
-       "Prints state from state.dir, which the daemon must not hold (stop it first).\n"
-       "  --config FILE             the config (model.bundle, state.dir)\n"
-       "  --user ID                 one user's window, readable\n"
-       "  --all                     one JSON line per user: positions, rows and their digest\n",
-       {"config", "user"},
-       {"all"}},
-      {"replay",
-       "rotor replay  --config FILE --file EVENTS.jsonl [--partitions N]",
-       "Rebuilds state.dir from a JSON-lines event file through the daemon's processor, bit for\n"
-       "bit what streaming the same events gives; resumes after the last line it committed.\n"
-       "  --config FILE             the config (model.bundle, pipeline.*, state.*)\n"
-       "  --file EVENTS.jsonl       the events\n"
-       "  --partitions N            the input topic's partition count: each event goes to its\n"
-       "                            user's partition (murmur2), as in the topic. Needed with\n"
-       "                            state.user_ttl_ms > 0 unless state.dir recorded the count\n",
-       {"config", "file", "partitions"},
-       {}},
-      {"topics",
-       "rotor topics  --config FILE [--partitions N]",
-       "Creates the input, output and dead-letter topics (replication factor 1); existing ones\n"
-       "are left as they are.\n"
-       "  --config FILE             the config (kafka.*)\n"
-       "  --partitions N            partitions of each new topic (default 8)\n",
-       {"config", "partitions"},
-       {}},
+       "rotor produce --config FILE --file EVENTS.jsonl [--rate N] [--limit N] [--topic NAME]"},
+      {"consume", "rotor consume --config FILE [--topic NAME] [--max N] [--idle-ms N] [--json]"},
+      {"inspect", "rotor inspect (--config FILE | --url URL) (--user ID | --all)"},
+      {"replay", "rotor replay  --config FILE --file EVENTS.jsonl [--partitions N]"},
+      {"topics", "rotor topics  --config FILE [--partitions N]"},
   };
   return kCommands;
 }
 
-bool Contains(std::span<const std::string_view> names, std::string_view name) {
-  return std::find(names.begin(), names.end(), name) != names.end();
+// Renders a command's help: our usage line first, then what the command does, then CLI11's
+// list of options with their value names (no CLI11 type or default annotations).
+class CommandFormatter : public CLI::Formatter {
+ public:
+  explicit CommandFormatter(std::string_view usage) : usage_(usage) { column_width(28); }
+
+  std::string make_help(const CLI::App* app, std::string /*name*/,
+                        CLI::AppFormatMode mode) const override {
+    return fmt::format("usage: {}\n\n{}\n{}\n{}\n", usage_, app->get_description(),
+                       make_groups(app, mode), kExitCodes);
+  }
+  std::string make_option_opts(const CLI::Option* option) const override {
+    const std::string& text = option->get_option_text();
+    return text.empty() ? std::string() : " " + text;
+  }
+
+ private:
+  std::string usage_;
+};
+
+// A strictly decimal int64 (std::from_chars: no "12x", no "0x10", no overflow).
+const CLI::Validator& Decimal() {
+  static const CLI::Validator kDecimal(
+      [](std::string& value) -> std::string {
+        int64_t parsed = 0;
+        const char* end = value.data() + value.size();
+        const auto [at, error] = std::from_chars(value.data(), end, parsed);
+        if (error != std::errc() || at != end) {
+          return fmt::format("expected an integer, got '{}'", value);
+        }
+        return {};
+      },
+      "", "decimal integer");
+  return kDecimal;
 }
 
-// The length of the UTF-8 sequence starting at `bytes[i]`, or 0 when it is not well-formed.
-std::size_t Utf8SequenceLength(std::string_view bytes, std::size_t i) {
-  const auto at = [&](std::size_t k) {
-    return static_cast<unsigned char>(bytes[k]);
-  };
-  const unsigned char b0 = at(i);
-  if (b0 < 0x80) {
-    return 1;
-  }
-  std::size_t n = 0;
-  unsigned char lo = 0x80;  // Range of the second byte (RFC 3629's table).
-  unsigned char hi = 0xBF;
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    n = 2;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    n = 3;
-    lo = b0 == 0xE0 ? 0xA0 : 0x80;  // No overlong forms.
-    hi = b0 == 0xED ? 0x9F : 0xBF;  // No surrogates.
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    n = 4;
-    lo = b0 == 0xF0 ? 0x90 : 0x80;  // No overlong forms.
-    hi = b0 == 0xF4 ? 0x8F : 0xBF;  // Nothing above U+10FFFF.
+CLI::Option* AddString(CLI::App& app, const std::string& name, std::string& out,
+                       std::string_view value_name, const std::string& help) {
+  return app.add_option(name, out, help)->option_text(std::string(value_name));
+}
+
+CLI::Option* AddInt(CLI::App& app, const std::string& name, int64_t& out, const std::string& help) {
+  return app.add_option(name, out, help)->option_text("N")->check(Decimal());
+}
+
+// A flag: bare (`--json`), or followed by `true` / `false` for compatibility (`--all true`).
+CLI::Option* AddBool(CLI::App& app, const std::string& name, bool& out, const std::string& help) {
+  return app.add_option(name, out, help)
+      ->expected(0, 1)
+      ->default_str("true")
+      ->check(CLI::IsMember({"true", "false"}))
+      ->option_text("");
+}
+
+// One command's parser, writing into `flags` (and `partitions`, which Flags keeps optional).
+std::unique_ptr<CLI::App> BuildApp(const Command& command, Flags& flags, int64_t& partitions) {
+  auto app = std::make_unique<CLI::App>("", fmt::format("rotor {}", command.name));
+  app->formatter(std::make_shared<CommandFormatter>(command.usage));
+  app->set_help_flag("-h,--help", "this help");
+  const std::string_view name = command.name;
+  const bool inspect = name == "inspect";
+  AddString(*app, "--config", flags.config, "FILE",
+            inspect           ? "the config (model.bundle, state.dir, kafka.input_topic)"
+            : name == "serve" ? "the config (docs/configuration.md)"
+                              : (name == "replay" ? "the config (model.bundle, pipeline.*, state.*)"
+                                                  : "the config (kafka.*)"));
+  if (name == "serve") {
+    app->description(
+        "Consumes the input topic, keeps every user's K/V window in state.dir, publishes the\n"
+        "deltas (docs/daemon.md) and, with api.enabled, answers the HTTP API on api.listen\n"
+        "(docs/api.md). Runs until SIGTERM or SIGINT.");
+    AddInt(*app, "--exit-when-idle-ms", flags.exit_when_idle_ms,
+           "exit after N ms without input (0, the default: never)");
+    AddString(*app, "--feed", flags.feed, "EVENTS.jsonl",
+              "with kafka.embedded: true, produce this file into the\n"
+              "embedded cluster while serving");
+    AddString(*app, "--show-user", flags.show_user, "ID", "on exit, print this user's state");
+  } else if (name == "produce") {
+    app->description(
+        "Sends a JSON-lines event file to the input topic, each line keyed by its "
+        "user_id.");
+    AddString(*app, "--file", flags.file, "EVENTS.jsonl", "the events, one JSON object a line");
+    AddInt(*app, "--rate", flags.rate, "events per second (0, the default: as fast as possible)");
+    AddInt(*app, "--limit", flags.limit, "send at most N lines (default: all)");
+    AddString(*app, "--topic", flags.topic, "NAME", "another topic than kafka.input_topic");
+  } else if (name == "consume") {
+    app->description(
+        "Prints the messages of a topic from its beginning: a summary line each, or JSON lines.");
+    AddString(*app, "--topic", flags.topic, "NAME", "another topic than kafka.output_topic");
+    AddInt(*app, "--max", flags.max, "stop after N messages (default: no limit)");
+    AddInt(*app, "--idle-ms", flags.idle_ms,
+           "stop once every partition is at its end and nothing\n"
+           "came for N ms (default 2000)");
+    AddBool(*app, "--json", flags.json,
+            "one JSON object a line: partition, offset, timestamp_ms,\n"
+            "key (null without one; key_b64 when not UTF-8), headers\n"
+            "(headers_b64 for values that are not UTF-8), value_b64");
+  } else if (inspect) {
+    app->description(
+        "Prints a user's state: from state.dir, which the daemon must not hold (stop it first),\n"
+        "or with --url from a running daemon's HTTP API (GET /v1/users/{id} and its tensors).\n"
+        "Both read the state as committed and say which input offset it covers.");
+    AddString(*app, "--url", flags.url, "URL",
+              "a running daemon's API (http://127.0.0.1:8470);\n"
+              "no --config needed");
+    AddString(*app, "--user", flags.user, "ID", "one user's window, readable");
+    AddBool(*app, "--all", flags.all,
+            "one JSON line per user: positions, rows and their digest\n"
+            "(state.dir only: not with --url)");
+  } else if (name == "replay") {
+    app->description(
+        "Rebuilds state.dir from a JSON-lines event file through the daemon's processor, bit\n"
+        "for bit what streaming the same events gives; resumes after the last line it committed.");
+    AddString(*app, "--file", flags.file, "EVENTS.jsonl", "the events");
+    AddInt(*app, "--partitions", partitions,
+           "the input topic's partition count: each event goes to\n"
+           "its user's partition (murmur2), as in the topic. Needed\n"
+           "with state.user_ttl_ms > 0 unless state.dir recorded it");
   } else {
-    return 0;
+    app->description(
+        "Creates the input, output and dead-letter topics (replication factor 1); existing ones\n"
+        "are left as they are.");
+    AddInt(*app, "--partitions", partitions, "partitions of each new topic (default 8)");
   }
-  if (i + n > bytes.size() || at(i + 1) < lo || at(i + 1) > hi) {
-    return 0;
-  }
-  for (std::size_t k = 2; k < n; ++k) {
-    if (at(i + k) < 0x80 || at(i + k) > 0xBF) {
-      return 0;
+  return app;
+}
+
+// The checks CLI11 does not express: what each command needs, and flags that exclude others.
+Status CheckFlags(const Command& command, const Flags& flags) {
+  const std::string_view name = command.name;
+  if (name == "inspect") {
+    if (flags.config.empty() && flags.url.empty()) {
+      return Status::InvalidArgument("--config FILE (or --url URL) is required");
     }
+    if (!flags.url.empty() && flags.all) {
+      return Status::InvalidArgument(
+          "--all reads every user from state.dir, which needs the daemon stopped; with --url "
+          "ask for one user (--user ID)");
+    }
+    if (flags.user.empty() && !flags.all) {
+      return Status::InvalidArgument("--user ID or --all is required");
+    }
+    return Status::OK();
   }
-  return n;
+  if (flags.config.empty()) {
+    return Status::InvalidArgument("--config FILE is required");
+  }
+  if ((name == "produce" || name == "replay") && flags.file.empty()) {
+    return Status::InvalidArgument("--file EVENTS.jsonl is required");
+  }
+  if (flags.partitions && *flags.partitions < 1) {
+    return Status::InvalidArgument("--partitions {}: expected a partition count >= 1",
+                                   *flags.partitions);
+  }
+  return Status::OK();
+}
+
+Invocation Exit(int code, std::string text) {
+  Invocation out;
+  out.exit_code = code;
+  (code == kExitOk ? out.out : out.err) = std::move(text);
+  return out;
 }
 
 }  // namespace
@@ -152,146 +230,73 @@ std::string Usage() {
   for (const Command& c : CommandTable()) {
     out += fmt::format("  {}\n", c.usage);
   }
-  out +=
-      "  rotor --version\n"
-      "`rotor COMMAND --help` says more about one command. Exit codes: 0 ok, 1 a runtime\n"
-      "failure, 2 bad usage, a bad config or a bad model bundle.\n";
+  out += fmt::format("  rotor --version\n`rotor COMMAND --help` says more about one command. {}\n",
+                     kExitCodes);
   return out;
 }
 
 std::string CommandHelp(const Command& command) {
-  return fmt::format("usage: {}\n\n{}  --help, -h                this help\n", command.usage,
-                     command.help);
+  Flags flags;
+  int64_t partitions = 0;
+  return BuildApp(command, flags, partitions)->help();
 }
 
-std::optional<std::string> Args::Get(const std::string& name) const {
-  const auto it = values.find(name);
-  return it == values.end() ? std::nullopt : std::optional<std::string>(it->second);
+std::vector<std::string> FlagNames(const Command& command) {
+  Flags flags;
+  int64_t partitions = 0;
+  const auto app = BuildApp(command, flags, partitions);
+  std::vector<std::string> names;
+  for (const CLI::Option* option : app->get_options()) {
+    for (const std::string& name : option->get_lnames()) {
+      names.push_back("--" + name);
+    }
+  }
+  return names;
 }
 
-Result<int64_t> Args::GetInt(const std::string& name, int64_t fallback) const {
-  const auto v = Get(name);
-  if (!v) {
-    return fallback;
+Invocation ParseCommandLine(std::span<const std::string_view> args, std::string_view version) {
+  if (args.empty()) {
+    return Exit(kExitUsage, Usage());
   }
-  int64_t parsed = 0;
-  const char* end = v->data() + v->size();
-  const auto [at, error] = std::from_chars(v->data(), end, parsed);
-  if (error != std::errc() || at != end) {
-    return Status::InvalidArgument("--{} expects an integer, got '{}'", name, *v);
+  const std::string_view first = args[0];
+  if (first == "-h" || first == "--help" || first == "help") {
+    return Exit(kExitOk, Usage());
   }
-  return parsed;
-}
-
-Result<bool> Args::GetBool(const std::string& name) const {
-  const auto v = Get(name);
-  if (!v || *v == "false") {
-    return false;
+  if (first == "--version") {
+    return Exit(kExitOk, fmt::format("rotor {}\n", version));
   }
-  if (*v == "true") {
-    return true;
+  const Command* command = FindCommand(first);
+  if (command == nullptr) {
+    return Exit(kExitUsage, fmt::format("rotor: unknown command '{}'\n{}", first, Usage()));
   }
-  return Status::InvalidArgument("--{} expects true or false (or nothing), got '{}'", name, *v);
-}
-
-Result<Args> ParseArgs(const Command& command, std::span<const std::string_view> args) {
-  const std::span<const std::string_view> value_flags = command.value_flags;
-  const std::span<const std::string_view> bool_flags = command.bool_flags;
-  Args out;
-  if (std::any_of(args.begin(), args.end(),
-                  [](std::string_view a) { return a == "--help" || a == "-h"; })) {
-    out.help = true;
-    return out;
-  }
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string_view arg = args[i];
-    if (!arg.starts_with("--") || arg.size() == 2) {
-      return Status::InvalidArgument("unexpected argument '{}'", arg);
+  Invocation out;
+  out.command = command;
+  int64_t partitions = 0;
+  const auto usage_error = [&](std::string_view message) {
+    return Exit(kExitUsage,
+                fmt::format("rotor {}: {}\nusage: {}\n", command->name, message, command->usage));
+  };
+  try {
+    const auto app = BuildApp(*command, out.flags, partitions);
+    // CLI11 takes the words last first.
+    std::vector<std::string> words(args.begin() + 1, args.end());
+    std::reverse(words.begin(), words.end());
+    app->parse(std::move(words));
+    const CLI::Option* given = app->get_option_no_throw("--partitions");
+    if (given != nullptr && given->count() > 0) {
+      out.flags.partitions = partitions;
     }
-    const std::string name(arg.substr(2));
-    if (Contains(bool_flags, name)) {
-      // Bare, or followed by true/false: anything else after it is the next flag.
-      if (i + 1 < args.size() && (args[i + 1] == "true" || args[i + 1] == "false")) {
-        out.values[name] = std::string(args[++i]);
-      } else {
-        out.values[name] = "true";
-      }
-      continue;
-    }
-    if (!Contains(value_flags, name)) {
-      return Status::InvalidArgument("unknown option '--{}'", name);
-    }
-    if (i + 1 >= args.size()) {
-      return Status::InvalidArgument("--{} needs a value", name);
-    }
-    out.values[name] = std::string(args[++i]);
+  } catch (const CLI::CallForHelp&) {
+    return Exit(kExitOk, CommandHelp(*command));
+  } catch (const CLI::ParseError& e) {
+    return usage_error(e.what());
+  } catch (const std::exception& e) {
+    return usage_error(e.what());
+  }
+  if (const Status s = CheckFlags(*command, out.flags); !s.ok()) {
+    return usage_error(s.message());
   }
   return out;
-}
-
-bool IsUtf8(std::string_view bytes) {
-  for (std::size_t i = 0; i < bytes.size();) {
-    const std::size_t n = Utf8SequenceLength(bytes, i);
-    if (n == 0) {
-      return false;
-    }
-    i += n;
-  }
-  return true;
-}
-
-std::string Base64(std::string_view bytes) {
-  static constexpr std::string_view kDigits =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  for (std::size_t i = 0; i < bytes.size(); i += 3) {
-    uint32_t n = static_cast<uint32_t>(static_cast<unsigned char>(bytes[i])) << 16;
-    if (i + 1 < bytes.size()) {
-      n |= static_cast<uint32_t>(static_cast<unsigned char>(bytes[i + 1])) << 8;
-    }
-    if (i + 2 < bytes.size()) {
-      n |= static_cast<unsigned char>(bytes[i + 2]);
-    }
-    out.push_back(kDigits[(n >> 18) & 63]);
-    out.push_back(kDigits[(n >> 12) & 63]);
-    out.push_back(i + 1 < bytes.size() ? kDigits[(n >> 6) & 63] : '=');
-    out.push_back(i + 2 < bytes.size() ? kDigits[n & 63] : '=');
-  }
-  return out;
-}
-
-std::string ConsumeJsonLine(const pipeline::TopicMessage& message) {
-  nlohmann::ordered_json line = {{"partition", message.partition},
-                                 {"offset", message.offset},
-                                 {"timestamp_ms", message.timestamp_ms}};
-  if (!message.key.has_value()) {
-    line["key"] = nullptr;
-  } else if (IsUtf8(*message.key)) {
-    line["key"] = *message.key;
-  } else {
-    line["key_b64"] = Base64(*message.key);
-  }
-  nlohmann::ordered_json headers = nlohmann::ordered_json::object();
-  nlohmann::ordered_json headers_b64 = nlohmann::ordered_json::object();
-  for (const auto& [name, value] : message.headers) {
-    // A repeated name keeps its last value, in either object.
-    headers.erase(name);
-    headers_b64.erase(name);
-    if (IsUtf8(value)) {
-      headers[name] = value;
-    } else {
-      headers_b64[name] = Base64(value);
-    }
-  }
-  line["headers"] = std::move(headers);
-  if (!headers_b64.empty()) {
-    line["headers_b64"] = std::move(headers_b64);
-  }
-  line["value_b64"] = Base64(message.value);
-  // Every string but a header name was checked above; `replace` makes a bad name print with
-  // U+FFFD instead of throwing (nlohmann's default), so this never fails.
-  return line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 }  // namespace rotor::cli

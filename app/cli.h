@@ -1,12 +1,16 @@
-// The command-line plumbing of `rotor` that is worth testing on its own: flag parsing, the one
-// mapping from an error to an exit code, the per-command usage texts, and the JSON line
-// `rotor consume --json` prints. app/rotor_main.cc wires the commands to the modules.
+// The command line of `rotor`, on CLI11 (Debian's libcli11-dev, header-only): every command's
+// flags, usage line and help from one table, the parse of a whole command line into what to
+// run (or what to print and the exit code), and the one mapping from an error to an exit code.
+// app/commands.cc runs the commands; app/rotor_main.cc only dispatches.
+//
+// Lifecycle and concurrency: free functions over constant tables; thread-safe.
+// Limitations: CLI11 reports errors by throwing; ParseCommandLine catches them all, so nothing
+// here throws to its caller.
 
 #ifndef ROTOR_APP_CLI_H_
 #define ROTOR_APP_CLI_H_
 
 #include <cstdint>
-#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -14,7 +18,6 @@
 #include <vector>
 
 #include "common/status.h"
-#include "pipeline/kafka_tools.h"
 
 namespace rotor::cli {
 
@@ -29,16 +32,14 @@ inline constexpr int kExitDiskFull = 75;
 // The one mapping from a failed command's error to its exit code, for every command: 2 for what
 // the user must fix before a rerun can succeed (InvalidArgument: usage, a config, a model
 // bundle the config names that is missing or unreadable; Corruption: a bundle whose bytes are
-// not a valid bundle), 1 for anything else; 0 for OK.
+// not a valid bundle), 75 for a full state disk (ResourceExhausted), 1 for anything else
+// (including an API address already in use: Unavailable); 0 for OK.
 int ExitCodeFor(const Status& status);
 
-// A command: its flags and its usage texts, from one table so that they cannot disagree.
+// A command's name and its usage line (the line after "usage: ").
 struct Command {
   std::string_view name;
-  std::string_view usage;  // The line after "usage: " ("rotor serve --config FILE [...]").
-  std::string_view help;   // What it does and what its flags mean, one flag per line.
-  std::vector<std::string_view> value_flags;  // `--name value` (every command has "config").
-  std::vector<std::string_view> bool_flags;   // `--name`, `--name true`, `--name false`.
+  std::string_view usage;  // "rotor serve --config FILE [...]".
 };
 // serve, produce, consume, inspect, replay, topics.
 std::span<const Command> Commands();
@@ -46,42 +47,61 @@ std::span<const Command> Commands();
 const Command* FindCommand(std::string_view name);
 // "usage:\n  rotor serve ...\n  rotor produce ...\n..." (every command, for `rotor --help`).
 std::string Usage();
-// "usage: rotor serve ...\n\n<help>" (one command, for `rotor serve --help`).
+// "usage: rotor serve ...\n\n<what it does>\n\nOptions:\n  --config FILE ...": one command's
+// help (`rotor serve --help`), rendered by CLI11 from the flags ParseCommandLine accepts.
 std::string CommandHelp(const Command& command);
+// The long names ("--config", ...) of every flag `command` accepts, help included.
+std::vector<std::string> FlagNames(const Command& command);
 
-// The flags after the command name.
-struct Args {
-  std::map<std::string, std::string> values;  // Flag name (without "--") -> value.
-  bool help = false;                          // --help or -h was given.
-
-  std::optional<std::string> Get(const std::string& name) const;
-  // The flag as an integer, `fallback` when absent; InvalidArgument when not an integer.
-  Result<int64_t> GetInt(const std::string& name, int64_t fallback) const;
-  // A boolean flag: absent is false; "true" or "false" when given a value.
-  Result<bool> GetBool(const std::string& name) const;
+// Every command's flags; each command reads its own (CommandHelp lists them).
+struct Flags {
+  std::string config;  // --config FILE: every command (inspect --url needs none).
+  // serve.
+  int64_t exit_when_idle_ms = 0;
+  std::string feed;
+  std::string show_user;
+  // produce, replay.
+  std::string file;
+  // produce.
+  int64_t rate = 0;
+  int64_t limit = -1;
+  // produce, consume.
+  std::string topic;
+  // consume.
+  int64_t max = -1;
+  int64_t idle_ms = 2000;
+  bool json = false;
+  // inspect.
+  std::string user;
+  bool all = false;
+  std::string url;
+  // replay (nullopt: not given), topics (default 8). >= 1 when given.
+  std::optional<int64_t> partitions;
 };
 
-// Parses `args` (what follows the command name): `--name value` pairs of the command's
-// value_flags, and its bool_flags either bare (`--json`) or with a value (`--json true`,
-// `--json false`). `--help` or `-h` anywhere sets Args::help (and the rest is then not
-// checked). InvalidArgument names an unknown flag or a missing value.
-Result<Args> ParseArgs(const Command& command, std::span<const std::string_view> args);
+// What a command line asks for: a command to run with its flags, or text to print and an exit
+// code (help, version, a usage error).
+struct Invocation {
+  std::optional<int> exit_code;      // Set: print out/err and exit with it; nothing runs.
+  std::string out;                   // For stdout.
+  std::string err;                   // For stderr.
+  const Command* command = nullptr;  // Without exit_code: the command to run.
+  Flags flags;
+};
 
-// Whether `bytes` is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
-// above U+10FFFF).
-bool IsUtf8(std::string_view bytes);
-// Standard base64 (RFC 4648, with padding).
-std::string Base64(std::string_view bytes);
-
-// One message as the JSON line of `rotor consume --json` (no trailing newline):
-//   {"partition":0,"offset":7,"timestamp_ms":...,"key":"u1","headers":{"rotor.error":"..."},
-//    "value_b64":"..."}
-// Kafka keys and header values are bytes, JSON strings are UTF-8, so: "key" is the key when it
-// is UTF-8, null when the message has no key; a key that is not UTF-8 is "key_b64" (base64)
-// instead of "key". A header value that is not UTF-8 goes under "headers_b64" (name -> base64)
-// instead of "headers"; "headers_b64" is present only then. A header name that is not UTF-8
-// is printed with U+FFFD for its bad bytes. A repeated header name keeps its last value.
-std::string ConsumeJsonLine(const pipeline::TopicMessage& message);
+// Parses the words after the program name:
+//   (none)                       usage on stderr, 2
+//   --help | -h | help           usage on stdout, 0
+//   --version                    "rotor <version>\n" on stdout, 0
+//   COMMAND ... --help|-h ...    the command's help on stdout, 0 (help wins over anything
+//                                else on the line, even a bad flag)
+//   COMMAND FLAGS...             the command and its flags
+// Flags are flags: `--json`, `--all` stand alone; for compatibility they also take `true` or
+// `false` after them (`--all true`, as scripts of old wrote). Integers are decimal, checked
+// strictly (no "12x", no overflow). A usage error (unknown command or flag, missing value,
+// missing --config, a flag combination that makes no sense) is "rotor COMMAND: <what>\n
+// usage: <usage line>\n" on stderr, exit 2.
+Invocation ParseCommandLine(std::span<const std::string_view> args, std::string_view version);
 
 }  // namespace rotor::cli
 

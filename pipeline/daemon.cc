@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string_view>
 #include <thread>
 #include <unordered_set>
@@ -18,6 +19,7 @@
 
 #include "common/topic_partition.h"
 #include "pipeline/internal/daemon_impl.h"
+#include "pipeline/internal/partitioner.h"
 #include "pipeline/internal/rdkafka_util.h"
 #include "pipeline/internal/transactional_id.h"
 
@@ -39,6 +41,32 @@ double Seconds(SteadyClock::duration d) {
 
 }  // namespace
 
+storage::StoreOptions StoreOptionsFor(const config::DaemonConfig& config) {
+  return {.path = config.state.dir,
+          .block_cache_bytes = config.state.block_cache_bytes,
+          .write_buffer_bytes = config.state.write_buffer_bytes,
+          .sync_writes = config.state.sync_writes,
+          .create_if_missing = true};
+}
+
+std::string_view PartitionPhaseName(PartitionPhase phase) {
+  switch (phase) {
+    case PartitionPhase::kRestoring:
+      return "restoring";
+    case PartitionPhase::kConsuming:
+      return "consuming";
+    case PartitionPhase::kStopped:
+      return "stopped";
+  }
+  return "unknown";
+}
+
+bool DaemonStatus::ready() const {
+  return serving && std::all_of(partitions.begin(), partitions.end(), [](const PartitionReport& r) {
+           return r.phase == PartitionPhase::kConsuming;
+         });
+}
+
 Status Daemon::Impl::Connect() {
   if (exactly_once) {
     ROTOR_ASSIGN_OR_RETURN(
@@ -52,7 +80,7 @@ Status Daemon::Impl::Connect() {
     // Fences any zombie with the same transactional.id and aborts its open transaction.
     ROTOR_RETURN_IF_ERROR(delivery->InitTransactions());
   }
-  ROTOR_ASSIGN_OR_RETURN(const int32_t input_partitions, CheckTopics());
+  ROTOR_ASSIGN_OR_RETURN(input_partitions, CheckTopics());
   ROTOR_ASSIGN_OR_RETURN(
       consumer, internal::GroupConsumer::Create(config, bootstrap, input_partitions, *store,
                                                 shutdown, failure, *this));
@@ -107,6 +135,91 @@ void Daemon::Impl::LogStats(double seconds) const {
       p.store_loads, p.expired_users, p.restarted_histories);
 }
 
+void Daemon::Impl::PublishStatus(bool force) {
+  const auto now = SteadyClock::now();
+  const uint64_t changes = consumer->changes();
+  if (!force && changes == status_changes && now - last_status < std::chrono::milliseconds(500)) {
+    return;
+  }
+  status_changes = changes;
+  last_status = now;
+  DaemonStatus status;
+  status.serving = consumer->assignments() > 0;
+  if (!status.serving) {
+    status.reason = "waiting for the group's assignment";
+  } else {
+    status.partitions = consumer->Progress();
+    int64_t waiting = 0;
+    for (const PartitionReport& r : status.partitions) {
+      if (r.phase != PartitionPhase::kConsuming && waiting++ == 0) {
+        status.reason = r.reason;
+      }
+    }
+    if (waiting > 1) {
+      status.reason += fmt::format(" (and {} more partitions not consuming)", waiting - 1);
+    }
+  }
+  metrics->SetStatus(status);
+  metrics->SyncTransactions(delivery->transactions());
+  metrics->SyncStoppedPartitions(consumer->stats().stopped_partitions);
+  const internal::InFlightLedger& ledger = delivery->ledger();
+  metrics->SetUsage({.inflight_bytes = ledger.held_bytes(),
+                     .inflight_batches = static_cast<int64_t>(ledger.size()),
+                     .window_cache_bytes = processor->cache_bytes(),
+                     .window_cache_users = processor->cached_users(),
+                     .store = store->Properties()});
+  {
+    const std::lock_guard<std::mutex> lock(status_mu);
+    std::swap(published, status);
+  }
+  // The previous status is freed here, outside the lock.
+}
+
+void Daemon::Impl::PublishStopped(const Status& served) {
+  DaemonStatus status;
+  if (served.ok()) {
+    status.reason = "not serving: the daemon stopped";
+  } else {
+    status.reason = fmt::format("serving failed: {}", served.message());
+    status.partitions = consumer->Progress();
+    for (PartitionReport& r : status.partitions) {
+      r.phase = PartitionPhase::kStopped;
+      r.reason = status.reason;
+    }
+  }
+  metrics->SetStatus(status);
+  metrics->SyncTransactions(delivery->transactions());
+  metrics->SyncStoppedPartitions(consumer->stats().stopped_partitions);
+  const std::lock_guard<std::mutex> lock(status_mu);
+  std::swap(published, status);
+}
+
+void Daemon::Impl::ObserveConfirmed() {
+  internal::InFlightLedger& ledger = delivery->ledger();
+  const int64_t now_ms = WallMs();
+  for (auto it = timings.begin(); it != timings.end();) {
+    if (it->confirmed) {
+      ++it;
+      continue;
+    }
+    const internal::InFlight* batch = ledger.Find(it->seq);
+    if (batch == nullptr) {
+      it = timings.erase(it);  // Abandoned: its redo is another batch.
+      continue;
+    }
+    if (!batch->confirmed) {
+      break;  // Batches are confirmed in order.
+    }
+    for (const int64_t ts : it->timestamps_ms) {
+      metrics->ObserveEventToPublishSeconds(static_cast<double>(std::max<int64_t>(0, now_ms - ts)) /
+                                            1000.0);
+    }
+    it->timestamps_ms = {};
+    it->confirmed = true;
+    ++it;
+  }
+}
+
 Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
   const config::PipelineOptions& opt = config.pipeline;
   const auto commit_interval = std::chrono::milliseconds(config.delivery.commit_interval_ms);
@@ -115,9 +228,12 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
   std::vector<InputRecord> records;
   auto last_stats = SteadyClock::now();
   std::optional<SteadyClock::time_point> first_batch;
+  SteadyClock::time_point batch_polled{};
+  PublishStatus(/*force=*/true);
   while (!stop.load()) {
     ROTOR_RETURN_IF_ERROR(failure.status());
     ROTOR_RETURN_IF_ERROR(consumer->rebalance_error());
+    PublishStatus();
     ROTOR_RETURN_IF_ERROR(exactly_once ? Advance() : Settle());
     // Fill a batch: up to max_batch_events, waiting at most max_batch_wait_ms once one arrived.
     // While batches are in flight, an empty poll returns at once to settle them.
@@ -164,7 +280,8 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
         continue;
       }
       if (messages.empty()) {
-        deadline = SteadyClock::now() + std::chrono::milliseconds(opt.max_batch_wait_ms);
+        batch_polled = SteadyClock::now();
+        deadline = batch_polled + std::chrono::milliseconds(opt.max_batch_wait_ms);
       }
       batch_keys.emplace(m->key == nullptr
                              ? std::string_view()
@@ -214,9 +331,19 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
       continue;
     }
     ROTOR_ASSIGN_OR_RETURN(PendingBatch batch, processor->Process(records));
+    metrics->CountProcessed(processor->stats(), batch);
+    BatchTiming timing;
+    timing.seq = batch.seq;
+    timing.polled = batch_polled;
+    for (const InputRecord& r : records) {
+      if (r.publish && r.timestamp_ms >= 0) {
+        timing.timestamps_ms.push_back(r.timestamp_ms);
+      }
+    }
     PartitionOffsets group_offsets = consumer->GroupOffsets(batch);
     ROTOR_RETURN_IF_ERROR(delivery->Dispatch(std::move(batch), std::move(group_offsets),
                                              static_cast<int64_t>(records.size())));
+    timings.push_back(std::move(timing));
     stats.peak_inflight_bytes = std::max(stats.peak_inflight_bytes, ledger.held_bytes());
     const auto in_flight_max = static_cast<std::size_t>(opt.max_inflight_batches);
     const auto full = [&] {
@@ -260,29 +387,24 @@ Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
 Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Daemon::~Daemon() = default;
 
-Result<std::unique_ptr<Daemon>> Daemon::Create(const config::DaemonConfig& config, RunOptions run) {
+Result<std::unique_ptr<Daemon>> Daemon::Create(const config::DaemonConfig& config,
+                                               const DaemonResources& resources, RunOptions run) {
   ROTOR_RETURN_IF_ERROR(config::ValidateDaemonConfig(config));
+  if (resources.bundle == nullptr || resources.store == nullptr) {
+    return Status::InvalidArgument(
+        "a daemon needs a model bundle and a state store (DaemonResources)");
+  }
   auto impl = std::make_unique<Impl>(config);
   impl->run = std::move(run);
-  {
-    auto bundle = encoders::Bundle::Load(config.model.bundle);
-    if (!bundle.ok()) {
-      return Status(
-          bundle.status().code(),
-          fmt::format("model.bundle '{}': {}", config.model.bundle, bundle.status().message()));
-    }
-    impl->bundle = std::make_unique<encoders::Bundle>(std::move(bundle).value());
+  impl->bundle = resources.bundle;
+  impl->store = resources.store;
+  common::MetricsRegistry* registry = resources.metrics;
+  if (registry == nullptr) {
+    impl->owned_metrics = std::make_unique<common::MetricsRegistry>();
+    registry = impl->owned_metrics.get();
   }
-  auto store = storage::UserStateStore::Open({.path = config.state.dir,
-                                              .block_cache_bytes = config.state.block_cache_bytes,
-                                              .write_buffer_bytes = config.state.write_buffer_bytes,
-                                              .sync_writes = config.state.sync_writes,
-                                              .create_if_missing = true});
-  if (!store.ok()) {
-    return Status(store.status().code(),
-                  fmt::format("state.dir '{}': {}", config.state.dir, store.status().message()));
-  }
-  impl->store = std::move(store).value();
+  ROTOR_ASSIGN_OR_RETURN(impl->metrics,
+                         internal::DaemonMetrics::Create(*registry, impl->bundle->model_id()));
   impl->writer = std::make_unique<internal::StoreWriter>(*impl->store);
   ROTOR_ASSIGN_OR_RETURN(impl->processor,
                          Processor::Create(*impl->bundle, *impl->store, config.pipeline,
@@ -299,6 +421,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(const config::DaemonConfig& confi
     impl->bootstrap = config.kafka.bootstrap_servers;
   }
   ROTOR_RETURN_IF_ERROR(impl->Connect());
+  impl->published.reason = "not serving: Run has not started";
   spdlog::info(
       "serving model {} ({}), input '{}' -> output '{}', dead letters '{}', {} delivery, "
       "state in '{}'",
@@ -306,6 +429,29 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(const config::DaemonConfig& confi
       config.kafka.input_topic, config.kafka.output_topic, config.kafka.dead_letter_topic,
       config::DeliveryModeName(config.delivery.mode), config.state.dir);
   return std::unique_ptr<Daemon>(new Daemon(std::move(impl)));
+}
+
+Result<std::unique_ptr<Daemon>> Daemon::Create(const config::DaemonConfig& config, RunOptions run) {
+  ROTOR_RETURN_IF_ERROR(config::ValidateDaemonConfig(config));
+  auto bundle = encoders::Bundle::Load(config.model.bundle);
+  if (!bundle.ok()) {
+    return Status(bundle.status().code(), fmt::format("model.bundle '{}': {}", config.model.bundle,
+                                                      bundle.status().message()));
+  }
+  auto owned_bundle = std::make_unique<encoders::Bundle>(std::move(bundle).value());
+  auto store = storage::UserStateStore::Open(StoreOptionsFor(config));
+  if (!store.ok()) {
+    return Status(store.status().code(),
+                  fmt::format("state.dir '{}': {}", config.state.dir, store.status().message()));
+  }
+  std::unique_ptr<storage::UserStateStore> owned_store = std::move(store).value();
+  ROTOR_ASSIGN_OR_RETURN(
+      std::unique_ptr<Daemon> daemon,
+      Create(config, DaemonResources{.bundle = owned_bundle.get(), .store = owned_store.get()},
+             std::move(run)));
+  daemon->impl_->owned_bundle = std::move(owned_bundle);
+  daemon->impl_->owned_store = std::move(owned_store);
+  return daemon;
 }
 
 Status Daemon::Run(const std::atomic<bool>& stop) {
@@ -321,6 +467,7 @@ Status Daemon::Run(const std::atomic<bool>& stop) {
   if (!served.ok()) {
     d.AbandonAfterFailure(served);
   }
+  d.PublishStopped(served);
   if (d.feeder != nullptr) {
     d.feeder->Stop();
   }
@@ -355,6 +502,19 @@ Status Daemon::Run(const std::atomic<bool>& stop) {
 
 DaemonStats Daemon::stats() const {
   return impl_->stats;
+}
+
+DaemonStatus Daemon::status() const {
+  const std::lock_guard<std::mutex> lock(impl_->status_mu);
+  return impl_->published;
+}
+
+int32_t Daemon::PartitionOf(std::string_view user) const {
+  return internal::JavaPartition(user, impl_->input_partitions);
+}
+
+const std::string& Daemon::input_topic() const {
+  return impl_->config.kafka.input_topic;
 }
 
 const std::string& Daemon::transactional_id() const {

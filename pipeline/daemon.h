@@ -12,8 +12,12 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
+#include "common/metrics.h"
 #include "common/status.h"
+#include "common/topic_partition.h"
 #include "config/daemon_config.h"
 #include "encoders/bundle.h"
 #include "storage/user_state_store.h"
@@ -57,11 +61,72 @@ struct DaemonStats {
   double busy_seconds = 0;  // From the first consumed batch to the last commit.
 };
 
+// The store options the config asks for (state.dir, its cache and memtable sizes, sync_writes;
+// created when missing): how the daemon, and the app's runtime that lends it a store, open
+// config.state.dir.
+storage::StoreOptions StoreOptionsFor(const config::DaemonConfig& config);
+
+// What the app lends a Daemon, opened once by the app's runtime (and shared with the HTTP API);
+// everything here must outlive the Daemon.
+struct DaemonResources {
+  const encoders::Bundle* bundle = nullptr;  // Required: config.model.bundle, loaded.
+  // Required: opened on config.state.dir (StoreOptionsFor gives the config's sizes).
+  storage::UserStateStore* store = nullptr;
+  // Optional: where the daemon registers its metrics (docs/daemon.md, "Readiness and
+  // metrics"); null: the metrics are kept but not exported.
+  common::MetricsRegistry* metrics = nullptr;
+};
+
+// Where one assigned input partition stands (docs/daemon.md, "Readiness and metrics").
+//   kRestoring: assigned, and the state is still behind what the group already published
+//     (the records between the stored offset and the group's committed offset are being
+//     re-applied without publishing, the re-apply rule).
+//   kConsuming: the state covers everything published; new input is applied and published.
+//   kStopped: paused for good, because its log lost records the state needs, or serving failed.
+enum class PartitionPhase : unsigned char { kRestoring, kConsuming, kStopped };
+std::string_view PartitionPhaseName(PartitionPhase phase);  // "restoring", ...
+
+struct PartitionReport {
+  TopicPartition partition;
+  PartitionPhase phase = PartitionPhase::kRestoring;
+  int64_t next_offset = -1;     // The next input offset to apply (-1: unknown yet).
+  int64_t high_watermark = -1;  // The log's end as the consumer last saw it (-1: unknown).
+  // Records between where consumption stands (the next offset to apply, or the consumer's
+  // position when that is past it, e.g. after transaction markers) and the high watermark;
+  // -1 when unknown.
+  int64_t lag = -1;
+  std::string reason;  // Why restoring or stopped; empty when consuming.
+};
+
+// The daemon's readiness, as the serving loop last published it.
+struct DaemonStatus {
+  // Run has joined the group and received its first assignment (possibly of no partition: then
+  // serving with an empty list, ready), and has not stopped.
+  bool serving = false;
+  // Empty when serving and every partition is consuming; otherwise why not, e.g. "waiting for
+  // the group's assignment" or "partition 3 of 'rotor.events' is restoring: 120 records to
+  // re-apply".
+  std::string reason;
+  std::vector<PartitionReport> partitions;  // The assigned partitions, in order.
+
+  // Serving, and every assigned partition consuming (what `GET /readyz` answers 200 to).
+  bool ready() const;
+};
+
 // Lifecycle: Create validates everything (bundle, state directory, Kafka settings) and
 // connects; Run serves until asked to stop; destruction closes the clients and the store.
 // Concurrency: Run on one thread; `stop` may be set from any thread or a signal handler.
+// status(), PartitionOf(), input_topic() and LoadUser() may be called from any thread at any
+// time (the HTTP API's threads); stats() only when Run is not running.
 class Daemon {
  public:
+  // With lent resources (the app's runtime): the bundle, store and metrics registry stay the
+  // caller's. InvalidArgument when the bundle or the store is missing.
+  static Result<std::unique_ptr<Daemon>> Create(const config::DaemonConfig& config,
+                                                const DaemonResources& resources,
+                                                RunOptions run = {});
+  // Self-contained: loads config.model.bundle and opens config.state.dir (StoreOptionsFor)
+  // itself, and exports no metrics.
   static Result<std::unique_ptr<Daemon>> Create(const config::DaemonConfig& config,
                                                 RunOptions run = {});
   ~Daemon();
@@ -75,6 +140,14 @@ class Daemon {
   Status Run(const std::atomic<bool>& stop);
 
   DaemonStats stats() const;
+  // Readiness: a copy of what the serving loop last published (on every assignment change,
+  // and at most every 500 ms otherwise). Never waits for the loop longer than that copy.
+  DaemonStatus status() const;
+  // The input partition `user`'s events belong to: Kafka's Java-client partitioner (murmur2)
+  // over the input topic's partition count found at start-up, as the daemon routes and checks
+  // records.
+  int32_t PartitionOf(std::string_view user) const;
+  const std::string& input_topic() const;
   const std::string& bootstrap_servers() const;
   // The producer's transactional.id (exactly_once; empty otherwise).
   const std::string& transactional_id() const;

@@ -32,6 +32,7 @@ Status Daemon::Impl::Settle(bool rewind) {
 Status Daemon::Impl::Advance() {
   ROTOR_RETURN_IF_ERROR(writer->status());
   internal::InFlightLedger& ledger = delivery->ledger();
+  ObserveConfirmed();
   ledger.SubmitConfirmed(*writer);
   ledger.FinishCommitted(writer->committed(), [&](const internal::InFlight& done) {
     if (!exactly_once) {
@@ -40,6 +41,16 @@ Status Daemon::Impl::Advance() {
     processed_records += done.records;
     ++stats.batches;
     last_commit = internal::SteadyClock::now();
+    metrics->CountBatchCommitted();
+    // Its timing (the older ones left are of abandoned batches).
+    while (!timings.empty() && timings.front().seq < done.batch.seq) {
+      timings.pop_front();
+    }
+    if (!timings.empty() && timings.front().seq == done.batch.seq) {
+      metrics->ObserveBatchSeconds(
+          std::chrono::duration<double>(last_commit - timings.front().polled).count());
+      timings.pop_front();
+    }
   });
   return Status::OK();
 }
@@ -53,7 +64,9 @@ Status Daemon::Impl::AbandonUnconfirmed(std::string_view why) {
   }
   spdlog::warn("{} batch(es) of {} records not delivered ({}); retrying from the stored offsets",
                ledger.size(), ledger.records(), why);
-  stats.failed_batches += delivery->AbandonInFlight().batches;
+  const int64_t abandoned = delivery->AbandonInFlight().batches;
+  stats.failed_batches += abandoned;
+  metrics->CountFailedBatches(abandoned);
   return failure.status();
 }
 

@@ -594,6 +594,14 @@ int64_t Processor::held_bytes() const {
   return impl_->uncommitted_bytes;
 }
 
+int64_t Processor::cache_bytes() const {
+  return impl_->cache.bytes();
+}
+
+int64_t Processor::cached_users() const {
+  return static_cast<int64_t>(impl_->cache.size());
+}
+
 int64_t Processor::user_bytes() const {
   return impl_->user_bytes;
 }

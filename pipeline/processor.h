@@ -168,6 +168,9 @@ class Processor {
   std::size_t in_flight() const;
   // Bytes of the user windows held for batches in flight (WindowCache::EntryBytes each).
   int64_t held_bytes() const;
+  // The hot-window cache (committed state only): bytes charged and users held.
+  int64_t cache_bytes() const;
+  int64_t cached_users() const;
   // The most one user can cost when it joins a batch: a full window and a full set of recent
   // event ids held, and its share of the batch's WriteBatch (the daemon's bound on what a batch
   // may add).

@@ -68,8 +68,7 @@ Result<ReplayStats> ReplayFile(const config::DaemonConfig& config, const encoder
     return Status::InvalidArgument("--partitions {}: expected a partition count >= 1",
                                    options.partitions);
   }
-  std::ifstream in(path);
-  if (!in) {
+  if (!std::ifstream(path)) {
     return Status::IOError("cannot read events file '{}'", path);
   }
   // With a TTL and no count given, only a state directory that recorded one can do: opening
@@ -89,14 +88,27 @@ Result<ReplayStats> ReplayFile(const config::DaemonConfig& config, const encoder
         config.state.user_ttl_ms, config.kafka.input_topic);
   }
   ROTOR_ASSIGN_OR_RETURN(auto store, std::move(opened));
-  ROTOR_ASSIGN_OR_RETURN(const int32_t partitions, ResolvePartitions(config, *store, options));
+  return ReplayFile(config, bundle, *store, path, options);
+}
+
+Result<ReplayStats> ReplayFile(const config::DaemonConfig& config, const encoders::Bundle& bundle,
+                               storage::UserStateStore& store, const std::string& path,
+                               const ReplayOptions& options) {
+  if (options.partitions < 0) {
+    return Status::InvalidArgument("--partitions {}: expected a partition count >= 1",
+                                   options.partitions);
+  }
+  std::ifstream in(path);
+  if (!in) {
+    return Status::IOError("cannot read events file '{}'", path);
+  }
+  ROTOR_ASSIGN_OR_RETURN(const int32_t partitions, ResolvePartitions(config, store, options));
   // Replay is deterministic: the clock is the far future, so no event is "ahead of now".
   ROTOR_ASSIGN_OR_RETURN(
-      auto processor,
-      Processor::Create(bundle, *store, config.pipeline, config.output, config.state,
-                        [] { return std::numeric_limits<int64_t>::max() / 2; }));
+      auto processor, Processor::Create(bundle, store, config.pipeline, config.output, config.state,
+                                        [] { return std::numeric_limits<int64_t>::max() / 2; }));
   const std::string topic = "file:" + path;
-  ROTOR_ASSIGN_OR_RETURN(const auto offsets, store->LoadOffsets());
+  ROTOR_ASSIGN_OR_RETURN(const auto offsets, store.LoadOffsets());
   // Every batch commits the offsets of the partitions its lines went to, the last line's among
   // them: the file resumes after the largest.
   int64_t resume = 0;
@@ -152,10 +164,10 @@ Result<ReplayStats> ReplayFile(const config::DaemonConfig& config, const encoder
       records.push_back(r);
     }
     ROTOR_ASSIGN_OR_RETURN(PendingBatch batch, processor->Process(records));
-    ROTOR_RETURN_IF_ERROR(store->Commit(batch.state));
+    ROTOR_RETURN_IF_ERROR(store.Commit(batch.state));
     processor->Finish(std::move(batch));
   }
-  ROTOR_RETURN_IF_ERROR(store->Flush());
+  ROTOR_RETURN_IF_ERROR(store.Flush());
   const ProcessorStats& p = processor->stats();
   return ReplayStats{
       .records = p.records,

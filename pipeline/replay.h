@@ -13,6 +13,7 @@
 #include "common/status.h"
 #include "config/daemon_config.h"
 #include "encoders/bundle.h"
+#include "storage/user_state_store.h"
 
 namespace rotor::pipeline {
 
@@ -42,8 +43,15 @@ struct ReplayStats {
 // partitions: options.partitions, else the count the state directory recorded (for
 // kafka.input_topic); with neither, InvalidArgument saying to pass --partitions. With
 // state.user_ttl_ms 0 and no options.partitions, every line goes to partition 0, as before.
+// Opens config.state.dir itself (the config's cache sizes, writes not synced; not created when
+// only a recorded partition count could do, as above).
 Result<ReplayStats> ReplayFile(const config::DaemonConfig& config, const encoders::Bundle& bundle,
                                const std::string& path, const ReplayOptions& options = {});
+// The same into a store the caller opened on config.state.dir (the app's runtime), which stays
+// open; it is flushed at the end.
+Result<ReplayStats> ReplayFile(const config::DaemonConfig& config, const encoders::Bundle& bundle,
+                               storage::UserStateStore& store, const std::string& path,
+                               const ReplayOptions& options = {});
 
 }  // namespace rotor::pipeline
 

@@ -746,6 +746,28 @@ Status UserStateStore::Commit(StateBatch& batch) {
   return Status::OK();
 }
 
+StoreProperties UserStateStore::Properties() const {
+  StoreProperties out;
+  if (!impl_->CheckOpen().ok()) {
+    return out;
+  }
+  rocksdb::DB& db = *impl_->db;
+  const auto read = [&](const std::string& name, bool aggregated) -> int64_t {
+    uint64_t value = 0;
+    const bool ok = aggregated ? db.GetAggregatedIntProperty(name, &value)
+                               : db.GetIntProperty(impl_->default_cf, name, &value);
+    return ok ? static_cast<int64_t>(value) : -1;
+  };
+  out.live_data_bytes = read(rocksdb::DB::Properties::kEstimateLiveDataSize, true);
+  out.memtable_bytes = read(rocksdb::DB::Properties::kCurSizeAllMemTables, true);
+  out.block_cache_bytes = read(rocksdb::DB::Properties::kBlockCacheUsage, false);
+  out.pending_compaction_bytes =
+      read(rocksdb::DB::Properties::kEstimatePendingCompactionBytes, true);
+  out.delayed_write_rate = read(rocksdb::DB::Properties::kActualDelayedWriteRate, false);
+  out.write_stopped = read(rocksdb::DB::Properties::kIsWriteStopped, false);
+  return out;
+}
+
 Status UserStateStore::Flush() {
   ROTOR_RETURN_IF_ERROR(impl_->CheckWritable());
   const std::vector<rocksdb::ColumnFamilyHandle*> handles(impl_->cfs.begin(), impl_->cfs.end());

@@ -47,6 +47,17 @@ struct StoreOptions {
 
 class UserStateStore;
 
+// A few RocksDB properties, for monitoring (the daemon exports them as rotor_rocksdb_* gauges).
+// -1 where RocksDB did not report one (or the store is closed).
+struct StoreProperties {
+  int64_t live_data_bytes = -1;           // rocksdb.estimate-live-data-size, all families.
+  int64_t memtable_bytes = -1;            // rocksdb.cur-size-all-mem-tables, all families.
+  int64_t block_cache_bytes = -1;         // rocksdb.block-cache-usage (the one shared cache).
+  int64_t pending_compaction_bytes = -1;  // rocksdb.estimate-pending-compaction-bytes, all.
+  int64_t delayed_write_rate = -1;        // rocksdb.actual-delayed-write-rate (bytes/s; 0: none).
+  int64_t write_stopped = -1;             // rocksdb.is-write-stopped (1: writes are stopped).
+};
+
 // One entry of the users column family as a sweep sees it (UserStateStore::ScanUsers).
 struct StoredUser {
   std::string user;
@@ -202,6 +213,9 @@ class UserStateStore {
   // the time of each one's last event: a bounded step of a sweep over every user. Fewer than
   // `limit` means the scan reached the last user.
   Result<std::vector<StoredUser>> ScanUsers(std::string_view after, int64_t limit) const;
+
+  // RocksDB's counters above, read from memory (no I/O; microseconds). Thread-safe, as Load*.
+  StoreProperties Properties() const;
 
   // An empty batch for this store.
   StateBatch NewBatch() const;

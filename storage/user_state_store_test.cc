@@ -337,6 +337,26 @@ TEST_F(UserStateStoreTest, ReopenAfterCloseAndFlushKeepsEverything) {
   EXPECT_EQ(offsets->at({"events", 1}), 12);
 }
 
+TEST_F(UserStateStoreTest, PropertiesFollowWhatTheStoreHoldsAndAreUnknownOnceClosed) {
+  const StoreProperties empty = store_->Properties();
+  EXPECT_GE(empty.memtable_bytes, 0);
+  EXPECT_GE(empty.block_cache_bytes, 0);
+  EXPECT_GE(empty.live_data_bytes, 0);
+  EXPECT_GE(empty.pending_compaction_bytes, 0);
+  EXPECT_EQ(empty.delayed_write_rate, 0);
+  EXPECT_EQ(empty.write_stopped, 0);
+  KvWindow w(kBlocks, 5, kD, 0);
+  AppendAndCommit("dave", w, 3, 40, 4);
+  const StoreProperties written = store_->Properties();
+  EXPECT_GT(written.memtable_bytes, empty.memtable_bytes);
+  ASSERT_TRUE(store_->Flush().ok());
+  EXPECT_GT(store_->Properties().live_data_bytes, 0);
+  ASSERT_TRUE(store_->Close().ok());
+  const StoreProperties closed = store_->Properties();
+  EXPECT_EQ(closed.memtable_bytes, -1);
+  EXPECT_EQ(closed.write_stopped, -1);
+}
+
 TEST_F(UserStateStoreTest, RecentEventIdsCommitWithTheWindowAndReloadInOrder) {
   KvWindow w(kBlocks, 4, kD, 0);
   Append(w, 1, 10);

@@ -15,6 +15,8 @@ packages=(
   libsimdjson-dev libhwy-dev libspdlog-dev libfmt-dev libyaml-cpp-dev nlohmann-json3-dev
   # The HTTP API (api/): Boost.Asio and Boost.Beast, header-only.
   libboost-dev
+  # The command line of `rotor` (app/cli.cc): CLI11, header-only.
+  libcli11-dev
   # The real Kafka broker for the integration tests (tools/kafka/, docs/kafka.md): Java to
   # run it, Maven to fetch its jars from Maven Central.
   openjdk-17-jre-headless maven

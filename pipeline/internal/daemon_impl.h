@@ -8,14 +8,19 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "common/metrics.h"
 #include "common/status.h"
 #include "config/daemon_config.h"
 #include "encoders/bundle.h"
 #include "pipeline/daemon.h"
+#include "pipeline/internal/daemon_metrics.h"
 #include "pipeline/internal/delivery.h"
 #include "pipeline/internal/feeder.h"
 #include "pipeline/internal/group_consumer.h"
@@ -37,8 +42,13 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
   RunOptions run;
   std::unique_ptr<EmbeddedKafka> embedded;
   std::string bootstrap;
-  std::unique_ptr<encoders::Bundle> bundle;
-  std::unique_ptr<storage::UserStateStore> store;
+  // Lent by the app (DaemonResources), or opened by Create(config, run) and owned here.
+  std::unique_ptr<encoders::Bundle> owned_bundle;
+  std::unique_ptr<storage::UserStateStore> owned_store;
+  std::unique_ptr<common::MetricsRegistry> owned_metrics;  // When no registry was lent.
+  const encoders::Bundle* bundle = nullptr;
+  storage::UserStateStore* store = nullptr;
+  std::unique_ptr<internal::DaemonMetrics> metrics;
   std::unique_ptr<internal::StoreWriter> writer;  // Commits to `store`, in batch order.
   std::unique_ptr<Processor> processor;
   std::unique_ptr<internal::Delivery> delivery;       // The producer and the batches in flight.
@@ -57,6 +67,23 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
   std::unique_ptr<internal::Feeder> feeder;  // The embedded demo's --feed (else null).
   DaemonStats stats;
   internal::SteadyClock::time_point last_commit{};
+  int32_t input_partitions = 0;  // The input topic's, found at start-up.
+
+  // What status() returns: the serving loop publishes it (PublishStatus), API threads copy it.
+  mutable std::mutex status_mu;
+  DaemonStatus published;                  // Guarded by status_mu.
+  uint64_t status_changes = ~uint64_t{0};  // GroupConsumer::changes() at the last publish.
+  internal::SteadyClock::time_point last_status{};
+
+  // The batches in flight as the metrics see them, oldest first: when their first record was
+  // polled, and the Kafka timestamps of their published records.
+  struct BatchTiming {
+    uint64_t seq = 0;
+    internal::SteadyClock::time_point polled{};
+    std::vector<int64_t> timestamps_ms;
+    bool confirmed = false;  // Its event-to-publish latencies were observed.
+  };
+  std::deque<BatchTiming> timings;
 
   explicit Impl(const config::DaemonConfig& c)
       : config(c),
@@ -72,7 +99,7 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
     writer.reset();  // Finishes its commits (of batches the delivery ledger holds) first.
     delivery.reset();
     processor.reset();
-    store.reset();
+    owned_store.reset();
     embedded.reset();
   }
 
@@ -104,6 +131,16 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
   Status Serve(const std::atomic<bool>& stop);
 
   void LogStats(double seconds) const;
+
+  // Publishes the status (and the polled gauges) when the consumer's assignment changed, or
+  // `force`, or 500 ms after the last publish. Cheap: librdkafka's cached watermarks, RocksDB's
+  // in-memory properties, one mutex-protected swap.
+  void PublishStatus(bool force = false);
+  // Publishes that Run ended: not serving, with why (`served` is Run's outcome).
+  void PublishStopped(const Status& served);
+  // The batches the delivery side confirmed since the last call: their event-to-publish
+  // latencies (called before their state is submitted).
+  void ObserveConfirmed();
 
   // --- daemon_commit.cc: confirmed batches into RocksDB, failed ones into rewinds ---
 

@@ -158,6 +158,8 @@ void GroupConsumer::OnAssign(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* pa
   // The idle clock starts once the assignment took effect: reading the committed offsets can
   // wait out another instance's open transaction, and that wait is not idleness.
   last_assigned_ = SteadyClock::now();
+  ++assignments_;
+  ++changes_;
 }
 
 void GroupConsumer::OnRevoke(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* parts,
@@ -180,6 +182,7 @@ void GroupConsumer::OnRevoke(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* pa
     spdlog::info("partition {}: {}", parts->elems[i].partition, lost ? "lost" : "revoked");
   }
   listener_.AfterRevoke();
+  ++changes_;
   const Status s = cooperative
                        ? FromKafkaError(rd_kafka_incremental_unassign(rk, parts), "unassigning")
                        : FromKafka(rd_kafka_assign(rk, nullptr), "unassigning");
@@ -254,6 +257,7 @@ void GroupConsumer::StopPartition(int32_t partition, const Status& why) {
   spdlog::error("partition {}: stopped: {}", partition, why.message());
   stopped_[partition] = why.message();
   ++stats_.stopped_partitions;
+  ++changes_;
 }
 
 // Pauses the stopped partitions among `parts` (after assigning them).
@@ -386,6 +390,7 @@ GroupMetadataPtr GroupConsumer::GroupMetadata() const {
 
 Status GroupConsumer::Rewind() {
   rewind_pending_ = false;
+  ++changes_;
   ROTOR_ASSIGN_OR_RETURN(auto stored, store_.LoadOffsets());
   const std::string& topic = options_.input_topic;
   PartitionListPtr list(rd_kafka_topic_partition_list_new(static_cast<int>(publish_from_.size())));
@@ -440,6 +445,61 @@ bool GroupConsumer::CaughtUp() const {
     }
   }
   return true;
+}
+
+std::vector<PartitionReport> GroupConsumer::Progress() const {
+  const std::string& topic = options_.input_topic;
+  std::vector<PartitionReport> out;
+  out.reserve(publish_from_.size());
+  PartitionListPtr positions(
+      rd_kafka_topic_partition_list_new(static_cast<int>(publish_from_.size())));
+  for (const auto& [partition, unused] : publish_from_) {
+    rd_kafka_topic_partition_list_add(positions.get(), topic.c_str(), partition);
+  }
+  const bool have_positions =
+      rd_kafka_position(consumer_.get(), positions.get()) == RD_KAFKA_RESP_ERR_NO_ERROR;
+  int i = 0;
+  for (const auto& [partition, publish_from] : publish_from_) {
+    PartitionReport& r = out.emplace_back();
+    r.partition = {topic, partition};
+    const int64_t position = have_positions ? positions->elems[i].offset : -1;
+    ++i;
+    const std::optional<int64_t> next = NextToApply(partition);
+    r.next_offset = next.value_or(-1);
+    int64_t low = -1;
+    int64_t high = -1;
+    if (rd_kafka_get_watermark_offsets(consumer_.get(), topic.c_str(), partition, &low, &high) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        high < 0) {
+      low = -1;
+      high = -1;
+    }
+    r.high_watermark = high;
+    // Where consumption stands: the next offset to apply, or the position when it is past it
+    // (transaction markers take offsets no record is applied at).
+    const int64_t at = std::max(r.next_offset, position);
+    if (high >= 0 && at >= 0) {
+      r.lag = std::max<int64_t>(0, high - at);
+    }
+    if (const auto stopped = stopped_.find(partition); stopped != stopped_.end()) {
+      r.phase = PartitionPhase::kStopped;
+      r.reason = fmt::format("{} is stopped: {}", r.partition, stopped->second);
+      continue;
+    }
+    // Without a next offset yet (no state for the partition, nothing consumed), applying
+    // starts at the log's start.
+    const int64_t from = next.value_or(std::max<int64_t>(low, 0));
+    if (publish_from >= 0 && from < publish_from) {
+      r.phase = PartitionPhase::kRestoring;
+      r.reason = fmt::format(
+          "{} is restoring: {} records to re-apply (offsets {} to {}, which the group published "
+          "already)",
+          r.partition, publish_from - from, from, publish_from - 1);
+    } else {
+      r.phase = PartitionPhase::kConsuming;
+    }
+  }
+  return out;
 }
 
 Status GroupConsumer::Close() {

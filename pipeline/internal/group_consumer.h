@@ -22,6 +22,7 @@
 #include "common/status.h"
 #include "common/topic_partition.h"
 #include "config/daemon_config.h"
+#include "pipeline/daemon.h"
 #include "pipeline/internal/rdkafka_util.h"
 #include "pipeline/internal/run_control.h"
 #include "pipeline/processor.h"
@@ -108,6 +109,17 @@ class GroupConsumer {
   bool CaughtUp() const;
   // When an assignment last took effect (the epoch before any).
   SteadyClock::time_point last_assigned() const { return last_assigned_; }
+  // Assignments that took effect so far (one with no partition counts too).
+  int64_t assignments() const { return assignments_; }
+  // Grows whenever a partition's phase may have changed other than by records being applied:
+  // an assignment, a revoke, a stopped partition, a rewind.
+  uint64_t changes() const { return changes_; }
+  // Where every assigned partition stands, in partition order (docs/daemon.md, "Readiness and
+  // metrics"): stopped (with its reason); restoring while the next offset to apply is below
+  // the group's committed offset at assignment (those records were published by the group
+  // already, and are re-applied without publishing); consuming otherwise. The watermarks and
+  // positions are librdkafka's cached ones: no request to the broker.
+  std::vector<PartitionReport> Progress() const;
   // Leaves the group: the partitions are revoked (the Listener drains) first.
   Status Close();
   int32_t input_partitions() const { return options_.input_partitions; }
@@ -155,6 +167,8 @@ class GroupConsumer {
   bool rewind_pending_ = false;
   Status rebalance_error_;
   SteadyClock::time_point last_assigned_{};
+  int64_t assignments_ = 0;
+  uint64_t changes_ = 0;
   Stats stats_;
   HandlePtr consumer_;  // Last: destroyed first.
 };
