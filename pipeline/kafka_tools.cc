@@ -13,6 +13,7 @@
 
 #include <librdkafka/rdkafka_mock.h>
 
+#include "common/topic_partition.h"
 #include "encoders/event_parser.h"
 #include "pipeline/internal/rdkafka_util.h"
 
@@ -109,7 +110,7 @@ Status WaitForPartitionsOnline(const std::string& bootstrap_servers,
   };
   // Each attempt reads the metadata afresh (librdkafka answers from its cache otherwise), then
   // asks the leader of every partition not yet seen online for its offsets.
-  std::set<std::pair<std::string, int32_t>> online;
+  std::set<TopicPartition> online;
   while (true) {
     std::string offline;  // The first topic or partition not online, and why.
     bool missing_topic = false;

@@ -101,7 +101,7 @@ struct Processor::Impl {
   int64_t sweep_users = 0;
   // Event-time watermark of each (topic, partition): `watermarks` with the batches in flight
   // applied, `committed_watermarks` as RocksDB has them (Abandon goes back to these).
-  using Watermarks = std::map<std::pair<std::string, int32_t>, int64_t>;
+  using Watermarks = std::map<TopicPartition, int64_t>;
   Watermarks watermarks;
   Watermarks committed_watermarks;
   // The sweep: the topic and partition count of the last record that carried a count (the
@@ -158,11 +158,11 @@ struct Processor::Impl {
   std::size_t WatermarkSlot(const InputRecord& record, PendingBatch& batch) const {
     for (std::size_t i = 0; i < batch.watermarks.size(); ++i) {
       const auto& tp = batch.watermarks[i].first;
-      if (tp.second == record.partition && tp.first == record.topic) {
+      if (tp.partition == record.partition && tp.topic == record.topic) {
         return i;
       }
     }
-    std::pair<std::string, int32_t> tp{std::string(record.topic), record.partition};
+    TopicPartition tp{std::string(record.topic), record.partition};
     const auto found = watermarks.find(tp);
     batch.watermarks.emplace_back(std::move(tp), found == watermarks.end() ? -1 : found->second);
     return batch.watermarks.size() - 1;
@@ -178,12 +178,12 @@ struct Processor::Impl {
     ROTOR_ASSIGN_OR_RETURN(const std::vector<storage::StoredUser> users,
                            store.ScanUsers(sweep_cursor, sweep_users));
     sweep_cursor = static_cast<int64_t>(users.size()) < sweep_users ? "" : users.back().user;
-    std::pair<std::string, int32_t> tp{sweep_topic, 0};
+    TopicPartition tp{sweep_topic, 0};
     for (const storage::StoredUser& u : users) {
       if (!u.last_ts_ms || uncommitted.contains(u.user) || quarantined.contains(u.user)) {
         continue;
       }
-      tp.second = internal::JavaPartition(u.user, sweep_partitions);
+      tp.partition = internal::JavaPartition(u.user, sweep_partitions);
       const auto watermark = watermarks.find(tp);
       if (watermark == watermarks.end() || !Expired(*u.last_ts_ms, watermark->second)) {
         continue;
@@ -253,7 +253,7 @@ struct Processor::Impl {
 
   static void NoteOffset(const InputRecord& record, PendingBatch& batch) {
     for (auto& [tp, next] : batch.next_offsets) {
-      if (tp.second == record.partition && tp.first == record.topic) {
+      if (tp.partition == record.partition && tp.topic == record.topic) {
         next = std::max(next, record.offset + 1);
         return;
       }
@@ -533,12 +533,12 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
   }
   // Users whose only events were duplicates changed nothing; their state stays as loaded.
   for (const auto& [tp, next] : batch.next_offsets) {
-    ROTOR_RETURN_IF_ERROR(batch.state.SetOffset(tp.first, tp.second, next));
+    ROTOR_RETURN_IF_ERROR(batch.state.SetOffset(tp.topic, tp.partition, next));
   }
   // Each watermark travels with its partition's offset (set just above).
   std::erase_if(batch.watermarks, [](const auto& entry) { return entry.second < 0; });
   for (const auto& [tp, watermark] : batch.watermarks) {
-    ROTOR_RETURN_IF_ERROR(batch.state.SetWatermark(tp.first, tp.second, watermark));
+    ROTOR_RETURN_IF_ERROR(batch.state.SetWatermark(tp.topic, tp.partition, watermark));
     s.watermarks[tp] = watermark;
   }
   ROTOR_RETURN_IF_ERROR(s.Sweep(batch));

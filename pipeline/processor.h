@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/topic_partition.h"
 #include "config/daemon_config.h"
 #include "encoders/bundle.h"
 #include "storage/user_state_store.h"
@@ -108,12 +109,12 @@ struct PendingBatch {
   std::vector<OutputRecord> outputs;
   storage::StateBatch state;
   // Next input offset per (topic, partition) after this batch.
-  std::vector<std::pair<std::pair<std::string, int32_t>, int64_t>> next_offsets;
+  std::vector<std::pair<TopicPartition, int64_t>> next_offsets;
   // The users this batch changed (their new state is held by the Processor until Finish).
   std::vector<std::string> users;
   // Event-time watermark per (topic, partition) after this batch (the largest ts_ms applied
   // from it), for the partitions that have one; committed with the offsets.
-  std::vector<std::pair<std::pair<std::string, int32_t>, int64_t>> watermarks;
+  std::vector<std::pair<TopicPartition, int64_t>> watermarks;
   int64_t events = 0;
 };
 

@@ -671,9 +671,9 @@ Result<PartitionOffsets> UserStateStore::LoadOffsets() const {
   return out;
 }
 
-Result<std::map<std::pair<std::string, int32_t>, int64_t>> UserStateStore::LoadWatermarks() const {
+Result<std::map<TopicPartition, int64_t>> UserStateStore::LoadWatermarks() const {
   ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
-  std::map<std::pair<std::string, int32_t>, int64_t> out;
+  std::map<TopicPartition, int64_t> out;
   const std::string_view prefix = internal::WatermarkPrefix();
   const std::unique_ptr<rocksdb::Iterator> it(
       impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->default_cf));

@@ -207,7 +207,7 @@ class UserStateStore {
 
   // Every committed (topic, partition) -> event-time watermark (StateBatch::SetWatermark).
   // A partition no event was applied from has none.
-  Result<std::map<std::pair<std::string, int32_t>, int64_t>> LoadWatermarks() const;
+  Result<std::map<TopicPartition, int64_t>> LoadWatermarks() const;
 
   // Up to `limit` users (> 0) in key order, starting after `after` ("" = from the first), with
   // the time of each one's last event: a bounded step of a sweep over every user. Fewer than

@@ -210,7 +210,7 @@ TEST_F(UserStateStoreTest, WatermarksCommitAtomicallyWithTheOffsetAndReload) {
     ASSERT_TRUE(batch.SetOffset("events", 0, 50).ok());
     ASSERT_TRUE(batch.SetWatermark("events", 0, 1767700000000).ok());
   }
-  const std::map<std::pair<std::string, int32_t>, int64_t> want = {
+  const std::map<TopicPartition, int64_t> want = {
       {{"events", 0}, 1767600000000}, {{"events", 3}, 5}, {{"file:x", 3}, 0}};
   for (int round = 0; round < 2; ++round) {
     SCOPED_TRACE(round);

@@ -364,11 +364,11 @@ void GroupConsumer::Admit(const std::vector<MessagePtr>& messages,
 PartitionOffsets GroupConsumer::GroupOffsets(const PendingBatch& batch) const {
   PartitionOffsets offsets;
   for (const auto& [tp, next] : batch.next_offsets) {
-    const auto it = publish_from_.find(tp.second);
+    const auto it = publish_from_.find(tp.partition);
     if (it == publish_from_.end() || next <= it->second) {
       continue;
     }
-    offsets[{tp.first, tp.second}] = next;
+    offsets[tp] = next;
   }
   return offsets;
 }

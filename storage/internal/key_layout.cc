@@ -285,7 +285,7 @@ std::string WatermarkKey(std::string_view topic, int32_t partition) {
   return out;
 }
 
-Result<std::pair<std::string, int32_t>> DecodeWatermarkKey(std::string_view key) {
+Result<TopicPartition> DecodeWatermarkKey(std::string_view key) {
   if (!key.starts_with(WatermarkPrefix())) {
     return Status::Corruption("default key '{}': not a watermark key", PrintableBytes(key));
   }
@@ -295,7 +295,7 @@ Result<std::pair<std::string, int32_t>> DecodeWatermarkKey(std::string_view key)
         "watermark key '{}': not a length-prefixed topic and 4-byte partition",
         PrintableBytes(key));
   }
-  return std::pair{std::move(decoded->topic), decoded->partition};
+  return std::move(decoded).value();
 }
 
 std::string EncodeWatermarkValue(int64_t ts_ms) {

@@ -106,7 +106,7 @@ std::string InfoKey(std::string_view name);
 // other key of the default column family).
 std::string_view WatermarkPrefix();
 std::string WatermarkKey(std::string_view topic, int32_t partition);
-Result<std::pair<std::string, int32_t>> DecodeWatermarkKey(std::string_view key);
+Result<TopicPartition> DecodeWatermarkKey(std::string_view key);
 std::string EncodeWatermarkValue(int64_t ts_ms);
 Result<int64_t> DecodeWatermarkValue(std::string_view key, std::string_view value);
 

@@ -168,8 +168,8 @@ TEST(KeyLayoutTest, WatermarksRoundTripApartFromInfoKeys) {
   EXPECT_FALSE(StartsWith(InfoKey("watermark"), WatermarkPrefix()));
   const auto topic_partition = DecodeWatermarkKey(key);
   ASSERT_TRUE(topic_partition.ok()) << topic_partition.status().ToString();
-  EXPECT_EQ(topic_partition->first, "events");
-  EXPECT_EQ(topic_partition->second, 12);
+  EXPECT_EQ(topic_partition->topic, "events");
+  EXPECT_EQ(topic_partition->partition, 12);
   const auto ts = DecodeWatermarkValue(key, EncodeWatermarkValue(1767600000000));
   ASSERT_TRUE(ts.ok()) << ts.status().ToString();
   EXPECT_EQ(*ts, 1767600000000);
