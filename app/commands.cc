@@ -392,7 +392,7 @@ int Inspect(const Flags& flags, const Config& config) {
   if (!partitions.ok()) {
     return Fail("inspect", partitions.status());
   }
-  const int32_t partition = InputPartitionOf(flags.user, *partitions);
+  const int32_t partition = pipeline::JavaPartitionOf(flags.user, *partitions);
   auto user = ReadUser(rt, flags.user, partition);
   if (!user.ok()) {
     return Fail("inspect", user.status());

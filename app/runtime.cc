@@ -30,49 +30,6 @@ Result<encoders::Bundle> LoadBundle(const config::DaemonConfig& config) {
   return bundle;
 }
 
-int32_t InputPartitionOf(std::string_view user, int32_t partitions) {
-  if (partitions < 1) {
-    return -1;
-  }
-  // org.apache.kafka.common.utils.Utils.murmur2: Java's wrapping int arithmetic in uint32_t,
-  // `>>>` as the unsigned shift, each byte read as `data[i] & 0xff`.
-  constexpr uint32_t kSeed = 0x9747b28cU;
-  constexpr uint32_t kM = 0x5bd1e995U;
-  const std::size_t length = user.size();
-  const auto byte = [&](std::size_t i) {
-    return static_cast<uint32_t>(static_cast<uint8_t>(user[i]));
-  };
-  uint32_t h = kSeed ^ static_cast<uint32_t>(length);
-  for (std::size_t i = 0; i + 4 <= length; i += 4) {
-    uint32_t k = byte(i) | (byte(i + 1) << 8U) | (byte(i + 2) << 16U) | (byte(i + 3) << 24U);
-    k *= kM;
-    k ^= k >> 24U;
-    k *= kM;
-    h *= kM;
-    h ^= k;
-  }
-  const std::size_t tail = length & ~std::size_t{3};
-  switch (length % 4) {
-    case 3:
-      h ^= byte(tail + 2) << 16U;
-      [[fallthrough]];
-    case 2:
-      h ^= byte(tail + 1) << 8U;
-      [[fallthrough]];
-    case 1:
-      h ^= byte(tail);
-      h *= kM;
-      break;
-    default:
-      break;
-  }
-  h ^= h >> 13U;
-  h *= kM;
-  h ^= h >> 15U;
-  // Utils.toPositive: the sign bit cleared.
-  return static_cast<int32_t>((h & 0x7fffffffU) % static_cast<uint32_t>(partitions));
-}
-
 Runtime::Runtime(config::DaemonConfig config, encoders::Bundle bundle,
                  std::unique_ptr<storage::UserStateStore> store)
     : config_(std::move(config)), bundle_(std::move(bundle)), store_(std::move(store)) {}

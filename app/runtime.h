@@ -43,12 +43,6 @@ storage::StoreOptions StoreOptionsFromConfig(const config::DaemonConfig& config,
 // (InvalidArgument for a missing or unreadable file, Corruption for bytes that are no bundle).
 Result<encoders::Bundle> LoadBundle(const config::DaemonConfig& config);
 
-// The input partition of `user` for a topic of `partitions` partitions, as Kafka's Java-client
-// partitioner (and rotor's producers and daemon) place it: toPositive(murmur2(user)) %
-// partitions. -1 when partitions < 1. (The same computation as the pipeline's own partitioner,
-// which is private to pipeline/; app_runtime_test checks Kafka's reference values.)
-int32_t InputPartitionOf(std::string_view user, int32_t partitions);
-
 class Runtime {
  public:
   // Loads the bundle, then opens the store. Store errors say "state.dir '<dir>': ...", with

@@ -11,6 +11,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "pipeline/kafka_tools.h"
 #include "pipeline/processor.h"
 
 namespace rotor::app {
@@ -20,8 +21,8 @@ using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
 // Kafka's own vectors (org.apache.kafka.common.utils.UtilsTest.testMurmur2, as Java ints)
-// through toPositive and the modulo: what the pipeline's partitioner computes.
-TEST(RuntimeTest, InputPartitionOfIsKafkasJavaPartitioner) {
+// through toPositive and the modulo: the partition inspect reads a user from.
+TEST(RuntimeTest, JavaPartitionOfIsKafkasJavaPartitioner) {
   const auto positive = [](int64_t java_int) {
     return java_int < 0 ? java_int + (int64_t{1} << 31) : java_int;
   };
@@ -35,12 +36,12 @@ TEST(RuntimeTest, InputPartitionOfIsKafkasJavaPartitioner) {
   };
   for (const auto& [key, murmur] : cases) {
     for (const int32_t n : {1, 4, 7, 1000, 2147483647}) {
-      EXPECT_EQ(InputPartitionOf(key, n), positive(murmur) % n) << key << " " << n;
+      EXPECT_EQ(pipeline::JavaPartitionOf(key, n), positive(murmur) % n) << key << " " << n;
     }
   }
-  EXPECT_EQ(InputPartitionOf("21", 1000), 340);
-  EXPECT_EQ(InputPartitionOf("u", 0), -1);
-  EXPECT_EQ(InputPartitionOf("u", -3), -1);
+  EXPECT_EQ(pipeline::JavaPartitionOf("21", 1000), 340);
+  EXPECT_EQ(pipeline::JavaPartitionOf("u", 0), -1);
+  EXPECT_EQ(pipeline::JavaPartitionOf("u", -3), -1);
 }
 
 class RuntimeOpenTest : public ::testing::Test {

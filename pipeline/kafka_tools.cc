@@ -15,6 +15,7 @@
 
 #include "common/topic_partition.h"
 #include "encoders/event_parser.h"
+#include "pipeline/internal/partitioner.h"
 #include "pipeline/internal/rdkafka_util.h"
 
 namespace rotor::pipeline {
@@ -409,6 +410,10 @@ Result<std::vector<TopicMessage>> ReadTopic(const ReadOptions& options) {
   }
   rd_kafka_consumer_close(consumer.get());
   return out;
+}
+
+int32_t JavaPartitionOf(std::string_view key, int32_t partitions) {
+  return internal::JavaPartition(key, partitions);
 }
 
 }  // namespace rotor::pipeline

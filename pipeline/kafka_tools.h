@@ -79,6 +79,11 @@ Status WaitForPartitionsOnline(const std::string& bootstrap_servers,
                                const std::vector<std::string>& topics, int64_t timeout_ms,
                                const std::map<std::string, std::string>& properties = {});
 
+// The partition of a record keyed `key` in a topic of `partitions` partitions, as Kafka's Java
+// client places it: toPositive(murmur2(key)) % partitions; -1 when partitions < 1. Where
+// `rotor produce` puts a user, and what the daemon checks (`wrong_partition`).
+int32_t JavaPartitionOf(std::string_view key, int32_t partitions);
+
 // The "user_id" string of one JSON event line (the message key the input topic expects), or
 // nullopt when the line is not a JSON object with a string user_id.
 std::optional<std::string> UserIdOfLine(std::string_view line);
