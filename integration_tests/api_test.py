@@ -245,14 +245,12 @@ def run(case, mode):
     bundle = load_bundle(dt.BUNDLE)
     model_id = hashlib.sha256(dt.BUNDLE.read_bytes()).hexdigest()
     W = bundle.config.window
-    extra = f"""api:
-  enabled: true
-  listen: "127.0.0.1:0"
+    api_extra = f"""  enabled: true
   read_timeout_ms: {READ_TIMEOUT_MS}
   max_body_bytes: {MAX_BODY}
   max_candidates: {MAX_CANDIDATES}
 """
-    config = case.config("a", mode=mode, batch=32, snapshot_interval_ms=150, extra=extra,
+    config = case.config("a", mode=mode, batch=32, snapshot_interval_ms=150, api_extra=api_extra,
                          commit_interval_ms=50)
     case.create_topics(config, 4)
     daemon = case.serve(config)

@@ -94,7 +94,8 @@ class Case:
 
     def config(self, name, mode="at_least_once", batch=64, extra="", kafka_extra="",
                log_level="info", session_timeout_ms=6000, commit_interval_ms=100,
-               snapshot_interval_ms=0, transaction_timeout_ms=60000, stats_interval_ms=0):
+               snapshot_interval_ms=0, transaction_timeout_ms=60000, stats_interval_ms=0,
+               api_extra=""):
         state = self.work / f"state-{name}"
         path = self.work / f"{name}.yaml"
         path.write_text(f"""
@@ -126,6 +127,7 @@ log:
   stats_interval_ms: {stats_interval_ms}
 api:
   listen: "127.0.0.1:0"  # A free port: several daemons run at once.
+{api_extra}
 {extra}
 """)
         return path
