@@ -52,8 +52,12 @@ void WriteInput(JsonWriter& json, const ApiContext& api, const UserView& view);
 // A storage error as a response: 500 corrupt_state (Corruption), 500 state_mismatch
 // (FailedPrecondition: the stored shape is not the bundle's), 503 unavailable, 500 internal.
 Response StorageErrorResponse(const Status& status);
-// The code StorageErrorResponse gives `status` ("corrupt_state", ...).
+// The status and code StorageErrorResponse gives `status` (500, "corrupt_state", ...).
+int StorageErrorStatus(const Status& status);
 std::string_view StorageErrorCode(const Status& status);
+
+// A request the event schema refuses: 400 with the rejection's code and detail.
+Response RejectionResponse(const encoders::Rejection& rejection);
 
 // A user id taken from the path: percent-decoded, then refused as the event schema refuses a
 // user_id (400 invalid_value, "user_id: empty"); nullopt with `error` set when refused.

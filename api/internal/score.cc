@@ -29,10 +29,6 @@ encoders::ScoreRequestLimits Limits(const ApiLimits& limits) {
           .max_total_candidates = static_cast<std::size_t>(limits.max_total_candidates)};
 }
 
-Response Refused(const encoders::Rejection& rejection) {
-  return ErrorResponse(400, encoders::RejectCodeName(rejection.code), rejection.detail);
-}
-
 // Why a user's candidates could not be scored.
 struct ScoreError {
   int status = 500;
@@ -47,8 +43,8 @@ std::optional<ScoreError> ScoreUser(ResourceContext& ctx, std::string_view user,
                                     JsonWriter& json) {
   Result<UserView> view = LoadUserView(ctx, user);
   if (!view.ok()) {
-    const Response r = StorageErrorResponse(view.status());
-    return ScoreError{r.status, std::string(StorageErrorCode(view.status())),
+    return ScoreError{StorageErrorStatus(view.status()),
+                      std::string(StorageErrorCode(view.status())),
                       std::string(view.status().message())};
   }
   const encoders::Bundle& bundle = ctx.api.bundle;
@@ -83,23 +79,35 @@ std::optional<ScoreError> ScoreUser(ResourceContext& ctx, std::string_view user,
   return std::nullopt;
 }
 
+// What both score resources begin with: no query parameters, the body parsed in `form`, and
+// the response's opening members ("model_id", "ts_ms") written into `json`; the 400 when
+// refused.
+std::optional<Response> BeginScore(ResourceContext& ctx, const Query& query, std::string_view body,
+                                   encoders::ScoreRequestForm form, encoders::ScoreRequest& request,
+                                   JsonWriter& json) {
+  if (auto refused = RefuseUnknownParameters(query, {})) {
+    return refused;
+  }
+  encoders::Rejection rejection;
+  if (!ctx.parser.ParseScoreRequest(body, form, Limits(ctx.api.limits), request, rejection)) {
+    return RejectionResponse(rejection);
+  }
+  json.BeginObject();
+  json.Key("model_id").String(ctx.api.bundle.model_id());
+  json.Key("ts_ms").Int(request.ts_ms);
+  return std::nullopt;
+}
+
 }  // namespace
 
 Response PostUserScore(ResourceContext& ctx, std::string_view user, const Query& query,
                        std::string_view body) {
-  if (auto refused = RefuseUnknownParameters(query, {})) {
+  encoders::ScoreRequest request;
+  JsonWriter json;
+  if (auto refused =
+          BeginScore(ctx, query, body, encoders::ScoreRequestForm::kOneUser, request, json)) {
     return *refused;
   }
-  encoders::ScoreRequest request;
-  encoders::Rejection rejection;
-  if (!ctx.parser.ParseScoreRequest(body, encoders::ScoreRequestForm::kOneUser,
-                                    Limits(ctx.api.limits), request, rejection)) {
-    return Refused(rejection);
-  }
-  JsonWriter json;
-  json.BeginObject();
-  json.Key("model_id").String(ctx.api.bundle.model_id());
-  json.Key("ts_ms").Int(request.ts_ms);
   if (const auto error = ScoreUser(ctx, user, request.users.front().candidates, json)) {
     return ErrorResponse(error->status, error->code, error->detail);
   }
@@ -110,19 +118,12 @@ Response PostUserScore(ResourceContext& ctx, std::string_view user, const Query&
 }
 
 Response PostScore(ResourceContext& ctx, const Query& query, std::string_view body) {
-  if (auto refused = RefuseUnknownParameters(query, {})) {
+  encoders::ScoreRequest request;
+  JsonWriter json;
+  if (auto refused =
+          BeginScore(ctx, query, body, encoders::ScoreRequestForm::kManyUsers, request, json)) {
     return *refused;
   }
-  encoders::ScoreRequest request;
-  encoders::Rejection rejection;
-  if (!ctx.parser.ParseScoreRequest(body, encoders::ScoreRequestForm::kManyUsers,
-                                    Limits(ctx.api.limits), request, rejection)) {
-    return Refused(rejection);
-  }
-  JsonWriter json;
-  json.BeginObject();
-  json.Key("model_id").String(ctx.api.bundle.model_id());
-  json.Key("ts_ms").Int(request.ts_ms);
   json.Key("users").BeginArray();
   for (const encoders::ScoreRequest::User& user : request.users) {
     // A user whose state cannot be used is reported in its place; the others are scored.

@@ -64,9 +64,16 @@ std::string_view StorageErrorCode(const Status& status) {
   }
 }
 
+int StorageErrorStatus(const Status& status) {
+  return status.code() == StatusCode::kUnavailable ? 503 : 500;
+}
+
 Response StorageErrorResponse(const Status& status) {
-  const int code = status.code() == StatusCode::kUnavailable ? 503 : 500;
-  return ErrorResponse(code, StorageErrorCode(status), status.message());
+  return ErrorResponse(StorageErrorStatus(status), StorageErrorCode(status), status.message());
+}
+
+Response RejectionResponse(const encoders::Rejection& rejection) {
+  return ErrorResponse(400, encoders::RejectCodeName(rejection.code), rejection.detail);
 }
 
 std::optional<std::string> CheckUserId(std::string_view raw_segment, Response& error) {
@@ -78,7 +85,7 @@ std::optional<std::string> CheckUserId(std::string_view raw_segment, Response& e
   }
   encoders::Rejection rejection;
   if (!encoders::CheckId("user_id", *user, rejection)) {
-    error = ErrorResponse(400, encoders::RejectCodeName(rejection.code), rejection.detail);
+    error = RejectionResponse(rejection);
     return std::nullopt;
   }
   return user;
