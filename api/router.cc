@@ -184,10 +184,20 @@ Result<std::unique_ptr<Router>> Router::Create(const ApiContext& context) {
         l.max_candidates, l.max_users_per_request, l.max_total_candidates);
   }
   ROTOR_ASSIGN_OR_RETURN(encoders::Decoder decoder, encoders::Decoder::Create(context.bundle));
+  constexpr std::string_view kReads = "rotor_api_state_reads_total";
+  constexpr std::string_view kReadsHelp =
+      "Users' state read by the API, by where it was found: the hot-window cache's committed "
+      "view (hot) or a RocksDB snapshot (store).";
+  ROTOR_ASSIGN_OR_RETURN(common::Counter * hot_reads,
+                         context.metrics.AddCounter(kReads, kReadsHelp, {{"source", "hot"}}));
+  ROTOR_ASSIGN_OR_RETURN(common::Counter * store_reads,
+                         context.metrics.AddCounter(kReads, kReadsHelp, {{"source", "store"}}));
   auto impl = std::make_unique<Impl>(ResourceContext{
       .api = context,
       .decoder = std::move(decoder),
       .parser = encoders::EventParser(context.bundle.config()),
+      .hot_reads = hot_reads,
+      .store_reads = store_reads,
   });
   return std::unique_ptr<Router>(new Router(std::move(impl)));
 }

@@ -3,9 +3,10 @@
 // fuzzable without sockets. The server (api/server.h) reads requests off the wire and writes
 // the responses; docs/api.md describes every endpoint, its JSON and its errors.
 //
-// What the API reads comes in one ApiContext that the app fills: the store (read only as
-// committed: one RocksDB snapshot per user), the bundle (scores through encoders/), the metrics
-// registry, and two functions the daemon implements (a user's input partition, readiness).
+// What the API reads comes in one ApiContext that the app fills: the pipeline's committed view
+// of its hot users and the store (both read only as committed: a published commit, or one
+// RocksDB snapshot per user), the bundle (scores through encoders/), the metrics registry, and
+// two functions the daemon implements (a user's input partition, readiness).
 // The API never sees Kafka.
 
 #ifndef ROTOR_API_ROUTER_H_
@@ -22,6 +23,7 @@
 #include "common/metrics.h"
 #include "common/status.h"
 #include "encoders/bundle.h"
+#include "storage/committed_view.h"
 #include "storage/user_state_store.h"
 
 namespace rotor::api {
@@ -60,6 +62,9 @@ struct ApiLimits {
 // made from it lives).
 struct ApiContext {
   const storage::UserStateStore& store;
+  // Optional: the hot-window cache's committed view (storage/committed_view.h). A user found
+  // there is read without touching RocksDB; otherwise (or when null) from a store snapshot.
+  const storage::CommittedView* committed_view = nullptr;
   const encoders::Bundle& bundle;
   // /metrics renders it; the server registers its request metrics in it.
   common::MetricsRegistry& metrics;

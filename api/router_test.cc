@@ -37,8 +37,10 @@
 #include "encoders/event_parser.h"
 #include "encoders/featurizer.h"
 #include "encoders/ready_tensors.h"
+#include "storage/committed_view.h"
 #include "storage/testing.h"
 #include "storage/user_state_store.h"
+#include "storage/window_cache.h"
 
 namespace rotor::api {
 namespace {
@@ -158,8 +160,11 @@ class ApiFixture {
       throw std::runtime_error(store.status().ToString());
     }
     store_ = std::move(*store);
+    view_ = std::make_unique<storage::CommittedView>(bundle_->model_id());
+    hot_ = std::make_unique<storage::WindowCache>(int64_t{64} << 20, view_.get());
     context_ = std::make_unique<ApiContext>(ApiContext{
         .store = *store_,
+        .committed_view = view_.get(),
         .bundle = *bundle_,
         .metrics = metrics_,
         .input_topic = std::string(kTopic),
@@ -209,6 +214,20 @@ class ApiFixture {
     ASSERT_TRUE(store_->Commit(batch).ok());
   }
 
+  // Publishes `window` as `user`'s committed state in the hot view (as the pipeline's cache
+  // does after a commit), with the user's partition's next offset; RocksDB is not written.
+  void PublishHot(std::string_view user, const encoders::KvWindow& window, int64_t next_offset) {
+    ASSERT_NE(hot_->Insert(std::string(user),
+                           storage::UserState{.window = window, .recent_event_ids = {}}),
+              nullptr);
+    const std::vector<std::string> users{std::string(user)};
+    const std::vector<std::pair<TopicPartition, int64_t>> offsets{
+        {TopicPartition{std::string(kTopic), PartitionOf(user)}, next_offset}};
+    hot_->Publish(users, offsets);
+  }
+  // Takes `user` out of the hot view (as the pipeline does while a batch changes it).
+  void WithdrawHot(std::string_view user) { hot_->Take(user); }
+
   Response Route(std::string_view method, std::string_view target, std::string_view body = {}) {
     return router_->Route({.method = method, .target = target, .body = body});
   }
@@ -230,6 +249,8 @@ class ApiFixture {
   std::unique_ptr<storage::UserStateStore> store_;
   common::MetricsRegistry metrics_;
   Readiness readiness_;
+  std::unique_ptr<storage::CommittedView> view_;
+  std::unique_ptr<storage::WindowCache> hot_;  // The view's publisher.
   std::unique_ptr<ApiContext> context_;
   std::unique_ptr<Router> router_;
 };
@@ -608,6 +629,48 @@ TEST_F(RouterTest, HealthIsAlwaysOkAndReadinessFollowsTheDaemon) {
   ExpectError(api_.Post("/v1/score", "{}"), 503, "not_ready");
   ExpectError(api_.Get("/v1/score"), 405, "method_not_allowed");
   EXPECT_EQ(api_.Get("/metrics").status, 200);
+}
+
+// Reads of the state the pipeline's hot cache published in the committed view never touch
+// RocksDB and answer exactly as a snapshot of the same commit would.
+TEST_F(RouterTest, HotUsersAreReadFromTheCommittedViewAsFromTheStore) {
+  const std::string score_body = CandidatesBody("siren.long");
+  const auto answers = [&] {
+    return std::vector<std::string>{api_.Get("/v1/users/u-long").body,
+                                    api_.Get("/v1/users/u-long/tensors?dtype=bf16").body,
+                                    api_.Post("/v1/users/u-long/score", score_body).body};
+  };
+  const auto reads = [&](std::string_view source) {
+    const std::string line = fmt::format("rotor_api_state_reads_total{{source=\"{}\"}} ", source);
+    const std::string text = api_.Get("/metrics").body;
+    const std::size_t at = text.find(line);
+    return at == std::string::npos ? -1 : std::stoll(text.substr(at + line.size()));
+  };
+  const std::vector<std::string> from_store = answers();
+  EXPECT_EQ(reads("store"), 3);
+  EXPECT_EQ(reads("hot"), 0);
+
+  api_.PublishHot("u-long", window_, 577);  // The same commit, now hot.
+  EXPECT_EQ(answers(), from_store);
+  EXPECT_EQ(reads("store"), 3);
+  EXPECT_EQ(reads("hot"), 3);
+
+  // A later commit the view has and RocksDB (in this test) does not: the hot path answers.
+  std::vector<std::string> more = Lines(Golden("siren.long.events.jsonl"));
+  more.push_back(more.front());
+  const encoders::KvWindow later = api_.Decode(more);
+  api_.PublishHot("u-long", later, 580);
+  const json body = Body(api_.Get("/v1/users/u-long"));
+  EXPECT_EQ(body["next_pos"], later.next_pos);
+  EXPECT_EQ(body["input"]["next_offset"], 580);
+  auto tensors = encoders::DecodeReadyTensors(api_.Get("/v1/users/u-long/tensors").body);
+  ASSERT_TRUE(tensors.ok()) << tensors.status().ToString();
+  EXPECT_EQ(tensors->header.source_offset, 579);
+  EXPECT_EQ(tensors->header.next_pos, later.next_pos);
+
+  api_.WithdrawHot("u-long");  // A batch in flight changes it: back to RocksDB's commit.
+  EXPECT_EQ(answers(), from_store);
+  EXPECT_EQ(reads("store"), 6);
 }
 
 TEST_F(RouterTest, MetricsRenderTheSharedRegistry) {

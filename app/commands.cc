@@ -157,8 +157,12 @@ int Serve(const Flags& flags, const Config& config) {
     return Fail("serve", runtime.status(), config.state.dir);
   }
   Runtime& rt = **runtime;
-  auto daemon = pipeline::Daemon::Create(
-      config, {.bundle = &rt.bundle(), .store = &rt.store(), .metrics = &rt.metrics()}, run);
+  auto daemon = pipeline::Daemon::Create(config,
+                                         {.bundle = &rt.bundle(),
+                                          .store = &rt.store(),
+                                          .metrics = &rt.metrics(),
+                                          .committed_view = &rt.committed_view()},
+                                         run);
   if (!daemon.ok()) {
     return Fail("serve", daemon.status(), config.state.dir);
   }
@@ -168,6 +172,7 @@ int Serve(const Flags& flags, const Config& config) {
   // ready while the partitions restore. The context outlives the server.
   const api::ApiContext context{
       .store = rt.store(),
+      .committed_view = &rt.committed_view(),
       .bundle = rt.bundle(),
       .metrics = rt.metrics(),
       .input_topic = d.input_topic(),

@@ -32,7 +32,10 @@ Result<encoders::Bundle> LoadBundle(const config::DaemonConfig& config) {
 
 Runtime::Runtime(config::DaemonConfig config, encoders::Bundle bundle,
                  std::unique_ptr<storage::UserStateStore> store)
-    : config_(std::move(config)), bundle_(std::move(bundle)), store_(std::move(store)) {}
+    : config_(std::move(config)),
+      bundle_(std::move(bundle)),
+      store_(std::move(store)),
+      committed_view_(bundle_.model_id()) {}
 
 Runtime::~Runtime() {
   (void)Close();

@@ -1,10 +1,12 @@
 // Runtime: what one `rotor` command runs on, set up in one place: the config's model bundle,
 // loaded once; the state store, opened once with the config's cache and write-buffer sizes;
-// and the metrics registry. The daemon, replay, the HTTP API and inspect borrow them from here
-// instead of each opening its own.
+// the metrics registry; and the committed view of the hot-window cache (what the daemon
+// publishes and the HTTP API reads). The daemon, replay, the HTTP API and inspect borrow them
+// from here instead of each opening its own.
 //
 // Lifecycle: Open loads and opens; Close (or destruction) closes the store. Whatever borrowed
-// the bundle, the store or the registry (a Daemon, an api::Server) must be gone first.
+// the bundle, the store, the registry or the view (a Daemon, an api::Server) must be gone
+// first.
 // Concurrency: the accessors are thread-safe; the store and the registry are themselves
 // thread-safe (storage/user_state_store.h, common/metrics.h). Close must not race users.
 // Limitations: one state directory per process (RocksDB's LOCK): a second Runtime on the same
@@ -21,6 +23,7 @@
 #include "common/status.h"
 #include "config/daemon_config.h"
 #include "encoders/bundle.h"
+#include "storage/committed_view.h"
 #include "storage/user_state_store.h"
 
 namespace rotor::app {
@@ -59,6 +62,7 @@ class Runtime {
   storage::UserStateStore& store() { return *store_; }
   const storage::UserStateStore& store() const { return *store_; }
   common::MetricsRegistry& metrics() { return metrics_; }
+  storage::CommittedView& committed_view() { return committed_view_; }
 
   // The partition count of kafka.input_topic that state.dir recorded (the daemon records it on
   // its first start, `rotor replay --partitions N` too); 0 when none was. Corruption when the
@@ -76,6 +80,7 @@ class Runtime {
   encoders::Bundle bundle_;
   std::unique_ptr<storage::UserStateStore> store_;
   common::MetricsRegistry metrics_;
+  storage::CommittedView committed_view_;  // Of bundle_'s model.
   bool closed_ = false;
 };
 

@@ -20,6 +20,7 @@
 #include "common/topic_partition.h"
 #include "config/daemon_config.h"
 #include "encoders/bundle.h"
+#include "storage/committed_view.h"
 #include "storage/user_state_store.h"
 
 namespace rotor::pipeline {
@@ -75,6 +76,9 @@ struct DaemonResources {
   // Optional: where the daemon registers its metrics (docs/daemon.md, "Readiness and
   // metrics"); null: the metrics are kept but not exported.
   common::MetricsRegistry* metrics = nullptr;
+  // Optional, of the bundle's model: where the hot-window cache publishes each committed
+  // batch's users for the API's reads (storage/committed_view.h); null: not published.
+  storage::CommittedView* committed_view = nullptr;
 };
 
 // Where one assigned input partition stands (docs/daemon.md, "Readiness and metrics").

@@ -1319,9 +1319,10 @@ TEST_F(DaemonTest, UsersExpireByEventTimeAndReplayWithPartitionsBuildsTheSameSta
       << other_count.status().ToString();
 }
 
-// The app's runtime lends the daemon its bundle, store and metrics registry: the daemon serves
-// and commits into the lent store, which stays open (and usable) after the daemon is gone, and
-// PartitionOf is where the producer routed each user.
+// The app's runtime lends the daemon its bundle, store, metrics registry and committed view:
+// the daemon serves and commits into the lent store, which stays open (and usable) after the
+// daemon is gone, publishes its hot users' committed state into the view, and PartitionOf is
+// where the producer routed each user.
 TEST_F(DaemonTest, ADaemonWithLentResourcesCommitsIntoTheLentStore) {
   const EventsByUser events = GoldenUsers(6);
   ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events)));
@@ -1329,12 +1330,14 @@ TEST_F(DaemonTest, ADaemonWithLentResourcesCommitsIntoTheLentStore) {
   auto store = storage::UserStateStore::Open(StoreOptionsFor(config));
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   common::MetricsRegistry registry;
+  storage::CommittedView view(bundle_->model_id());
   const auto refused = Daemon::Create(config, DaemonResources{.bundle = bundle_.get()});
   EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument) << refused.status().ToString();
   {
-    auto daemon = Daemon::Create(
-        config,
-        DaemonResources{.bundle = bundle_.get(), .store = store->get(), .metrics = &registry});
+    auto daemon = Daemon::Create(config, DaemonResources{.bundle = bundle_.get(),
+                                                         .store = store->get(),
+                                                         .metrics = &registry,
+                                                         .committed_view = &view});
     ASSERT_TRUE(daemon.ok()) << daemon.status().ToString();
     EXPECT_EQ((*daemon)->input_topic(), kInputTopic);
     EXPECT_EQ(&(*daemon)->bundle(), bundle_.get());
@@ -1352,7 +1355,19 @@ TEST_F(DaemonTest, ADaemonWithLentResourcesCommitsIntoTheLentStore) {
     }
     EXPECT_EQ(serving.daemon().PartitionOf("user-0"),
               internal::JavaPartition("user-0", kPartitions));
+    // The lent committed view holds every (hot) user as committed, with its partition's
+    // committed offset, read while the daemon still runs.
+    const auto stored_offsets = (*store)->LoadOffsets();
+    ASSERT_TRUE(stored_offsets.ok());
+    for (const auto& [user, lines] : events) {
+      const TopicPartition tp{std::string(kInputTopic), serving.daemon().PartitionOf(user)};
+      const storage::CommittedView::Read read = view.Find(user, tp);
+      ASSERT_NE(read.state, nullptr) << user;
+      ExpectSameRows(read.state->window, Direct(lines).window);
+      EXPECT_EQ(read.next_offset, stored_offsets->at(tp)) << user;
+    }
   }
+  EXPECT_EQ(view.size(), 0U);  // Withdrawn with the daemon's cache.
   // The daemon is gone; the lent store is still open and holds what it committed.
   const auto& cfg = bundle_->config();
   for (const auto& [user, lines] : events) {

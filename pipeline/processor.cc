@@ -132,7 +132,8 @@ struct Processor::Impl {
   };
 
   Impl(const encoders::Bundle& b, storage::UserStateStore& s, config::PipelineOptions p,
-       config::OutputOptions o, const config::StateOptions& st, Clock c, encoders::Decoder d)
+       config::OutputOptions o, const config::StateOptions& st, Clock c, encoders::Decoder d,
+       storage::CommittedView* view)
       : bundle(b),
         store(s),
         pipeline(p),
@@ -141,7 +142,7 @@ struct Processor::Impl {
         decoder(std::move(d)),
         featurizer(b.config()),
         parser(b.config()),
-        cache(st.window_cache_bytes),
+        cache(st.window_cache_bytes, view),
         snapshot_clock(o.snapshot_interval_ms, kSnapshotClockUsers),
         user_ttl_ms(st.user_ttl_ms),
         sweep_users(st.user_ttl_ms > 0 ? st.ttl_sweep_users_per_batch : 0),
@@ -201,9 +202,8 @@ struct Processor::Impl {
     auto it = uncommitted.find(user);
     if (it == uncommitted.end()) {
       storage::UserState state;
-      if (storage::UserState* cached = cache.Find(user); cached != nullptr) {
+      if (std::optional<storage::UserState> cached = cache.Take(user)) {
         state = std::move(*cached);
-        cache.Erase(user);
       } else {
         const encoders::ModelConfig& cfg = bundle.config();
         ++stats.store_loads;
@@ -308,8 +308,12 @@ Result<std::unique_ptr<Processor>> Processor::Create(const encoders::Bundle& bun
                                                      storage::UserStateStore& store,
                                                      const config::PipelineOptions& pipeline,
                                                      const config::OutputOptions& output,
-                                                     const config::StateOptions& state,
-                                                     Clock clock) {
+                                                     const config::StateOptions& state, Clock clock,
+                                                     storage::CommittedView* view) {
+  if (view != nullptr && view->model_id() != bundle.model_id()) {
+    return Status::InvalidArgument("the committed view is of model {}, the bundle is model {}",
+                                   view->model_id(), bundle.model_id());
+  }
   ROTOR_ASSIGN_OR_RETURN(auto stored_model, store.LoadInfo(kInfoModelId));
   if (stored_model && *stored_model != bundle.model_id()) {
     return Status::FailedPrecondition(
@@ -320,7 +324,7 @@ Result<std::unique_ptr<Processor>> Processor::Create(const encoders::Bundle& bun
   ROTOR_ASSIGN_OR_RETURN(encoders::Decoder decoder, encoders::Decoder::Create(bundle));
   ROTOR_ASSIGN_OR_RETURN(Impl::Watermarks watermarks, store.LoadWatermarks());
   auto impl = std::make_unique<Impl>(bundle, store, pipeline, output, state, std::move(clock),
-                                     std::move(decoder));
+                                     std::move(decoder), view);
   impl->model_id_stored = stored_model.has_value();
   impl->committed_watermarks = watermarks;
   impl->watermarks = std::move(watermarks);
@@ -564,6 +568,8 @@ void Processor::Finish(PendingBatch&& batch) {
       s.uncommitted.erase(it);
     }
   }
+  // Queries see the batch's users (those still cached) with the offsets they cover.
+  s.cache.Publish(batch.users, batch.next_offsets);
   batch.users.clear();
 }
 

@@ -23,6 +23,7 @@
 #include "common/topic_partition.h"
 #include "config/daemon_config.h"
 #include "encoders/bundle.h"
+#include "storage/committed_view.h"
 #include "storage/user_state_store.h"
 
 namespace rotor::pipeline {
@@ -146,11 +147,15 @@ class Processor {
 
   // Of `state`, reads window_cache_bytes (the hot-window cache and the windows held for
   // batches in flight), user_ttl_ms and ttl_sweep_users_per_batch. Loads the watermarks.
+  // `view` (optional, outlives the Processor, of the bundle's model): the hot-window cache
+  // publishes every finished batch's users into it with the batch's next offsets, for readers
+  // on other threads (the API); see storage/committed_view.h.
   static Result<std::unique_ptr<Processor>> Create(const encoders::Bundle& bundle,
                                                    storage::UserStateStore& store,
                                                    const config::PipelineOptions& pipeline,
                                                    const config::OutputOptions& output,
-                                                   const config::StateOptions& state, Clock clock);
+                                                   const config::StateOptions& state, Clock clock,
+                                                   storage::CommittedView* view = nullptr);
   ~Processor();
   Processor(const Processor&) = delete;
   Processor& operator=(const Processor&) = delete;

@@ -63,8 +63,8 @@ class ProcessorTest : public ::testing::Test {
     processor_.reset();
     config::StateOptions state = state_;
     state.window_cache_bytes = cache_bytes_;
-    auto processor =
-        Processor::Create(*bundle_, *store_, pipeline_, output_, state, [this] { return now_ms_; });
+    auto processor = Processor::Create(
+        *bundle_, *store_, pipeline_, output_, state, [this] { return now_ms_; }, view_.get());
     ASSERT_TRUE(processor.ok()) << processor.status().ToString();
     processor_ = std::move(processor).value();
   }
@@ -190,6 +190,9 @@ class ProcessorTest : public ::testing::Test {
   int32_t partitions_ = 0;
   std::unique_ptr<encoders::Bundle> bundle_;
   std::unique_ptr<storage::UserStateStore> store_;
+  // Where MakeProcessor's processor publishes (none when null). Declared before processor_,
+  // which must go first.
+  std::unique_ptr<storage::CommittedView> view_;
   std::unique_ptr<Processor> processor_;
   config::PipelineOptions pipeline_;
   config::OutputOptions output_{
@@ -622,6 +625,83 @@ TEST_F(ProcessorTest, BatchesInFlightBuildOnEachOther) {
     }
     ExpectSameRows(Stored(u), Direct(want));
   }
+}
+
+// The committed view (what the API reads of hot users) holds, for every user it holds, the
+// state RocksDB has and the partition's committed next offset; users of a batch in flight are
+// withdrawn until it commits, an abandoned batch publishes nothing, a cleared cache nothing.
+TEST_F(ProcessorTest, TheCommittedViewHoldsWhatRocksDbCommittedForHotUsers) {
+  view_ = std::make_unique<storage::CommittedView>(bundle_->model_id());
+  MakeProcessor();
+  const auto& cfg = bundle_->config();
+  const TopicPartition p0{std::string(kTopic), 0};
+  // `user` as the view has it equals `user` as a RocksDB snapshot has it, offset included.
+  const auto expect_view_is_store = [&](const std::string& user) {
+    const storage::CommittedView::Read read = view_->Find(user, p0);
+    ASSERT_NE(read.state, nullptr) << user;
+    auto stored =
+        store_->LoadCommittedUser(user, cfg.n_blocks(), cfg.window, cfg.d_model, kTopic, 0);
+    ASSERT_TRUE(stored.ok() && stored->state.has_value()) << user;
+    ExpectSameRows(read.state->window, stored->state->window);
+    EXPECT_EQ(read.state->recent_event_ids, stored->state->recent_event_ids) << user;
+    EXPECT_EQ(read.next_offset, stored->next_offset) << user;
+  };
+  const std::vector<std::string> kai = testing::GoldenUserEvents("kai");
+  const std::vector<std::string> lea = testing::GoldenUserEvents("lea");
+  Run(Keyed({kai[0], kai[1]}, "kai"), 10);
+  Run(Keyed({lea[0]}, "lea"), 10);
+  expect_view_is_store("kai");
+  expect_view_is_store("lea");  // kai's state also covers lea's later offset.
+  EXPECT_EQ(view_->Find("kai", p0).next_offset, next_offset_);
+  EXPECT_EQ(view_->Find("nobody", p0).state, nullptr);
+
+  // A batch in flight takes kai out of the view; lea stays, at the committed offset.
+  const std::vector<Message> more = Keyed({kai[2]}, "kai");
+  const InputRecord record{.topic = kTopic,
+                           .partition = 0,
+                           .offset = more[0].offset,
+                           .has_key = true,
+                           .key = more[0].key,
+                           .value = more[0].value,
+                           .publish = true};
+  auto batch = processor_->Process(std::span<const InputRecord>(&record, 1));
+  ASSERT_TRUE(batch.ok());
+  EXPECT_EQ(view_->Find("kai", p0).state, nullptr);
+  expect_view_is_store("lea");
+  ASSERT_TRUE(store_->Commit(batch->state).ok());
+  processor_->Finish(std::move(batch).value());
+  expect_view_is_store("kai");
+  ExpectSameRows(view_->Find("kai", p0).state->window, Direct({kai[0], kai[1], kai[2]}));
+
+  // An abandoned batch publishes nothing: kai is read from RocksDB until a batch commits it.
+  const std::vector<Message> failed = Keyed({kai[3]}, "kai");
+  const InputRecord failed_record{.topic = kTopic,
+                                  .partition = 0,
+                                  .offset = failed[0].offset,
+                                  .has_key = true,
+                                  .key = failed[0].key,
+                                  .value = failed[0].value,
+                                  .publish = true};
+  auto abandoned = processor_->Process(std::span<const InputRecord>(&failed_record, 1));
+  ASSERT_TRUE(abandoned.ok());
+  processor_->Abandon(std::move(abandoned).value());
+  EXPECT_EQ(view_->Find("kai", p0).state, nullptr);
+  expect_view_is_store("lea");
+
+  processor_->ClearCache();  // A revoke.
+  EXPECT_EQ(view_->size(), 0U);
+  EXPECT_EQ(view_->Find("lea", p0).state, nullptr);
+
+  // A view of another model is refused.
+  processor_.reset();  // Before its view goes.
+  view_ = std::make_unique<storage::CommittedView>("another-model");
+  config::StateOptions state = state_;
+  EXPECT_EQ(
+      Processor::Create(
+          *bundle_, *store_, pipeline_, output_, state, [this] { return now_ms_; }, view_.get())
+          .status()
+          .code(),
+      StatusCode::kInvalidArgument);
 }
 
 // A failed delivery abandons the oldest batch in flight and every later one: the next batch

@@ -1,12 +1,18 @@
 #include "storage/window_cache.h"
 
 #include <algorithm>
+#include <atomic>
 #include <utility>
+#include <vector>
 
 namespace rotor::storage {
 
-WindowCache::WindowCache(int64_t budget_bytes)
-    : budget_bytes_(std::max<int64_t>(budget_bytes, 0)) {}
+WindowCache::WindowCache(int64_t budget_bytes, CommittedView* view)
+    : budget_bytes_(std::max<int64_t>(budget_bytes, 0)), view_(view) {}
+
+WindowCache::~WindowCache() {
+  Clear();  // The view's readers must not keep finding entries of a cache that is gone.
+}
 
 int64_t WindowCache::EntryBytes(std::string_view user, const UserState& state) {
   const encoders::KvWindow& window = state.window;
@@ -26,7 +32,7 @@ int64_t WindowCache::EntryBytes(std::string_view user, const UserState& state) {
          static_cast<int64_t>(user.size()) + id_bytes + kEntryOverheadBytes;
 }
 
-UserState* WindowCache::Find(std::string_view user) {
+const UserState* WindowCache::Find(std::string_view user) {
   const auto found = index_.find(user);
   if (found == index_.end()) {
     ++stats_.misses;
@@ -34,10 +40,45 @@ UserState* WindowCache::Find(std::string_view user) {
   }
   ++stats_.hits;
   lru_.splice(lru_.begin(), lru_, found->second);
-  return &found->second->state;
+  return found->second->state.get();
 }
 
-UserState* WindowCache::Insert(std::string user, UserState state) {
+std::optional<UserState> WindowCache::Take(std::string_view user) {
+  const auto found = index_.find(user);
+  if (found == index_.end()) {
+    ++stats_.misses;
+    return std::nullopt;
+  }
+  ++stats_.hits;
+  std::shared_ptr<UserState> state = std::move(found->second->state);
+  Remove(found->second);  // Out of the view: no reader can take a new reference now.
+  if (state.use_count() == 1) {
+    // Every reader that held it has released it; the fence orders their reads (which happen
+    // before their release of the count) before our changes to the state.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return std::move(*state);
+  }
+  ++stats_.shared_copies;
+  return UserState(*state);
+}
+
+void WindowCache::Publish(std::span<const std::string> users,
+                          std::span<const std::pair<TopicPartition, int64_t>> offsets) {
+  if (view_ == nullptr) {
+    return;
+  }
+  std::vector<CommittedView::Entry> entries;
+  entries.reserve(users.size());
+  for (const std::string& user : users) {
+    const auto found = index_.find(std::string_view(user));
+    if (found != index_.end()) {
+      entries.emplace_back(user, found->second->state);
+    }
+  }
+  view_->Publish(std::move(entries), offsets);
+}
+
+const UserState* WindowCache::Insert(std::string user, UserState state) {
   Erase(user);
   const int64_t entry_bytes = EntryBytes(user, state);
   if (entry_bytes > budget_bytes_) {
@@ -48,10 +89,12 @@ UserState* WindowCache::Insert(std::string user, UserState state) {
     Remove(std::prev(lru_.end()));
     ++stats_.evictions;
   }
-  lru_.push_front(Entry{.user = std::move(user), .state = std::move(state), .bytes = entry_bytes});
+  lru_.push_front(Entry{.user = std::move(user),
+                        .state = std::make_shared<UserState>(std::move(state)),
+                        .bytes = entry_bytes});
   index_.emplace(lru_.front().user, lru_.begin());
   bytes_ += entry_bytes;
-  return &lru_.front().state;
+  return lru_.front().state.get();
 }
 
 void WindowCache::SetBudget(int64_t budget_bytes) {
@@ -70,12 +113,18 @@ void WindowCache::Erase(std::string_view user) {
 }
 
 void WindowCache::Clear() {
+  if (view_ != nullptr) {
+    view_->Clear();
+  }
   index_.clear();
   lru_.clear();
   bytes_ = 0;
 }
 
 void WindowCache::Remove(Lru::iterator it) {
+  if (view_ != nullptr) {
+    view_->Withdraw(it->user);
+  }
   bytes_ -= it->bytes;
   index_.erase(std::string_view(it->user));
   lru_.erase(it);

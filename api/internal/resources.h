@@ -6,6 +6,7 @@
 #define ROTOR_API_INTERNAL_RESOURCES_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,6 +15,7 @@
 
 #include "api/internal/json_writer.h"
 #include "api/router.h"
+#include "common/metrics.h"
 #include "common/status.h"
 #include "encoders/decoder.h"
 #include "encoders/event_parser.h"
@@ -28,22 +30,28 @@ struct ResourceContext {
   const ApiContext& api;
   encoders::Decoder decoder;
   encoders::EventParser parser;
+  // rotor_api_state_reads_total{source="hot"|"store"}: users read from the committed view,
+  // from a RocksDB snapshot.
+  common::Counter* hot_reads = nullptr;
+  common::Counter* store_reads = nullptr;
 };
 
 // ---- user_view.cc ---------------------------------------------------------------------------
 
-// One user's committed state as a response reports it: the stored window (or, for a user
+// One user's committed state as a response reports it: the committed window (or, for a user
 // without state, the empty window a new user starts from) and which input it covers.
 struct UserView {
   std::string user_id;
   bool known = false;
-  encoders::KvWindow window;
+  // Never null; shared with the committed view when read from it (never changed there).
+  std::shared_ptr<const encoders::KvWindow> window;
   std::string model_id;  // The stored state's model; empty when !known.
   int32_t partition = 0;
   std::optional<int64_t> next_offset;  // The partition's stored next offset.
 };
 
-// Reads `user` (already checked by CheckUserId) through storage's one-snapshot read path.
+// Reads `user` (already checked by CheckUserId): from the committed view when the user is hot
+// there, else through storage's one-snapshot read path.
 Result<UserView> LoadUserView(ResourceContext& ctx, std::string_view user);
 
 // "input": {"topic", "partition", "next_offset"} (null when no offset is stored).

@@ -58,13 +58,13 @@ std::optional<ScoreError> ScoreUser(ResourceContext& ctx, std::string_view user,
   }
   const auto& labels = bundle.config().schema.labels;
   std::vector<float> logits(candidates.size() * labels.size());
-  if (const Status s = ctx.decoder.ScoreCandidates(view->window, candidates, logits); !s.ok()) {
+  if (const Status s = ctx.decoder.ScoreCandidates(*view->window, candidates, logits); !s.ok()) {
     return ScoreError{500, "internal", std::string(s.message())};
   }
 
   json.Key("user_id").String(view->user_id);
   json.Key("known").Bool(view->known);
-  json.Key("next_pos").Int(view->window.next_pos);
+  json.Key("next_pos").Int(view->window->next_pos);
   WriteInput(json, ctx.api, *view);
   json.Key("scores").BeginArray();
   for (std::size_t c = 0; c < candidates.size(); ++c) {

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -11,6 +12,8 @@
 
 #include "api/internal/resources.h"
 #include "api/internal/target.h"
+#include "common/topic_partition.h"
+#include "storage/committed_view.h"
 
 namespace rotor::api::internal {
 
@@ -22,6 +25,22 @@ Result<UserView> LoadUserView(ResourceContext& ctx, std::string_view user) {
   if (view.partition < 0) {
     return Status::Internal("the partitioner put user '{}' in partition {}", user, view.partition);
   }
+  if (ctx.api.committed_view != nullptr) {
+    const storage::CommittedView& hot = *ctx.api.committed_view;
+    storage::CommittedView::Read read =
+        hot.Find(user, TopicPartition{ctx.api.input_topic, view.partition});
+    if (read.state != nullptr) {
+      ctx.hot_reads->Increment();
+      view.known = true;
+      view.next_offset = read.next_offset;
+      view.model_id = hot.model_id();
+      // Shares the view's state: the window lives as long as the response needs it.
+      const encoders::KvWindow* window = &read.state->window;
+      view.window = std::shared_ptr<const encoders::KvWindow>(std::move(read.state), window);
+      return view;
+    }
+  }
+  ctx.store_reads->Increment();
   ROTOR_ASSIGN_OR_RETURN(
       storage::CommittedUser committed,
       ctx.api.store.LoadCommittedUser(user, cfg.n_blocks(), cfg.window, cfg.d_model,
@@ -29,11 +48,11 @@ Result<UserView> LoadUserView(ResourceContext& ctx, std::string_view user) {
   view.next_offset = committed.next_offset;
   if (committed.state) {
     view.known = true;
-    view.window = std::move(committed.state->window);
+    view.window = std::make_shared<const encoders::KvWindow>(std::move(committed.state->window));
     view.model_id = std::move(committed.model_id);
   } else {
     // What the model says of a new user: the empty window its first event would extend.
-    view.window = ctx.decoder.NewWindow(0);
+    view.window = std::make_shared<const encoders::KvWindow>(ctx.decoder.NewWindow(0));
   }
   return view;
 }

@@ -41,7 +41,7 @@ Response GetUser(ResourceContext& ctx, std::string_view user, const Query& query
   if (!view) {
     return error;
   }
-  const encoders::KvWindow& w = view->window;
+  const encoders::KvWindow& w = *view->window;
   JsonWriter json;
   json.BeginObject();
   json.Key("user_id").String(view->user_id);
@@ -89,14 +89,15 @@ Response GetUserTensors(ResourceContext& ctx, std::string_view user, const Query
       .kind = encoders::ReadyKind::kSnapshot,
       .model_id = view->model_id,
       .user_id = view->user_id,
-      .next_pos = view->window.next_pos,
-      .last_ts_ms = view->window.last_ts_ms,
+      .next_pos = view->window->next_pos,
+      .last_ts_ms = view->window->last_ts_ms,
       .source_topic = ctx.api.input_topic,
       .source_partition = view->partition,
       .source_offset = view->next_offset ? *view->next_offset - 1 : -1,
       .dtype = dtype,
   };
-  Result<std::string> bytes = encoders::EncodeReadyTensors(view->window, view->window.rows, header);
+  Result<std::string> bytes =
+      encoders::EncodeReadyTensors(*view->window, view->window->rows, header);
   if (!bytes.ok()) {
     return ErrorResponse(500, "internal", bytes.status().message());
   }
