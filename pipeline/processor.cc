@@ -87,6 +87,8 @@ struct Processor::Impl {
   // the elements stay valid while others are inserted (UserWork points into it).
   struct Uncommitted {
     storage::UserState state;
+    // The user's input partition (records elsewhere than their key's partition are refused).
+    TopicPartition partition;
     uint64_t seq = 0;
     int64_t bytes = 0;  // Charged against the cache's budget while held here.
   };
@@ -198,7 +200,8 @@ struct Processor::Impl {
 
   // The user's latest state: from a batch in flight, else the cache, else RocksDB. It is held
   // in `uncommitted` from now on, marked as touched by `batch`.
-  Result<Uncommitted*> Take(const std::string& user, PendingBatch& batch) {
+  Result<Uncommitted*> Take(const std::string& user, const InputRecord& record,
+                            PendingBatch& batch) {
     auto it = uncommitted.find(user);
     if (it == uncommitted.end()) {
       storage::UserState state;
@@ -215,7 +218,9 @@ struct Processor::Impl {
       }
       const int64_t bytes = storage::WindowCache::EntryBytes(user, state);
       uncommitted_bytes += bytes;
-      it = uncommitted.emplace(user, Uncommitted{std::move(state), 0, bytes}).first;
+      TopicPartition partition{std::string(record.topic), record.partition};
+      it = uncommitted.emplace(user, Uncommitted{std::move(state), std::move(partition), 0, bytes})
+               .first;
     }
     if (it->second.seq != batch.seq) {
       it->second.seq = batch.seq;
@@ -430,7 +435,7 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
       s.Reject(record, RejectCode::kCorruptState, q->second, batch);
       continue;
     }
-    auto taken = s.Take(parsed.user_id, batch);
+    auto taken = s.Take(parsed.user_id, record, batch);
     if (!taken.ok() && taken.status().code() == StatusCode::kCorruption) {
       std::string why = fmt::format(
           "the stored state of user '{}' cannot be read ({}); its events are refused until the "
@@ -564,7 +569,7 @@ void Processor::Finish(PendingBatch&& batch) {
     if (it != s.uncommitted.end() && it->second.seq == batch.seq) {
       s.uncommitted_bytes -= it->second.bytes;
       s.FitCache();  // Room for the insert.
-      s.cache.Insert(user, std::move(it->second.state));
+      s.cache.Insert(user, std::move(it->second.state), std::move(it->second.partition));
       s.uncommitted.erase(it);
     }
   }
@@ -590,6 +595,10 @@ void Processor::Abandon(PendingBatch&& batch) {
 
 void Processor::ClearCache() {
   impl_->cache.Clear();
+}
+
+void Processor::DropPartitions(std::span<const TopicPartition> partitions) {
+  impl_->cache.ErasePartitions(partitions);
 }
 
 std::size_t Processor::in_flight() const {

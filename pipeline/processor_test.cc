@@ -704,6 +704,45 @@ TEST_F(ProcessorTest, TheCommittedViewHoldsWhatRocksDbCommittedForHotUsers) {
       StatusCode::kInvalidArgument);
 }
 
+// A revoke drops only the revoked partitions' users: the partitions kept stay hot (no RocksDB
+// read on their next event, still in the committed view), the revoked ones are read again.
+TEST_F(ProcessorTest, DroppingRevokedPartitionsKeepsTheOthersHot) {
+  partitions_ = 4;
+  view_ = std::make_unique<storage::CommittedView>(bundle_->model_id());
+  MakeProcessor();
+  std::string gone = "kai";
+  std::string kept;
+  for (const std::string candidate : {"lea", "max", "ned", "ivy", "zoe", "amy", "bob"}) {
+    if (internal::JavaPartition(candidate, partitions_) !=
+        internal::JavaPartition(gone, partitions_)) {
+      kept = candidate;
+      break;
+    }
+  }
+  ASSERT_FALSE(kept.empty());
+  const TopicPartition gone_tp{std::string(kTopic), internal::JavaPartition(gone, partitions_)};
+  const TopicPartition kept_tp{std::string(kTopic), internal::JavaPartition(kept, partitions_)};
+  const std::vector<std::string> gone_events = testing::GoldenUserEvents(gone);
+  const std::vector<std::string> kept_events = testing::GoldenUserEvents(kept);
+  Run(Keyed({gone_events[0]}, gone), 10);
+  Run(Keyed({kept_events[0]}, kept), 10);
+  ASSERT_EQ(processor_->cached_users(), 2);
+  const int64_t loads = processor_->stats().store_loads;
+
+  const std::vector<TopicPartition> revoked{gone_tp};
+  processor_->DropPartitions(revoked);
+  EXPECT_EQ(processor_->cached_users(), 1);
+  EXPECT_EQ(view_->Find(gone, gone_tp).state, nullptr);
+  EXPECT_NE(view_->Find(kept, kept_tp).state, nullptr);
+
+  Run(Keyed({gone_events[1]}, gone), 10);
+  Run(Keyed({kept_events[1]}, kept), 10);
+  EXPECT_EQ(processor_->stats().store_loads, loads + 1);  // Only the dropped user re-read.
+  ExpectSameRows(Stored(gone), Direct({gone_events[0], gone_events[1]}));
+  ExpectSameRows(Stored(kept), Direct({kept_events[0], kept_events[1]}));
+  ExpectSameRows(view_->Find(gone, gone_tp).state->window, Stored(gone));
+}
+
 // A failed delivery abandons the oldest batch in flight and every later one: the next batch
 // starts from the committed state, not from what the abandoned batches computed.
 TEST_F(ProcessorTest, AbandoningTheOldestBatchDropsEveryLaterOne) {

@@ -46,6 +46,13 @@ void CommittedView::Withdraw(std::string_view user) {
   }
 }
 
+void CommittedView::ForgetPartitions(std::span<const TopicPartition> partitions) {
+  const std::lock_guard lock(mu_);
+  for (const TopicPartition& tp : partitions) {
+    offsets_.erase(tp);
+  }
+}
+
 void CommittedView::Clear() {
   decltype(users_) dropped;  // Released outside the lock.
   {

@@ -14,11 +14,11 @@
 // next input offset of each partition as of the last commit the cache published. An entry is
 // published only after the batch that produced it is committed to RocksDB, together with that
 // commit's offsets, in one step; it is withdrawn before its user's state is next changed (the
-// cache takes it out for the next batch), evicted, erased or cleared. So a read sees a user's
-// state and its partition's offset of the same or a later commit, where no commit in between
-// touched the user: the offset says exactly which input the state covers, as a RocksDB
-// snapshot's would. A user withdrawn for a batch in flight is not found (read RocksDB, which
-// still holds its committed state).
+// cache takes it out for the next batch), evicted, erased, its partition revoked, or cleared.
+// So a read sees a user's state and its partition's offset of the same or a later commit, where
+// no commit in between touched the user: the offset says exactly which input the state covers,
+// as a RocksDB snapshot's would. A user withdrawn for a batch in flight is not found (read RocksDB,
+// which still holds its committed state).
 //
 // Lifecycle: made by the app, outlives the cache that publishes into it and every reader.
 // Concurrency: every method is thread-safe. One mutex guards the maps; a reader holds it for
@@ -75,7 +75,9 @@ class CommittedView {
                std::span<const std::pair<TopicPartition, int64_t>> offsets);
   // Withdraws `user`'s entry, if any.
   void Withdraw(std::string_view user);
-  // Withdraws every entry and forgets every offset (e.g. after partitions are revoked).
+  // Forgets the offsets of `partitions` (revoked ones; their entries are withdrawn one by one).
+  void ForgetPartitions(std::span<const TopicPartition> partitions);
+  // Withdraws every entry and forgets every offset.
   void Clear();
 
   const std::string& model_id() const { return model_id_; }

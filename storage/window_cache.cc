@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <iterator>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -78,7 +80,7 @@ void WindowCache::Publish(std::span<const std::string> users,
   view_->Publish(std::move(entries), offsets);
 }
 
-const UserState* WindowCache::Insert(std::string user, UserState state) {
+const UserState* WindowCache::Insert(std::string user, UserState state, TopicPartition partition) {
   Erase(user);
   const int64_t entry_bytes = EntryBytes(user, state);
   if (entry_bytes > budget_bytes_) {
@@ -90,6 +92,7 @@ const UserState* WindowCache::Insert(std::string user, UserState state) {
     ++stats_.evictions;
   }
   lru_.push_front(Entry{.user = std::move(user),
+                        .partition = std::move(partition),
                         .state = std::make_shared<UserState>(std::move(state)),
                         .bytes = entry_bytes});
   index_.emplace(lru_.front().user, lru_.begin());
@@ -109,6 +112,23 @@ void WindowCache::Erase(std::string_view user) {
   const auto found = index_.find(user);
   if (found != index_.end()) {
     Remove(found->second);
+  }
+}
+
+void WindowCache::ErasePartitions(std::span<const TopicPartition> partitions) {
+  if (partitions.empty()) {
+    return;
+  }
+  const std::set<TopicPartition> dropped(partitions.begin(), partitions.end());
+  for (auto it = lru_.begin(); it != lru_.end();) {
+    const auto next = std::next(it);
+    if (dropped.contains(it->partition)) {
+      Remove(it);
+    }
+    it = next;
+  }
+  if (view_ != nullptr) {
+    view_->ForgetPartitions(partitions);
   }
 }
 

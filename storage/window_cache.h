@@ -82,8 +82,9 @@ class WindowCache {
 
   // Caches `state` for `user` (replacing any entry of `user`) as most recently used and returns
   // it, or returns nullptr when it alone exceeds the budget (then no entry of `user` remains).
-  // Not published until Publish.
-  const UserState* Insert(std::string user, UserState state);
+  // `partition` is the input partition the user belongs to (ErasePartitions). Not published
+  // until Publish.
+  const UserState* Insert(std::string user, UserState state, TopicPartition partition = {});
 
   // Publishes, in one step, the entries of those of `users` still cached and the partitions'
   // next offsets `offsets` (the commit that made them): call once the commit is in RocksDB.
@@ -95,8 +96,11 @@ class WindowCache {
   // the pipeline lowers it by what the windows of batches in flight take.
   void SetBudget(int64_t budget_bytes);
 
-  // Drops `user`'s entry if any (e.g. when its partition is revoked). Not an eviction.
+  // Drops `user`'s entry if any. Not an eviction.
   void Erase(std::string_view user);
+  // Drops the entries of users of `partitions` (revoked ones), and the view's offsets of them;
+  // the other partitions' entries stay hot. Not evictions. O(entries).
+  void ErasePartitions(std::span<const TopicPartition> partitions);
   void Clear();
 
   // What an entry of `user` holding `state` is charged.
@@ -110,6 +114,7 @@ class WindowCache {
  private:
   struct Entry {
     std::string user;
+    TopicPartition partition;
     std::shared_ptr<UserState> state;  // Shared with the view's readers while published.
     int64_t bytes = 0;
   };

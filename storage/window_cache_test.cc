@@ -220,6 +220,36 @@ TEST(WindowCacheViewTest, EveryWayOutOfTheCacheWithdrawsFromTheView) {
   EXPECT_EQ(view.Find("u4", kP0).state, nullptr);
 }
 
+TEST(WindowCacheViewTest, ErasingPartitionsDropsOnlyTheirUsersAndOffsets) {
+  CommittedView view("m");
+  WindowCache cache(EntryBytes("u0") * 8, &view);
+  const std::vector<std::pair<TopicPartition, int64_t>> offsets{{kP0, 5}, {kP1, 7}};
+  ASSERT_NE(cache.Insert("a0", SmallWindow(0), kP0), nullptr);
+  ASSERT_NE(cache.Insert("b0", SmallWindow(1), kP0), nullptr);
+  ASSERT_NE(cache.Insert("a1", SmallWindow(2), kP1), nullptr);
+  const std::vector<std::string> users{"a0", "b0", "a1"};
+  cache.Publish(users, offsets);
+  const std::vector<TopicPartition> revoked{kP0};
+  cache.ErasePartitions(revoked);
+  EXPECT_EQ(cache.size(), 1U);
+  EXPECT_EQ(cache.bytes(), EntryBytes("a1"));
+  EXPECT_EQ(cache.Find("a0"), nullptr);
+  EXPECT_EQ(cache.Find("b0"), nullptr);
+  EXPECT_NE(cache.Find("a1"), nullptr);
+  EXPECT_EQ(cache.stats().evictions, 0);
+  EXPECT_EQ(view.size(), 1U);
+  EXPECT_EQ(view.Find("a1", kP1).next_offset, 7);
+  // The revoked partition's offset is forgotten: a user published there later needs a commit
+  // of that partition to be found again.
+  ASSERT_NE(cache.Insert("c0", SmallWindow(3), kP0), nullptr);
+  const std::vector<std::string> c0{"c0"};
+  cache.Publish(c0, {});
+  EXPECT_EQ(view.Find("c0", kP0).state, nullptr);
+  const std::vector<std::pair<TopicPartition, int64_t>> p0_again{{kP0, 9}};
+  cache.Publish(c0, p0_again);
+  EXPECT_EQ(view.Find("c0", kP0).next_offset, 9);
+}
+
 TEST(WindowCacheViewTest, TakeCopiesWhatAReaderStillHoldsAndNeverChangesIt) {
   CommittedView view("m");
   WindowCache cache(EntryBytes("u0") * 2, &view);

@@ -104,9 +104,12 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
   }
 
   // GroupConsumer::Listener: a revoke first finishes what is in flight while the partitions
-  // are still ours, then drops the cached users (they may belong to the revoked partitions).
+  // are still ours, then drops the cached users of the revoked partitions only (their state
+  // may change on another instance; the partitions kept stay hot).
   Status BeforeRevoke() override { return Drain(); }
-  void AfterRevoke() override { processor->ClearCache(); }
+  void AfterRevoke(std::span<const TopicPartition> revoked) override {
+    processor->DropPartitions(revoked);
+  }
 
   // --- daemon.cc: start-up, the serving loop, stats ---
 

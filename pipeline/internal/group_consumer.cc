@@ -175,13 +175,16 @@ void GroupConsumer::OnRevoke(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* pa
       rewind_pending_ = true;  // The abandoned batches' records are consumed again.
     }
   }
+  std::vector<TopicPartition> revoked;
+  revoked.reserve(static_cast<std::size_t>(parts->cnt));
   for (int i = 0; i < parts->cnt; ++i) {
     publish_from_.erase(parts->elems[i].partition);
     apply_from_.erase(parts->elems[i].partition);
     stopped_.erase(parts->elems[i].partition);
     spdlog::info("partition {}: {}", parts->elems[i].partition, lost ? "lost" : "revoked");
+    revoked.push_back(TopicPartition{parts->elems[i].topic, parts->elems[i].partition});
   }
-  listener_.AfterRevoke();
+  listener_.AfterRevoke(revoked);
   ++changes_;
   const Status s = cooperative
                        ? FromKafkaError(rd_kafka_incremental_unassign(rk, parts), "unassigning")

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -51,8 +52,8 @@ class GroupConsumer {
     // Aborted: the batches in flight were abandoned instead (the consumer then rewinds before
     // taking more input); another error stops serving.
     virtual Status BeforeRevoke() = 0;
-    // They are revoked: drop what was cached for them.
-    virtual void AfterRevoke() = 0;
+    // `revoked` are revoked (or lost): drop what was cached for them.
+    virtual void AfterRevoke(std::span<const TopicPartition> revoked) = 0;
   };
 
   struct Stats {

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <memory>
+#include <span>
 #include <string>
 #include <thread>
 #include <utility>
@@ -34,10 +35,14 @@ class RecordingListener : public GroupConsumer::Listener {
     calls.emplace_back("before");
     return drained;
   }
-  void AfterRevoke() override { calls.emplace_back("after"); }
+  void AfterRevoke(std::span<const TopicPartition> partitions) override {
+    calls.emplace_back("after");
+    revoked.insert(revoked.end(), partitions.begin(), partitions.end());
+  }
 
   Status drained;
   std::vector<std::string> calls;
+  std::vector<TopicPartition> revoked;  // What AfterRevoke was told, in order.
 };
 
 class GroupConsumerTest : public ::testing::Test {
@@ -245,7 +250,8 @@ TEST_F(GroupConsumerTest, ResumesAtTheStoredOffsetAndPublishesOnlyFromTheGroupsO
 }
 
 // The revoke is the consumer's one call back: it asks the owner to drain, then to drop its
-// cache; a drain that abandoned batches leaves a rewind pending, which Rewind clears.
+// cache of the revoked partitions (named); a drain that abandoned batches leaves a rewind pending,
+// which Rewind clears.
 TEST_F(GroupConsumerTest, ARevokeDrainsFirstAndAnAbandonedDrainLeavesARewindPending) {
   ASSERT_NO_FATAL_FAILURE(ProduceMessages(3));
   auto consumer = Create();
@@ -255,6 +261,7 @@ TEST_F(GroupConsumerTest, ARevokeDrainsFirstAndAnAbandonedDrainLeavesARewindPend
   listener_.drained = Status::Aborted("batches abandoned");
   EXPECT_TRUE(consumer_->Close().ok());
   EXPECT_EQ(listener_.calls, (std::vector<std::string>{"before", "after"}));
+  EXPECT_EQ(listener_.revoked, (std::vector<TopicPartition>{{std::string(kTopic), 0}}));
   EXPECT_TRUE(consumer_->rewind_pending());
   EXPECT_TRUE(consumer_->rebalance_error().ok()) << "an abandoned drain is not an error";
   EXPECT_FALSE(consumer_->has_assignment());
