@@ -104,6 +104,17 @@ class ProcessorTest : public ::testing::Test {
     return outputs;
   }
 
+  // `m` as a publishable record of partition 0 (for tests that drive Process themselves).
+  static InputRecord RecordOf(const Message& m) {
+    return InputRecord{.topic = kTopic,
+                       .partition = 0,
+                       .offset = m.offset,
+                       .has_key = true,
+                       .key = m.key,
+                       .value = m.value,
+                       .publish = true};
+  }
+
   std::vector<Message> Keyed(const std::vector<std::string>& values, const std::string& user) {
     std::vector<Message> out;
     out.reserve(values.size());
@@ -597,13 +608,7 @@ TEST_F(ProcessorTest, BatchesInFlightBuildOnEachOther) {
   std::vector<PendingBatch> pending;
   for (std::size_t b = 0; b < batches.size(); ++b) {
     for (const Message& m : batches[b]) {
-      records[b].push_back(InputRecord{.topic = kTopic,
-                                       .partition = 0,
-                                       .offset = m.offset,
-                                       .has_key = true,
-                                       .key = m.key,
-                                       .value = m.value,
-                                       .publish = true});
+      records[b].push_back(RecordOf(m));
     }
     auto batch = processor_->Process(records[b]);
     ASSERT_TRUE(batch.ok()) << batch.status().ToString();
@@ -657,13 +662,7 @@ TEST_F(ProcessorTest, TheCommittedViewHoldsWhatRocksDbCommittedForHotUsers) {
 
   // A batch in flight takes kai out of the view; lea stays, at the committed offset.
   const std::vector<Message> more = Keyed({kai[2]}, "kai");
-  const InputRecord record{.topic = kTopic,
-                           .partition = 0,
-                           .offset = more[0].offset,
-                           .has_key = true,
-                           .key = more[0].key,
-                           .value = more[0].value,
-                           .publish = true};
+  const InputRecord record = RecordOf(more[0]);
   auto batch = processor_->Process(std::span<const InputRecord>(&record, 1));
   ASSERT_TRUE(batch.ok());
   EXPECT_EQ(view_->Find("kai", p0).state, nullptr);
@@ -675,13 +674,7 @@ TEST_F(ProcessorTest, TheCommittedViewHoldsWhatRocksDbCommittedForHotUsers) {
 
   // An abandoned batch publishes nothing: kai is read from RocksDB until a batch commits it.
   const std::vector<Message> failed = Keyed({kai[3]}, "kai");
-  const InputRecord failed_record{.topic = kTopic,
-                                  .partition = 0,
-                                  .offset = failed[0].offset,
-                                  .has_key = true,
-                                  .key = failed[0].key,
-                                  .value = failed[0].value,
-                                  .publish = true};
+  const InputRecord failed_record = RecordOf(failed[0]);
   auto abandoned = processor_->Process(std::span<const InputRecord>(&failed_record, 1));
   ASSERT_TRUE(abandoned.ok());
   processor_->Abandon(std::move(abandoned).value());
@@ -751,13 +744,7 @@ TEST_F(ProcessorTest, AbandoningTheOldestBatchDropsEveryLaterOne) {
   std::vector<Message> more = Keyed({events[1], events[2]}, "ned");
   std::vector<PendingBatch> pending;
   for (const Message& m : more) {
-    InputRecord r{.topic = kTopic,
-                  .partition = 0,
-                  .offset = m.offset,
-                  .has_key = true,
-                  .key = m.key,
-                  .value = m.value,
-                  .publish = true};
+    const InputRecord r = RecordOf(m);
     auto batch = processor_->Process(std::span<const InputRecord>(&r, 1));
     ASSERT_TRUE(batch.ok());
     pending.push_back(std::move(batch).value());

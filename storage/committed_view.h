@@ -65,6 +65,9 @@ class CommittedView {
   explicit CommittedView(std::string model_id);
   CommittedView(const CommittedView&) = delete;
   CommittedView& operator=(const CommittedView&) = delete;
+  CommittedView(CommittedView&&) = delete;  // Readers and the publisher hold its address.
+  CommittedView& operator=(CommittedView&&) = delete;
+  ~CommittedView() = default;
 
   // `user`'s published state with the next offset of `partition` (the user's input partition).
   Read Find(std::string_view user, const TopicPartition& partition) const;
