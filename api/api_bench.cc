@@ -17,7 +17,9 @@
 //   write        the response's JSON as score.cc writes it (sigmoid, JsonWriter, 3 floats per
 //                candidate).
 //
-// Route's cost is about the sum of the parts plus the target parsing and dispatch. The source
+// --dump_responses=DIR writes the routers' responses to this request and a few others into DIR
+// instead of measuring, to compare two builds' output byte for byte. Route's cost is about the
+// sum of the parts plus the target parsing and dispatch. The source
 // lives in api/ because `write` needs api/internal/json_writer.h; it is built in bench/.
 
 #include <unistd.h>
@@ -354,13 +356,63 @@ void BenchWrite(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+// --dump_responses=DIR: writes the responses of both routers to the benchmark's request and to
+// a larger one (1000 candidates, a cold user, many users at once) into DIR, to compare two
+// builds' JSON byte for byte (docs/performance.md); 0 on success.
+int DumpResponses(Setup& s, const std::string& dir) {
+  std::mt19937_64 rng(7);
+  const encoders::ModelConfig& c = s.bundle->config();
+  std::string big = fmt::format(R"({{"ts_ms": {}, "candidates": [)", s.ts_ms + 12345);
+  for (int i = 0; i < 1000; ++i) {
+    big += (i == 0 ? "" : ", ") + EventJson(c, rng, false);
+  }
+  big += "]}";
+  std::string many = fmt::format(R"({{"ts_ms": {}, "users": [)", s.ts_ms);
+  for (const std::string_view user : {kUser, kHotUser, std::string_view("nobody")}) {
+    many +=
+        fmt::format(R"({}{{"user_id": "{}", "candidates": [{}, {}]}})", user == kUser ? "" : ", ",
+                    user, EventJson(c, rng, false), EventJson(c, rng, false));
+  }
+  many += "]}";
+  const std::vector<std::pair<std::string, Request>> requests = {
+      {"store", {.method = "POST", .target = s.target, .body = s.body}},
+      {"hot", {.method = "POST", .target = s.hot_target, .body = s.body}},
+      {"store_1000", {.method = "POST", .target = s.target, .body = big}},
+      {"hot_1000", {.method = "POST", .target = s.hot_target, .body = big}},
+      {"cold_1000", {.method = "POST", .target = "/v1/users/nobody/score", .body = big}},
+      {"many", {.method = "POST", .target = "/v1/score", .body = many}},
+      {"refused",
+       {.method = "POST",
+        .target = s.target,
+        .body = R"({"ts_ms": 1, "candidates": [{"item": 3}]})"}},
+  };
+  for (const auto& [name, request] : requests) {
+    for (const bool hot : {false, true}) {
+      Router& router = hot ? *s.router_hot : *s.router_store;
+      const Response response = router.Route(request);
+      const std::string path = fmt::format("{}/{}_{}.json", dir, name, hot ? "view" : "noview");
+      std::FILE* f = std::fopen(path.c_str(), "w");
+      if (f == nullptr) {
+        std::fprintf(stderr, "api_bench: cannot write %s\n", path.c_str());
+        return 1;
+      }
+      std::fprintf(f, "%d\n%s\n", response.status, response.body.c_str());
+      std::fclose(f);
+    }
+  }
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   std::string bundle_path;
+  std::string dump_dir;
   std::vector<char*> rest = {argv[0]};
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (arg.starts_with("--bundle=")) {
       bundle_path = std::string(arg.substr(9));
+    } else if (arg.starts_with("--dump_responses=")) {
+      dump_dir = std::string(arg.substr(17));
     } else {
       rest.push_back(argv[i]);
     }
@@ -380,6 +432,9 @@ int Main(int argc, char** argv) {
     return 1;
   }
   g_setup = setup->get();
+  if (!dump_dir.empty()) {
+    return DumpResponses(**setup, dump_dir);
+  }
   benchmark::AddCustomContext("body_bytes", std::to_string((*setup)->body.size()));
   benchmark::AddCustomContext("candidates", std::to_string(kCandidates));
   benchmark::RegisterBenchmark("route/store", [](benchmark::State& s) { BenchRoute(s, false); });
