@@ -1,8 +1,9 @@
 #include "encoders/event_parser.h"
 
+#include <array>
+#include <bit>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <fstream>
 #include <optional>
 #include <ostream>
@@ -690,7 +691,8 @@ void ExpectSameRequest(const ScoreRequest& got, const ScoreRequest& want) {
       const EventInputs& g = got.users[u].candidates[c];
       const EventInputs& w = want.users[u].candidates[c];
       EXPECT_EQ(g.ts_ms, w.ts_ms);
-      EXPECT_EQ(std::memcmp(g.time_feats.data(), w.time_feats.data(), sizeof(w.time_feats)), 0);
+      EXPECT_EQ((std::bit_cast<std::array<uint32_t, 5>>(g.time_feats)),
+                (std::bit_cast<std::array<uint32_t, 5>>(w.time_feats)));
       EXPECT_EQ(g.item_features, w.item_features);
       EXPECT_EQ(g.item_row, w.item_row);
       EXPECT_EQ(g.actions, w.actions);

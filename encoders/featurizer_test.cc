@@ -278,6 +278,9 @@ TEST(FeaturizerTest, LongAndShortVocabulariesGiveTheSameRows) {
   }
 }
 
+// The time features' bits (compared exactly: -0.0 is not 0.0).
+using TimeBits = std::array<uint32_t, 5>;
+
 TEST(FeaturizerTest, FeaturizeIntoMatchesFeaturizeAndReusesItsOutput) {
   const ModelConfig config = SmallConfig();
   const Featurizer featurizer(config);
@@ -290,14 +293,13 @@ TEST(FeaturizerTest, FeaturizeIntoMatchesFeaturizeAndReusesItsOutput) {
       ASSERT_TRUE(want.ok()) << want.status().ToString();
       ASSERT_TRUE(featurizer.FeaturizeInto(ev, need_actions, out).ok());
       const std::array<float, 5> time = featurizer.TimeFeatures(ev.ts_ms);
-      EXPECT_EQ(std::memcmp(time.data(), want->time_feats.data(), sizeof(time)), 0);
+      EXPECT_EQ(std::bit_cast<TimeBits>(time), std::bit_cast<TimeBits>(want->time_feats));
       EventInputs with_time = out;  // A used output, overwritten again.
       ASSERT_TRUE(featurizer.FeaturizeInto(ev, need_actions, with_time, &time).ok());
       for (const EventInputs* got : {&out, &with_time}) {
         EXPECT_EQ(got->ts_ms, want->ts_ms);
-        EXPECT_EQ(
-            std::memcmp(got->time_feats.data(), want->time_feats.data(), sizeof(want->time_feats)),
-            0);
+        EXPECT_EQ(std::bit_cast<TimeBits>(got->time_feats),
+                  std::bit_cast<TimeBits>(want->time_feats));
         EXPECT_EQ(got->item_features, want->item_features);
         EXPECT_EQ(got->item_row, want->item_row);
         EXPECT_EQ(got->actions, want->actions);
