@@ -23,7 +23,8 @@ One run (exactly-once by default, `--mode at_least_once` for the other) on fresh
              output topic (read_committed) equal the API's rows bit for bit and score equal to
              /score within 1e-5
   metrics    /metrics parses as Prometheus text and counts the requests made by route and
-             status (rotor_api_requests_total)
+             status (rotor_api_requests_total), and that hot users were read from the
+             committed view (rotor_api_state_reads_total{source="hot"})
 
   /usr/bin/python3 integration_tests/api_test.py --rotor build/debug/app/rotor
 """
@@ -475,6 +476,13 @@ def run(case, mode):
           f"rotor_api_requests_total users 200 = {total('users', '200')}")
     check(total("user_score", "400") >= 5, "rotor_api_requests_total user_score 400")
     check(total("unmatched", "404") >= 1, "rotor_api_requests_total unmatched 404")
+    # Users the pipeline holds hot are read from its committed view, not RocksDB; the checks
+    # above (scores vs the reference, tensors vs the snapshots) ran on both paths.
+    reads = {labels: v for (name, labels), v in series.items()
+             if name == "rotor_api_state_reads_total"}
+    hot = sum(v for labels, v in reads.items() if ("source", "hot") in labels)
+    stored = sum(v for labels, v in reads.items() if ("source", "store") in labels)
+    check(hot > 0, f"no read came from the committed view (hot {hot}, store {stored})")
 
     daemon.send_signal(signal.SIGTERM)
     case.wait(daemon)
@@ -484,7 +492,8 @@ def run(case, mode):
           f"{errors} error answers and 405/408/413/431 over raw sockets; {identical} tensors "
           f"byte-identical to snapshots; {len(users)} users' metadata, scores (vs reference) "
           f"and materialized windows exact, materialized scores within {worst:.2g} of /score; "
-          f"materializer {store.stats.counts}")
+          f"materializer {store.stats.counts}; state reads {hot:.0f} hot, {stored:.0f} from "
+          f"RocksDB")
     check(saw_503 and refused_data, "never saw /readyz 503 and a data endpoint refused before "
                                     "the partitions were assigned")
 
