@@ -298,16 +298,32 @@ struct Decoder::Impl {
     }
   }
 
-  // One query row against a window's block (or the pad vector when it is empty).
-  void AttendRow(const KvWindow& w, int64_t block, const float* qrow, const float* pad,
-                 float* out) {
-    if (w.rows == 0) {
-      std::copy(pad, pad + d, out);
-      return;
+  // Query rows [n, d] against their windows' block `block` (row r against *win[r], or the pad
+  // vector when that window is empty), into out [n, d]. Consecutive rows of one window (a
+  // score request's candidates) attend together, up to kAttendChunk at a time (their weights
+  // stay in L1): the same bits as one row at a time, in less time.
+  static constexpr int kAttendChunk = 16;
+  void AttendRows(std::span<const KvWindow* const> win, int64_t block, const float* qrows,
+                  const float* pad, int n, float* out) {
+    int r = 0;
+    while (r < n) {
+      const KvWindow& w = *win[AsSize(r)];
+      int end = r + 1;
+      while (end < n && win[AsSize(end)] == &w && end - r < kAttendChunk) {
+        ++end;
+      }
+      if (w.rows == 0) {
+        for (int i = r; i < end; ++i) {
+          std::copy(pad, pad + d, out + static_cast<ptrdiff_t>(i) * d);
+        }
+      } else {
+        Resize(attn_scratch, static_cast<int64_t>(end - r) * heads * w.rows);
+        k::AttendMany(qrows + static_cast<ptrdiff_t>(r) * d, end - r, w.k[AsSize(block)].data(),
+                      w.v[AsSize(block)].data(), AsInt(w.rows), heads, dh, scale,
+                      out + static_cast<ptrdiff_t>(r) * d, attn_scratch.data());
+      }
+      r = end;
     }
-    Resize(attn_scratch, static_cast<int64_t>(heads) * w.rows);
-    k::AttendOne(qrow, w.k[AsSize(block)].data(), w.v[AsSize(block)].data(), AsInt(w.rows), heads,
-                 dh, scale, out, attn_scratch.data());
   }
 
   // The shared forward pass. Row i of `ev` is a query against *win[i]. For events
@@ -350,11 +366,7 @@ struct Decoder::Impl {
         NormRows(blk.ln1, h1.data(), n, h1.data());
         DenseRows(blk.wv, h1.data(), n, vv.data());
       }
-      for (int r = 0; r < n; ++r) {
-        AttendRow(*win[AsSize(r)], static_cast<int64_t>(b),
-                  q.data() + static_cast<ptrdiff_t>(r) * d, blk.pad,
-                  att.data() + static_cast<ptrdiff_t>(r) * d);
-      }
+      AttendRows(win, static_cast<int64_t>(b), q.data(), blk.pad, n, att.data());
       if (append) {  // after attending: the new row's slot may hold a row just attended to
         WriteRows(out_win, static_cast<int64_t>(b), kk.data(), vv.data(), n);
       }
@@ -371,10 +383,7 @@ struct Decoder::Impl {
     std::copy(h1.begin(), h1.begin() + nd, q.begin());
     RotateRows(q.data(), n, cos_a.data(), sin_a.data());
     const auto act_block = static_cast<int64_t>(blocks.size());
-    for (int r = 0; r < n; ++r) {
-      AttendRow(*win[AsSize(r)], act_block, q.data() + static_cast<ptrdiff_t>(r) * d, act_pad,
-                att.data() + static_cast<ptrdiff_t>(r) * d);
-    }
+    AttendRows(win, act_block, q.data(), act_pad, n, att.data());
     if (append) {
       WriteRows(out_win, act_block, q.data(), a.data(), n);
     }

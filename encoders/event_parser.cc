@@ -27,6 +27,7 @@
 
 #include <simdjson.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -567,10 +568,13 @@ struct EventParser::Impl {
     return true;
   }
 
-  // A candidate object at request time ts_ms: parsed, then featurised without actions.
-  bool ParseCandidateObject(simdjson::dom::object object, int64_t ts_ms, ParsedCandidate& out,
-                            Rejection& rejection) {
-    out = ParsedCandidate{};
+  // A candidate object at request time ts_ms: parsed into `event` (reset first, keeping the
+  // capacity of its strings and vectors), then featurised without actions into `inputs`.
+  // `time`, when not null, is the Featurizer's TimeFeatures(ts_ms).
+  bool ParseCandidateObject(simdjson::dom::object object, int64_t ts_ms, Event& event,
+                            EventInputs& inputs, Rejection& rejection,
+                            const std::array<float, 5>* time = nullptr) {
+    ResetEvent(event);
     // Only item and attrs are read (the last value of each); see the header.
     std::optional<element> item, attrs;
     for (const simdjson::dom::key_value_pair field : object) {
@@ -580,39 +584,63 @@ struct EventParser::Impl {
         attrs = field.value;
       }
     }
-    out.event.has_ts_ms = true;
-    out.event.ts_ms = ts_ms;
-    if (!ParseBody(item, std::nullopt, attrs, /*need_actions=*/false, out.event, rejection)) {
+    event.has_ts_ms = true;
+    event.ts_ms = ts_ms;
+    if (!ParseBody(item, std::nullopt, attrs, /*need_actions=*/false, event, rejection)) {
       return false;
     }
-    Result<EventInputs> inputs = featurizer.Featurize(out.event, /*need_actions=*/false);
-    if (!inputs.ok()) {
-      return Reject(rejection, RejectCode::kSchema, std::string(inputs.status().message()));
+    if (const Status s = featurizer.FeaturizeInto(event, /*need_actions=*/false, inputs, time);
+        !s.ok()) {
+      return Reject(rejection, RejectCode::kSchema, std::string(s.message()));
     }
-    out.inputs = std::move(*inputs);
     return true;
   }
 
+  // `event` as Event{} has it, its strings and vectors emptied but not freed (a scratch event
+  // reused for every candidate of a request allocates only for its first ones).
+  static void ResetEvent(Event& event) {
+    event.has_ts_ms = false;
+    event.ts_ms = 0;
+    event.has_item = false;
+    event.has_item_id = false;
+    event.item_id.clear();
+    event.has_item_features = false;
+    event.item_features.clear();
+    event.action_is_object = true;
+    event.actions.clear();
+    event.attrs_is_object = true;
+    event.attrs.clear();
+  }
+
   // The candidates of one user (`list`, whose path is `name`) at request time ts_ms, appended
-  // to `out`. A refusal's detail starts with the candidate's path.
+  // to `out`. A refusal's detail starts with the candidate's path. `time`: as for
+  // ParseCandidateObject.
   bool ParseCandidateList(std::string_view name, simdjson::dom::array list, int64_t ts_ms,
-                          std::vector<EventInputs>& out, Rejection& rejection) {
+                          const std::array<float, 5>* time, std::vector<EventInputs>& out,
+                          Rejection& rejection) {
+    // `out` is overwritten in place (see ParseScoreRequest): element j is reused when there.
     out.reserve(list.size());
     std::size_t j = 0;
     for (const element c : list) {
       simdjson::dom::object object;
       if (c.get_object().get(object) != simdjson::SUCCESS) {
+        out.resize(j);
         return Reject(
             rejection, RejectCode::kWrongType,
             fmt::format("{}[{}]: expected an object, got {}", name, j, JsonTypeName(c.type())));
       }
-      if (!ParseCandidateObject(object, ts_ms, candidate, rejection)) {
+      if (j == out.size()) {
+        out.emplace_back();
+      }
+      // Featurised in place: no copy or move of the inputs per candidate.
+      if (!ParseCandidateObject(object, ts_ms, candidate_event, out[j], rejection, time)) {
+        out.resize(j);
         rejection.detail = fmt::format("{}[{}].{}", name, j, rejection.detail);
         return false;
       }
-      out.push_back(std::move(candidate.inputs));
       ++j;
     }
+    out.resize(j);
     return true;
   }
 
@@ -640,7 +668,7 @@ struct EventParser::Impl {
   simdjson::dom::parser json;
   Members members;  // Scratch for CollectMembers.
   MemberIndex member_index;
-  ParsedCandidate candidate;  // Scratch for ParseCandidateList.
+  Event candidate_event;  // Scratch for ParseCandidateList.
 };
 
 EventParser::EventParser(const ModelConfig& config) : impl_(std::make_unique<Impl>(config)) {}
@@ -694,14 +722,31 @@ bool EventParser::ParseCandidate(std::string_view bytes, int64_t ts_ms, ParsedCa
     out = ParsedCandidate{};
     return false;
   }
-  return impl_->ParseCandidateObject(top, ts_ms, out, rejection);
+  if (!impl_->ParseCandidateObject(top, ts_ms, out.event, out.inputs, rejection)) {
+    out.inputs = EventInputs{};
+    return false;
+  }
+  return true;
 }
 
 bool EventParser::ParseScoreRequest(std::string_view bytes, ScoreRequestForm form,
                                     const ScoreRequestLimits& limits, ScoreRequest& out,
                                     Rejection& rejection) {
   Impl& impl = *impl_;
-  out = ScoreRequest{};
+  // `out` is refilled in place: the users and candidates it already holds are overwritten
+  // (their vectors keep their capacity) and the extra ones dropped at the end, so a caller
+  // that passes the same ScoreRequest for every request allocates nothing once it has seen
+  // one as large.
+  out.ts_ms = 0;
+  std::size_t n_users = 0;
+  const auto next_user = [&out, &n_users]() -> ScoreRequest::User& {
+    if (n_users == out.users.size()) {
+      out.users.emplace_back();
+    }
+    ScoreRequest::User& user = out.users[n_users++];
+    user.user_id.clear();
+    return user;
+  };
   simdjson::dom::object top;
   if (!impl.ParseObject(bytes, top, rejection)) {
     return false;
@@ -728,6 +773,9 @@ bool EventParser::ParseScoreRequest(std::string_view bytes, ScoreRequestForm for
       !checked.ok()) {
     return Reject(rejection, RejectCode::kSchema, std::string(checked.status().message()));
   }
+  // Every candidate has the request time: its time features are computed once (the same
+  // bits Featurize computes per event).
+  const std::array<float, 5> time = impl.featurizer.TimeFeatures(out.ts_ms);
 
   // Every list and user is checked before any candidate is featurised.
   std::vector<simdjson::dom::array> lists;
@@ -742,7 +790,7 @@ bool EventParser::ParseScoreRequest(std::string_view bytes, ScoreRequestForm for
                                 limits.max_total_candidates));
     }
     lists.push_back(list);
-    out.users.emplace_back();
+    next_user();
   } else {
     simdjson::dom::array user_list;
     if (!ReadList("users", "users", users, limits.max_users, user_list, rejection)) {
@@ -765,7 +813,7 @@ bool EventParser::ParseScoreRequest(std::string_view bytes, ScoreRequestForm for
           user_candidates = field.value;
         }
       }
-      ScoreRequest::User& user = out.users.emplace_back();
+      ScoreRequest::User& user = next_user();
       simdjson::dom::array list;
       if (!ReadId(fmt::format("users[{}].user_id", i), user_id, user.user_id, rejection) ||
           !ReadList(fmt::format("users[{}].candidates", i), "candidates", user_candidates,
@@ -787,10 +835,12 @@ bool EventParser::ParseScoreRequest(std::string_view bytes, ScoreRequestForm for
     const std::string name = form == ScoreRequestForm::kOneUser
                                  ? std::string("candidates")
                                  : fmt::format("users[{}].candidates", i);
-    if (!impl.ParseCandidateList(name, lists[i], out.ts_ms, out.users[i].candidates, rejection)) {
+    if (!impl.ParseCandidateList(name, lists[i], out.ts_ms, &time, out.users[i].candidates,
+                                 rejection)) {
       return false;
     }
   }
+  out.users.resize(n_users);
   return true;
 }
 

@@ -174,6 +174,9 @@ class EventParser {
   // the candidate's path before the field ("candidates[3].item.features[2]: expected a
   // number", "users[1].candidates[0].attrs.topic: expected a string, got a number"). Unknown
   // fields are ignored at every level.
+  // `out` is refilled in place: passing the same ScoreRequest for every request reuses its
+  // storage (no allocation once it has held a request as large). On a refusal `out` is
+  // unspecified.
   bool ParseScoreRequest(std::string_view bytes, ScoreRequestForm form,
                          const ScoreRequestLimits& limits, ScoreRequest& out, Rejection& rejection);
 

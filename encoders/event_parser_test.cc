@@ -1,5 +1,7 @@
 #include "encoders/event_parser.h"
 
+#include <array>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <fstream>
@@ -676,6 +678,76 @@ TEST(ScoreRequestTest, ManyUsersEachWithTheirCandidates) {
   EXPECT_TRUE(request.users[1].candidates.empty());
   ASSERT_EQ(request.users[2].candidates.size(), 2U);
   EXPECT_EQ(request.users[2].candidates[1].item_features, (std::vector<float>{7, 8, 9}));
+}
+
+// Every field of two parsed requests, bit for bit.
+void ExpectSameRequest(const ScoreRequest& got, const ScoreRequest& want) {
+  EXPECT_EQ(got.ts_ms, want.ts_ms);
+  ASSERT_EQ(got.users.size(), want.users.size());
+  for (std::size_t u = 0; u < want.users.size(); ++u) {
+    EXPECT_EQ(got.users[u].user_id, want.users[u].user_id);
+    ASSERT_EQ(got.users[u].candidates.size(), want.users[u].candidates.size());
+    for (std::size_t c = 0; c < want.users[u].candidates.size(); ++c) {
+      const EventInputs& g = got.users[u].candidates[c];
+      const EventInputs& w = want.users[u].candidates[c];
+      EXPECT_EQ(g.ts_ms, w.ts_ms);
+      EXPECT_EQ((std::bit_cast<std::array<uint32_t, 5>>(g.time_feats)),
+                (std::bit_cast<std::array<uint32_t, 5>>(w.time_feats)));
+      EXPECT_EQ(g.item_features, w.item_features);
+      EXPECT_EQ(g.item_row, w.item_row);
+      EXPECT_EQ(g.actions, w.actions);
+      EXPECT_EQ(g.cat_rows, w.cat_rows);
+      EXPECT_EQ(g.labels, w.labels);
+    }
+  }
+}
+
+TEST(ScoreRequestTest, AReusedRequestIsRefilledAsAFreshOne) {
+  // The API keeps one ScoreRequest per thread: whatever it held before (more users, more
+  // candidates, a refused request's leftovers), a parse gives what a fresh request gets.
+  struct Step {
+    std::string_view body;
+    ScoreRequestForm form;
+  };
+  const std::vector<Step> steps = {
+      {R"({"ts_ms":1767600000000,"candidates":[{"item":{"features":[1,2,3]}},
+          {"item":{"features":[4,5,6]},"attrs":{"topic":"sports","surface":"feed"}},
+          {"item":{"features":[7,8,9]},"attrs":{"publisher":"p1"}}]})",
+       kOne},
+      {R"({"ts_ms":1767600001000,"candidates":[{"item":{"features":[3,2,1]}}]})", kOne},
+      {R"({"ts_ms":1767600002000,"users":[
+          {"user_id":"a","candidates":[{"item":{"features":[1,1,1]}},{"item":{"features":[2,2,2]}}]},
+          {"user_id":"bb","candidates":[]},
+          {"user_id":"c","candidates":[{"item":{"features":[5,5,5]},"attrs":{"topic":"world"}}]}]})",
+       kMany},
+      {R"({"ts_ms":1767600003000,"candidates":[{"item":{"features":[1,2,3]}},{"item":7}]})", kOne},
+      {R"({"ts_ms":1767600004000,"users":[{"user_id":"z","candidates":[{"item":{"features":[9,9,9]}}]}]})",
+       kMany},
+      {R"({"ts_ms":1767600005000,"candidates":[]})", kOne},
+      {R"({"ts_ms":1767600006000,"candidates":[{"item":{"features":[6,6,6]},"attrs":{"surface":"search"}},
+          {"item":{"features":[0,0,0]}}]})",
+       kOne},
+  };
+  EventParser reused_parser(Config(kFeatures));
+  ScoreRequest reused;
+  for (const Step& step : steps) {
+    SCOPED_TRACE(step.body);
+    EventParser fresh_parser(Config(kFeatures));
+    ScoreRequest fresh;
+    Rejection fresh_rejection;
+    Rejection reused_rejection;
+    const bool fresh_ok =
+        fresh_parser.ParseScoreRequest(step.body, step.form, {}, fresh, fresh_rejection);
+    const bool reused_ok =
+        reused_parser.ParseScoreRequest(step.body, step.form, {}, reused, reused_rejection);
+    ASSERT_EQ(reused_ok, fresh_ok);
+    if (fresh_ok) {
+      ExpectSameRequest(reused, fresh);
+    } else {
+      EXPECT_EQ(reused_rejection.code, fresh_rejection.code);
+      EXPECT_EQ(reused_rejection.detail, fresh_rejection.detail);
+    }
+  }
 }
 
 TEST(ScoreRequestTest, EnvelopeRefusals) {

@@ -16,6 +16,8 @@ using internal::PyFloatRepr;
 constexpr int64_t kDayMs = 86'400'000;
 constexpr int64_t kWeekMs = 7 * kDayMs;
 constexpr double kTwoPi = 2.0 * std::numbers::pi;
+// Vocabularies up to this size are searched by a scan rather than the hash map.
+constexpr std::size_t kScanVocab = 16;
 // Python accepts -(2**62) < ts_ms < 2**62.
 constexpr int64_t kTsLimit = int64_t{1} << 62;
 
@@ -100,6 +102,16 @@ Featurizer::Featurizer(ModelConfig config) : config_(std::move(config)) {
 int64_t Featurizer::CategoryRow(std::size_t field, std::string_view value) const {
   const CategoricalSpec& spec = config_.schema.categorical[field];
   if (spec.kind == CategoricalKind::kVocab) {
+    // A short vocabulary is scanned: a few compares of short strings cost less than hashing
+    // the value. values.index(v) + 1, the first occurrence, as the map has it.
+    if (spec.values.size() <= kScanVocab) {
+      for (std::size_t i = 0; i < spec.values.size(); ++i) {
+        if (spec.values[i] == value) {
+          return static_cast<int64_t>(i) + 1;
+        }
+      }
+      return 0;
+    }
     const RowMap& rows = vocab_rows_[field];
     const auto it = rows.find(value);
     return it == rows.end() ? 0 : it->second;
@@ -107,9 +119,27 @@ int64_t Featurizer::CategoryRow(std::size_t field, std::string_view value) const
   return 1 + static_cast<int64_t>(Fnv1a64(value) % static_cast<uint64_t>(spec.buckets));
 }
 
+std::array<float, 5> Featurizer::TimeFeatures(int64_t ts_ms) const {
+  const double day =
+      kTwoPi * (static_cast<double>(FlooredMod(ts_ms, kDayMs)) / static_cast<double>(kDayMs));
+  const double week =
+      kTwoPi * (static_cast<double>(FlooredMod(ts_ms, kWeekMs)) / static_cast<double>(kWeekMs));
+  const double t_tilde =
+      static_cast<double>(ts_ms - config_.t_ref_ms) / (1000.0 * config_.t_scale_s);
+  return {static_cast<float>(std::cos(day)), static_cast<float>(std::sin(day)),
+          static_cast<float>(std::cos(week)), static_cast<float>(std::sin(week)),
+          static_cast<float>(t_tilde)};
+}
+
 Result<EventInputs> Featurizer::Featurize(const Event& event, bool need_actions) const {
-  const InputSchema& s = config_.schema;
   EventInputs out;
+  ROTOR_RETURN_IF_ERROR(FeaturizeInto(event, need_actions, out));
+  return out;
+}
+
+Status Featurizer::FeaturizeInto(const Event& event, bool need_actions, EventInputs& out,
+                                 const std::array<float, 5>* time) const {
+  const InputSchema& s = config_.schema;
 
   if (!event.has_ts_ms) {
     return Status::InvalidArgument("ts_ms: expected an integer");
@@ -118,15 +148,7 @@ Result<EventInputs> Featurizer::Featurize(const Event& event, bool need_actions)
     return Status::InvalidArgument("ts_ms: out of range");
   }
   out.ts_ms = event.ts_ms;
-  const double day =
-      kTwoPi * (static_cast<double>(FlooredMod(event.ts_ms, kDayMs)) / static_cast<double>(kDayMs));
-  const double week = kTwoPi * (static_cast<double>(FlooredMod(event.ts_ms, kWeekMs)) /
-                                static_cast<double>(kWeekMs));
-  const double t_tilde =
-      static_cast<double>(event.ts_ms - config_.t_ref_ms) / (1000.0 * config_.t_scale_s);
-  out.time_feats = {static_cast<float>(std::cos(day)), static_cast<float>(std::sin(day)),
-                    static_cast<float>(std::cos(week)), static_cast<float>(std::sin(week)),
-                    static_cast<float>(t_tilde)};
+  out.time_feats = time != nullptr ? *time : TimeFeatures(event.ts_ms);
 
   if (!event.has_item) {
     return Status::InvalidArgument("item: expected an object");
@@ -136,6 +158,7 @@ Result<EventInputs> Featurizer::Featurize(const Event& event, bool need_actions)
         event.item_features.size() != static_cast<std::size_t>(s.item.dim)) {
       return Status::InvalidArgument("item.features: expected {} numbers", s.item.dim);
     }
+    out.item_row = 0;
     out.item_features.resize(event.item_features.size());
     for (std::size_t j = 0; j < event.item_features.size(); ++j) {
       const double f = event.item_features[j];
@@ -149,6 +172,7 @@ Result<EventInputs> Featurizer::Featurize(const Event& event, bool need_actions)
       out.item_features[j] = static_cast<float>(f);
     }
   } else {
+    out.item_features.clear();
     if (!event.has_item_id) {
       return Status::InvalidArgument("item.id: expected a string");
     }
@@ -196,7 +220,7 @@ Result<EventInputs> Featurizer::Featurize(const Event& event, bool need_actions)
     const std::string* value = FindLast(event.attrs, s.categorical[f].name);
     out.cat_rows[f] = value == nullptr ? 0 : CategoryRow(f, *value);
   }
-  return out;
+  return Status::OK();
 }
 
 Result<EventInputs> Featurize(const ModelConfig& config, const Event& event, bool need_actions) {

@@ -99,6 +99,16 @@ class Featurizer {
   // 10000.0", "ts_ms: out of range").
   Result<EventInputs> Featurize(const Event& event, bool need_actions) const;
 
+  // Featurize into `out`, reusing the capacity of its vectors (a caller featurising many
+  // events keeps one). `time`, when not null, is TimeFeatures(event.ts_ms) computed once for
+  // events that share a time (a score request's candidates); the result is the same bits
+  // either way. On error `out` is unspecified.
+  Status FeaturizeInto(const Event& event, bool need_actions, EventInputs& out,
+                       const std::array<float, 5>* time = nullptr) const;
+
+  // EventInputs::time_feats of an event at `ts_ms` (which must be within Featurize's range).
+  std::array<float, 5> TimeFeatures(int64_t ts_ms) const;
+
   // Table row of `value` for categorical field `field` (0 for unknown values).
   int64_t CategoryRow(std::size_t field, std::string_view value) const;
 

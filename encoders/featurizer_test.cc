@@ -1,5 +1,6 @@
 #include "encoders/featurizer.h"
 
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -255,6 +256,63 @@ TEST(FeaturizerTest, VocabHashAndUnknownRows) {
   const Featurizer featurizer(config);
   EXPECT_EQ(featurizer.CategoryRow(0, "weather"), 12);
   EXPECT_EQ(featurizer.CategoryRow(1, "search"), 3);
+}
+
+TEST(FeaturizerTest, LongAndShortVocabulariesGiveTheSameRows) {
+  // Vocabularies up to 16 values are scanned, longer ones looked up in a hash map: both give
+  // values.index(v) + 1, and 0 for an unknown value.
+  for (const std::size_t size :
+       {std::size_t{3}, std::size_t{16}, std::size_t{17}, std::size_t{40}}) {
+    ModelConfig config = SmallConfig();
+    std::vector<std::string>& values = config.schema.categorical[0].values;
+    values.clear();
+    for (std::size_t i = 0; i < size; ++i) {
+      values.push_back(fmt::format("t{}", i));
+    }
+    const Featurizer featurizer(config);
+    for (std::size_t i = 0; i < size; ++i) {
+      EXPECT_EQ(featurizer.CategoryRow(0, values[i]), static_cast<int64_t>(i) + 1) << size;
+    }
+    EXPECT_EQ(featurizer.CategoryRow(0, "bogus"), 0) << size;
+    EXPECT_EQ(featurizer.CategoryRow(0, ""), 0) << size;
+  }
+}
+
+// The time features' bits (compared exactly: -0.0 is not 0.0).
+using TimeBits = std::array<uint32_t, 5>;
+
+TEST(FeaturizerTest, FeaturizeIntoMatchesFeaturizeAndReusesItsOutput) {
+  const ModelConfig config = SmallConfig();
+  const Featurizer featurizer(config);
+  EventInputs out;
+  for (int i = 0; i < 5; ++i) {
+    Event ev = RandomEvent();
+    ev.ts_ms += int64_t{i} * 86'400'000 / 3;
+    for (const bool need_actions : {true, false}) {
+      const Result<EventInputs> want = featurizer.Featurize(ev, need_actions);
+      ASSERT_TRUE(want.ok()) << want.status().ToString();
+      ASSERT_TRUE(featurizer.FeaturizeInto(ev, need_actions, out).ok());
+      const std::array<float, 5> time = featurizer.TimeFeatures(ev.ts_ms);
+      EXPECT_EQ(std::bit_cast<TimeBits>(time), std::bit_cast<TimeBits>(want->time_feats));
+      EventInputs with_time = out;  // A used output, overwritten again.
+      ASSERT_TRUE(featurizer.FeaturizeInto(ev, need_actions, with_time, &time).ok());
+      for (const EventInputs* got : {&out, &with_time}) {
+        EXPECT_EQ(got->ts_ms, want->ts_ms);
+        EXPECT_EQ(std::bit_cast<TimeBits>(got->time_feats),
+                  std::bit_cast<TimeBits>(want->time_feats));
+        EXPECT_EQ(got->item_features, want->item_features);
+        EXPECT_EQ(got->item_row, want->item_row);
+        EXPECT_EQ(got->actions, want->actions);
+        EXPECT_EQ(got->cat_rows, want->cat_rows);
+        EXPECT_EQ(got->labels, want->labels);
+      }
+    }
+  }
+  // A refusal gives Featurize's error.
+  Event bad = RandomEvent();
+  bad.has_item = false;
+  const Status s = featurizer.FeaturizeInto(bad, false, out);
+  EXPECT_EQ(s.message(), featurizer.Featurize(bad, false).status().message());
 }
 
 TEST(FeaturizerTest, ActionTransformsDefaultsAndLabels) {

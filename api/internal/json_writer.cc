@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include <fmt/compile.h>
 #include <fmt/format.h>
 
 namespace rotor::api::internal {
@@ -49,12 +50,37 @@ std::size_t Utf8SequenceLength(std::string_view s) {
   return 0;
 }
 
+// Whether the byte is printable ASCII that JSON takes as it is (no escape, no UTF-8 check).
+bool IsPlain(unsigned char c) {
+  return c >= 0x20 && c < 0x7F && c != '"' && c != '\\';
+}
+
+// Formats `value` with fmt's "{}" (for a float: the shortest form that reads back as the same
+// float) into a stack buffer and appends it: the bytes fmt::format_to into the string would
+// write, without growing the string through an iterator one character at a time.
+template <class T>
+void AppendNumber(std::string& out, T value) {
+  char buf[64];  // An int64 takes at most 20 characters, a float at most 15.
+  const char* end = fmt::format_to(buf, FMT_COMPILE("{}"), value);
+  out.append(buf, static_cast<std::size_t>(end - buf));
+}
+
 }  // namespace
 
 void AppendJsonString(std::string& out, std::string_view text) {
   out.push_back('"');
   std::size_t i = 0;
   while (i < text.size()) {
+    // Runs of plain bytes (most keys and values) go in one append.
+    std::size_t plain = i;
+    while (plain < text.size() && IsPlain(static_cast<unsigned char>(text[plain]))) {
+      ++plain;
+    }
+    if (plain > i) {
+      out.append(text.data() + i, plain - i);
+      i = plain;
+      continue;
+    }
     const auto c = static_cast<unsigned char>(text[i]);
     if (c == '"' || c == '\\') {
       out.push_back('\\');
@@ -134,14 +160,14 @@ JsonWriter& JsonWriter::String(std::string_view value) {
 
 JsonWriter& JsonWriter::Int(int64_t value) {
   BeforeValue();
-  fmt::format_to(std::back_inserter(out_), "{}", value);
+  AppendNumber(out_, value);
   return *this;
 }
 
 JsonWriter& JsonWriter::Float(float value) {
   BeforeValue();
   if (std::isfinite(value)) {
-    fmt::format_to(std::back_inserter(out_), "{}", value);
+    AppendNumber(out_, value);
   } else {
     out_ += "null";
   }

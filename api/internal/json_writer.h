@@ -6,6 +6,7 @@
 #ifndef ROTOR_API_INTERNAL_JSON_WRITER_H_
 #define ROTOR_API_INTERNAL_JSON_WRITER_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -33,6 +34,10 @@ class JsonWriter {
   JsonWriter& Null();
   // A value already written as JSON (another writer's document).
   JsonWriter& Raw(std::string_view json);
+
+  // Makes room for `bytes` more bytes of output (a writer that knows roughly how long its
+  // document is grows its string once instead of a dozen times).
+  void Reserve(std::size_t bytes) { out_.reserve(out_.size() + bytes); }
 
   std::string Take() { return std::move(out_); }
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstring>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -147,6 +148,45 @@ TEST_P(AttendOneTest, EqualKeysAverageTheValues) {
     }
     mean /= static_cast<double>(rows);
     EXPECT_NEAR(out[i], mean, 1e-6) << i;
+  }
+}
+
+TEST_P(AttendOneTest, AttendManyIsAttendOnePerQueryBitForBit) {
+  // The candidates' case: several queries against one window give, bit for bit, what each
+  // query gives alone (the decoder's scores must not depend on how candidates are grouped).
+  for (const Shape shape : Shapes()) {
+    for (const size_t rows : {size_t{1}, size_t{3}, size_t{4}, size_t{5}, lanes_ + 1, size_t{50}}) {
+      for (const int n : {0, 1, 2, 7, 16}) {
+        SCOPED_TRACE(::testing::Message() << shape.n_heads << " heads x " << shape.d_head << ", "
+                                          << rows << " rows, " << n << " queries");
+        const size_t d_model =
+            static_cast<size_t>(shape.n_heads) * static_cast<size_t>(shape.d_head);
+        const auto nq = static_cast<size_t>(n);
+        const std::vector<float> q =
+            RandomFloats(std::max<size_t>(nq, 1) * d_model, -1.0f, 1.0f, 11);
+        const std::vector<float> k = RandomFloats(rows * d_model, -1.0f, 1.0f, 12);
+        const std::vector<float> v = RandomFloats(rows * d_model, -1.0f, 1.0f, 13);
+        const size_t weights = static_cast<size_t>(shape.n_heads) * rows;
+        std::vector<float> out(nq * d_model + 1, 42.0f);
+        std::vector<float> scratch(nq * weights + 1, 42.0f);
+        AttendMany(q.data(), n, k.data(), v.data(), static_cast<int>(rows), shape.n_heads,
+                   shape.d_head, 0.025f, out.data(), scratch.data());
+        EXPECT_EQ(out[nq * d_model], 42.0f);
+        EXPECT_EQ(scratch[nq * weights], 42.0f);
+        for (size_t i = 0; i < nq; ++i) {
+          std::vector<float> one(d_model);
+          std::vector<float> one_scratch(weights);
+          AttendOne(q.data() + i * d_model, k.data(), v.data(), static_cast<int>(rows),
+                    shape.n_heads, shape.d_head, 0.025f, one.data(), one_scratch.data());
+          ASSERT_EQ(std::memcmp(one.data(), out.data() + i * d_model, d_model * sizeof(float)), 0)
+              << "query " << i;
+          ASSERT_EQ(std::memcmp(one_scratch.data(), scratch.data() + i * weights,
+                                weights * sizeof(float)),
+                    0)
+              << "query " << i;
+        }
+      }
+    }
   }
 }
 

@@ -164,6 +164,13 @@ void Axpy(float alpha, const float* x, float* y, size_t n);
 void AttendOne(const float* q, const float* k, const float* v, int rows, int n_heads, int d_head,
                float scale, float* out, float* scratch);
 
+// AttendOne for `n_queries` queries against the same window: q and out [n_queries, n_heads *
+// d_head], scratch n_queries * n_heads * rows floats (each query's weights, [query, head,
+// row]). Each query's output is AttendOne's, bit for bit; interleaving the queries' weighted
+// sums hides the latency of their FMA chains (candidates of one user share a window).
+void AttendMany(const float* q, int n_queries, const float* k, const float* v, int rows,
+                int n_heads, int d_head, float scale, float* out, float* scratch);
+
 }  // namespace rotor::kernels
 
 #endif  // ROTOR_ENCODERS_INTERNAL_KERNELS_KERNELS_H_
