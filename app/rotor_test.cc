@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include <regex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <fmt/core.h>
@@ -485,9 +487,19 @@ TEST(RotorTest, ServeAnswersTheHttpApiAndInspectReadsThroughIt) {
       EXPECT_LT(p.get<double>(), 1.0) << label;
     }
   }
-  auto metrics = rotor::api::HttpRequest(url, "GET", "/metrics");
-  ASSERT_TRUE(metrics.ok());
-  EXPECT_THAT(metrics->body, HasSubstr("rotor_api_requests_total{route=\"user_score\""));
+  // A request is counted once its response's last byte is written, which may be just after
+  // the client has read it: ask again until the count shows (bounded).
+  std::string metrics_body;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    auto metrics = rotor::api::HttpRequest(url, "GET", "/metrics");
+    ASSERT_TRUE(metrics.ok());
+    metrics_body = metrics->body;
+    if (metrics_body.find("rotor_api_requests_total{route=\"user_score\"") != std::string::npos) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_THAT(metrics_body, HasSubstr("rotor_api_requests_total{route=\"user_score\""));
 
   // inspect --url: the same read over HTTP, no config needed.
   const std::string api_url = fmt::format("http://127.0.0.1:{}", port);
