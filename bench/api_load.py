@@ -118,7 +118,7 @@ def check_score(port, requests_path):
 
 def score_histogram(port):
     """rotor_api_request_seconds of route user_score, status 200, from /metrics: {le: count}
-    with "sum" and "count"."""
+    with "sum" and "count", and rotor_api_state_reads_total as "reads_hot", "reads_store"."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         text = r.read().decode()
     out = {}
@@ -128,6 +128,10 @@ def score_histogram(port):
     for name in ("sum", "count"):
         m = re.search(series.format(name, ""), text)
         out[name] = float(m.group(1)) if m else 0.0
+    # Where the API read users' state: the committed view ("hot") or RocksDB ("store").
+    for source in ("hot", "store"):
+        m = re.search(f'rotor_api_state_reads_total{{source="{source}"}} (\\S+)', text)
+        out[f"reads_{source}"] = float(m.group(1)) if m else 0.0
     return out
 
 
@@ -143,6 +147,8 @@ def server_side(before, after):
     def bound(q):
         return next((le * 1000 for le, n in buckets if n >= q * count), float("inf"))
     return {"requests": int(count),
+            "state_reads_hot": int(after["reads_hot"] - before.get("reads_hot", 0)),
+            "state_reads_store": int(after["reads_store"] - before.get("reads_store", 0)),
             "mean_ms": (after["sum"] - before.get("sum", 0)) / count * 1000,
             "p50_bucket_ms": bound(0.5), "p99_bucket_ms": bound(0.99),
             "busy_threads": (after["sum"] - before.get("sum", 0))}
@@ -326,6 +332,9 @@ def print_table(a, b, v):
          f"{api['server'].get('mean_ms', float('nan')):.2f}; <= "
          f"{api['server'].get('p50_bucket_ms', float('nan')):g}, <= "
          f"{api['server'].get('p99_bucket_ms', float('nan')):g}", ""),
+        ("API state reads from the committed view / RocksDB", "-",
+         f"{api['server'].get('state_reads_hot', 0)} / "
+         f"{api['server'].get('state_reads_store', 0)}", ""),
         ("API non-200 / unknown users / wrk errors", "-",
          f"{api['non200']} / {api['unknown_users']} / {sum(api['errors'].values())}", ""),
     ]
