@@ -406,10 +406,10 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(const config::DaemonConfig& confi
   ROTOR_ASSIGN_OR_RETURN(impl->metrics,
                          internal::DaemonMetrics::Create(*registry, impl->bundle->model_id()));
   impl->writer = std::make_unique<internal::StoreWriter>(*impl->store);
-  ROTOR_ASSIGN_OR_RETURN(impl->processor,
-                         Processor::Create(*impl->bundle, *impl->store, config.pipeline,
-                                           config.output, config.state, WallMs,
-                                           resources.committed_view));
+  ROTOR_ASSIGN_OR_RETURN(
+      impl->processor,
+      Processor::Create(*impl->bundle, *impl->store, config.pipeline, config.output, config.state,
+                        WallMs, resources.committed_view));
   if (config.kafka.embedded) {
     ROTOR_ASSIGN_OR_RETURN(impl->embedded, EmbeddedKafka::Start(1));
     for (const std::string& topic :

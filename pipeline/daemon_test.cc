@@ -1359,14 +1359,13 @@ TEST_F(DaemonTest, ADaemonWithLentResourcesCommitsIntoTheLentStore) {
     // committed offset, read while the daemon runs. (A batch is published after its commit,
     // once the loop finishes it: wait for the last.)
     const auto all_hot = [&] {
-      for (const auto& [user, lines] : events) {
+      return std::ranges::all_of(events, [&](const auto& user_lines) {
+        const auto& [user, lines] = user_lines;
         const TopicPartition tp{std::string(kInputTopic), serving.daemon().PartitionOf(user)};
         const storage::CommittedView::Read read = view.Find(user, tp);
-        if (read.state == nullptr || read.state->window.next_pos != Direct(lines).window.next_pos) {
-          return false;
-        }
-      }
-      return true;
+        return read.state != nullptr &&
+               read.state->window.next_pos == Direct(lines).window.next_pos;
+      });
     };
     EXPECT_TRUE(WaitFor(all_hot, kServeTimeout));
     const auto stored_offsets = (*store)->LoadOffsets();

@@ -31,8 +31,8 @@ void CommittedView::Publish(std::vector<Entry> entries,
   for (const auto& [tp, next] : offsets) {
     offsets_[tp] = next;
   }
-  for (auto& [user, state] : entries) {
-    users_.insert_or_assign(std::move(user), std::move(state));
+  for (Entry& entry : entries) {
+    users_.insert_or_assign(std::move(entry.first), std::move(entry.second));
   }
 }
 

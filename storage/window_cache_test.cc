@@ -277,6 +277,7 @@ TEST(WindowCacheViewTest, ReadersOnOtherThreadsSeeOnlyWholeCommits) {
   std::atomic<int64_t> found{0};
   std::atomic<int64_t> bad{0};
   std::vector<std::thread> readers;
+  readers.reserve(2);
   for (int t = 0; t < 2; ++t) {
     readers.emplace_back([&] {
       while (!stop.load()) {
