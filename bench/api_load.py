@@ -147,8 +147,8 @@ def server_side(before, after):
     def bound(q):
         return next((le * 1000 for le, n in buckets if n >= q * count), float("inf"))
     return {"requests": int(count),
-            "state_reads_hot": int(after["reads_hot"] - before.get("reads_hot", 0)),
-            "state_reads_store": int(after["reads_store"] - before.get("reads_store", 0)),
+            "state_reads_hot": int(after.get("reads_hot", 0) - before.get("reads_hot", 0)),
+            "state_reads_store": int(after.get("reads_store", 0) - before.get("reads_store", 0)),
             "mean_ms": (after["sum"] - before.get("sum", 0)) / count * 1000,
             "p50_bucket_ms": bound(0.5), "p99_bucket_ms": bound(0.99),
             "busy_threads": (after["sum"] - before.get("sum", 0))}

@@ -90,4 +90,10 @@ def test_server_side_reads_the_histogram_deltas(api_load):
     assert s["mean_ms"] == pytest.approx(2.0)
     assert s["p50_bucket_ms"] == 1.0
     assert s["p99_bucket_ms"] == 5.0
+    assert s["state_reads_hot"] == 0 and s["state_reads_store"] == 0  # Not in these scrapes.
+    # Where the state was read: the committed view or RocksDB, as deltas too.
+    before.update(reads_hot=5.0, reads_store=2.0)
+    after.update(reads_hot=95.0, reads_store=12.0)
+    s = api_load.server_side(before, after)
+    assert (s["state_reads_hot"], s["state_reads_store"]) == (90, 10)
     assert api_load.server_side(after, after) == {"requests": 0}
