@@ -24,7 +24,6 @@
 
 #include <unistd.h>
 
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -39,6 +38,7 @@
 #include <fmt/core.h>
 
 #include "api/internal/json_writer.h"
+#include "api/internal/resources.h"
 #include "api/router.h"
 #include "common/metrics.h"
 #include "common/status.h"
@@ -339,16 +339,7 @@ void BenchWrite(benchmark::State& state) {
     json.Key("partition").Int(0);
     json.Key("next_offset").Int(*p->user.next_offset);
     json.EndObject();
-    json.Key("scores").BeginArray();
-    for (std::size_t c = 0; c < candidates.size(); ++c) {
-      json.BeginObject();
-      for (std::size_t l = 0; l < labels.size(); ++l) {
-        const double logit = logits[c * labels.size() + l];
-        json.Key(labels[l].name).Float(static_cast<float>(1.0 / (1.0 + std::exp(-logit))));
-      }
-      json.EndObject();
-    }
-    json.EndArray();
+    internal::WriteScores(json, labels, logits);
     json.EndObject();
     std::string body = json.Take();
     benchmark::DoNotOptimize(body.data());

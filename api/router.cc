@@ -196,6 +196,7 @@ Result<std::unique_ptr<Router>> Router::Create(const ApiContext& context) {
       .api = context,
       .decoder = std::move(decoder),
       .parser = encoders::EventParser(context.bundle.config()),
+      .score_request = {},
       .hot_reads = hot_reads,
       .store_reads = store_reads,
   });

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -30,6 +31,11 @@ struct ResourceContext {
   const ApiContext& api;
   encoders::Decoder decoder;
   encoders::EventParser parser;
+  // The thread's current score request, kept between requests so that parsing reuses its
+  // storage (EventParser::ParseScoreRequest refills it in place) instead of allocating every
+  // candidate's inputs anew. It holds the inputs of the largest request this Router has
+  // parsed (at most max_total_candidates candidates', ~150 bytes each).
+  encoders::ScoreRequest score_request;
   // rotor_api_state_reads_total{source="hot"|"store"}: users read from the committed view,
   // from a RocksDB snapshot.
   common::Counter* hot_reads = nullptr;
@@ -80,6 +86,10 @@ Response GetUser(ResourceContext& ctx, std::string_view user, const Query& query
 Response GetUserTensors(ResourceContext& ctx, std::string_view user, const Query& query);
 
 // score.cc: POST /v1/users/{id}/score, POST /v1/score.
+// "scores": one object per candidate of label name -> probability (sigmoid of the logit), from
+// `logits` (candidate-major, `labels.size()` per candidate).
+void WriteScores(JsonWriter& json, std::span<const encoders::LabelSpec> labels,
+                 std::span<const float> logits);
 Response PostUserScore(ResourceContext& ctx, std::string_view user, const Query& query,
                        std::string_view body);
 Response PostScore(ResourceContext& ctx, const Query& query, std::string_view body);

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -66,16 +67,7 @@ std::optional<ScoreError> ScoreUser(ResourceContext& ctx, std::string_view user,
   json.Key("known").Bool(view->known);
   json.Key("next_pos").Int(view->window->next_pos);
   WriteInput(json, ctx.api, *view);
-  json.Key("scores").BeginArray();
-  for (std::size_t c = 0; c < candidates.size(); ++c) {
-    json.BeginObject();
-    for (std::size_t l = 0; l < labels.size(); ++l) {
-      const double logit = logits[c * labels.size() + l];
-      json.Key(labels[l].name).Float(static_cast<float>(1.0 / (1.0 + std::exp(-logit))));
-    }
-    json.EndObject();
-  }
-  json.EndArray();
+  WriteScores(json, labels, logits);
   return std::nullopt;
 }
 
@@ -98,21 +90,26 @@ std::optional<Response> BeginScore(ResourceContext& ctx, const Query& query, std
   return std::nullopt;
 }
 
-// The parsed request of the thread's current score request: kept between requests so that
-// parsing reuses its storage (EventParser::ParseScoreRequest refills it in place) instead of
-// allocating every candidate's inputs anew. A Router serves one thread and a resource call
-// does not nest, so one per thread is enough; it holds the inputs of the largest request the
-// thread has parsed (at most max_total_candidates candidates' inputs, ~150 bytes each).
-encoders::ScoreRequest& ThreadScoreRequest() {
-  thread_local encoders::ScoreRequest request;
-  return request;
-}
-
 }  // namespace
+
+void WriteScores(JsonWriter& json, std::span<const encoders::LabelSpec> labels,
+                 std::span<const float> logits) {
+  const std::size_t candidates = labels.empty() ? 0 : logits.size() / labels.size();
+  json.Key("scores").BeginArray();
+  for (std::size_t c = 0; c < candidates; ++c) {
+    json.BeginObject();
+    for (std::size_t l = 0; l < labels.size(); ++l) {
+      const double logit = logits[c * labels.size() + l];
+      json.Key(labels[l].name).Float(static_cast<float>(1.0 / (1.0 + std::exp(-logit))));
+    }
+    json.EndObject();
+  }
+  json.EndArray();
+}
 
 Response PostUserScore(ResourceContext& ctx, std::string_view user, const Query& query,
                        std::string_view body) {
-  encoders::ScoreRequest& request = ThreadScoreRequest();
+  encoders::ScoreRequest& request = ctx.score_request;
   JsonWriter json;
   if (auto refused =
           BeginScore(ctx, query, body, encoders::ScoreRequestForm::kOneUser, request, json)) {
@@ -131,7 +128,7 @@ Response PostUserScore(ResourceContext& ctx, std::string_view user, const Query&
 }
 
 Response PostScore(ResourceContext& ctx, const Query& query, std::string_view body) {
-  encoders::ScoreRequest& request = ThreadScoreRequest();
+  encoders::ScoreRequest& request = ctx.score_request;
   JsonWriter json;
   if (auto refused =
           BeginScore(ctx, query, body, encoders::ScoreRequestForm::kManyUsers, request, json)) {
