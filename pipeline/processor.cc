@@ -593,10 +593,6 @@ void Processor::Abandon(PendingBatch&& batch) {
   batch.state.Clear();
 }
 
-void Processor::ClearCache() {
-  impl_->cache.Clear();
-}
-
 void Processor::DropPartitions(std::span<const TopicPartition> partitions) {
   impl_->cache.ErasePartitions(partitions);
 }

@@ -168,8 +168,6 @@ class Processor {
   // The oldest batch in flight was not committed: forget its in-memory effects and those of
   // every later batch.
   void Abandon(PendingBatch&& batch);
-  // Drops every cached user. Call with no batch in flight.
-  void ClearCache();
   // Drops the cached users of `partitions` (revoked ones: their state may change elsewhere);
   // the other partitions' users stay hot. Call with no batch in flight.
   void DropPartitions(std::span<const TopicPartition> partitions);

@@ -104,6 +104,12 @@ class ProcessorTest : public ::testing::Test {
     return outputs;
   }
 
+  // Drops the cached users of partition 0 (every user while partitions_ is 0), as a revoke does.
+  void DropPartition0() {
+    const std::vector<TopicPartition> revoked{{std::string(kTopic), 0}};
+    processor_->DropPartitions(revoked);
+  }
+
   // `m` as a publishable record of partition 0 (for tests that drive Process themselves).
   static InputRecord RecordOf(const Message& m) {
     return InputRecord{.topic = kTopic,
@@ -477,7 +483,7 @@ TEST_F(ProcessorTest, AUserWithCorruptStateIsQuarantinedAndOthersGoOn) {
   const std::vector<std::string> amy = testing::GoldenUserEvents("amy");
   Run(Keyed({zed[0]}, "zed"), 1);
   Run(Keyed({amy[0]}, "amy"), 1);
-  processor_->ClearCache();  // The next events read both users from RocksDB.
+  DropPartition0();  // The next events read both users from RocksDB.
   ASSERT_TRUE(storage::testing::CorruptUserForTesting(*store_, "zed").ok());
   std::vector<Message> messages = Keyed({zed[1], zed[2]}, "zed");
   for (Message& m : Keyed({amy[1], amy[2]}, "amy")) {
@@ -681,7 +687,7 @@ TEST_F(ProcessorTest, TheCommittedViewHoldsWhatRocksDbCommittedForHotUsers) {
   EXPECT_EQ(view_->Find("kai", p0).state, nullptr);
   expect_view_is_store("lea");
 
-  processor_->ClearCache();  // A revoke.
+  DropPartition0();  // A revoke.
   EXPECT_EQ(view_->size(), 0U);
   EXPECT_EQ(view_->Find("lea", p0).state, nullptr);
 
