@@ -26,7 +26,9 @@ const std::vector<Command>& CommandTable() {
        "rotor produce --config FILE --file EVENTS.jsonl [--rate N] [--limit N] [--topic NAME]"},
       {"consume", "rotor consume --config FILE [--topic NAME] [--max N] [--idle-ms N] [--json]"},
       {"inspect", "rotor inspect (--config FILE | --url URL) (--user ID | --all)"},
-      {"replay", "rotor replay  --config FILE --file EVENTS.jsonl [--partitions N]"},
+      {"replay",
+       "rotor replay  --config FILE (--file EVENTS.jsonl [--partitions N] | --kafka "
+       "[--partition LIST] [--start [P:]SPEC]... [--end [P:]SPEC]... [--publish] [--jobs N])"},
       {"topics", "rotor topics  --config FILE [--partitions N]"},
   };
   return kCommands;
@@ -94,10 +96,12 @@ std::unique_ptr<CLI::App> BuildApp(const Command& command, Flags& flags, int64_t
   const std::string_view name = command.name;
   const bool inspect = name == "inspect";
   AddString(*app, "--config", flags.config, "FILE",
-            inspect           ? "the config (model.bundle, state.dir, kafka.input_topic)"
-            : name == "serve" ? "the config (docs/configuration.md)"
-                              : (name == "replay" ? "the config (model.bundle, pipeline.*, state.*)"
-                                                  : "the config (kafka.*)"));
+            inspect ? "the config (model.bundle, state.dir, kafka.input_topic)"
+            : name == "serve"
+                ? "the config (docs/configuration.md)"
+                : (name == "replay" ? "the config (model.bundle, pipeline.*, state.*;\n"
+                                      "kafka.* with --kafka)"
+                                    : "the config (kafka.*)"));
   if (name == "serve") {
     app->description(
         "Consumes the input topic, keeps every user's K/V window in state.dir, publishes the\n"
@@ -143,13 +147,35 @@ std::unique_ptr<CLI::App> BuildApp(const Command& command, Flags& flags, int64_t
             "(state.dir only: not with --url)");
   } else if (name == "replay") {
     app->description(
-        "Rebuilds state.dir from a JSON-lines event file through the daemon's processor, bit\n"
-        "for bit what streaming the same events gives; resumes after the last line it committed.");
+        "Rebuilds state.dir through the daemon's processor, bit for bit what streaming the same\n"
+        "events gives, from a JSON-lines event file (--file) or from kafka.input_topic itself\n"
+        "(--kafka: a range of offsets or times per partition, in parallel, publishing or not;\n"
+        "`rotor serve` continues from the state it leaves). Resumes where it stopped: run the\n"
+        "same command again (docs/operations.md, Backfill). SPEC: earliest, latest, an offset,\n"
+        "or @ and a time (@1767225600000 ms, @2026-01-01T00:00:00Z); P: for one partition.");
     AddString(*app, "--file", flags.file, "EVENTS.jsonl", "the events");
     AddInt(*app, "--partitions", partitions,
-           "the input topic's partition count: each event goes to\n"
-           "its user's partition (murmur2), as in the topic. Needed\n"
-           "with state.user_ttl_ms > 0 unless state.dir recorded it");
+           "--file: the input topic's partition count: each event\n"
+           "goes to its user's partition (murmur2), as in the topic.\n"
+           "Needed with state.user_ttl_ms > 0 unless state.dir\n"
+           "recorded it");
+    AddBool(*app, "--kafka", flags.kafka, "replay kafka.input_topic instead of a file");
+    AddString(*app, "--partition", flags.partition_list, "LIST",
+              "--kafka: only these partitions (0,3,5; default all)");
+    app->add_option("--start", flags.start,
+                    "--kafka: where to start (default earliest);\n"
+                    "a partition with stored state resumes there")
+        ->option_text("[P:]SPEC");
+    app->add_option("--end", flags.end,
+                    "--kafka: where to stop, exclusive (default latest,\n"
+                    "the end when the replay starts)")
+        ->option_text("[P:]SPEC");
+    AddBool(*app, "--publish", flags.publish,
+            "--kafka: publish the outputs to kafka.output_topic and\n"
+            "kafka.dead_letter_topic (at least once)");
+    AddInt(*app, "--jobs", flags.jobs,
+           "--kafka: workers over the partitions (default: one per\n"
+           "core, at most one per partition)");
   } else {
     app->description(
         "Creates the input, output and dead-letter topics (replication factor 1); existing ones\n"
@@ -183,7 +209,27 @@ Status CheckFlags(const Command& command, const Flags& flags) {
   if (flags.config.empty()) {
     return Status::InvalidArgument("--config FILE is required");
   }
-  if ((name == "produce" || name == "replay") && flags.file.empty()) {
+  if (name == "replay") {
+    if (flags.kafka == !flags.file.empty()) {
+      return Status::InvalidArgument(
+          "give one source: --file EVENTS.jsonl, or --kafka for kafka.input_topic");
+    }
+    const bool kafka_only = !flags.partition_list.empty() || !flags.start.empty() ||
+                            !flags.end.empty() || flags.publish || flags.jobs != 0;
+    if (!flags.kafka && kafka_only) {
+      return Status::InvalidArgument(
+          "--partition, --start, --end, --publish and --jobs need --kafka");
+    }
+    if (flags.kafka && flags.partitions) {
+      return Status::InvalidArgument(
+          "--partitions N is for --file; with --kafka the topic's partition count is read from "
+          "the cluster (--partition LIST selects partitions)");
+    }
+    if (flags.jobs < 0) {
+      return Status::InvalidArgument("--jobs {}: expected a count >= 1", flags.jobs);
+    }
+  }
+  if (name == "produce" && flags.file.empty()) {
     return Status::InvalidArgument("--file EVENTS.jsonl is required");
   }
   if (flags.partitions && *flags.partitions < 1) {

@@ -77,6 +77,14 @@ struct Flags {
   std::string url;
   // replay (nullopt: not given), topics (default 8). >= 1 when given.
   std::optional<int64_t> partitions;
+  // replay --kafka: the partitions ("0,3,5"; empty: all), start and end specs as given
+  // ("[P:]SPEC", pipeline::ParseOffsetSpec reads SPEC), publishing, workers (0: default).
+  bool kafka = false;
+  std::string partition_list;
+  std::vector<std::string> start;
+  std::vector<std::string> end;
+  bool publish = false;
+  int64_t jobs = 0;
 };
 
 // What a command line asks for: a command to run with its flags, or text to print and an exit

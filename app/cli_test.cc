@@ -75,6 +75,16 @@ TEST(CliTest, ValuesAreParsedAndTyped) {
   EXPECT_EQ(produce.flags.limit, INT64_MAX);
   EXPECT_EQ(produce.flags.rate, 0);
   EXPECT_EQ(Parse({"replay", "--config", "c", "--file", "e"}).flags.partitions, std::nullopt);
+  const Flags kafka = Parse({"replay", "--config", "c", "--kafka", "--partition", "0,2", "--start",
+                             "@2026-01-01T00:00:00Z", "--start", "2:15", "--end", "latest",
+                             "--publish", "--jobs", "2"})
+                          .flags;
+  EXPECT_TRUE(kafka.kafka);
+  EXPECT_EQ(kafka.partition_list, "0,2");
+  EXPECT_EQ(kafka.start, (std::vector<std::string>{"@2026-01-01T00:00:00Z", "2:15"}));
+  EXPECT_EQ(kafka.end, (std::vector<std::string>{"latest"}));
+  EXPECT_TRUE(kafka.publish);
+  EXPECT_EQ(kafka.jobs, 2);
   EXPECT_EQ(Parse({"replay", "--config", "c", "--file", "e", "--partitions", "3"}).flags.partitions,
             3);
   auto url = Parse({"inspect", "--url", "http://127.0.0.1:1", "--user", "u"});
@@ -105,7 +115,12 @@ TEST(CliTest, BadArgumentsAreUsageErrorsNamingThem) {
                    "99999999999999999999");
   ExpectUsageError({"topics"}, "--config FILE is required");
   ExpectUsageError({"produce", "--config", "c"}, "--file EVENTS.jsonl is required");
-  ExpectUsageError({"replay", "--config", "c"}, "--file EVENTS.jsonl is required");
+  ExpectUsageError({"replay", "--config", "c"}, "give one source");
+  ExpectUsageError({"replay", "--config", "c", "--file", "e", "--kafka"}, "give one source");
+  ExpectUsageError({"replay", "--config", "c", "--file", "e", "--publish"}, "need --kafka");
+  ExpectUsageError({"replay", "--config", "c", "--kafka", "--partitions", "4"},
+                   "--partitions N is for --file");
+  ExpectUsageError({"replay", "--config", "c", "--kafka", "--jobs", "-1"}, "--jobs -1");
   ExpectUsageError({"replay", "--config", "c", "--file", "e", "--partitions", "0"},
                    "--partitions 0: expected a partition count >= 1");
   ExpectUsageError({"topics", "--config", "c", "--partitions", "-1"}, "--partitions -1");
@@ -288,6 +303,32 @@ TEST(CliTest, ConsumeJsonLineNeverThrowsOnAHeaderNameThatIsNotUtf8) {
   const nlohmann::json j = LineOf(Message("k", "v", {{std::string(kNotUtf8), "x"}}));
   EXPECT_EQ(j["headers"].size(), 1U);
   EXPECT_EQ(j["headers"].begin().value(), "x");
+}
+
+TEST(CliTest, ReplayProgressIsABarOnATerminalAndPlainLinesElsewhere) {
+  pipeline::ReplayProgress p{.partitions = 8,
+                             .partitions_done = 3,
+                             .records_total = 2000,
+                             .records_done = 500,
+                             .events = 41300,
+                             .seconds = 10,
+                             .finished = false};
+  EXPECT_EQ(FormatReplayProgress(p, false),
+            "replay: 25.0% (500 of 2000 records), 4130 events/s, ETA 30 s, 3 of 8 partitions done");
+  EXPECT_EQ(FormatReplayProgress(p, true),
+            "[#####...............]  25.0%  500/2000 records  4.1k events/s  ETA 0:30  3/8 "
+            "partitions");
+  p.records_done = 0;
+  EXPECT_THAT(FormatReplayProgress(p, false), HasSubstr("ETA unknown"));
+  p.records_done = 2000;
+  p.partitions_done = 8;
+  p.finished = true;
+  EXPECT_EQ(FormatReplayProgress(p, false),
+            "replay: 100.0% (2000 of 2000 records), 4130 events/s, ETA 0 s, 8 of 8 partitions "
+            "done");
+  p.records_total = 0;  // Nothing to replay: done.
+  p.records_done = 0;
+  EXPECT_THAT(FormatReplayProgress(p, true), HasSubstr("[####################] 100.0%"));
 }
 
 }  // namespace

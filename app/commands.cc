@@ -2,10 +2,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -410,7 +413,131 @@ int Inspect(const Flags& flags, const Config& config) {
   return cli::kExitOk;
 }
 
+// "0,3,5": the partitions to replay.
+Result<std::vector<int32_t>> ParsePartitionList(std::string_view text) {
+  std::vector<int32_t> out;
+  std::size_t at = 0;
+  while (at <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', at), text.size());
+    const std::string_view item = text.substr(at, comma - at);
+    int32_t p = -1;
+    const auto [end, error] = std::from_chars(item.data(), item.data() + item.size(), p);
+    if (item.empty() || error != std::errc() || end != item.data() + item.size() || p < 0) {
+      return Status::InvalidArgument("--partition {}: expected partition numbers, as 0,3,5", text);
+    }
+    out.push_back(p);
+    at = comma + 1;
+  }
+  return out;
+}
+
+// One --start or --end: "SPEC" for every partition, "P:SPEC" for partition P.
+Status AddOffsetSpec(std::string_view flag, std::string_view given, pipeline::OffsetSpec& all,
+                     std::map<int32_t, pipeline::OffsetSpec>& of) {
+  std::string_view spec = given;
+  std::optional<int32_t> partition;
+  const std::size_t colon = given.find(':');
+  if (colon != std::string_view::npos && !given.starts_with('@')) {
+    int32_t p = -1;
+    const auto [end, error] = std::from_chars(given.data(), given.data() + colon, p);
+    if (colon == 0 || error != std::errc() || end != given.data() + colon || p < 0) {
+      return Status::InvalidArgument("{} {}: expected [PARTITION:]SPEC", flag, given);
+    }
+    partition = p;
+    spec = given.substr(colon + 1);
+  }
+  auto parsed = pipeline::ParseOffsetSpec(spec);
+  if (!parsed.ok()) {
+    return Status::InvalidArgument("{} {}", flag, parsed.status().message());
+  }
+  if (partition) {
+    if (!of.emplace(*partition, *parsed).second) {
+      return Status::InvalidArgument("{} is given twice for partition {}", flag, *partition);
+    }
+  } else {
+    all = *parsed;
+  }
+  return Status::OK();
+}
+
+// `rotor replay --kafka`: kafka.input_topic into state.dir (docs/operations.md, Backfill).
+int ReplayKafka(const Flags& flags, const Config& config) {
+  pipeline::KafkaReplayOptions options;
+  if (!flags.partition_list.empty()) {
+    auto partitions = ParsePartitionList(flags.partition_list);
+    if (!partitions.ok()) {
+      return Fail("replay", partitions.status());
+    }
+    options.partitions = std::move(partitions).value();
+  }
+  for (const std::string& given : flags.start) {
+    if (const Status s = AddOffsetSpec("--start", given, options.start, options.start_of);
+        !s.ok()) {
+      return Fail("replay", s);
+    }
+  }
+  for (const std::string& given : flags.end) {
+    if (const Status s = AddOffsetSpec("--end", given, options.end, options.end_of); !s.ok()) {
+      return Fail("replay", s);
+    }
+  }
+  options.end_given = !flags.end.empty();
+  options.publish = flags.publish;
+  if (flags.jobs > 1024) {
+    return Fail("replay", Status::InvalidArgument("--jobs {}: at most 1024", flags.jobs));
+  }
+  options.jobs = static_cast<int32_t>(flags.jobs);
+  if (config.kafka.embedded) {
+    return Fail("replay", Status::InvalidArgument(
+                              "kafka.embedded is true: the embedded cluster lives inside `rotor "
+                              "serve` and holds nothing to replay; set kafka.embedded: false and "
+                              "kafka.bootstrap_servers to the cluster whose topic to replay"));
+  }
+  auto runtime = Runtime::Open(config, {.create_state_dir = true, .sync_writes = false});
+  if (!runtime.ok()) {
+    return Fail("replay", runtime.status(), config.state.dir);
+  }
+  Runtime& rt = **runtime;
+  InstallSignals();
+  options.stop = &g_stop;
+  // A bar redrawn in place on a terminal; plain lines every log.stats_interval_ms elsewhere.
+  const bool bar = isatty(STDERR_FILENO) == 1;
+  if (bar || config.log.stats_interval_ms > 0) {
+    options.progress_interval_ms = bar ? 250 : config.log.stats_interval_ms;
+    options.on_progress = [bar](const pipeline::ReplayProgress& progress) {
+      if (bar) {
+        fmt::print(stderr, "\r{}{}", cli::FormatReplayProgress(progress, true),
+                   progress.finished ? "\n" : "");
+      } else {
+        fmt::print(stderr, "{}\n", cli::FormatReplayProgress(progress, false));
+      }
+      std::fflush(stderr);
+    };
+  }
+  auto stats = pipeline::ReplayKafka(config, rt.bundle(), rt.store(), options);
+  const Status closed = rt.Close();
+  if (!stats.ok()) {
+    return Fail("replay", stats.status(), config.state.dir);
+  }
+  if (!closed.ok()) {
+    return Fail("replay", closed, config.state.dir);
+  }
+  fmt::print(
+      "rotor replay: {} records, {} events of '{}' ({} partitions, {} resumed) into '{}' in "
+      "{:.2f} s ({:.0f} events/s); {} dead letters, {} duplicates; {} messages published; {} "
+      "expired users deleted, {} histories restarted\n",
+      stats->records, stats->events, config.kafka.input_topic, stats->partitions,
+      stats->resumed_partitions, config.state.dir, stats->seconds,
+      stats->seconds > 0 ? static_cast<double>(stats->events) / stats->seconds : 0.0,
+      stats->dead_letters, stats->duplicates, stats->published, stats->expired_users,
+      stats->restarted_histories);
+  return cli::kExitOk;
+}
+
 int Replay(const Flags& flags, const Config& config) {
+  if (flags.kafka) {
+    return ReplayKafka(flags, config);
+  }
   // With a TTL and no count given, only a state directory that recorded one can do: opening
   // does not create one just to refuse it.
   const bool needs_recorded_count = config.state.user_ttl_ms > 0 && !flags.partitions;

@@ -1,6 +1,8 @@
 #include "app/print.h"
 
+#include <algorithm>
 #include <cmath>
+#include <optional>
 #include <span>
 #include <utility>
 
@@ -192,6 +194,38 @@ std::string FormatUserSummary(const UserSummary& s) {
     out += "\n";
   }
   return out;
+}
+
+std::string FormatReplayProgress(const pipeline::ReplayProgress& progress, bool bar) {
+  const double fraction =
+      progress.records_total > 0
+          ? static_cast<double>(progress.records_done) / static_cast<double>(progress.records_total)
+          : 1.0;
+  const double rate =
+      progress.seconds > 0 ? static_cast<double>(progress.events) / progress.seconds : 0.0;
+  const double records_rate =
+      progress.seconds > 0 ? static_cast<double>(progress.records_done) / progress.seconds : 0.0;
+  std::optional<int64_t> eta;
+  if (progress.finished || progress.records_done >= progress.records_total) {
+    eta = 0;
+  } else if (records_rate > 0) {
+    eta = std::llround(static_cast<double>(progress.records_total - progress.records_done) /
+                       records_rate);
+  }
+  if (!bar) {
+    return fmt::format(
+        "replay: {:.1f}% ({} of {} records), {:.0f} events/s, ETA {}, {} of {} partitions done",
+        100.0 * fraction, progress.records_done, progress.records_total, rate,
+        eta ? fmt::format("{} s", *eta) : "unknown", progress.partitions_done, progress.partitions);
+  }
+  constexpr int kWidth = 20;
+  const int filled = std::clamp(static_cast<int>(fraction * kWidth), 0, kWidth);
+  return fmt::format("[{}{}] {:5.1f}%  {}/{} records  {:.1f}k events/s  ETA {}  {}/{} partitions",
+                     std::string(static_cast<std::size_t>(filled), '#'),
+                     std::string(static_cast<std::size_t>(kWidth - filled), '.'), 100.0 * fraction,
+                     progress.records_done, progress.records_total, rate / 1000.0,
+                     eta ? fmt::format("{}:{:02}", *eta / 60, *eta % 60) : "?:??",
+                     progress.partitions_done, progress.partitions);
 }
 
 }  // namespace rotor::cli

@@ -13,6 +13,7 @@
 
 #include "encoders/kv_window.h"
 #include "pipeline/kafka_tools.h"
+#include "pipeline/replay.h"
 #include "storage/user_state_store.h"
 
 namespace rotor::cli {
@@ -66,6 +67,15 @@ UserSummary SummarizeUser(std::string_view user, const storage::CommittedUser& c
 //     covers rotor.events/3 before offset 48211
 //     block 0 (position 199): |K| = 1.2345, |V| = ..., K[0:4] = [...]
 std::string FormatUserSummary(const UserSummary& summary);
+
+// A Kafka replay's progress (`rotor replay --kafka`). On a terminal, one bar line redrawn in
+// place (no newline; the caller writes "\r" before it):
+//   [##########..........]  48.2%  1203000/2496000 records  41.3k events/s  ETA 0:31  3/8
+//   partitions
+// Elsewhere (a log), one plain line per report:
+//   replay: 48.2% (1203000 of 2496000 records), 41300 events/s, ETA 31 s, 3 of 8 partitions done
+// The rate is events over the time so far; the ETA the records left at the records' rate.
+std::string FormatReplayProgress(const pipeline::ReplayProgress& progress, bool bar);
 
 }  // namespace rotor::cli
 

@@ -264,6 +264,33 @@ TEST(RotorTest, ReplayWithATtlNeedsThePartitionCount) {
   EXPECT_EQ(again.exit_code, 0) << again.err;
 }
 
+// `replay --kafka` refuses a bad range, partition list or the embedded cluster with exit 2,
+// naming what is wrong, before it creates a state directory.
+TEST(RotorTest, ReplayFromKafkaRefusesBadRangesBeforeTouchingTheState) {
+  const TempDir dir;
+  const std::string config = (dir.path() / "replay.yaml").string();
+  std::ofstream(config) << fmt::format(
+      "model: {{bundle: \"{}/siren.bundle.safetensors\"}}\nkafka: {{embedded: true}}\n"
+      "state: {{dir: \"{}\"}}\n",
+      ROTOR_GOLDEN_DIR, (dir.path() / "state").string());
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--start", "3:soon"}, "--start 'soon': expected earliest, latest, an offset"},
+      {{"--end", "@2026-13-01T00:00:00Z"}, "--end '@2026-13-01T00:00:00Z': expected"},
+      {{"--start", "x:5"}, "--start x:5: expected [PARTITION:]SPEC"},
+      {{"--start", "1:5", "--start", "1:6"}, "--start is given twice for partition 1"},
+      {{"--partition", "1,x"}, "--partition 1,x: expected partition numbers"},
+      {{}, "kafka.embedded is true"},
+  };
+  for (const auto& [extra, want] : cases) {
+    std::vector<std::string> args = {"replay", "--config", config, "--kafka"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const Outcome refused = Rotor(args);
+    EXPECT_EQ(refused.exit_code, 2) << refused.err;
+    EXPECT_THAT(refused.err, HasSubstr(want));
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "state"));
+}
+
 // consume, produce and topics connect with the same librdkafka properties as serve (a broker
 // behind SASL_SSL needs them all). A value librdkafka refuses shows that the property reached
 // it: the command fails at once naming it, instead of trying the (unreachable) broker.

@@ -31,6 +31,10 @@ Kafka:
   outage     the broker stopped (SIGSTOP) for 6 s, longer than message.timeout.ms (3 s):
              outputs time out, the batches are redone from the stored offsets; at-least-once
   outage_eos the same in exactly-once mode (the transaction is aborted and redone)
+  replay     `rotor replay --kafka` of the topic `rotor serve` consumed: killed with -9 at a
+             commit (failpoint replay.after_commit) and run again, it resumes and ends with
+             serve's state; with --publish, every position with serve's rows; --start @time
+             replays only what came later; serve then continues from the replayed state
 
   /usr/bin/python3 integration_tests/daemon_test.py --rotor build/debug/app/rotor --case events
 """
@@ -956,6 +960,89 @@ def case_outage(case, broker_name, mode):
           f"redo(s) of {batches} batch(es) ({redone[0][2][:140]}); state and outputs exact")
 
 
+def case_replay(case):
+    """`rotor replay --kafka` against what `rotor serve` built from the same topic."""
+    events = synth(case.work, 4500, 40, 21).read_text().splitlines(keepends=True)
+    early, late = case.work / "early.jsonl", case.work / "late.jsonl"
+    early.write_text("".join(events[:3000]))
+    late.write_text("".join(events[3000:]))
+    served = case.config("served", mode="exactly_once")
+    case.create_topics(served, 6)
+    case.produce(served, early)
+    time.sleep(1.0)
+    late_from_ms = int(time.time() * 1000)  # Kafka timestamps: when each record was produced.
+    time.sleep(1.0)
+    case.produce(served, late)
+    case.wait(case.serve(served, idle_ms=4000))
+    want = case.dump(served)
+    served_rows, _ = delta_rows(case.consume(served, case.topics["output"]))
+
+    # Two workers, killed with -9 after the 5th commit, then the same command again: it
+    # resumes at the stored offsets and ends where the first run planned to.
+    replayed = case.config("replayed", stats_interval_ms=200)
+    argv = [case.rotor, "replay", "--config", str(replayed), "--kafka", "--jobs", "2"]
+    env = dict(os.environ, ROTOR_FAILPOINT="replay.after_commit:5")
+    killed = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    check(killed.returncode == -signal.SIGKILL and "failpoint replay.after_commit: killed"
+          in killed.stderr, f"the replay was not killed at its 5th commit: {killed.returncode}"
+          f"\n{killed.stderr[-2000:]}")
+    partial = sum(d["next_pos"] for d in case.dump(replayed).values())
+    check(0 < partial < len(events), f"the killed replay applied {partial} events")
+    rerun = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    check(rerun.returncode == 0, f"the rerun exited {rerun.returncode}:\n{rerun.stderr[-2000:]}")
+    out = rerun.stdout
+    resumed = re.search(r"\((\d+) partitions, (\d+) resumed\)", out)
+    check(resumed and int(resumed.group(1)) == 6 and int(resumed.group(2)) > 0,
+          f"the rerun did not resume: {out}")
+    check_same_state(case.dump(replayed), want, "serve vs replay --kafka (killed, resumed)")
+
+    # With publishing, into another output topic: every position, the same rows as serving
+    # published (the batches differ, the rows may not).
+    publish_topic = case.topics["output"] + ".replay"
+    published = case.work / "published.yaml"
+    published.write_text(case.config("published").read_text().replace(
+        f"output_topic: {case.topics['output']}", f"output_topic: {publish_topic}"))
+    case.create_topics(published, 6)
+    done = subprocess.run([case.rotor, "replay", "--config", str(published), "--kafka",
+                           "--publish", "--jobs", "3"], capture_output=True, text=True,
+                          timeout=300)
+    check(done.returncode == 0, f"replay --publish exited {done.returncode}:\n{done.stderr}")
+    check_same_state(case.dump(published), want, "serve vs replay --kafka --publish")
+    rows, seen = delta_rows(case.consume(published, publish_topic))
+    check_outputs_match(want, rows, seen, exactly_once=False)
+    for user, by_pos in rows.items():
+        for pos, row in by_pos.items():
+            if pos in served_rows.get(user, {}):
+                check(row == served_rows[user][pos],
+                      f"user {user} position {pos}: replay published other rows than serving")
+
+    # Progress when not on a terminal: plain lines every log.stats_interval_ms, and the last.
+    lines = [line for line in rerun.stderr.splitlines() if line.startswith("replay: ")]
+    check(lines and re.match(r"replay: 100\.0% \((\d+) of \1 records\), \d+ events/s, ETA 0 s, "
+                             r"6 of 6 partitions done$", lines[-1]),
+          f"no final progress line from the rerun:\n{rerun.stderr[-1500:]}")
+
+    # From a time on: the records produced after `late_from_ms` only, each user's history
+    # starting there.
+    later = case.config("later")
+    case.run("replay", "--config", later, "--kafka", "--start", f"@{late_from_ms}")
+    per_user = {}
+    for line in events[3000:]:
+        user = json.loads(line)["user_id"]
+        per_user[user] = per_user.get(user, 0) + 1
+    got = {u: d["next_pos"] for u, d in case.dump(later).items()}
+    check(got == per_user, f"replay --start @time: {sorted(got.items())[:5]} != "
+                           f"{sorted(per_user.items())[:5]}")
+
+    # `rotor serve` continues from the replayed state: nothing is left to apply.
+    log = case.wait(case.serve(replayed, idle_ms=3000, name="after-replay"))
+    check(re.search(r"\b0 events \(", log), f"serve re-applied events after the replay:\n"
+                                            f"{log[-2000:]}")
+    check_same_state(case.dump(replayed), want, "serve after replay")
+    print(f"replay: {len(want)} users, {len(events)} events; killed after {partial} events and "
+          f"resumed; {sum(seen.values())} rows published by the replay; exact")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rotor", required=True, help="the rotor binary")
@@ -963,7 +1050,7 @@ def main():
     parser.add_argument("--case", required=True,
                         choices=["events", "bad", "restart", "eos", "scaleout", "stall",
                                  "eos_failpoints", "zombie", "snapshots", "outage",
-                                 "outage_eos"])
+                                 "outage_eos", "replay"])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()

@@ -1613,5 +1613,223 @@ TEST_F(DaemonTest, ReplayIntoALentStoreBuildsTheDirectStateAndResumes) {
   EXPECT_EQ(again->records, 0);
 }
 
+// ---- rotor replay --kafka: the input topic as a record source ----
+
+// A store opened on `config.state.dir` (created).
+std::unique_ptr<storage::UserStateStore> OpenStore(const config::DaemonConfig& config) {
+  auto store = storage::UserStateStore::Open(StoreOptionsFor(config));
+  EXPECT_TRUE(store.ok()) << store.status().ToString();
+  return store.ok() ? std::move(store).value() : nullptr;
+}
+
+// The stored offsets of `topic` only.
+PartitionOffsets OffsetsOf(const storage::UserStateStore& store, std::string_view topic) {
+  auto offsets = store.LoadOffsets();
+  EXPECT_TRUE(offsets.ok()) << offsets.status().ToString();
+  PartitionOffsets out;
+  if (!offsets.ok()) {
+    return out;
+  }
+  for (const auto& [tp, next] : *offsets) {
+    if (tp.topic == topic) {
+      out[tp] = next;
+    }
+  }
+  return out;
+}
+
+TEST_F(DaemonTest, KafkaReplayBuildsWhatServingBuildsAndCatchesUpWhenRunAgain) {
+  const EventsByUser events = GoldenUsers(6);
+  const std::size_t half = events.begin()->second.size() / 2;
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events, 0, half)));
+
+  // Replay the first half (two workers, nothing published), then, once the rest arrived, run
+  // the same replay again: it resumes at the stored offsets and catches up to the new end.
+  config::DaemonConfig replay_config = Config();
+  replay_config.state.dir = dir_.path() + "/replayed";
+  {
+    auto store = OpenStore(replay_config);
+    ASSERT_NE(store, nullptr);
+    KafkaReplayOptions options;
+    options.jobs = 2;
+    std::vector<ReplayProgress> reports;
+    options.on_progress = [&](const ReplayProgress& p) {
+      reports.push_back(p);
+    };
+    const auto first = ReplayKafka(replay_config, *bundle_, *store, options);
+    ASSERT_TRUE(first.ok()) << first.status().ToString();
+    EXPECT_EQ(first->events, Total(Prefix(events, half)));
+    EXPECT_EQ(first->partitions, kPartitions);
+    EXPECT_EQ(first->resumed_partitions, 0);
+    EXPECT_EQ(first->published, 0);
+    ASSERT_FALSE(reports.empty());
+    EXPECT_TRUE(reports.back().finished);
+    EXPECT_EQ(reports.back().records_done, reports.back().records_total);
+    EXPECT_EQ(reports.back().records_total, Total(Prefix(events, half)));
+    EXPECT_EQ(reports.back().partitions_done, kPartitions);
+    for (const auto& [user, lines] : Prefix(events, half)) {
+      auto state = store->LoadUserState(user, bundle_->config().n_blocks(),
+                                        bundle_->config().window, bundle_->config().d_model);
+      ASSERT_TRUE(state.ok() && state->has_value()) << user;
+      ExpectSameRows((*state)->window, Direct(lines).window);
+    }
+  }
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events, half)));
+  {
+    auto store = OpenStore(replay_config);
+    ASSERT_NE(store, nullptr);
+    const auto second = ReplayKafka(replay_config, *bundle_, *store, {});
+    ASSERT_TRUE(second.ok()) << second.status().ToString();
+    std::set<int32_t> used;  // Partitions holding users: those with offsets to resume from.
+    for (const auto& [user, lines] : events) {
+      used.insert(internal::JavaPartition(user, kPartitions));
+    }
+    EXPECT_EQ(second->resumed_partitions, static_cast<int32_t>(used.size()));
+    EXPECT_EQ(second->events, Total(events) - Total(Prefix(events, half)));
+  }
+
+  // `rotor serve` over the same topic into its own state directory.
+  config::DaemonConfig serve_config = Config();
+  serve_config.state.dir = dir_.path() + "/served";
+  {
+    auto serving = Serve(serve_config);
+    ASSERT_NE(serving, nullptr);
+    ServeUntil(*serving, events);
+  }
+  // The same state, user by user (bit for bit), the same offsets and event-time watermarks.
+  auto served = OpenStore(serve_config);
+  auto replayed = OpenStore(replay_config);
+  ASSERT_NE(served, nullptr);
+  ASSERT_NE(replayed, nullptr);
+  const auto& cfg = bundle_->config();
+  for (const auto& [user, lines] : events) {
+    SCOPED_TRACE(user);
+    auto a = served->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+    auto b = replayed->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+    ASSERT_TRUE(a.ok() && a->has_value() && b.ok() && b->has_value());
+    ExpectSameRows((*b)->window, (*a)->window);
+    ExpectSameRows((*b)->window, Direct(lines).window);
+    EXPECT_EQ((*b)->recent_event_ids, (*a)->recent_event_ids);
+  }
+  EXPECT_EQ(OffsetsOf(*replayed, kInputTopic), OffsetsOf(*served, kInputTopic));
+  EXPECT_EQ(replayed->LoadWatermarks().value(), served->LoadWatermarks().value());
+}
+
+// Timestamps are looked up with ListOffsets, which the mock cluster answers only for the log's
+// ends: integration_tests/daemon_test.py --case replay covers them on the real broker.
+TEST_F(DaemonTest, KafkaReplayTakesOffsetRangesPerPartition) {
+  const EventsByUser events = GoldenUsers(8);
+  const std::size_t half = events.begin()->second.size() / 2;
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events, 0, half)));
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events, half)));
+  // Where the first half ends in each partition.
+  std::map<int32_t, int64_t> first_half_end;
+  std::map<int32_t, int64_t> partition_end;
+  for (const auto& [user, lines] : events) {
+    const int32_t p = internal::JavaPartition(user, kPartitions);
+    first_half_end[p] += static_cast<int64_t>(half);
+    partition_end[p] += static_cast<int64_t>(lines.size());
+  }
+
+  // Partition 1 from its start to where the first half ends, partition 2 from there to its
+  // end (a time past every record: its end), no other partition.
+  {
+    config::DaemonConfig config = Config();
+    config.state.dir = dir_.path() + "/by-offset";
+    auto store = OpenStore(config);
+    ASSERT_NE(store, nullptr);
+    KafkaReplayOptions options;
+    options.partitions = {1, 2};
+    options.end_of[1] = ParseOffsetSpec(std::to_string(first_half_end[1])).value();
+    options.start_of[2] = ParseOffsetSpec(std::to_string(first_half_end[2])).value();
+    options.end_of[2] = ParseOffsetSpec("@2100-01-01T00:00:00Z").value();
+    options.end_given = true;
+    const auto stats = ReplayKafka(config, *bundle_, *store, options);
+    ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+    EXPECT_EQ(stats->partitions, 2);
+    EXPECT_EQ(stats->records, first_half_end[1] + (partition_end[2] - first_half_end[2]));
+    const PartitionOffsets stored = OffsetsOf(*store, kInputTopic);
+    const PartitionOffsets want = {{{std::string(kInputTopic), 1}, first_half_end[1]},
+                                   {{std::string(kInputTopic), 2}, partition_end[2]}};
+    EXPECT_EQ(stored, want);
+  }
+}
+
+TEST_F(DaemonTest, KafkaReplayPublishesEveryPositionWithTheDirectRows) {
+  const EventsByUser events = GoldenUsers(5);
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events)));
+  config::DaemonConfig config = Config();
+  auto store = OpenStore(config);
+  ASSERT_NE(store, nullptr);
+  KafkaReplayOptions options;
+  options.publish = true;
+  options.jobs = 3;
+  const auto stats = ReplayKafka(config, *bundle_, *store, options);
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  EXPECT_GT(stats->published, 0);
+  const auto published = ExpectEveryPositionPublished(events);
+  int64_t messages = 0;
+  for (const TopicMessage& m : Read(kOutputTopic)) {
+    messages += m.key.has_value() ? 1 : 0;
+  }
+  EXPECT_EQ(messages, stats->published);  // Nothing was redone: each batch published once.
+}
+
+TEST_F(DaemonTest, KafkaReplayRefusesWhatItCannotDoExactly) {
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(GoldenUsers(2))));
+  config::DaemonConfig config = Config();
+  auto store = OpenStore(config);
+  ASSERT_NE(store, nullptr);
+  const auto refused = [&](const KafkaReplayOptions& options, std::string_view words) {
+    const auto stats = ReplayKafka(config, *bundle_, *store, options);
+    EXPECT_FALSE(stats.ok());
+    EXPECT_NE(stats.status().message().find(words), std::string::npos) << stats.status().ToString();
+  };
+  KafkaReplayOptions no_such_partition;
+  no_such_partition.partitions = {kPartitions};
+  refused(no_such_partition, "has partitions 0..3");
+  KafkaReplayOptions past_the_end;
+  past_the_end.start = {.kind = OffsetSpec::Kind::kOffset, .value = 1000000};
+  refused(past_the_end, "--start 1000000: partition 0");
+  KafkaReplayOptions unselected;
+  unselected.partitions = {0};
+  unselected.start_of[1] = {.kind = OffsetSpec::Kind::kOffset, .value = 0};
+  refused(unselected, "partition 1");
+  config::DaemonConfig embedded = config;
+  embedded.kafka.embedded = true;
+  EXPECT_EQ(ReplayKafka(embedded, *bundle_, *store, {}).status().code(),
+            StatusCode::kInvalidArgument);
+  // Stopped before the first batch: Aborted, nothing applied; the rerun does it all.
+  std::atomic<bool> stop{true};
+  KafkaReplayOptions stopped;
+  stopped.stop = &stop;
+  const auto interrupted = ReplayKafka(config, *bundle_, *store, stopped);
+  EXPECT_EQ(interrupted.status().code(), StatusCode::kAborted) << interrupted.status().ToString();
+  EXPECT_TRUE(OffsetsOf(*store, kInputTopic).empty());
+  const auto rerun = ReplayKafka(config, *bundle_, *store, {});
+  ASSERT_TRUE(rerun.ok()) << rerun.status().ToString();
+  EXPECT_EQ(rerun->events, Total(GoldenUsers(2)));
+}
+
+TEST(OffsetSpecTest, ParsesWhatTheFlagsTakeAndNamesWhatItRefuses) {
+  EXPECT_EQ(ParseOffsetSpec("earliest")->kind, OffsetSpec::Kind::kEarliest);
+  EXPECT_EQ(ParseOffsetSpec("latest")->kind, OffsetSpec::Kind::kLatest);
+  EXPECT_EQ(ParseOffsetSpec("1500")->value, 1500);
+  EXPECT_EQ(ParseOffsetSpec("1500")->kind, OffsetSpec::Kind::kOffset);
+  EXPECT_EQ(ParseOffsetSpec("@1767225600000")->value, 1767225600000);
+  EXPECT_EQ(ParseOffsetSpec("@2026-01-01T00:00:00Z")->value, 1767225600000);
+  EXPECT_EQ(ParseOffsetSpec("@2026-01-01T00:00:00.25Z")->value, 1767225600250);
+  EXPECT_EQ(ParseOffsetSpec("@2024-02-29T12:00:00.001Z")->value, 1709208000001);
+  for (const std::string_view bad : {"", "-1", "12x", "@", "@2026-02-30T00:00:00Z",
+                                     "@2026-01-01T00:00:00", "@2026-01-01 00:00:00Z", "first"}) {
+    const auto parsed = ParseOffsetSpec(bad);
+    EXPECT_FALSE(parsed.ok()) << bad;
+    EXPECT_NE(parsed.status().message().find(fmt::format("'{}'", bad)), std::string::npos);
+  }
+  for (const std::string_view text : {"earliest", "latest", "42", "@1767225600000"}) {
+    EXPECT_EQ(OffsetSpecText(ParseOffsetSpec(text).value()), text);
+  }
+}
+
 }  // namespace
 }  // namespace rotor::pipeline

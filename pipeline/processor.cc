@@ -306,6 +306,25 @@ std::string InputPartitionsInfo(std::string_view topic) {
   return fmt::format("input_partitions/{}", topic);
 }
 
+Status CheckInputPartitions(storage::UserStateStore& store, std::string_view topic,
+                            int32_t partitions, std::string_view state_dir) {
+  const std::string name = InputPartitionsInfo(topic);
+  ROTOR_ASSIGN_OR_RETURN(const std::optional<std::string> stored, store.LoadInfo(name));
+  const std::string now = std::to_string(partitions);
+  if (stored && *stored != now) {
+    return Status::FailedPrecondition(
+        "topic '{}' has {} partitions, but the state in '{}' was built when it had {}: keys "
+        "moved between partitions. Rebuild the state in a fresh state.dir (rotor replay)",
+        topic, now, state_dir, *stored);
+  }
+  if (!stored) {
+    storage::StateBatch batch = store.NewBatch();
+    ROTOR_RETURN_IF_ERROR(batch.PutInfo(name, now));
+    ROTOR_RETURN_IF_ERROR(store.Commit(batch));
+  }
+  return Status::OK();
+}
+
 Processor::Processor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Processor::~Processor() = default;
 

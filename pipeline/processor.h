@@ -49,6 +49,12 @@ inline constexpr std::string_view kInfoModelId = "model_id";
 // the daemon on its first start (a later start with another count is refused) and by
 // `rotor replay --partitions N`. Users belong to partitions by it (murmur2 % count).
 std::string InputPartitionsInfo(std::string_view topic);
+// Checks `topic`'s partition count against the one `store` recorded, and records it the first
+// time (the daemon at start-up, a Kafka replay). Adding partitions moves keys (murmur2 % N
+// changes), so state built with another count no longer matches where users' events arrive:
+// FailedPrecondition, naming `state_dir`.
+Status CheckInputPartitions(storage::UserStateStore& store, std::string_view topic,
+                            int32_t partitions, std::string_view state_dir);
 
 // One consumed message. Views stay valid until Process returns.
 struct InputRecord {

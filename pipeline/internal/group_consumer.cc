@@ -27,23 +27,9 @@ Result<std::unique_ptr<GroupConsumer>> GroupConsumer::Create(
     storage::UserStateStore& store, ShutdownClock& shutdown, FailureLatch& failure,
     Listener& listener) {
   const config::KafkaOptions& k = config.kafka;
-  // The input topic's partition count, stored with the state the first time. Adding partitions
-  // moves keys (murmur2 % N changes), so state built with another count no longer matches where
-  // users' events arrive: start-up refuses it.
-  const std::string name = InputPartitionsInfo(k.input_topic);
-  ROTOR_ASSIGN_OR_RETURN(const std::optional<std::string> stored, store.LoadInfo(name));
-  const std::string now = std::to_string(input_partitions);
-  if (stored && *stored != now) {
-    return Status::FailedPrecondition(
-        "topic '{}' has {} partitions, but the state in '{}' was built when it had {}: keys "
-        "moved between partitions. Rebuild the state in a fresh state.dir (rotor replay)",
-        k.input_topic, now, config.state.dir, *stored);
-  }
-  if (!stored) {
-    storage::StateBatch batch = store.NewBatch();
-    ROTOR_RETURN_IF_ERROR(batch.PutInfo(name, now));
-    ROTOR_RETURN_IF_ERROR(store.Commit(batch));
-  }
+  // The input topic's partition count, stored with the state the first time.
+  ROTOR_RETURN_IF_ERROR(
+      CheckInputPartitions(store, k.input_topic, input_partitions, config.state.dir));
 
   std::unique_ptr<GroupConsumer> c(
       new GroupConsumer(Options{.input_topic = k.input_topic,
