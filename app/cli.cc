@@ -178,8 +178,8 @@ std::unique_ptr<CLI::App> BuildApp(const Command& command, Flags& flags, int64_t
            "core, at most one per partition)");
   } else {
     app->description(
-        "Creates the input, output and dead-letter topics (replication factor 1); existing ones\n"
-        "are left as they are.");
+        "Creates the input, output, dead-letter and (compacted) changelog topics (replication\n"
+        "factor 1); existing ones are left as they are.");
     AddInt(*app, "--partitions", partitions, "partitions of each new topic (default 8)");
   }
   return app;

@@ -583,9 +583,15 @@ int Topics(const Flags& flags, const Config& config) {
   }
   const config::KafkaOptions& k = config.kafka;
   // The admin client is a producer handle: it connects with kafka.producer_properties.
-  const Status s = pipeline::CreateTopics(k.bootstrap_servers,
-                                          {k.input_topic, k.output_topic, k.dead_letter_topic},
-                                          static_cast<int32_t>(partitions), k.producer_properties);
+  std::vector<std::string> topics = {k.input_topic, k.output_topic, k.dead_letter_topic};
+  std::map<std::string, std::map<std::string, std::string>> configs;
+  if (!k.changelog_topic.empty()) {
+    topics.push_back(k.changelog_topic);  // Partitioned like the input: the same count.
+    configs[k.changelog_topic] = pipeline::ChangelogTopicConfigs();
+  }
+  const Status s =
+      pipeline::CreateTopics(k.bootstrap_servers, topics, static_cast<int32_t>(partitions),
+                             k.producer_properties, configs);
   if (!s.ok()) {
     return Fail("topics", s);
   }

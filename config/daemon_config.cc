@@ -583,6 +583,7 @@ std::vector<Field> Sections(DaemonConfig& c) {
               {"input_topic", StringField(k.input_topic)},
               {"output_topic", StringField(k.output_topic)},
               {"dead_letter_topic", StringField(k.dead_letter_topic)},
+              {"changelog_topic", StringField(k.changelog_topic)},
               {"session_timeout_ms", IntField(k.session_timeout_ms, kSessionTimeoutMsRange)},
               {"connect_timeout_ms", IntField(k.connect_timeout_ms, kConnectTimeoutMsRange)},
               {"consumer_properties", PropertiesField(k.consumer_properties)},
@@ -899,14 +900,15 @@ Status CheckBootstrapServers(std::string_view path, std::string_view list) {
 }
 
 Status CheckDistinctTopics(const KafkaOptions& k) {
-  const std::array<std::pair<std::string_view, const std::string*>, 3> topics = {{
+  const std::array<std::pair<std::string_view, const std::string*>, 4> topics = {{
       {"kafka.input_topic", &k.input_topic},
       {"kafka.output_topic", &k.output_topic},
       {"kafka.dead_letter_topic", &k.dead_letter_topic},
+      {"kafka.changelog_topic", &k.changelog_topic},
   }};
   for (std::size_t i = 0; i < topics.size(); ++i) {
     for (std::size_t j = 0; j < i; ++j) {
-      if (*topics[i].second == *topics[j].second) {
+      if (!topics[i].second->empty() && *topics[i].second == *topics[j].second) {
         return Fail(topics[i].first,
                     fmt::format("expected a topic different from {}, got {} for both",
                                 topics[j].first, Quote(*topics[i].second)));
@@ -957,6 +959,9 @@ Status ValidateKafka(const KafkaOptions& k) {
   ROTOR_RETURN_IF_ERROR(CheckTopic("kafka.input_topic", k.input_topic));
   ROTOR_RETURN_IF_ERROR(CheckTopic("kafka.output_topic", k.output_topic));
   ROTOR_RETURN_IF_ERROR(CheckTopic("kafka.dead_letter_topic", k.dead_letter_topic));
+  if (!k.changelog_topic.empty()) {  // Empty: no changelog.
+    ROTOR_RETURN_IF_ERROR(CheckTopic("kafka.changelog_topic", k.changelog_topic));
+  }
   ROTOR_RETURN_IF_ERROR(CheckDistinctTopics(k));
   ROTOR_RETURN_IF_ERROR(
       CheckInt("kafka.session_timeout_ms", k.session_timeout_ms, kSessionTimeoutMsRange));
@@ -1094,7 +1099,15 @@ EnvLookup ProcessEnv() {
 
 Result<DaemonConfig> ParseDaemonConfig(std::string_view yaml_text, const EnvLookup& env) {
   DaemonConfig config;
+  // kafka.changelog_topic defaults to "<group_id>.changelog": one changelog per consumer
+  // group, so a second deployment (a blue/green upgrade's new group) never writes into, or
+  // restores from, another's.
+  constexpr std::string_view kUnset = "\x01unset";
+  config.kafka.changelog_topic = kUnset;
   ROTOR_RETURN_IF_ERROR(ReadYaml(yaml_text, config));
+  if (config.kafka.changelog_topic == kUnset) {
+    config.kafka.changelog_topic = config.kafka.group_id + ".changelog";
+  }
   ApplyEnv(env, config);
   ROTOR_RETURN_IF_ERROR(ResolveProperties(env, config.kafka));
   ROTOR_RETURN_IF_ERROR(ValidateDaemonConfig(config));

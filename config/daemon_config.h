@@ -35,6 +35,11 @@ struct KafkaOptions {
   std::string input_topic = "rotor.events";
   std::string output_topic = "rotor.tensors";
   std::string dead_letter_topic = "rotor.dead-letter";
+  // The compacted state changelog, partitioned like the input (docs/daemon.md, "State
+  // changelog"): every committed state change is written to it, and a partition assigned with
+  // no local state is restored from it. Empty: no changelog (a new owner replays the input).
+  // A config file that does not set it gets "<group_id>.changelog" (ParseDaemonConfig).
+  std::string changelog_topic = "rotor.changelog";
   int32_t session_timeout_ms = 10000;  // In [1000, 3600000].
   // Start-up fails when no broker answers (or a topic is missing) within this. In [100, 600000].
   int32_t connect_timeout_ms = 30000;

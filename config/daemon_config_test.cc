@@ -25,7 +25,7 @@ using ::testing::StartsWith;
 
 // Every field of the file, as "section.key"; the tests below check that the parser, the shipped
 // configs and docs/configuration.md all know exactly these.
-constexpr std::array<std::string_view, 34> kAllFields = {
+constexpr std::array<std::string_view, 35> kAllFields = {
     "model.bundle",
     "kafka.embedded",
     "kafka.embedded_partitions",
@@ -35,6 +35,7 @@ constexpr std::array<std::string_view, 34> kAllFields = {
     "kafka.input_topic",
     "kafka.output_topic",
     "kafka.dead_letter_topic",
+    "kafka.changelog_topic",
     "kafka.session_timeout_ms",
     "kafka.consumer_properties",
     "kafka.producer_properties",
@@ -131,6 +132,7 @@ void ExpectSameConfig(const DaemonConfig& got, const DaemonConfig& want) {
   EXPECT_EQ(got.kafka.input_topic, want.kafka.input_topic);
   EXPECT_EQ(got.kafka.output_topic, want.kafka.output_topic);
   EXPECT_EQ(got.kafka.dead_letter_topic, want.kafka.dead_letter_topic);
+  EXPECT_EQ(got.kafka.changelog_topic, want.kafka.changelog_topic);
   EXPECT_EQ(got.kafka.session_timeout_ms, want.kafka.session_timeout_ms);
   EXPECT_EQ(got.kafka.consumer_properties, want.kafka.consumer_properties);
   EXPECT_EQ(got.kafka.producer_properties, want.kafka.producer_properties);
@@ -194,6 +196,7 @@ TEST(DaemonConfigTest, MissingFieldsTakeTheHeaderDefaults) {
   EXPECT_EQ(c.kafka.input_topic, "rotor.events");
   EXPECT_EQ(c.kafka.output_topic, "rotor.tensors");
   EXPECT_EQ(c.kafka.dead_letter_topic, "rotor.dead-letter");
+  EXPECT_EQ(c.kafka.changelog_topic, "rotor.changelog");  // <group_id>.changelog.
   EXPECT_EQ(c.kafka.session_timeout_ms, 10000);
   EXPECT_TRUE(c.kafka.consumer_properties.empty());
   EXPECT_TRUE(c.kafka.producer_properties.empty());
@@ -250,6 +253,7 @@ kafka:
   input_topic: in
   output_topic: out
   dead_letter_topic: dlq
+  changelog_topic: cl
   session_timeout_ms: 45000
   consumer_properties:
     security.protocol: SSL
@@ -297,6 +301,7 @@ log:
   want.kafka.input_topic = "in";
   want.kafka.output_topic = "out";
   want.kafka.dead_letter_topic = "dlq";
+  want.kafka.changelog_topic = "cl";
   want.kafka.session_timeout_ms = 45000;
   want.kafka.consumer_properties = {{"security.protocol", "SSL"},
                                     {"fetch.wait.max.ms", "100"},
@@ -414,6 +419,12 @@ TEST(DaemonConfigTest, EveryFieldRefusesBadTypesAndOutOfRangeValues) {
        R"(0-9 . _ -, not "." or ".."), got "..")"},
       {"kafka.output_topic", "rotor.events",
        "config kafka.output_topic: expected a topic different from kafka.input_topic, got "
+       R"("rotor.events" for both)"},
+      {"kafka.changelog_topic", R"("a b")",
+       "config kafka.changelog_topic: expected a Kafka topic name (1 to 249 characters of a-z "
+       R"(A-Z 0-9 . _ -, not "." or ".."), got "a b")"},
+      {"kafka.changelog_topic", "rotor.events",
+       "config kafka.changelog_topic: expected a topic different from kafka.input_topic, got "
        R"("rotor.events" for both)"},
       {"kafka.dead_letter_topic", R"("")",
        "config kafka.dead_letter_topic: expected a Kafka topic name (1 to 249 characters of a-z "
@@ -848,6 +859,23 @@ TEST(DaemonConfigTest, TopicNamesFollowKafkasRules) {
   EXPECT_EQ(
       ErrorOf(Doc({{"kafka.input_topic", "x"}, {"kafka.dead_letter_topic", "x"}})),
       R"(config kafka.dead_letter_topic: expected a topic different from kafka.input_topic, got "x" for both)");
+}
+
+TEST(DaemonConfigTest, TheChangelogTopicFollowsTheGroupUnlessGivenAndEmptyTurnsItOff) {
+  const auto parsed = [](std::string_view yaml) {
+    auto c = ParseDaemonConfig(
+        fmt::format("model: {{bundle: m}}\nkafka: {{embedded: true, {}}}\n", yaml), {});
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return c.ok() ? c->kafka.changelog_topic : std::string("?");
+  };
+  EXPECT_EQ(parsed("group_id: blue"), "blue.changelog");
+  EXPECT_EQ(parsed("group_id: green, changelog_topic: shared.log"), "shared.log");
+  EXPECT_EQ(parsed(R"(changelog_topic: "")"), "");
+  EXPECT_THAT(ErrorOf(Doc({{"kafka.changelog_topic", R"("a/b")"}})),
+              StartsWith("config kafka.changelog_topic: expected a Kafka topic name"));
+  EXPECT_EQ(
+      ErrorOf(Doc({{"kafka.output_topic", "x"}, {"kafka.changelog_topic", "x"}})),
+      R"(config kafka.changelog_topic: expected a topic different from kafka.output_topic, got "x" for both)");
 }
 
 TEST(DaemonConfigTest, BootstrapServersAreOptionalOnlyWhenEmbedded) {

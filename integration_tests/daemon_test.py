@@ -31,6 +31,10 @@ Kafka:
   outage     the broker stopped (SIGSTOP) for 6 s, longer than message.timeout.ms (3 s):
              outputs time out, the batches are redone from the stored offsets; at-least-once
   outage_eos the same in exactly-once mode (the transaction is aborted and redone)
+  changelog  the input deleted (DeleteRecords, as retention would) after one instance applied it:
+             without a changelog a new instance's partitions stop; with it, a new instance
+             restores all 6 partitions from the changelog, applies nothing from the input, holds
+             the first one's state, goes on with new input to replay's state, every row once
   replay     `rotor replay --kafka` of the topic `rotor serve` consumed: killed with -9 at a
              commit (failpoint replay.after_commit) and run again, it resumes and ends with
              serve's state; with --publish, every position with serve's rows; --start @time
@@ -99,7 +103,7 @@ class Case:
     def config(self, name, mode="at_least_once", batch=64, extra="", kafka_extra="",
                log_level="info", session_timeout_ms=6000, commit_interval_ms=100,
                snapshot_interval_ms=0, transaction_timeout_ms=60000, stats_interval_ms=0,
-               api_extra=""):
+               api_extra="", changelog=True):
         state = self.work / f"state-{name}"
         path = self.work / f"{name}.yaml"
         path.write_text(f"""
@@ -111,6 +115,7 @@ kafka:
   input_topic: {self.topics['input']}
   output_topic: {self.topics['output']}
   dead_letter_topic: {self.topics['dlq']}
+{'' if changelog else '  changelog_topic: ""'}
   session_timeout_ms: {session_timeout_ms}
 {kafka_extra}
 delivery:
@@ -960,6 +965,65 @@ def case_outage(case, broker_name, mode):
           f"redo(s) of {batches} batch(es) ({redone[0][2][:140]}); state and outputs exact")
 
 
+def delete_input_records(case, broker_name, partitions):
+    """Deletes every record of the input topic (DeleteRecords up to the log end), as retention
+    would, through Kafka's own DeleteRecordsCommand."""
+    spec = case.work / "delete-records.json"
+    spec.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": case.topics["input"], "partition": p, "offset": -1}
+        for p in range(partitions)]}))
+    done = subprocess.run(
+        [str(ROOT / "tools" / "kafka" / "broker.sh"), "tool", "--name", broker_name,
+         "org.apache.kafka.tools.DeleteRecordsCommand", "--bootstrap-server", "{bootstrap}",
+         "--offset-json-file", str(spec)], capture_output=True, text=True, timeout=120)
+    check(done.returncode == 0, f"DeleteRecordsCommand exited {done.returncode}:\n"
+                                f"{done.stdout}{done.stderr}")
+
+
+def case_changelog(case, broker_name):
+    """A new instance restores from the state changelog, even once the input is gone."""
+    events = synth(case.work, 3000, 40, 31).read_text().splitlines(keepends=True)
+    early, late, every = (case.work / name for name in ("early.jsonl", "late.jsonl",
+                                                        "all.jsonl"))
+    early.write_text("".join(events[:2000]))
+    late.write_text("".join(events[2000:]))
+    every.write_text("".join(events))
+    first = case.config("first", mode="exactly_once")
+    case.create_topics(first, 6)
+    case.produce(first, early)
+    case.wait(case.serve(first, idle_ms=3000))
+    want = case.dump(first)
+
+    # Retention (here DeleteRecords) takes every input record the first instance applied.
+    delete_input_records(case, broker_name, 6)
+
+    # Without a changelog a new instance cannot rebuild: every partition stops.
+    bare = case.config("bare", mode="exactly_once", changelog=False)
+    log = case.wait(case.serve(bare, idle_ms=3000, name="bare"))
+    check(log.count("stopped: ") >= 6 and "were deleted" in log,
+          f"without a changelog the partitions should stop:\n{log[-2500:]}")
+
+    # With it, a new instance restores every partition, applies nothing from the input, and
+    # holds the first one's state user for user.
+    second = case.config("second", mode="exactly_once")
+    log = case.wait(case.serve(second, idle_ms=3000, name="second"))
+    restored = re.findall(r"partition (\d+): restored from .* resuming at offset (\d+)", log)
+    check(len(restored) == 6, f"expected 6 partitions restored:\n{log[-2500:]}")
+    check(re.search(r"\b0 events \(", log), f"the restore re-applied input:\n{log[-2500:]}")
+    check_same_state(case.dump(second), want, "restored vs the first instance")
+
+    # It goes on with new input: the final state is what one uninterrupted run gives, and under
+    # read_committed every row of both instances' outputs appears exactly once.
+    case.produce(second, late)
+    case.wait(case.serve(second, idle_ms=3000, name="second-more"))
+    final = case.dump(second)
+    check_same_state(final, case.replay(every), "restored and continued vs replay")
+    rows, seen = delta_rows(case.consume(second, case.topics["output"]))
+    check_outputs_match(final, rows, seen, exactly_once=True)
+    print(f"changelog: {len(final)} users; 6 partitions restored with the input deleted; "
+          f"{sum(seen.values())} rows published once each")
+
+
 def case_replay(case):
     """`rotor replay --kafka` against what `rotor serve` built from the same topic."""
     events = synth(case.work, 4500, 40, 21).read_text().splitlines(keepends=True)
@@ -1050,7 +1114,7 @@ def main():
     parser.add_argument("--case", required=True,
                         choices=["events", "bad", "restart", "eos", "scaleout", "stall",
                                  "eos_failpoints", "zombie", "snapshots", "outage",
-                                 "outage_eos", "replay"])
+                                 "outage_eos", "replay", "changelog"])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
@@ -1068,6 +1132,8 @@ def main():
             case_outage(case, args.name, "at_least_once")
         elif args.case == "outage_eos":
             case_outage(case, args.name, "exactly_once")
+        elif args.case == "changelog":
+            case_changelog(case, args.name)
         else:
             globals()[f"case_{args.case}"](case)
         ok = True

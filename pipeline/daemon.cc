@@ -112,15 +112,30 @@ Result<int32_t> Daemon::Impl::CheckTopics() {
         "({})",
         bootstrap, k.connect_timeout_ms, found.status().message());
   }
-  for (const std::string& topic : {k.input_topic, k.output_topic, k.dead_letter_topic}) {
+  std::vector<std::string> topics = {k.input_topic, k.output_topic, k.dead_letter_topic};
+  if (!k.changelog_topic.empty()) {
+    topics.push_back(k.changelog_topic);
+  }
+  for (const std::string& topic : topics) {
     const auto it = found->find(topic);
     if (it == found->end() || !it->second.ok || it->second.partitions == 0) {
       return Status::FailedPrecondition(
-          "topic '{}' is not available on '{}' ({}); create the topics with `rotor topics`", topic,
-          bootstrap, it == found->end() ? "it does not exist" : it->second.status);
+          "topic '{}' is not available on '{}' ({}); create the topics with `rotor topics`{}",
+          topic, bootstrap, it == found->end() ? "it does not exist" : it->second.status,
+          topic == k.changelog_topic ? ", or set kafka.changelog_topic: \"\" to run without a "
+                                       "state changelog"
+                                     : "");
     }
   }
-  return found->at(k.input_topic).partitions;
+  const int32_t partitions = found->at(k.input_topic).partitions;
+  if (!k.changelog_topic.empty() && found->at(k.changelog_topic).partitions != partitions) {
+    return Status::FailedPrecondition(
+        "kafka.changelog_topic '{}' has {} partitions, kafka.input_topic '{}' has {}: the "
+        "changelog must be partitioned like the input (partition p holds the state of input "
+        "partition p)",
+        k.changelog_topic, found->at(k.changelog_topic).partitions, k.input_topic, partitions);
+  }
+  return partitions;
 }
 
 void Daemon::Impl::LogStats(double seconds) const {
@@ -173,6 +188,44 @@ void Daemon::Impl::PublishStatus(bool force) {
     std::swap(published, status);
   }
   // The previous status is freed here, outside the lock.
+}
+
+void Daemon::Impl::AfterAssign(std::span<const TopicPartition> restored,
+                               std::span<const TopicPartition> fresh) {
+  if (const Status reloaded = processor->ReloadWatermarks(restored); !reloaded.ok()) {
+    failure.Fail(reloaded);
+  }
+  if (!config.kafka.changelog_topic.empty()) {
+    for (const TopicPartition& tp : fresh) {
+      processor->MarkFresh(tp, 0);
+    }
+  }
+}
+
+void Daemon::Impl::OnRestoreProgress(int32_t partition, int64_t done, int64_t total) {
+  DaemonStatus status;
+  {
+    const std::lock_guard<std::mutex> lock(status_mu);
+    status = published;
+  }
+  status.serving = true;
+  status.reason = fmt::format(
+      "partition {} of '{}' is restoring from the changelog '{}': {} of {} records applied",
+      partition, config.kafka.input_topic, config.kafka.changelog_topic, done, total);
+  auto it =
+      std::find_if(status.partitions.begin(), status.partitions.end(),
+                   [&](const PartitionReport& r) { return r.partition.partition == partition; });
+  if (it == status.partitions.end()) {
+    PartitionReport report;
+    report.partition = TopicPartition{config.kafka.input_topic, partition};
+    status.partitions.push_back(std::move(report));
+    it = status.partitions.end() - 1;
+  }
+  it->phase = PartitionPhase::kRestoring;
+  it->reason = status.reason;
+  metrics->SetStatus(status);
+  const std::lock_guard<std::mutex> lock(status_mu);
+  std::swap(published, status);
 }
 
 void Daemon::Impl::PublishStopped(const Status& served) {
@@ -410,11 +463,17 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(const config::DaemonConfig& confi
       impl->processor,
       Processor::Create(*impl->bundle, *impl->store, config.pipeline, config.output, config.state,
                         WallMs, resources.committed_view));
+  if (!config.kafka.changelog_topic.empty()) {
+    impl->processor->EnableChangelog();
+  }
   if (config.kafka.embedded) {
     ROTOR_ASSIGN_OR_RETURN(impl->embedded, EmbeddedKafka::Start(1));
     for (const std::string& topic :
-         {config.kafka.input_topic, config.kafka.output_topic, config.kafka.dead_letter_topic}) {
-      ROTOR_RETURN_IF_ERROR(impl->embedded->CreateTopic(topic, config.kafka.embedded_partitions));
+         {config.kafka.input_topic, config.kafka.output_topic, config.kafka.dead_letter_topic,
+          config.kafka.changelog_topic}) {
+      if (!topic.empty()) {
+        ROTOR_RETURN_IF_ERROR(impl->embedded->CreateTopic(topic, config.kafka.embedded_partitions));
+      }
     }
     impl->bootstrap = impl->embedded->bootstrap_servers();
     spdlog::info("embedded Kafka (librdkafka mock cluster) at {}", impl->bootstrap);
@@ -487,6 +546,8 @@ Status Daemon::Run(const std::atomic<bool>& stop) {
   d.stats.transactions = d.delivery->transactions();
   d.stats.stopped_partitions = d.consumer->stats().stopped_partitions;
   d.stats.skipped_records = d.consumer->stats().skipped_records;
+  d.stats.restored_partitions = d.consumer->stats().restored_partitions;
+  d.stats.restored_records = d.consumer->stats().restored_records;
   const ProcessorStats& p = d.processor->stats();
   d.stats.fed = d.feeder != nullptr ? d.feeder->fed() : 0;
   d.stats.records = p.records;

@@ -56,6 +56,9 @@ struct DaemonStats {
   int64_t stopped_partitions = 0;
   // Records below the next offset to apply, skipped (a stale fetch after a seek).
   int64_t skipped_records = 0;
+  // Partitions restored from the state changelog, and the changelog records applied.
+  int64_t restored_partitions = 0;
+  int64_t restored_records = 0;
   // The most memory batches in flight held at once (their users' windows and WriteBatches),
   // against pipeline.max_inflight_bytes.
   int64_t peak_inflight_bytes = 0;

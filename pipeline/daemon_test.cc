@@ -61,6 +61,7 @@ constexpr int32_t kPartitions = 4;
 constexpr std::string_view kInputTopic = "rotor.events";
 constexpr std::string_view kOutputTopic = "rotor.tensors";
 constexpr std::string_view kDeadLetterTopic = "rotor.dead-letter";
+constexpr std::string_view kChangelogTopic = "rotor.changelog";
 // Longest wait for the daemon to reach the expected state (a group join takes about 3 s).
 constexpr milliseconds kServeTimeout{25000};
 
@@ -271,7 +272,8 @@ class DaemonTest : public ::testing::Test {
     auto kafka = EmbeddedKafka::Start(1);
     ASSERT_TRUE(kafka.ok()) << kafka.status().ToString();
     kafka_ = std::move(kafka).value();
-    for (const std::string_view topic : {kInputTopic, kOutputTopic, kDeadLetterTopic}) {
+    for (const std::string_view topic :
+         {kInputTopic, kOutputTopic, kDeadLetterTopic, kChangelogTopic}) {
       const Status created = kafka_->CreateTopic(std::string(topic), kPartitions);
       ASSERT_TRUE(created.ok()) << created.ToString();
     }
@@ -293,6 +295,7 @@ class DaemonTest : public ::testing::Test {
     c.kafka.input_topic = std::string(kInputTopic);
     c.kafka.output_topic = std::string(kOutputTopic);
     c.kafka.dead_letter_topic = std::string(kDeadLetterTopic);
+    c.kafka.changelog_topic = std::string(kChangelogTopic);
     // Many small batches, none larger than the model's window (8): a batch with more events of
     // one user publishes only the newest window rows, and these tests check every position.
     c.pipeline.max_batch_events = 8;
@@ -681,7 +684,22 @@ TEST_F(DaemonTest, StartFailsOnWhatCouldOnlyFailLater) {
   for (const std::string_view topic : {kInputTopic, kOutputTopic, kDeadLetterTopic}) {
     ASSERT_TRUE(kafka_->CreateTopic(std::string(topic), 2 * kPartitions).ok());
   }
+  // A changelog partitioned unlike the input.
+  ASSERT_TRUE(kafka_->CreateTopic(std::string(kChangelogTopic), kPartitions).ok());
   daemon = Daemon::Create(Config());
+  ASSERT_FALSE(daemon.ok());
+  EXPECT_EQ(daemon.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(daemon.status().message().find("must be partitioned like the input"), std::string::npos)
+      << daemon.status().ToString();
+  config::DaemonConfig no_changelog = Config();
+  no_changelog.kafka.changelog_topic = "no.such.changelog";
+  daemon = Daemon::Create(no_changelog);
+  ASSERT_FALSE(daemon.ok());
+  EXPECT_NE(daemon.status().message().find("'no.such.changelog'"), std::string::npos);
+  EXPECT_NE(daemon.status().message().find("changelog_topic: \"\""), std::string::npos)
+      << daemon.status().ToString();
+  no_changelog.kafka.changelog_topic = "";
+  daemon = Daemon::Create(no_changelog);
   ASSERT_FALSE(daemon.ok());
   EXPECT_EQ(daemon.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_NE(daemon.status().message().find("has 8 partitions"), std::string::npos)
@@ -1417,6 +1435,9 @@ TEST_F(DaemonTest, StatusReportsRestoringUntilThePublishedInputIsReappliedThenCo
   const EventsByUser first = Prefix(events, 20);
   ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events, 0, 20)));
   config::DaemonConfig config = Config();
+  // The input re-apply path (with a changelog, the new instance restores from it instead:
+  // AnInstanceWithoutStateRestoresFromTheChangelogInsteadOfReplaying).
+  config.kafka.changelog_topic = "";
   {
     auto serving = Serve(config);
     ASSERT_NE(serving, nullptr);
@@ -1829,6 +1850,161 @@ TEST(OffsetSpecTest, ParsesWhatTheFlagsTakeAndNamesWhatItRefuses) {
   for (const std::string_view text : {"earliest", "latest", "42", "@1767225600000"}) {
     EXPECT_EQ(OffsetSpecText(ParseOffsetSpec(text).value()), text);
   }
+}
+
+// ---- the state changelog ----
+
+// A second instance with no local state takes over every partition: it restores each from the
+// changelog the first one wrote (nothing of the input is applied again), ends with the same
+// state user for user, and goes on from there when more input comes.
+TEST_F(DaemonTest, AnInstanceWithoutStateRestoresFromTheChangelogInsteadOfReplaying) {
+  const EventsByUser events = GoldenUsers(6);
+  const std::size_t half = events.begin()->second.size() / 2;
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events, 0, half)));
+  config::DaemonConfig first = Config();
+  first.state.dir = dir_.path() + "/first";
+  {
+    auto serving = Serve(first);
+    ASSERT_NE(serving, nullptr);
+    ServeUntil(*serving, Prefix(events, half));
+  }
+  // The changelog holds every user's rows and metadata, and a base and markers per partition.
+  std::set<int32_t> used;
+  for (const auto& [user, lines] : events) {
+    used.insert(internal::JavaPartition(user, kPartitions));
+  }
+  const std::vector<TopicMessage> changelog = Read(kChangelogTopic);
+  std::set<int32_t> based;
+  for (const TopicMessage& m : changelog) {
+    ASSERT_TRUE(m.key.has_value());
+    auto base = storage::DecodeChangelogBase(
+        *m.key, m.value.empty() ? std::nullopt : std::optional(m.value));
+    ASSERT_TRUE(base.ok()) << base.status().ToString();
+    if (base->has_value()) {
+      EXPECT_EQ((*base)->first.partition, m.partition);
+      based.insert(m.partition);
+    }
+  }
+  EXPECT_EQ(based, used);
+
+  config::DaemonConfig second = Config();
+  second.state.dir = dir_.path() + "/second";
+  {
+    auto serving = Serve(second);
+    ASSERT_NE(serving, nullptr);
+    ServeUntil(*serving, Prefix(events, half));
+    EXPECT_EQ(serving->daemon().stats().restored_partitions, static_cast<int64_t>(used.size()));
+    EXPECT_GT(serving->daemon().stats().restored_records, 0);
+    EXPECT_EQ(serving->daemon().stats().events, 0);  // Nothing re-applied from the input.
+  }
+  {
+    auto a = OpenStore(first);
+    auto b = OpenStore(second);
+    ASSERT_NE(a, nullptr);
+    ASSERT_NE(b, nullptr);
+    const auto& cfg = bundle_->config();
+    for (const auto& [user, lines] : Prefix(events, half)) {
+      SCOPED_TRACE(user);
+      auto want = a->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+      auto got = b->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+      ASSERT_TRUE(want.ok() && want->has_value() && got.ok() && got->has_value());
+      ExpectSameRows((*got)->window, (*want)->window);
+      EXPECT_EQ((*got)->recent_event_ids, (*want)->recent_event_ids);
+    }
+    EXPECT_EQ(OffsetsOf(*b, kInputTopic), OffsetsOf(*a, kInputTopic));
+    EXPECT_EQ(b->LoadWatermarks().value(), a->LoadWatermarks().value());
+  }
+  // The restored instance goes on with the rest of the input.
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events, half)));
+  {
+    auto serving = Serve(second);
+    ASSERT_NE(serving, nullptr);
+    ServeUntil(*serving, events);
+    EXPECT_EQ(serving->daemon().stats().restored_partitions, 0);  // Its own state now.
+    ExpectStateIsDirect(serving->daemon(), events);
+  }
+}
+
+// The changelog of a run with many small batches, a user whose history expires and restarts,
+// and expired users swept, restores to exactly the state the run left (compaction aside, the
+// tombstones keep rows that left a window, and swept users, out of the restored store).
+TEST_F(DaemonTest, TheChangelogCarriesTrimsExpiryAndSweepsExactly) {
+  config::DaemonConfig first = Config();
+  first.state.dir = dir_.path() + "/first";
+  first.state.user_ttl_ms = 3600000;
+  first.state.ttl_sweep_users_per_batch = 1000;
+  // A user far past the window (trims), one that goes quiet for two hours (expires, and is
+  // swept or restarts), and one that comes back after the gap (restarts at position 0).
+  std::vector<std::string> lines;
+  const int64_t t0 = 1767225600000;
+  const auto event = [&](const std::string& user, int i, int64_t ts) {
+    return fmt::format(
+        R"({{"event_id":"{}-{}","user_id":"{}","ts_ms":{},"item":{{"id":"i{}","features":[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8]}},"action":{{"click":1}}}})",
+        user, i, user, ts, i % 7);
+  };
+  // All three in one partition: expiry is judged by the partition's watermark.
+  const auto in_partition_of_busy = [](std::string_view name) {
+    for (int i = 0;; ++i) {
+      std::string user = fmt::format("{}-{}", name, i);
+      if (internal::JavaPartition(user, kPartitions) ==
+          internal::JavaPartition("busy", kPartitions)) {
+        return user;
+      }
+    }
+  };
+  const std::string quiet = in_partition_of_busy("quiet");
+  const std::string back = in_partition_of_busy("back");
+  for (int i = 0; i < 40; ++i) {
+    lines.push_back(event("busy", i, t0 + i * 60000));
+    if (i < 3) {
+      lines.push_back(event(quiet, i, t0 + i * 60000));
+      lines.push_back(event(back, i, t0 + i * 60000));
+    }
+  }
+  // The watermark jumps two hours first (busy), then `back` finds its history expired.
+  lines.push_back(event("busy", 100, t0 + 40 * 60000 + 7200000));
+  lines.push_back(event(back, 100, t0 + 40 * 60000 + 7200000));
+  ASSERT_NO_FATAL_FAILURE(Produce(lines));
+  const std::vector<std::string> users = {"busy", quiet, back};
+  {
+    auto serving = Serve(first);
+    ASSERT_NE(serving, nullptr);
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          auto s = serving->daemon().LoadUser(back);
+          return s.ok() && s->has_value() && (*s)->window.next_pos == 1 &&
+                 (*s)->window.last_ts_ms > t0 + 3600000;
+        },
+        kServeTimeout));
+    ASSERT_TRUE(serving->Stop().ok());
+  }
+  config::DaemonConfig second = first;
+  second.state.dir = dir_.path() + "/second";
+  {
+    auto serving = Serve(second);
+    ASSERT_NE(serving, nullptr);
+    EXPECT_TRUE(WaitFor([&] { return serving->daemon().status().ready(); }, kServeTimeout));
+    ASSERT_TRUE(serving->Stop().ok());
+    EXPECT_GT(serving->daemon().stats().restored_partitions, 0);
+    EXPECT_EQ(serving->daemon().stats().events, 0);
+  }
+  auto a = OpenStore(first);
+  auto b = OpenStore(second);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(*b->ListUsers(), *a->ListUsers());
+  const auto& cfg = bundle_->config();
+  for (const std::string& user : users) {
+    SCOPED_TRACE(user);
+    auto want = a->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+    auto got = b->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+    ASSERT_TRUE(want.ok() && got.ok());
+    ASSERT_EQ(want->has_value(), got->has_value());
+    if (want->has_value()) {
+      ExpectSameRows((*got)->window, (*want)->window);
+    }
+  }
+  EXPECT_EQ(OffsetsOf(*b, kInputTopic), OffsetsOf(*a, kInputTopic));
 }
 
 }  // namespace

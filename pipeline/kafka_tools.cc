@@ -46,8 +46,14 @@ std::optional<std::string> UserIdOfLine(std::string_view line) {
   return encoders::UserIdOfEvent(line);  // simdjson stays in encoders/.
 }
 
-Status CreateTopics(const std::string& bootstrap_servers, const std::vector<std::string>& topics,
-                    int32_t partitions, const std::map<std::string, std::string>& properties) {
+std::map<std::string, std::string> ChangelogTopicConfigs() {
+  return {{"cleanup.policy", "compact"}, {"min.compaction.lag.ms", "3600000"}};
+}
+
+Status CreateTopics(
+    const std::string& bootstrap_servers, const std::vector<std::string>& topics,
+    int32_t partitions, const std::map<std::string, std::string>& properties,
+    const std::map<std::string, std::map<std::string, std::string>>& topic_configs) {
   ConfPtr conf(rd_kafka_conf_new());
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), properties));
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", bootstrap_servers));
@@ -64,6 +70,19 @@ Status CreateTopics(const std::string& bootstrap_servers, const std::vector<std:
       return Status::InvalidArgument("topic '{}': {}", topic, err.data());
     }
     requests.push_back(t);
+    if (const auto configs = topic_configs.find(topic); configs != topic_configs.end()) {
+      for (const auto& [name, value] : configs->second) {
+        const rd_kafka_resp_err_t set =
+            rd_kafka_NewTopic_set_config(t, name.c_str(), value.c_str());
+        if (set != RD_KAFKA_RESP_ERR_NO_ERROR) {
+          for (rd_kafka_NewTopic_t* r : requests) {
+            rd_kafka_NewTopic_destroy(r);
+          }
+          return Status::InvalidArgument("topic '{}': setting {}: {}", topic, name,
+                                         rd_kafka_err2str(set));
+        }
+      }
+    }
   }
   rd_kafka_queue_t* queue = rd_kafka_queue_new(admin.get());
   rd_kafka_CreateTopics(admin.get(), requests.data(), requests.size(), nullptr, queue);

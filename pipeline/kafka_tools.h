@@ -63,8 +63,16 @@ class EmbeddedKafka {
 // It returns once every partition of every topic answers its leader (see
 // WaitForPartitionsOnline), not when the controller has accepted the request: a producer that
 // starts at once could otherwise lose records.
-Status CreateTopics(const std::string& bootstrap_servers, const std::vector<std::string>& topics,
-                    int32_t partitions, const std::map<std::string, std::string>& properties = {});
+// `topic_configs` gives topic-level settings of some of them (cleanup.policy, ...).
+Status CreateTopics(
+    const std::string& bootstrap_servers, const std::vector<std::string>& topics,
+    int32_t partitions, const std::map<std::string, std::string>& properties = {},
+    const std::map<std::string, std::map<std::string, std::string>>& topic_configs = {});
+
+// The topic settings of a state changelog (docs/daemon.md, "State changelog"): compacted, and
+// never compacted within min.compaction.lag.ms of a write, so a restore always finds the
+// uncompacted tail it may have to leave out (records past the group's committed offset).
+std::map<std::string, std::string> ChangelogTopicConfigs();
 
 // Waits until every partition of `topics` has a leader that answers a ListOffsets request,
 // for at most `timeout_ms`; Unavailable naming the first partition that did not (and why)

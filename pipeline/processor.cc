@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cassert>
 #include <deque>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <optional>
@@ -116,6 +117,52 @@ struct Processor::Impl {
   int64_t cache_budget = 0;
   int64_t uncommitted_bytes = 0;
   int64_t user_bytes = 0;  // See Processor::user_bytes.
+  // The state changelog (EnableChangelog): this batch's changes per input partition, and the
+  // partitions whose state starts empty (MarkFresh) with the batch that wrote their base.
+  bool changelog = false;
+  std::map<int32_t, std::vector<storage::ChangelogRecord>> changes;
+  struct Fresh {
+    int64_t base_offset = 0;
+    uint64_t written_by = 0;  // The batch in flight that wrote the base (0: none yet).
+  };
+  std::map<TopicPartition, Fresh> fresh;
+
+  // Where a change of input partition `partition` is recorded: its list when the changelog is
+  // on, else nowhere.
+  std::vector<storage::ChangelogRecord>* ChangesOf(int32_t partition) {
+    return changelog ? &changes[partition] : nullptr;
+  }
+
+  // The changelog messages of `batch`, per input partition it holds records of: a base when the
+  // partition is fresh, its changes, then its marker (next offset, watermark).
+  void EmitChangelog(PendingBatch& batch) {
+    for (const auto& [tp, next] : batch.next_offsets) {
+      std::vector<storage::ChangelogRecord> records;
+      if (auto f = fresh.find(tp); f != fresh.end() && f->second.written_by == 0) {
+        records.push_back(
+            storage::EncodeChangelogBase(tp.topic, tp.partition, f->second.base_offset));
+        f->second.written_by = batch.seq;
+      }
+      if (auto c = changes.find(tp.partition); c != changes.end()) {
+        std::move(c->second.begin(), c->second.end(), std::back_inserter(records));
+        c->second.clear();
+      }
+      int64_t watermark = -1;
+      if (const auto w = watermarks.find(tp); w != watermarks.end()) {
+        watermark = w->second;
+      }
+      records.push_back(storage::EncodeChangelogMarker(tp.topic, tp.partition, next, watermark));
+      for (storage::ChangelogRecord& r : records) {
+        batch.outputs.push_back(OutputRecord{.topic = OutputRecord::Topic::kChangelog,
+                                             .key = std::move(r.key),
+                                             .value = r.value ? std::move(*r.value) : std::string(),
+                                             .headers = {},
+                                             .partition = tp.partition,
+                                             .null_value = !r.value});
+      }
+    }
+    changes.clear();  // Sweep deletions of partitions without records in the batch: not logged.
+  }
 
   void FitCache() { cache.SetBudget(cache_budget - uncommitted_bytes); }
 
@@ -191,7 +238,12 @@ struct Processor::Impl {
       if (watermark == watermarks.end() || !Expired(*u.last_ts_ms, watermark->second)) {
         continue;
       }
-      ROTOR_RETURN_IF_ERROR(batch.state.DeleteUser(u.user));
+      // Logged only for the partitions this batch holds records of (ours: a stale user of a
+      // partition another instance owns now is deleted here only).
+      const bool logged = std::any_of(batch.next_offsets.begin(), batch.next_offsets.end(),
+                                      [&](const auto& entry) { return entry.first == tp; });
+      ROTOR_RETURN_IF_ERROR(batch.state.DeleteUser(
+          u.user, logged ? ChangesOf(tp.partition) : nullptr, u.next_pos - u.rows, u.next_pos));
       cache.Erase(u.user);  // Never serve an expired window.
       ++stats.expired_users;
     }
@@ -283,7 +335,9 @@ struct Processor::Impl {
       batch.outputs.push_back(OutputRecord{.topic = OutputRecord::Topic::kOutput,
                                            .key = *work.user,
                                            .value = std::move(bytes),
-                                           .headers = {}});
+                                           .headers = {},
+                                           .partition = -1,
+                                           .null_value = false});
       ++stats.deltas;
     }
     if (output.snapshot_interval_ms > 0 && !work.retired) {
@@ -294,7 +348,9 @@ struct Processor::Impl {
         batch.outputs.push_back(OutputRecord{.topic = OutputRecord::Topic::kOutput,
                                              .key = *work.user,
                                              .value = std::move(bytes),
-                                             .headers = {}});
+                                             .headers = {},
+                                             .partition = -1,
+                                             .null_value = false});
         ++stats.snapshots;
       }
     }
@@ -379,6 +435,7 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
   if (!s.model_id_stored) {
     ROTOR_RETURN_IF_ERROR(batch.state.PutInfo(kInfoModelId, s.bundle.model_id()));
   }
+  s.changes.clear();
   const int64_t now = s.clock();
   const auto dedupe = static_cast<std::size_t>(s.pipeline.dedupe_ids_per_user);
 
@@ -483,7 +540,9 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
         // A fresh history: nothing of the old one is read again, and the commit that stores
         // the new one deletes the old rows and metadata first.
         ++s.stats.restarted_histories;
-        ROTOR_RETURN_IF_ERROR(batch.state.DeleteUser(user_key));
+        ROTOR_RETURN_IF_ERROR(batch.state.DeleteUser(user_key, s.ChangesOf(record.partition),
+                                                     state->window.next_pos - state->window.rows,
+                                                     state->window.next_pos));
         if (in_batch != work_index.end()) {
           // Earlier events of this batch belong to the old history: decoded and published
           // on it, not stored.
@@ -552,7 +611,8 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
     const auto n = static_cast<int64_t>(w.events.size());
     if (!w.retired) {
       ROTOR_RETURN_IF_ERROR(batch.state.PutWindow(*w.user, s.bundle.model_id(), w.state->window, n,
-                                                  w.state->recent_event_ids));
+                                                  w.state->recent_event_ids,
+                                                  s.ChangesOf(w.partition)));
     }
     batch.events += n;
     if (w.publish_events > 0) {
@@ -570,6 +630,9 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
     s.watermarks[tp] = watermark;
   }
   ROTOR_RETURN_IF_ERROR(s.Sweep(batch));
+  if (s.changelog) {
+    s.EmitChangelog(batch);
+  }
   s.FitCache();
   return batch;
 }
@@ -579,6 +642,7 @@ void Processor::Finish(PendingBatch&& batch) {
   assert(!s.in_flight.empty() && s.in_flight.front() == batch.seq);
   s.in_flight.pop_front();
   s.model_id_stored = true;
+  std::erase_if(s.fresh, [&](const auto& f) { return f.second.written_by == batch.seq; });
   for (const auto& [tp, watermark] : batch.watermarks) {
     s.committed_watermarks[tp] = watermark;
   }
@@ -606,6 +670,9 @@ void Processor::Abandon(PendingBatch&& batch) {
   s.uncommitted.clear();
   s.uncommitted_bytes = 0;
   s.watermarks = s.committed_watermarks;
+  for (auto& [tp, f] : s.fresh) {
+    f.written_by = 0;  // The redo writes the base again.
+  }
   s.FitCache();
   batch.users.clear();
   batch.outputs.clear();
@@ -614,6 +681,33 @@ void Processor::Abandon(PendingBatch&& batch) {
 
 void Processor::DropPartitions(std::span<const TopicPartition> partitions) {
   impl_->cache.ErasePartitions(partitions);
+  for (const TopicPartition& tp : partitions) {
+    impl_->fresh.erase(tp);
+  }
+}
+
+void Processor::EnableChangelog() {
+  impl_->changelog = true;
+}
+
+void Processor::MarkFresh(const TopicPartition& partition, int64_t base_offset) {
+  impl_->fresh[partition] = Impl::Fresh{.base_offset = base_offset, .written_by = 0};
+}
+
+Status Processor::ReloadWatermarks(std::span<const TopicPartition> partitions) {
+  Impl& s = *impl_;
+  ROTOR_ASSIGN_OR_RETURN(const Impl::Watermarks stored, s.store.LoadWatermarks());
+  for (const TopicPartition& tp : partitions) {
+    const auto found = stored.find(tp);
+    if (found == stored.end()) {
+      s.watermarks.erase(tp);
+      s.committed_watermarks.erase(tp);
+    } else {
+      s.watermarks[tp] = found->second;
+      s.committed_watermarks[tp] = found->second;
+    }
+  }
+  return Status::OK();
 }
 
 std::size_t Processor::in_flight() const {
@@ -662,7 +756,13 @@ Result<int64_t> Processor::LargestMessageBytes(std::string_view input_topic) con
   // short excerpts; 4 KiB is a generous bound for all of them).
   const int64_t dead_letter =
       s.pipeline.max_message_bytes + static_cast<int64_t>(kDeadLetterKeyBytes) + 4096;
-  return std::max(output, dead_letter);
+  // A changelog record of a user's metadata with every recent event id at its longest (rows
+  // are far smaller than a snapshot).
+  const int64_t changelog =
+      s.changelog ? 2 * static_cast<int64_t>(kMaxIdBytes) + 1024 +
+                        s.pipeline.dedupe_ids_per_user * static_cast<int64_t>(kMaxIdBytes + 4)
+                  : 0;
+  return std::max({output, dead_letter, changelog});
 }
 
 const ProcessorStats& Processor::stats() const {

@@ -79,13 +79,18 @@ struct InputRecord {
 
 // One message to produce.
 struct OutputRecord {
-  enum class Topic : unsigned char { kOutput, kDeadLetter };
+  // kChangelog: the state changelog (kafka.changelog_topic), in the input record's partition.
+  enum class Topic : unsigned char { kOutput, kDeadLetter, kChangelog };
   Topic topic = Topic::kOutput;
   // nullopt: produce the message without a key (a dead letter of a keyless input record), which
   // Kafka tells apart from an empty key.
   std::optional<std::string> key;
   std::string value;
   std::vector<std::pair<std::string, std::string>> headers;
+  // The partition to produce to (-1: the producer's partitioner, by key).
+  int32_t partition = -1;
+  // A null value (a changelog tombstone) instead of `value`.
+  bool null_value = false;
 };
 
 // Counters since construction (or the last ResetStats).
@@ -177,6 +182,18 @@ class Processor {
   // Drops the cached users of `partitions` (revoked ones: their state may change elsewhere);
   // the other partitions' users stay hot. Call with no batch in flight.
   void DropPartitions(std::span<const TopicPartition> partitions);
+  // From now on every batch also makes the state changelog's messages (OutputRecord kChangelog,
+  // in the input record's partition; storage::ChangelogRecord for the format): for each input
+  // partition it holds records of, the changes to its users, then a marker with the
+  // partition's next offset and watermark (docs/daemon.md, "State changelog").
+  void EnableChangelog();
+  // `partition`'s state starts empty at input offset `base_offset` (assigned with no stored
+  // state, and not restored): the next batch with its records writes the changelog's base
+  // record first (again after an Abandon). Forgotten on DropPartitions.
+  void MarkFresh(const TopicPartition& partition, int64_t base_offset);
+  // Reads the event-time watermarks of `partitions` from the store again (after a restore
+  // wrote them there). Call with no batch in flight holding their records.
+  Status ReloadWatermarks(std::span<const TopicPartition> partitions);
   // Batches processed and neither finished nor abandoned.
   std::size_t in_flight() const;
   // Bytes of the user windows held for batches in flight (WindowCache::EntryBytes each).

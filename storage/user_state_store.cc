@@ -257,6 +257,7 @@ namespace {
 constexpr char kChangelogRow = 'r';
 constexpr char kChangelogUser = 'u';
 constexpr char kChangelogMarker = 'o';
+constexpr char kChangelogBase = 'b';
 constexpr std::size_t kMaxChangelogRowBytes = std::size_t{64} << 20;
 
 std::string Tagged(char tag, std::string_view key) {
@@ -301,6 +302,26 @@ Result<std::optional<ChangelogMarker>> DecodeChangelogMarker(
   }
   return std::optional<ChangelogMarker>(
       ChangelogMarker{.partition = std::move(tp), .next_offset = next, .watermark = watermark});
+}
+
+ChangelogRecord EncodeChangelogBase(std::string_view topic, int32_t partition, int64_t offset) {
+  return {.key = Tagged(kChangelogBase, internal::OffsetKey(topic, partition)),
+          .value = internal::EncodeOffsetValue(offset)};
+}
+
+Result<std::optional<std::pair<TopicPartition, int64_t>>> DecodeChangelogBase(
+    std::string_view key, const std::optional<std::string>& value) {
+  using Base = std::optional<std::pair<TopicPartition, int64_t>>;
+  if (key.empty() || key[0] != kChangelogBase) {
+    return Base();
+  }
+  const std::string_view offset_key = key.substr(1);
+  ROTOR_ASSIGN_OR_RETURN(TopicPartition tp, internal::DecodeOffsetKey(offset_key));
+  if (!value) {
+    return Status::Corruption("changelog base '{}': no value", internal::PrintableBytes(key));
+  }
+  ROTOR_ASSIGN_OR_RETURN(const int64_t offset, internal::DecodeOffsetValue(offset_key, *value));
+  return Base(std::pair(std::move(tp), offset));
 }
 
 Status StateBatch::PutWindow(std::string_view user, std::string_view model_id,
@@ -462,8 +483,10 @@ Status StateBatch::ApplyChangelog(const ChangelogRecord& record) {
       return FromRocksDb(rep_->batch.Delete(rep_->users_cf, rest), "batching a changelog user");
     }
     case kChangelogMarker:
-      return Status::InvalidArgument("changelog record '{}' is a marker: the caller applies it",
-                                     internal::PrintableBytes(key));
+    case kChangelogBase:
+      return Status::InvalidArgument(
+          "changelog record '{}' is a marker or a base: the caller applies it",
+          internal::PrintableBytes(key));
     default:
       return corrupt("unknown kind");
   }

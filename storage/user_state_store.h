@@ -97,9 +97,15 @@ struct CommittedUser {
 //   'o' + offset key (topic, partition)   value: int64 LE next input offset, int64 LE event-time
 //                                         watermark + 1 (0: none): the end of one batch's changes
 //                                         of that input partition (a marker)
+//   'b' + offset key (topic, partition)   value: int64 LE input offset: the base, written
+//                                         before the first change of a partition whose state
+//                                         started empty there. A restore applies only what
+//                                         follows the last base (what precedes it is another
+//                                         history), and needs one: a changelog without a base
+//                                         (enabled on existing state) is not restored from.
 // A compacted changelog keeps the newest record of each key, so it holds exactly the current
 // windows and metadata of its users (rows that left a window, and deleted users, are
-// tombstoned) and its partition's last marker.
+// tombstoned), its partition's base and its last marker.
 struct ChangelogRecord {
   std::string key;
   std::optional<std::string> value;  // nullopt: a tombstone.
@@ -120,6 +126,12 @@ ChangelogRecord EncodeChangelogMarker(std::string_view topic, int32_t partition,
 // The marker `key` and `value` hold; nullopt when `key` is not a marker's (a row or a user);
 // Corruption, naming the key, for a marker that does not decode or has no value.
 Result<std::optional<ChangelogMarker>> DecodeChangelogMarker(
+    std::string_view key, const std::optional<std::string>& value);
+// The base record of input `partition` of `topic`, whose state starts empty at `offset`.
+ChangelogRecord EncodeChangelogBase(std::string_view topic, int32_t partition, int64_t offset);
+// The base `key` and `value` hold: its partition and offset; nullopt when `key` is not a base's;
+// Corruption as DecodeChangelogMarker.
+Result<std::optional<std::pair<TopicPartition, int64_t>>> DecodeChangelogBase(
     std::string_view key, const std::optional<std::string>& value);
 
 // The writes of one commit: users' new rows and metadata, trimmed rows, and input offsets.

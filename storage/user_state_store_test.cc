@@ -393,6 +393,15 @@ TEST_F(UserStateStoreTest, ChangelogMarkersRoundTripAndBadRecordsAreRefused) {
   EXPECT_EQ(DecodeChangelogMarker("o", std::string(16, '\0')).status().code(),
             StatusCode::kCorruption);
   EXPECT_EQ(batch.ApplyChangelog(marker).code(), StatusCode::kInvalidArgument);
+  const ChangelogRecord base = EncodeChangelogBase("rotor.events", 7, 99);
+  EXPECT_EQ(batch.ApplyChangelog(base).code(), StatusCode::kInvalidArgument);
+  const auto based = DecodeChangelogBase(base.key, base.value);
+  ASSERT_TRUE(based.ok() && based->has_value());
+  EXPECT_EQ((*based)->first, (TopicPartition{"rotor.events", 7}));
+  EXPECT_EQ((*based)->second, 99);
+  EXPECT_FALSE(DecodeChangelogBase(marker.key, marker.value)->has_value());
+  EXPECT_FALSE(DecodeChangelogMarker(base.key, base.value)->has_value());
+  EXPECT_EQ(DecodeChangelogBase(base.key, std::nullopt).status().code(), StatusCode::kCorruption);
   EXPECT_EQ(batch.ApplyChangelog({.key = "", .value = "x"}).code(), StatusCode::kCorruption);
   EXPECT_EQ(batch.ApplyChangelog({.key = "zzz", .value = "x"}).code(), StatusCode::kCorruption);
   EXPECT_EQ(batch.ApplyChangelog({.key = "r", .value = "x"}).code(), StatusCode::kCorruption);

@@ -110,6 +110,11 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
   void AfterRevoke(std::span<const TopicPartition> revoked) override {
     processor->DropPartitions(revoked);
   }
+  // A restored partition's watermark is in the store now; a fresh one gets a changelog base.
+  void AfterAssign(std::span<const TopicPartition> restored,
+                   std::span<const TopicPartition> fresh) override;
+  // Readiness while the assign callback restores: the partition restoring, with its progress.
+  void OnRestoreProgress(int32_t partition, int64_t done, int64_t total) override;
 
   // --- daemon.cc: start-up, the serving loop, stats ---
 

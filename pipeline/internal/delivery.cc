@@ -200,6 +200,7 @@ Result<std::unique_ptr<Delivery>> Delivery::Create(const config::DaemonConfig& c
   std::unique_ptr<Delivery> d(
       new Delivery(Options{.output_topic = k.output_topic,
                            .dead_letter_topic = k.dead_letter_topic,
+                           .changelog_topic = k.changelog_topic,
                            .exactly_once = exactly_once,
                            .transaction_timeout_ms = config.delivery.transaction_timeout_ms},
                    processor, shutdown, failure));
@@ -273,8 +274,15 @@ void Delivery::OnError(rd_kafka_t* rk, int err, const char* reason, void* opaque
 }
 
 const std::string& Delivery::TopicOf(const OutputRecord& out) const {
-  return out.topic == OutputRecord::Topic::kOutput ? options_.output_topic
-                                                   : options_.dead_letter_topic;
+  switch (out.topic) {
+    case OutputRecord::Topic::kOutput:
+      return options_.output_topic;
+    case OutputRecord::Topic::kDeadLetter:
+      return options_.dead_letter_topic;
+    case OutputRecord::Topic::kChangelog:
+      return options_.changelog_topic;
+  }
+  return options_.output_topic;
 }
 
 // Produces one message, waiting while librdkafka's queue is full.
@@ -289,10 +297,11 @@ rd_kafka_resp_err_t Delivery::Produce(const OutputRecord& out, uint64_t seq) con
     }
   }
   return ProduceCopy(producer_.get(), topic, out.key ? out.key->data() : nullptr,
-                     out.key ? out.key->size() : 0, out.value.data(), out.value.size(), headers,
+                     out.key ? out.key->size() : 0, out.null_value ? nullptr : out.value.data(),
+                     out.null_value ? 0 : out.value.size(), headers,
                      reinterpret_cast<void*>(  // NOLINT(performance-no-int-to-ptr)
                          static_cast<uintptr_t>(seq)),
-                     shutdown_.flag());
+                     shutdown_.flag(), out.partition);
 }
 
 Status Delivery::Dispatch(PendingBatch&& batch, PartitionOffsets group_offsets, int64_t records) {

@@ -179,6 +179,7 @@ class Delivery {
   struct Options {
     std::string output_topic;
     std::string dead_letter_topic;
+    std::string changelog_topic;
     bool exactly_once = false;
     int64_t transaction_timeout_ms = 0;
   };

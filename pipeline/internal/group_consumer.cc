@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/failpoint.h"
+#include "pipeline/internal/changelog_restore.h"
 
 namespace rotor::pipeline::internal {
 
@@ -32,7 +33,9 @@ Result<std::unique_ptr<GroupConsumer>> GroupConsumer::Create(
       CheckInputPartitions(store, k.input_topic, input_partitions, config.state.dir));
 
   std::unique_ptr<GroupConsumer> c(
-      new GroupConsumer(Options{.input_topic = k.input_topic,
+      new GroupConsumer(Options{.config = config,
+                                .bootstrap = bootstrap,
+                                .input_topic = k.input_topic,
                                 .input_partitions = input_partitions,
                                 .connect_timeout_ms = k.connect_timeout_ms,
                                 .transaction_timeout_ms = config.delivery.transaction_timeout_ms,
@@ -99,20 +102,46 @@ void GroupConsumer::OnAssign(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* pa
     return;
   }
   const PartitionListPtr committed = std::move(read).value();
+  std::vector<TopicPartition> restored;
+  std::vector<TopicPartition> fresh;
   for (int i = 0; i < parts->cnt; ++i) {
     rd_kafka_topic_partition_t& p = parts->elems[i];
     const auto found = stored->find({p.topic, p.partition});
-    const int64_t resume = found == stored->end() ? RD_KAFKA_OFFSET_BEGINNING : found->second;
+    std::optional<int64_t> next;
+    if (found != stored->end()) {
+      next = found->second;
+    }
     const int64_t kafka_committed = committed->elems[i].offset;
+    if (!next && !options_.config.kafka.changelog_topic.empty()) {
+      // No local state: restore what the group's previous owners committed from the changelog
+      // rather than replay the input (which retention may have cut).
+      auto r = RestoreFromChangelog(options_.config, options_.bootstrap, p.partition,
+                                    kafka_committed, store_, [&](int64_t done, int64_t total) {
+                                      listener_.OnRestoreProgress(p.partition, done, total);
+                                    });
+      if (!r.ok()) {
+        rebalance_error_ = std::move(r).status();
+        return;
+      }
+      if (r->next_offset) {
+        next = r->next_offset;
+        restored.emplace_back(p.topic, p.partition);
+        ++stats_.restored_partitions;
+        stats_.restored_records += r->records;
+      }
+    }
+    if (!next) {
+      fresh.emplace_back(p.topic, p.partition);
+    }
+    const int64_t resume = next.value_or(RD_KAFKA_OFFSET_BEGINNING);
     p.offset = resume;
     publish_from_[p.partition] = kafka_committed;
-    if (found != stored->end()) {
-      apply_from_[p.partition] = found->second;
+    if (next) {
+      apply_from_[p.partition] = *next;
     } else {
       apply_from_.erase(p.partition);
     }
-    const Status history = CheckHistory(
-        p.partition, found == stored->end() ? std::nullopt : std::optional(found->second));
+    const Status history = CheckHistory(p.partition, next);
     if (!history.ok()) {
       if (history.code() != StatusCode::kOutOfRange) {
         rebalance_error_ = history;
@@ -141,6 +170,7 @@ void GroupConsumer::OnAssign(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* pa
     return;
   }
   PausePartitions(parts);
+  listener_.AfterAssign(restored, fresh);
   // The idle clock starts once the assignment took effect: reading the committed offsets can
   // wait out another instance's open transaction, and that wait is not idleness.
   last_assigned_ = SteadyClock::now();

@@ -54,6 +54,14 @@ class GroupConsumer {
     virtual Status BeforeRevoke() = 0;
     // `revoked` are revoked (or lost): drop what was cached for them.
     virtual void AfterRevoke(std::span<const TopicPartition> revoked) = 0;
+    // Restoring `partition` from the changelog: `done` of `total` records applied (inside the
+    // assign callback, on the serving thread).
+    virtual void OnRestoreProgress(int32_t /*partition*/, int64_t /*done*/, int64_t /*total*/) {}
+    // An assignment took effect: `restored` partitions were restored from the changelog (their
+    // watermarks are in the store now), `fresh` ones start with no state at all (a base is due
+    // in the changelog before their first change).
+    virtual void AfterAssign(std::span<const TopicPartition> /*restored*/,
+                             std::span<const TopicPartition> /*fresh*/) {}
   };
 
   struct Stats {
@@ -61,6 +69,9 @@ class GroupConsumer {
     int64_t stopped_partitions = 0;
     // Records below the next offset to apply, skipped (a stale fetch after a seek).
     int64_t skipped_records = 0;
+    // Partitions restored from the changelog, and the changelog records that took.
+    int64_t restored_partitions = 0;
+    int64_t restored_records = 0;
   };
 
   // `bootstrap` is the cluster's address; `input_partitions` the input topic's partition count
@@ -128,6 +139,8 @@ class GroupConsumer {
 
  private:
   struct Options {
+    config::DaemonConfig config;  // For the changelog restores.
+    std::string bootstrap;
     std::string input_topic;
     int32_t input_partitions = 0;
     int64_t connect_timeout_ms = 0;

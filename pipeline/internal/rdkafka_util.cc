@@ -85,11 +85,15 @@ Result<HandlePtr> NewHandle(rd_kafka_type_t type, ConfPtr conf) {
 rd_kafka_resp_err_t ProduceCopy(rd_kafka_t* producer, const std::string& topic, const void* key,
                                 std::size_t key_len, const void* value, std::size_t value_len,
                                 rd_kafka_headers_t* headers, void* opaque,
-                                const std::atomic<bool>* stop) {
-  std::array<rd_kafka_vu_t, 6> vus{};
+                                const std::atomic<bool>* stop, int32_t partition) {
+  std::array<rd_kafka_vu_t, 7> vus{};
   std::size_t n = 0;
   vus[n].vtype = RD_KAFKA_VTYPE_TOPIC;
   vus[n++].u.cstr = topic.c_str();
+  if (partition != RD_KAFKA_PARTITION_UA) {
+    vus[n].vtype = RD_KAFKA_VTYPE_PARTITION;
+    vus[n++].u.i32 = partition;
+  }
   vus[n].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
   vus[n++].u.i = RD_KAFKA_MSG_F_COPY;
   vus[n].vtype = RD_KAFKA_VTYPE_KEY;

@@ -79,11 +79,13 @@ Result<HandlePtr> NewHandle(rd_kafka_type_t type, ConfPtr conf);
 // refuses under -Wpedantic). While librdkafka's queue is full it serves delivery reports for
 // 10 ms and tries again, until `stop` (when given) is set: then it returns
 // RD_KAFKA_RESP_ERR__QUEUE_FULL. Takes `headers` (may be null) in every case. `opaque` reaches
-// the delivery report as the message's _private.
+// the delivery report as the message's _private. A null `value` is a null value (a tombstone).
+// `partition`: RD_KAFKA_PARTITION_UA lets the producer's partitioner place the message.
 rd_kafka_resp_err_t ProduceCopy(rd_kafka_t* producer, const std::string& topic, const void* key,
                                 std::size_t key_len, const void* value, std::size_t value_len,
                                 rd_kafka_headers_t* headers, void* opaque = nullptr,
-                                const std::atomic<bool>* stop = nullptr);
+                                const std::atomic<bool>* stop = nullptr,
+                                int32_t partition = RD_KAFKA_PARTITION_UA);
 
 // A Status for `err`: Unavailable for transport errors and timeouts, FailedPrecondition for a
 // fenced or fatally failed producer (it must stop: another instance owns its transactional.id,
