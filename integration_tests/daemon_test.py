@@ -58,10 +58,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools" / "kafka"))
 sys.path.insert(0, str(ROOT / "python"))
+sys.path.insert(0, str(ROOT / "tools"))
 import broker  # noqa: E402
+import upgrade  # noqa: E402 (tools/upgrade.py: the blue/green upgrade the upgrade case drives)
 from sirenrope.safetensors_io import decode  # noqa: E402
 
 BUNDLE = ROOT / "testdata" / "golden" / "siren.bundle.safetensors"
+# The upgrade case's new model ("green"): another variant, another window (4 rows, siren's 8).
+GREEN_BUNDLE = ROOT / "testdata" / "golden" / "dnn_only.bundle.safetensors"
 PY = "/usr/bin/python3"
 
 
@@ -95,19 +99,21 @@ class Case:
         self.logs = []
         self.procs = []  # Background processes, ended by cleanup().
         self.feeders = []
+        self.detached = []  # Pids of daemons that are not our children (tools/upgrade.py's).
 
     def config(self, name, mode="at_least_once", batch=64, extra="", kafka_extra="",
                log_level="info", session_timeout_ms=6000, commit_interval_ms=100,
                snapshot_interval_ms=0, transaction_timeout_ms=60000, stats_interval_ms=0,
-               api_extra=""):
+               api_extra="", bundle=BUNDLE, group=None):
         state = self.work / f"state-{name}"
         path = self.work / f"{name}.yaml"
+        group = group or self.group
         path.write_text(f"""
 model:
-  bundle: {BUNDLE}
+  bundle: {bundle}
 kafka:
   bootstrap_servers: "{self.bootstrap}"
-  group_id: {self.group}
+  group_id: {group}
   input_topic: {self.topics['input']}
   output_topic: {self.topics['output']}
   dead_letter_topic: {self.topics['dlq']}
@@ -115,7 +121,7 @@ kafka:
 {kafka_extra}
 delivery:
   mode: {mode}
-  transactional_id: {self.group}-{name}
+  transactional_id: {group}-{name}
   commit_interval_ms: {commit_interval_ms}
   transaction_timeout_ms: {transaction_timeout_ms}
 pipeline:
@@ -230,6 +236,11 @@ api:
                 proc.send_signal(signal.SIGCONT)
                 proc.kill()
                 proc.wait()
+        for pid in self.detached:
+            # Only a process of this case (its config is in the work directory): a pid may
+            # have been reused since.
+            if str(self.work) in " ".join(upgrade.cmdline(pid)) and upgrade.pid_running(pid):
+                os.kill(pid, signal.SIGKILL)
 
     def applied(self, config):
         """Events in the state: the sum of every user's next_pos."""
@@ -257,8 +268,9 @@ api:
         out = self.run("inspect", "--config", config, "--all")
         return {d["user"]: d for d in map(json.loads, out.splitlines())}
 
-    def replay(self, events):
-        config = self.config("replay")
+    def replay(self, events, bundle=BUNDLE):
+        """The state `rotor replay --file` builds from `events` with `bundle`, user by user."""
+        config = self.config(f"replay-{Path(bundle).name.split('.')[0]}", bundle=bundle)
         self.run("replay", "--config", config, "--file", events)
         return self.dump(config)
 
@@ -1043,6 +1055,165 @@ def case_replay(case):
           f"resumed; {sum(seen.values())} rows published by the replay; exact")
 
 
+def api_of(proc, timeout=30):
+    """The base URL of `rotor serve`'s API, from its log."""
+    wait_for(lambda: upgrade.api_address(proc.text()) or proc.poll() is not None, timeout,
+             f"the API address in {proc.log.name}")
+    check(proc.poll() is None, f"rotor serve exited {proc.returncode}:\n{proc.text()[-3000:]}")
+    return upgrade.api_address(proc.text())
+
+
+def scrape_metrics(url):
+    got = upgrade.http_get(url + "/metrics")
+    check(got is not None and got[0] == 200, f"GET {url}/metrics: {got}")
+    return upgrade.parse_metrics(got[1])
+
+
+def by_model(messages):
+    """The output messages grouped by their rotor.model_id: {model id: [message]}."""
+    out = {}
+    for m in messages:
+        _, meta = decode(base64.b64decode(m["value_b64"]))
+        out.setdefault(meta["rotor.model_id"], []).append(m)
+    return out
+
+
+def become_subreaper():
+    """Makes this process the reaper of its orphaned descendants (Linux prctl
+    PR_SET_CHILD_SUBREAPER), so that a daemon tools/upgrade.py started and left running is
+    re-parented here and its exit status can be read with os.waitpid. False when refused."""
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def case_upgrade(case):
+    """The blue/green model upgrade of docs/operations.md ("Upgrade"), driven by
+    tools/upgrade.py on the real broker. Blue serves the siren bundle (exactly-once) while
+    events keep arriving. First a mistaken green (blue's state directory) exits at once: the
+    script fails, printing its log, and blue is untouched. Then the script starts green with
+    the dnn_only bundle, a new consumer group and state directory and the same output topic,
+    waits until green has backfilled the input from its beginning and caught up, runs the
+    rankers' switch while blue still serves, and stops blue (SIGTERM). Input keeps arriving
+    after that. Blue exits 0; green, drained and stopped, exits 0 with the state `rotor replay`
+    of every event builds with its bundle (no event missed), and in the output topic under
+    read_committed the messages of green's model id hold every position of green's windows
+    exactly once and rebuild its state (blue's messages, which a ranker filtering on the model
+    id skips, rebuild blue's state at its stop)."""
+    reaper = become_subreaper()
+    total, history, rate = 5000, 3000, 60
+    events = synth(case.work, total, 40, 23)
+    lines = events.read_text().splitlines(keepends=True)
+    early, late = case.work / "history.jsonl", case.work / "live.jsonl"
+    early.write_text("".join(lines[:history]))
+    late.write_text("".join(lines[history:]))
+    blue_cfg = case.config("blue", mode="exactly_once", batch=32)
+    case.create_topics(blue_cfg, 4)
+    # Blue has served a history: green has that much to backfill.
+    case.produce(blue_cfg, early)
+    blue = case.serve(blue_cfg, name="blue")
+    blue_api = api_of(blue)
+    wait_for(lambda: upgrade.metric_sum([scrape_metrics(blue_api)], "rotor_events_total")
+             >= history, 60, f"blue to apply the first {history} events")
+    feeder = Feeder(case, blue_cfg, late, rate=rate)
+
+    def run_upgrade(config, *extra):
+        argv = [PY, str(ROOT / "tools" / "upgrade.py"), "--rotor", case.rotor, "--green-config",
+                str(config), "--blue-pid", str(blue.pid), "--interval", "0.5",
+                "--progress-interval", "0", *map(str, extra)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        log = case.work / f"upgrade-{config.stem}.out"
+        log.write_text(done.stdout + done.stderr)
+        case.logs.append(log)
+        return done.returncode, done.stdout + done.stderr
+
+    # A mistake: green pointed at blue's state directory (held by blue, and of another model).
+    green_group = f"{case.group}-green"
+    wrong = case.config("green-wrong", mode="exactly_once", bundle=GREEN_BUNDLE,
+                        group=green_group)
+    wrong.write_text(wrong.read_text().replace(str(case.work / "state-green-wrong"),
+                                               str(case.work / "state-blue")))
+    rc, out = run_upgrade(wrong, "--timeout", "60")
+    check(rc == upgrade.EXIT_GREEN_FAILED and "green exited" in out
+          and "blue was not touched" in out and "state" in out.split("green exited", 1)[1],
+          f"the upgrade with green on blue's state directory: exit {rc}:\n{out[-3000:]}")
+    check(blue.poll() is None, f"blue exited after a failed upgrade:\n{blue.text()[-3000:]}")
+    feeder.flowing("the upgrade")
+
+    green_cfg = case.config("green", mode="exactly_once", batch=32, bundle=GREEN_BUNDLE,
+                            group=green_group)
+    marker = case.work / "switched"
+    switch = (f'echo "$ROTOR_GREEN_MODEL_ID $ROTOR_GREEN_PID" > {marker}; '
+              f'kill -0 "$ROTOR_BLUE_PID" && echo blue-serving >> {marker}')
+    began = time.monotonic()
+    rc, out = run_upgrade(green_cfg, "--switch-cmd", switch, "--max-lag", "50",
+                          "--timeout", "120")
+    took = time.monotonic() - began
+    done = re.search(r"upgrade: done: green pid (\d+), API (\S+), model (\w+)", out)
+    if done:
+        case.detached.append(int(done.group(1)))
+    check(rc == 0 and done, f"tools/upgrade.py exited {rc}:\n{out[-3000:]}")
+    green_pid, green_api, green_id = int(done.group(1)), done.group(2), done.group(3)
+    # The script reported green's lag until it was 50 or less three polls in a row.
+    lags = [int(n) for n in re.findall(r"green lag (\d+) records over 4 partition", out)]
+    check(lags and lags[-1] <= 50 and "caught up 3/3" in out,
+          f"no progress lines ending caught up:\n{out[-3000:]}")
+    case.wait(blue, timeout=30)  # The script stopped it: exit 0.
+    switched = marker.read_text().split()
+    check(switched == [green_id, str(green_pid), "blue-serving"],
+          f"the switch command saw {switched}: not green's model and pid while blue served")
+    # Input keeps arriving after blue stopped: only green sees it.
+    feeder.flowing("blue stopped")
+    at_rate = feeder.finish()
+
+    # Green drains what is left; then it is stopped as blue was.
+    def drained():
+        metrics = scrape_metrics(green_api)
+        lag = upgrade.lag_summary([metrics])
+        return (lag.partitions == 4 and lag.caught_up(0)
+                and upgrade.metric_sum([metrics], "rotor_events_total") >= total)
+    wait_for(drained, 120, "green to apply every event")
+    os.kill(green_pid, signal.SIGTERM)
+    if reaper:
+        _, status = os.waitpid(green_pid, 0)
+        check(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
+              f"green exited with status {status}:\n"
+              f"{(case.work / 'green.log').read_text()[-3000:]}")
+    else:
+        wait_for(lambda: not upgrade.pid_running(green_pid), 60, "green to stop")
+    green_log = (case.work / "green.log").read_text()
+    check(re.search(r"rotor serve: \d+ events in", green_log),
+          f"green's log (next to its config) lacks its summary:\n{green_log[-3000:]}")
+    # Its new group had no offsets: every partition from the log's beginning (the history
+    # blue had served), published from there on.
+    fresh = set(re.findall(r"partition (\d+): assigned, resuming at the beginning\n", green_log))
+    check(fresh == {"0", "1", "2", "3"}, f"green did not start every partition at the log's "
+                                          f"beginning:\n{green_log[:3000]}")
+
+    case.check_input(blue_cfg, events)
+    green_state = case.dump(green_cfg)
+    check_same_state(green_state, case.replay(events, bundle=GREEN_BUNDLE),
+                     "green after the upgrade vs replay of every event with green's bundle")
+    blue_state = case.dump(blue_cfg)
+    blue_applied = sum(d["next_pos"] for d in blue_state.values())
+    check(0 < blue_applied < total, f"blue applied {blue_applied} of {total} events")
+    models = by_model(case.consume(blue_cfg, case.topics["output"]))
+    check(green_id in models and len(models) == 2,
+          f"the output topic holds models {sorted(models)}, want blue's and green's {green_id}")
+    rows, seen = delta_rows(models.pop(green_id))
+    check_outputs_match(green_state, rows, seen, exactly_once=True)
+    (blue_messages,) = models.values()
+    blue_rows, blue_seen = delta_rows(blue_messages)
+    check_outputs_match(blue_state, blue_rows, blue_seen, exactly_once=True)
+    print(f"upgrade: blue applied {blue_applied} of {total} events; the script caught green up "
+          f"from a lag of {max(lags)} and stopped blue in {took:.1f} s ({history} + "
+          f"{at_rate} events at {rate}/s before the rest at once); green's state exact, "
+          f"{sum(seen.values())} green rows once each under read_committed")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rotor", required=True, help="the rotor binary")
@@ -1050,7 +1221,7 @@ def main():
     parser.add_argument("--case", required=True,
                         choices=["events", "bad", "restart", "eos", "scaleout", "stall",
                                  "eos_failpoints", "zombie", "snapshots", "outage",
-                                 "outage_eos", "replay"])
+                                 "outage_eos", "replay", "upgrade"])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
