@@ -499,8 +499,7 @@ def main(argv=None) -> int:
                 left = f"; green (pid {green.proc.pid}) keeps running (--keep-green)"
             else:
                 green.stop()
-                left = (f"; green stopped, its state kept: run this again to resume its "
-                        f"backfill")
+                left = "; green stopped (its state.dir is kept: a rerun resumes from it)"
         say(f"FAILED: {what}\nupgrade: blue was not touched and keeps serving{left}")
         return code
     ids = sorted(model_ids(metrics))
