@@ -37,9 +37,10 @@ Kafka:
              replays only what came later; serve then continues from the replayed state
   upgrade    a blue/green model upgrade by tools/upgrade.py while input flows: green (another
              bundle, a new group and state, the same output topic) backfills from the input's
-             beginning, catches up, the switch runs, blue stops (exit 0); green's state equals
-             the replay of every event with its bundle, and its model's rows appear once each
-             under read_committed; a green on blue's state directory fails, blue untouched
+             beginning, catches up, the switch runs, blue stops (exit 0); then the rollback
+             (blue back on its state, green stopped); each state equals the replay of every
+             event with its bundle, and each model's rows appear once each under
+             read_committed; a green on blue's state directory fails, blue untouched
 
   /usr/bin/python3 integration_tests/daemon_test.py --rotor build/debug/app/rotor --case events
 """
@@ -1097,17 +1098,18 @@ def become_subreaper():
 
 def case_upgrade(case):
     """The blue/green model upgrade of docs/operations.md ("Upgrade"), driven by
-    tools/upgrade.py on the real broker. Blue serves the siren bundle (exactly-once) while
-    events keep arriving. First a mistaken green (blue's state directory) exits at once: the
-    script fails, printing its log, and blue is untouched. Then the script starts green with
-    the dnn_only bundle, a new consumer group and state directory and the same output topic,
-    waits until green has backfilled the input from its beginning and caught up, runs the
-    rankers' switch while blue still serves, and stops blue (SIGTERM). Input keeps arriving
-    after that. Blue exits 0; green, drained and stopped, exits 0 with the state `rotor replay`
-    of every event builds with its bundle (no event missed), and in the output topic under
-    read_committed the messages of green's model id hold every position of green's windows
-    exactly once and rebuild its state (blue's messages, which a ranker filtering on the model
-    id skips, rebuild blue's state at its stop)."""
+    tools/upgrade.py on the real broker, and its rollback. Blue serves the siren bundle
+    (exactly-once) while events keep arriving. First a mistaken green (blue's state directory)
+    exits at once: the script fails, printing its log, and blue is untouched. Then the script
+    starts green with the dnn_only bundle, a new consumer group and state directory and the
+    same output topic, waits until green has backfilled the input from its beginning and caught
+    up, runs the rankers' switch while blue still serves, and stops blue (SIGTERM); blue exits
+    0. Input keeps arriving for green alone. Then the rollback, the same script with the roles
+    swapped: blue, started again on its state, catches up on what it missed and green stops
+    (exit 0). Green's state equals `rotor replay` of every event with its bundle (no event
+    missed), blue's the replay with its own; in the output topic under read_committed the
+    messages of each model id (what a ranker filtering on it reads) hold every position of
+    that model's windows exactly once and rebuild its state."""
     reaper = become_subreaper()
     total, history, rate = 5000, 3000, 60
     events = synth(case.work, total, 40, 23)
@@ -1125,15 +1127,57 @@ def case_upgrade(case):
              >= history, 60, f"blue to apply the first {history} events")
     feeder = Feeder(case, blue_cfg, late, rate=rate)
 
-    def run_upgrade(config, *extra):
+    def run_upgrade(config, serving_pid, *extra):
+        """tools/upgrade.py from `serving_pid` to `config`'s daemon: (exit code, output, and
+        the started daemon's (pid, API, model id) when it says done)."""
         argv = [PY, str(ROOT / "tools" / "upgrade.py"), "--rotor", case.rotor, "--green-config",
-                str(config), "--blue-pid", str(blue.pid), "--interval", "0.5",
+                str(config), "--blue-pid", str(serving_pid), "--interval", "0.5",
                 "--progress-interval", "0", *map(str, extra)]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        out = done.stdout + done.stderr
         log = case.work / f"upgrade-{config.stem}.out"
-        log.write_text(done.stdout + done.stderr)
+        log.write_text(out)
         case.logs.append(log)
-        return done.returncode, done.stdout + done.stderr
+        started = re.search(r"upgrade: started green: .* \(pid (\d+),", out)
+        if started:
+            case.detached.append(int(started.group(1)))
+        end = re.search(r"upgrade: done: green pid (\d+), API (\S+), model (\w+)", out)
+        check(done.returncode != 0 or end, f"tools/upgrade.py exited 0 without its last line:"
+                                           f"\n{out[-3000:]}")
+        return done.returncode, out, end and (int(end.group(1)), end.group(2), end.group(3))
+
+    def drain(api, expected, what):
+        """Until the daemon at `api` owns the 4 partitions with no lag and has applied
+        `expected` events (or nothing more for 3 s: the state comparison then says what is
+        missing)."""
+        still = []
+
+        def drained():
+            metrics = scrape_metrics(api)
+            applied = upgrade.metric_sum([metrics], "rotor_events_total")
+            if not upgrade.lag_summary([metrics]).caught_up(0, partitions=4):
+                still.clear()
+                return False
+            if applied >= expected:
+                return True
+            still[:] = still if still and still[0][1] == applied else [
+                (time.monotonic(), applied)]
+            return time.monotonic() - still[0][0] >= 3.0
+        wait_for(drained, 120, f"{what} to apply every event")
+
+    def exited_cleanly(pid, log):
+        """Waits for a daemon the script started (re-parented here, the subreaper) to exit
+        0."""
+        if not reaper:
+            wait_for(lambda: not upgrade.pid_running(pid), 60, f"{log.stem} to stop")
+        else:
+            _, status = os.waitpid(pid, 0)
+            check(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
+                  f"{log.stem} exited with status {status}:\n{log.read_text()[-3000:]}")
+        check(re.search(r"rotor serve: \d+ events in", log.read_text()),
+              f"{log} (beside its config) lacks the summary of a clean stop:\n"
+              f"{log.read_text()[-3000:]}")
+        return log.read_text()
 
     # A mistake: green pointed at blue's state directory (held by blue, and of another model).
     green_group = f"{case.group}-green"
@@ -1141,27 +1185,25 @@ def case_upgrade(case):
                         group=green_group)
     wrong.write_text(wrong.read_text().replace(str(case.work / "state-green-wrong"),
                                                str(case.work / "state-blue")))
-    rc, out = run_upgrade(wrong, "--timeout", "60")
+    rc, out, _ = run_upgrade(wrong, blue.pid, "--timeout", "60")
     check(rc == upgrade.EXIT_GREEN_FAILED and "green exited" in out
           and "blue was not touched" in out and "state" in out.split("green exited", 1)[1],
           f"the upgrade with green on blue's state directory: exit {rc}:\n{out[-3000:]}")
     check(blue.poll() is None, f"blue exited after a failed upgrade:\n{blue.text()[-3000:]}")
     feeder.flowing("the upgrade")
 
+    # The upgrade.
     green_cfg = case.config("green", mode="exactly_once", batch=32, bundle=GREEN_BUNDLE,
                             group=green_group)
     marker = case.work / "switched"
     switch = (f'echo "$ROTOR_GREEN_MODEL_ID $ROTOR_GREEN_PID" > {marker}; '
               f'kill -0 "$ROTOR_BLUE_PID" && echo blue-serving >> {marker}')
     began = time.monotonic()
-    rc, out = run_upgrade(green_cfg, "--switch-cmd", switch, "--max-lag", "50",
-                          "--partitions", "4", "--timeout", "120")
+    rc, out, green = run_upgrade(green_cfg, blue.pid, "--switch-cmd", switch, "--max-lag", "50",
+                                 "--partitions", "4", "--timeout", "120")
     took = time.monotonic() - began
-    done = re.search(r"upgrade: done: green pid (\d+), API (\S+), model (\w+)", out)
-    if done:
-        case.detached.append(int(done.group(1)))
-    check(rc == 0 and done, f"tools/upgrade.py exited {rc}:\n{out[-3000:]}")
-    green_pid, green_api, green_id = int(done.group(1)), done.group(2), done.group(3)
+    check(rc == 0, f"tools/upgrade.py exited {rc}:\n{out[-3000:]}")
+    green_pid, green_api, green_id = green
     # The script reported green's lag until it was 50 or less three polls in a row.
     lags = [int(n) for n in re.findall(r"green lag (\d+) records over 4 partition", out)]
     check(lags and lags[-1] <= 50 and "caught up 3/3" in out,
@@ -1170,63 +1212,51 @@ def case_upgrade(case):
     switched = marker.read_text().split()
     check(switched == [green_id, str(green_pid), "blue-serving"],
           f"the switch command saw {switched}: not green's model and pid while blue served")
+    blue_applied = case.applied(blue_cfg)
+    check(0 < blue_applied < total, f"blue applied {blue_applied} of {total} events")
     # Input keeps arriving after blue stopped: only green sees it.
     feeder.flowing("blue stopped")
     at_rate = feeder.finish()
+    drain(green_api, total, "green")
 
-    # Green drains what is left (every event, or nothing more for 3 s with no lag: then the
-    # state comparison below says what is missing); then it is stopped as blue was.
-    progress = []
-
-    def drained():
-        metrics = scrape_metrics(green_api)
-        applied = upgrade.metric_sum([metrics], "rotor_events_total")
-        if not upgrade.lag_summary([metrics]).caught_up(0, partitions=4):
-            progress.clear()
-            return False
-        if applied >= total:
-            return True
-        progress[:] = progress if progress and progress[0][1] == applied else [
-            (time.monotonic(), applied)]
-        return time.monotonic() - progress[0][0] >= 3.0
-    wait_for(drained, 120, "green to apply every event")
-    os.kill(green_pid, signal.SIGTERM)
-    if reaper:
-        _, status = os.waitpid(green_pid, 0)
-        check(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
-              f"green exited with status {status}:\n"
-              f"{(case.work / 'green.log').read_text()[-3000:]}")
-    else:
-        wait_for(lambda: not upgrade.pid_running(green_pid), 60, "green to stop")
-    green_log = (case.work / "green.log").read_text()
-    check(re.search(r"rotor serve: \d+ events in", green_log),
-          f"green's log (next to its config) lacks its summary:\n{green_log[-3000:]}")
-    # Its new group had no offsets: every partition from the log's beginning (the history
-    # blue had served), published from there on.
+    # The rollback: the same script, blue's config as the new daemon, green as the old.
+    rc, out, back = run_upgrade(blue_cfg, green_pid, "--max-lag", "50", "--partitions", "4",
+                                "--timeout", "120")
+    check(rc == 0, f"the rollback exited {rc}:\n{out[-3000:]}")
+    green_log = exited_cleanly(green_pid, case.work / "green.log")
+    blue_pid, blue_again_api, blue_id = back
+    check(blue_id != green_id, f"blue came back with green's model {blue_id}")
+    drain(blue_again_api, total - blue_applied, "blue, back")
+    os.kill(blue_pid, signal.SIGTERM)
+    blue_log = exited_cleanly(blue_pid, case.work / "blue.log")
+    # Green's new group had no offsets: every partition from the log's beginning (the history
+    # blue had served), published from there on. Blue came back where it had stopped.
     fresh = set(re.findall(r"partition (\d+): assigned, resuming at the beginning\n", green_log))
     check(fresh == {"0", "1", "2", "3"}, f"green did not start every partition at the log's "
                                           f"beginning:\n{green_log[:3000]}")
+    resumed = set(re.findall(r"partition (\d+): assigned, resuming at [1-9]\d*\n", blue_log))
+    check(resumed == {"0", "1", "2", "3"}, f"blue, back, did not resume every partition at "
+                                           f"its stored offset:\n{blue_log[:3000]}")
 
     case.check_input(blue_cfg, events)
-    green_state = case.dump(green_cfg)
-    check_same_state(green_state, case.replay(events, bundle=GREEN_BUNDLE),
+    states = {green_id: case.dump(green_cfg), blue_id: case.dump(blue_cfg)}
+    check_same_state(states[green_id], case.replay(events, bundle=GREEN_BUNDLE),
                      "green after the upgrade vs replay of every event with green's bundle")
-    blue_state = case.dump(blue_cfg)
-    blue_applied = sum(d["next_pos"] for d in blue_state.values())
-    check(0 < blue_applied < total, f"blue applied {blue_applied} of {total} events")
+    check_same_state(states[blue_id], case.replay(events),
+                     "blue after the rollback vs replay of every event with its bundle")
     models = by_model(case.consume(blue_cfg, case.topics["output"]))
-    check(green_id in models and len(models) == 2,
-          f"the output topic holds models {sorted(models)}, want blue's and green's {green_id}")
-    rows, seen = delta_rows(models.pop(green_id))
-    check_outputs_match(green_state, rows, seen, exactly_once=True)
-    (blue_messages,) = models.values()
-    blue_rows, blue_seen = delta_rows(blue_messages)
-    check_outputs_match(blue_state, blue_rows, blue_seen, exactly_once=True)
+    check(set(models) == set(states),
+          f"the output topic holds models {sorted(models)}, want {sorted(states)}")
+    published = {}
+    for model, messages in models.items():
+        rows, seen = delta_rows(messages)
+        check_outputs_match(states[model], rows, seen, exactly_once=True)
+        published[model] = sum(seen.values())
     print(f"upgrade: blue applied {blue_applied} of {total} events; the script caught green up "
           f"from a lag of {max(lags)} and stopped blue in {took:.1f} s ({history} + "
-          f"{at_rate} events at {rate}/s before the rest at once); green's state exact, "
-          f"{sum(seen.values())} green rows once each under read_committed")
-
+          f"{at_rate} events at {rate}/s before the rest at once); rolled back, blue caught "
+          f"up on the rest; both states exact, {published[green_id]} green and "
+          f"{published[blue_id]} blue rows, each once under read_committed")
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
