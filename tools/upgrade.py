@@ -356,12 +356,14 @@ def wait_caught_up(green: Green, args) -> list[list[Sample]]:
     deadline = time.monotonic() + args.timeout
     streak = 0
     last = None  # The last progress line's (time, events applied, lag).
+    status = "green's API did not answer"
     warned = False
     while True:
         green.check_alive()
         if time.monotonic() > deadline:
             raise UpgradeError(EXIT_GREEN_FAILED,
-                               f"green did not catch up within --timeout {args.timeout:.0f} s")
+                               f"green did not catch up within --timeout {args.timeout:.0f} s "
+                               f"(last: {status})")
         got = scrape(green.urls) if green.resolve_urls() else None
         if got is None:
             time.sleep(args.interval)
@@ -383,18 +385,20 @@ def wait_caught_up(green: Green, args) -> list[list[Sample]]:
         ok = all_ready and lag.caught_up(args.max_lag, args.partitions)
         streak = streak + 1 if ok else 0
         now, events = time.monotonic(), metric_sum(metrics, "rotor_events_total")
+        state = "ready" if all_ready else "not ready"
+        if args.partitions and lag.partitions < args.partitions:
+            state += f", owns {lag.partitions} of --partitions {args.partitions}"
+        if lag.unknown:
+            state += f", lag unknown for {len(lag.unknown)}"
+        if lag.restoring:
+            state += f", {len(lag.restoring)} restoring"
+        status = f"lag {lag.total} records over {lag.partitions} partition(s) ({state})"
         if last is None or now - last[0] >= args.progress_interval or streak == args.polls:
             since = 0.0 if last is None else now - last[0]
             rate = (events - last[1]) / since if since > 0 else 0.0
             eta = eta_seconds(lag.total if last is None else last[2], lag.total, since,
                               args.max_lag)
-            state = "ready" if all_ready else "not ready"
-            if lag.unknown:
-                state += f", lag unknown for {len(lag.unknown)}"
-            if lag.restoring:
-                state += f", {len(lag.restoring)} restoring"
-            say(f"green lag {lag.total} records over {lag.partitions} partition(s) ({state}), "
-                f"{rate:.0f} events/s, {int(events)} events applied, ETA "
+            say(f"green {status}, {rate:.0f} events/s, {int(events)} events applied, ETA "
                 f"{'?' if eta is None else f'{eta:.0f} s'}; caught up {streak}/{args.polls}")
             last = (now, events, lag.total)
         if streak >= args.polls:
