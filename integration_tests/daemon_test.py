@@ -40,7 +40,8 @@ Kafka:
              beginning, catches up, the switch runs, blue stops (exit 0); then the rollback
              (blue back on its state, green stopped); each state equals the replay of every
              event with its bundle, and each model's rows appear once each under
-             read_committed; a green on blue's state directory fails, blue untouched
+             read_committed; a green on blue's state directory, and one that cannot catch
+             up within --timeout, fail with blue untouched (the second resumes when rerun)
 
   /usr/bin/python3 integration_tests/daemon_test.py --rotor build/debug/app/rotor --case events
 """
@@ -1099,19 +1100,21 @@ def become_subreaper():
 def case_upgrade(case):
     """The blue/green model upgrade of docs/operations.md ("Upgrade"), driven by
     tools/upgrade.py on the real broker, and its rollback. Blue serves the siren bundle
-    (exactly-once) while events keep arriving. First a mistaken green (blue's state directory)
-    exits at once: the script fails, printing its log, and blue is untouched. Then the script
-    starts green with the dnn_only bundle, a new consumer group and state directory and the
-    same output topic, waits until green has backfilled the input from its beginning and caught
-    up, runs the rankers' switch while blue still serves, and stops blue (SIGTERM); blue exits
-    0. Input keeps arriving for green alone. Then the rollback, the same script with the roles
-    swapped: blue, started again on its state, catches up on what it missed and green stops
-    (exit 0). Green's state equals `rotor replay` of every event with its bundle (no event
-    missed), blue's the replay with its own; in the output topic under read_committed the
-    messages of each model id (what a ranker filtering on it reads) hold every position of
-    that model's windows exactly once and rebuild its state."""
+    (exactly-once) while events keep arriving. Green is the dnn_only bundle with a new consumer
+    group and state directory and the same output topic. A green on blue's state directory
+    exits at once: the script fails, printing its log, blue untouched. A green that cannot be
+    caught up within --timeout (100 polls asked for) is stopped, blue untouched. Started again,
+    green resumes from the state that attempt left, finishes its backfill from the input's
+    beginning and catches up; the script runs the rankers' switch while blue still serves and
+    stops blue (SIGTERM), which exits 0. Input keeps arriving for green alone. Then the
+    rollback, the same script with the roles swapped: blue, started again on its state,
+    catches up on what it missed and green stops (exit 0). Green's state equals `rotor replay`
+    of every event with its bundle (no event missed), blue's the replay with its own; in the
+    output topic under read_committed the messages of each model id (what a ranker filtering
+    on it reads) hold every position of that model's windows exactly once and rebuild its
+    state."""
     reaper = become_subreaper()
-    total, history, rate = 5000, 3000, 60
+    total, history, rate = 6000, 3000, 60
     events = synth(case.work, total, 40, 23)
     lines = events.read_text().splitlines(keepends=True)
     early, late = case.work / "history.jsonl", case.work / "live.jsonl"
@@ -1192,9 +1195,20 @@ def case_upgrade(case):
     check(blue.poll() is None, f"blue exited after a failed upgrade:\n{blue.text()[-3000:]}")
     feeder.flowing("the upgrade")
 
-    # The upgrade.
+    # An upgrade that gives up: caught up for 100 polls in a row cannot happen within 6 s. The
+    # script stops green, which keeps its state, and leaves blue serving.
     green_cfg = case.config("green", mode="exactly_once", batch=32, bundle=GREEN_BUNDLE,
                             group=green_group)
+    rc, out, _ = run_upgrade(green_cfg, blue.pid, "--polls", "100", "--timeout", "6")
+    check(rc == upgrade.EXIT_GREEN_FAILED and "did not catch up within --timeout 6 s" in out
+          and "blue was not touched" in out and "green stopped" in out,
+          f"the upgrade that times out: exit {rc}:\n{out[-3000:]}")
+    check(blue.poll() is None, f"blue exited after a failed upgrade:\n{blue.text()[-3000:]}")
+    first_green = (case.work / "green.log").read_text()
+    first = re.search(r"rotor serve: (\d+) events in", first_green)
+    check(first, f"green, stopped after the timeout, did not stop cleanly:\n{first_green[-3000:]}")
+
+    # The upgrade: green resumes from the state the first attempt left.
     marker = case.work / "switched"
     switch = (f'echo "$ROTOR_GREEN_MODEL_ID $ROTOR_GREEN_PID" > {marker}; '
               f'kill -0 "$ROTOR_BLUE_PID" && echo blue-serving >> {marker}')
@@ -1203,6 +1217,10 @@ def case_upgrade(case):
                                  "--partitions", "4", "--timeout", "120")
     took = time.monotonic() - began
     check(rc == 0, f"tools/upgrade.py exited {rc}:\n{out[-3000:]}")
+    second_green = (case.work / "green.log").read_text()[len(first_green):]
+    check(int(first.group(1)) == 0 or re.search(r"assigned, resuming at [1-9]", second_green),
+          f"green applied {first.group(1)} events before the timeout, but its second start "
+          f"resumed nowhere from its state:\n{second_green[:3000]}")
     green_pid, green_api, green_id = green
     # The script reported green's lag until it was 50 or less three polls in a row.
     lags = [int(n) for n in re.findall(r"green lag (\d+) records over 4 partition", out)]
@@ -1223,7 +1241,7 @@ def case_upgrade(case):
     rc, out, back = run_upgrade(blue_cfg, green_pid, "--max-lag", "50", "--partitions", "4",
                                 "--timeout", "120")
     check(rc == 0, f"the rollback exited {rc}:\n{out[-3000:]}")
-    green_log = exited_cleanly(green_pid, case.work / "green.log")
+    exited_cleanly(green_pid, case.work / "green.log")
     blue_pid, blue_again_api, blue_id = back
     check(blue_id != green_id, f"blue came back with green's model {blue_id}")
     drain(blue_again_api, total - blue_applied, "blue, back")
@@ -1231,9 +1249,10 @@ def case_upgrade(case):
     blue_log = exited_cleanly(blue_pid, case.work / "blue.log")
     # Green's new group had no offsets: every partition from the log's beginning (the history
     # blue had served), published from there on. Blue came back where it had stopped.
-    fresh = set(re.findall(r"partition (\d+): assigned, resuming at the beginning\n", green_log))
+    fresh = set(re.findall(r"partition (\d+): assigned, resuming at the beginning\n",
+                           first_green))
     check(fresh == {"0", "1", "2", "3"}, f"green did not start every partition at the log's "
-                                          f"beginning:\n{green_log[:3000]}")
+                                          f"beginning:\n{first_green[:3000]}")
     resumed = set(re.findall(r"partition (\d+): assigned, resuming at [1-9]\d*\n", blue_log))
     check(resumed == {"0", "1", "2", "3"}, f"blue, back, did not resume every partition at "
                                            f"its stored offset:\n{blue_log[:3000]}")
@@ -1252,11 +1271,12 @@ def case_upgrade(case):
         rows, seen = delta_rows(messages)
         check_outputs_match(states[model], rows, seen, exactly_once=True)
         published[model] = sum(seen.values())
-    print(f"upgrade: blue applied {blue_applied} of {total} events; the script caught green up "
-          f"from a lag of {max(lags)} and stopped blue in {took:.1f} s ({history} + "
-          f"{at_rate} events at {rate}/s before the rest at once); rolled back, blue caught "
-          f"up on the rest; both states exact, {published[green_id]} green and "
-          f"{published[blue_id]} blue rows, each once under read_committed")
+    print(f"upgrade: green applied {first.group(1)} events before the attempt that timed out "
+          f"stopped it; started again, it caught up from a lag of {max(lags)} and blue stopped "
+          f"{took:.1f} s later, having applied {blue_applied} of {total} events ({history} + "
+          f"{at_rate} at {rate}/s, then the rest at once); rolled back, blue caught up on the "
+          f"rest; both states exact, {published[green_id]} green and {published[blue_id]} "
+          f"blue rows, each once under read_committed")
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
