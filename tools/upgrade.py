@@ -421,6 +421,10 @@ def stop_blue(args, env: dict) -> str:
         os.kill(args.blue_pid, signal.SIGTERM)
     except ProcessLookupError:
         return f"blue (pid {args.blue_pid}) had already exited"
+    except PermissionError:
+        raise UpgradeError(EXIT_BLUE_RUNNING, f"not allowed to signal blue (pid "
+                           f"{args.blue_pid}): run as its user, or use --blue-stop-cmd; green "
+                           f"serves and the switch ran") from None
     deadline = time.monotonic() + args.blue_stop_timeout
     while pid_running(args.blue_pid):
         if time.monotonic() > deadline:
