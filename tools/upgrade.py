@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -429,9 +428,9 @@ def stop_blue(args, env: dict) -> str:
     while pid_running(args.blue_pid):
         if time.monotonic() > deadline:
             raise UpgradeError(EXIT_BLUE_RUNNING,
-                               f"blue (pid {args.blue_pid}) still runs {args.blue_stop_timeout:.0f}"
-                               f" s after SIGTERM; green serves and the switch ran: stop blue "
-                               f"by hand")
+                               f"blue (pid {args.blue_pid}) still runs "
+                               f"{args.blue_stop_timeout:.0f} s after SIGTERM; green serves and "
+                               f"the switch ran: stop blue by hand")
         time.sleep(0.2)
     return f"blue (pid {args.blue_pid}) stopped"
 
@@ -496,6 +495,10 @@ def main(argv=None) -> int:
     try:
         green.start()
         metrics = wait_caught_up(green, args)
+        ids = sorted(model_ids(metrics))
+        if len(ids) != 1:
+            raise UpgradeError(EXIT_GREEN_FAILED, f"green's instances serve {len(ids)} models "
+                               f"({', '.join(ids) or 'none in rotor_build_info'}), not one")
     except (UpgradeError, KeyboardInterrupt) as e:
         what = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e)
         code = e.code if isinstance(e, UpgradeError) else EXIT_GREEN_FAILED
@@ -510,10 +513,9 @@ def main(argv=None) -> int:
                 left = "; green stopped (its state.dir is kept: a rerun resumes from it)"
         say(f"FAILED: {what}\nupgrade: blue was not touched and keeps serving{left}")
         return code
-    ids = sorted(model_ids(metrics))
     green_pid = str(green.proc.pid) if green.proc is not None else ""
-    say(f"green caught up in {time.monotonic() - began:.0f} s (model {', '.join(ids)})")
-    env = dict(os.environ, ROTOR_GREEN_MODEL_ID=ids[0] if ids else "",
+    say(f"green caught up in {time.monotonic() - began:.0f} s (model {ids[0]})")
+    env = dict(os.environ, ROTOR_GREEN_MODEL_ID=ids[0],
                ROTOR_GREEN_API=" ".join(green.urls), ROTOR_GREEN_PID=green_pid,
                ROTOR_BLUE_PID="" if args.blue_pid is None else str(args.blue_pid))
     if args.switch_cmd:
@@ -529,8 +531,7 @@ def main(argv=None) -> int:
         say(f"FAILED: {e}")
         return e.code
     say(blue)
-    say(f"done: green pid {green_pid or '-'}, API {' '.join(green.urls)}, model "
-        f"{', '.join(ids)}")
+    say(f"done: green pid {green_pid or '-'}, API {' '.join(green.urls)}, model {ids[0]}")
     return EXIT_OK
 
 
