@@ -252,9 +252,61 @@ StateBatch::StateBatch(StateBatch&& other) noexcept = default;
 StateBatch& StateBatch::operator=(StateBatch&& other) noexcept = default;
 StateBatch::~StateBatch() = default;
 
+namespace {
+
+constexpr char kChangelogRow = 'r';
+constexpr char kChangelogUser = 'u';
+constexpr char kChangelogMarker = 'o';
+constexpr std::size_t kMaxChangelogRowBytes = std::size_t{64} << 20;
+
+std::string Tagged(char tag, std::string_view key) {
+  std::string out;
+  out.reserve(key.size() + 1);
+  out += tag;
+  out += key;
+  return out;
+}
+
+}  // namespace
+
+ChangelogRecord EncodeChangelogMarker(std::string_view topic, int32_t partition,
+                                      int64_t next_offset, int64_t watermark) {
+  std::string value = internal::EncodeOffsetValue(next_offset);
+  value += internal::EncodeOffsetValue(watermark + 1);  // -1 (none) as 0: an offset's encoding.
+  return {.key = Tagged(kChangelogMarker, internal::OffsetKey(topic, partition)),
+          .value = std::move(value)};
+}
+
+Result<std::optional<ChangelogMarker>> DecodeChangelogMarker(
+    std::string_view key, const std::optional<std::string>& value) {
+  if (key.empty() || key[0] != kChangelogMarker) {
+    return std::optional<ChangelogMarker>();
+  }
+  const std::string_view offset_key = key.substr(1);
+  ROTOR_ASSIGN_OR_RETURN(TopicPartition tp, internal::DecodeOffsetKey(offset_key));
+  if (!value || value->size() != 16) {
+    return Status::Corruption("changelog marker '{}': {} value, want 16 bytes",
+                              internal::PrintableBytes(key),
+                              value ? fmt::format("a {}-byte", value->size()) : "no");
+  }
+  const std::string_view v(*value);
+  ROTOR_ASSIGN_OR_RETURN(const int64_t next,
+                         internal::DecodeOffsetValue(offset_key, v.substr(0, 8)));
+  ROTOR_ASSIGN_OR_RETURN(const int64_t watermark_plus_one,
+                         internal::DecodeOffsetValue(offset_key, v.substr(8)));
+  const int64_t watermark = watermark_plus_one - 1;
+  if (next < 0 || watermark < -1) {
+    return Status::Corruption("changelog marker '{}': offset {}, watermark {}",
+                              internal::PrintableBytes(key), next, watermark);
+  }
+  return std::optional<ChangelogMarker>(
+      ChangelogMarker{.partition = std::move(tp), .next_offset = next, .watermark = watermark});
+}
+
 Status StateBatch::PutWindow(std::string_view user, std::string_view model_id,
                              const encoders::KvWindow& window, int64_t new_rows,
-                             std::span<const std::string> recent_event_ids) {
+                             std::span<const std::string> recent_event_ids,
+                             std::vector<ChangelogRecord>* changelog) {
   ROTOR_RETURN_IF_ERROR(CheckName("user id", user, internal::kMaxUserIdBytes));
   if (model_id.size() > internal::kMaxModelIdBytes) {
     return Status::InvalidArgument("model id of {} bytes, want at most {}", model_id.size(),
@@ -295,7 +347,11 @@ Status StateBatch::PutWindow(std::string_view user, std::string_view model_id,
       internal::AppendFloatsLe(window.k[b].data() + offset, d_model, &value);
       internal::AppendFloatsLe(window.v[b].data() + offset, d_model, &value);
     }
-    ROTOR_RETURN_IF_ERROR(check(rep_->batch.Put(rows_cf, internal::RowKey(user, p), value)));
+    std::string key = internal::RowKey(user, p);
+    ROTOR_RETURN_IF_ERROR(check(rep_->batch.Put(rows_cf, key, value)));
+    if (changelog != nullptr) {
+      changelog->push_back({.key = Tagged(kChangelogRow, key), .value = value});
+    }
   }
 
   // Rows that fell out of the window in this commit (the window's low end moved past
@@ -305,6 +361,14 @@ Status StateBatch::PutWindow(std::string_view user, std::string_view model_id,
   if (new_rows > 0 && low > window.first_pos) {
     ROTOR_RETURN_IF_ERROR(check(
         rep_->batch.DeleteRange(rows_cf, internal::RowPrefix(user), internal::RowKey(user, low))));
+    if (changelog != nullptr) {
+      // The rows stored before this commit were [next_pos - new_rows - capacity, next_pos -
+      // new_rows) at most (and none below first_pos): those below `low` left the window.
+      for (int64_t p = std::max(window.first_pos, low - new_rows); p < low; ++p) {
+        changelog->push_back(
+            {.key = Tagged(kChangelogRow, internal::RowKey(user, p)), .value = std::nullopt});
+      }
+    }
   }
 
   const internal::UserMetadata meta{.model_id = std::string(model_id),
@@ -317,8 +381,13 @@ Status StateBatch::PutWindow(std::string_view user, std::string_view model_id,
                                     .n_blocks = window.n_blocks(),
                                     .recent_event_ids = std::vector<std::string>(
                                         recent_event_ids.begin(), recent_event_ids.end())};
-  return check(
-      rep_->batch.Put(rep_->users_cf, internal::UserKey(user), internal::EncodeUserMetadata(meta)));
+  std::string encoded = internal::EncodeUserMetadata(meta);
+  ROTOR_RETURN_IF_ERROR(check(rep_->batch.Put(rep_->users_cf, internal::UserKey(user), encoded)));
+  if (changelog != nullptr) {
+    changelog->push_back(
+        {.key = Tagged(kChangelogUser, internal::UserKey(user)), .value = std::move(encoded)});
+  }
+  return Status::OK();
 }
 
 Status StateBatch::SetOffset(std::string_view topic, int32_t partition, int64_t next_offset) {
@@ -343,7 +412,8 @@ Status StateBatch::SetWatermark(std::string_view topic, int32_t partition, int64
                      "batching a watermark");
 }
 
-Status StateBatch::DeleteUser(std::string_view user) {
+Status StateBatch::DeleteUser(std::string_view user, std::vector<ChangelogRecord>* changelog,
+                              int64_t rows_begin, int64_t rows_end) {
   ROTOR_RETURN_IF_ERROR(CheckName("user id", user, internal::kMaxUserIdBytes));
   const auto check = [user](const rocksdb::Status& s) {
     return s.ok() ? Status::OK()
@@ -352,7 +422,51 @@ Status StateBatch::DeleteUser(std::string_view user) {
   };
   ROTOR_RETURN_IF_ERROR(check(rep_->batch.DeleteRange(rep_->rows_cf, internal::RowPrefix(user),
                                                       internal::RowPrefixEnd(user))));
+  if (changelog != nullptr) {
+    for (int64_t p = std::max<int64_t>(0, rows_begin); p < rows_end; ++p) {
+      changelog->push_back(
+          {.key = Tagged(kChangelogRow, internal::RowKey(user, p)), .value = std::nullopt});
+    }
+    changelog->push_back(
+        {.key = Tagged(kChangelogUser, internal::UserKey(user)), .value = std::nullopt});
+  }
   return check(rep_->batch.Delete(rep_->users_cf, internal::UserKey(user)));
+}
+
+Status StateBatch::ApplyChangelog(const ChangelogRecord& record) {
+  const std::string_view key(record.key);
+  const auto corrupt = [&](std::string_view why) {
+    return Status::Corruption("changelog record '{}': {}", internal::PrintableBytes(key), why);
+  };
+  if (key.empty()) {
+    return corrupt("empty key");
+  }
+  const std::string_view rest = key.substr(1);
+  switch (key[0]) {
+    case kChangelogRow: {
+      ROTOR_RETURN_IF_ERROR(internal::DecodeRowKey(rest).status());
+      if (record.value && record.value->size() > kMaxChangelogRowBytes) {
+        return corrupt(fmt::format("a row of {} bytes", record.value->size()));
+      }
+      return FromRocksDb(record.value ? rep_->batch.Put(rep_->rows_cf, rest, *record.value)
+                                      : rep_->batch.Delete(rep_->rows_cf, rest),
+                         "batching a changelog row");
+    }
+    case kChangelogUser: {
+      ROTOR_RETURN_IF_ERROR(CheckName("user id", rest, internal::kMaxUserIdBytes));
+      if (record.value) {
+        ROTOR_RETURN_IF_ERROR(internal::DecodeUserMetadata(rest, *record.value).status());
+        return FromRocksDb(rep_->batch.Put(rep_->users_cf, rest, *record.value),
+                           "batching a changelog user");
+      }
+      return FromRocksDb(rep_->batch.Delete(rep_->users_cf, rest), "batching a changelog user");
+    }
+    case kChangelogMarker:
+      return Status::InvalidArgument("changelog record '{}' is a marker: the caller applies it",
+                                     internal::PrintableBytes(key));
+    default:
+      return corrupt("unknown kind");
+  }
 }
 
 Status StateBatch::PutInfo(std::string_view name, std::string_view value) {
@@ -716,7 +830,9 @@ Result<std::vector<StoredUser>> UserStateStore::ScanUsers(std::string_view after
         internal::DecodeUserMetadata(key, std::string_view(it->value().data(), it->value().size()));
     out.push_back(StoredUser{
         .user = std::string(key),
-        .last_ts_ms = meta.ok() ? std::optional<int64_t>(meta->last_ts_ms) : std::nullopt});
+        .last_ts_ms = meta.ok() ? std::optional<int64_t>(meta->last_ts_ms) : std::nullopt,
+        .next_pos = meta.ok() ? meta->next_pos : 0,
+        .rows = meta.ok() ? meta->rows : 0});
   }
   ROTOR_RETURN_IF_ERROR(FromRocksDb(it->status(), "scanning users"));
   return out;

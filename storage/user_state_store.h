@@ -64,6 +64,9 @@ struct StoredUser {
   // The time of the user's last applied event; nullopt when its metadata cannot be decoded
   // (LoadUserState would say Corruption): a sweep leaves such a user alone.
   std::optional<int64_t> last_ts_ms;
+  // The positions of its stored rows, [next_pos - rows, next_pos) (0, 0 when undecodable).
+  int64_t next_pos = 0;
+  int64_t rows = 0;
 };
 
 // Everything rotor keeps per user: the K/V window and the ids of the user's most recent events
@@ -85,6 +88,39 @@ struct CommittedUser {
   // before it. nullopt: no commit has recorded one.
   std::optional<int64_t> next_offset;
 };
+
+// One state change as the changelog topic carries it (docs/daemon.md, "State changelog"): the
+// key says what changed, the value is its new bytes, no value is a deletion (a Kafka
+// tombstone). Keys, by their first byte:
+//   'r' + row key (user, position)        value: the row, as the rows column family holds it
+//   'u' + user id                         value: the user's metadata (users column family)
+//   'o' + offset key (topic, partition)   value: int64 LE next input offset, int64 LE event-time
+//                                         watermark + 1 (0: none): the end of one batch's changes
+//                                         of that input partition (a marker)
+// A compacted changelog keeps the newest record of each key, so it holds exactly the current
+// windows and metadata of its users (rows that left a window, and deleted users, are
+// tombstoned) and its partition's last marker.
+struct ChangelogRecord {
+  std::string key;
+  std::optional<std::string> value;  // nullopt: a tombstone.
+
+  bool operator==(const ChangelogRecord& other) const = default;
+};
+
+// A marker record, decoded.
+struct ChangelogMarker {
+  TopicPartition partition;
+  int64_t next_offset = 0;
+  int64_t watermark = -1;  // -1: no event applied from the partition yet.
+};
+// The marker of input `partition` of `topic` after a batch: it resumes at `next_offset`, with
+// the event-time watermark `watermark` (-1: none).
+ChangelogRecord EncodeChangelogMarker(std::string_view topic, int32_t partition,
+                                      int64_t next_offset, int64_t watermark);
+// The marker `key` and `value` hold; nullopt when `key` is not a marker's (a row or a user);
+// Corruption, naming the key, for a marker that does not decode or has no value.
+Result<std::optional<ChangelogMarker>> DecodeChangelogMarker(
+    std::string_view key, const std::optional<std::string>& value);
 
 // The writes of one commit: users' new rows and metadata, trimmed rows, and input offsets.
 // Nothing is visible until UserStateStore::Commit applies the whole batch atomically; a batch
@@ -111,9 +147,12 @@ class StateBatch {
   // InvalidArgument: empty or over-long user or model id, an inconsistent window (shape,
   // first_pos < 0, rows out of range), new_rows < 0 or more than the events the window ever
   // appended, more than 100000 recent ids or one over 4096 bytes.
+  // With `changelog`, the same changes are also appended to it as changelog records: the new
+  // rows, the metadata, and a tombstone for each row that left the window in this commit.
   Status PutWindow(std::string_view user, std::string_view model_id,
                    const encoders::KvWindow& window, int64_t new_rows,
-                   std::span<const std::string> recent_event_ids = {});
+                   std::span<const std::string> recent_event_ids = {},
+                   std::vector<ChangelogRecord>* changelog = nullptr);
 
   // Records that `partition` of `topic` resumes from `next_offset`. InvalidArgument for an
   // empty or over-long topic, a negative partition or offset.
@@ -126,8 +165,17 @@ class StateBatch {
 
   // Deletes everything `user` has: its rows (one DeleteRange over its row prefix) and its
   // metadata. A PutWindow of the same user later in this batch writes a new history over it.
-  // InvalidArgument for an empty or over-long user id.
-  Status DeleteUser(std::string_view user);
+  // InvalidArgument for an empty or over-long user id. With `changelog`, tombstones for the
+  // user's rows [rows_begin, rows_end) (its window: next_pos - rows .. next_pos) and its
+  // metadata are appended to it.
+  Status DeleteUser(std::string_view user, std::vector<ChangelogRecord>* changelog = nullptr,
+                    int64_t rows_begin = 0, int64_t rows_end = 0);
+
+  // Applies one changelog record of a row or a user: its value put, or its key deleted for a
+  // tombstone (a restore from the changelog topic). Markers are the caller's
+  // (DecodeChangelogMarker, SetOffset, SetWatermark): InvalidArgument. Corruption, naming the
+  // key, for a key or metadata that does not decode, or a row value over 64 MiB.
+  Status ApplyChangelog(const ChangelogRecord& record);
 
   // Records a store-wide property (e.g. the model id the state was computed with). Name and
   // value are 1..4096 bytes; InvalidArgument otherwise.

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "storage/internal/key_layout.h"
@@ -282,6 +283,123 @@ TEST_F(UserStateStoreTest, DeletingAUserRemovesItsRowsAndMetadataOnly) {
   ExpectSameWindow(MustLoad("u10", 4), fresh);
   EXPECT_EQ(*StoreTestPeer::CountRows(*store_, "u10"), 2);
   EXPECT_EQ(batch.DeleteUser("").code(), StatusCode::kInvalidArgument);
+}
+
+// The changelog records of every commit, applied in order to another store (a restore), and
+// only the newest record of each key in the order Kafka keeps them (a compacted changelog),
+// rebuild the same users, windows, recent ids and stored rows: every row that left a window,
+// and every row of a deleted user, was tombstoned, so nothing stray comes back.
+TEST_F(UserStateStoreTest, TheChangelogOfEveryCommitRestoresTheSameStateWholeOrCompacted) {
+  constexpr int64_t kWindow = 5;
+  const std::vector<std::string> users = {"u-a", "u-b", "u-c", std::string("u\0d", 3)};
+  std::map<std::string, KvWindow> windows;
+  std::map<std::string, std::vector<std::string>> ids;
+  for (const std::string& u : users) {
+    windows.emplace(u, KvWindow(kBlocks, kWindow, kD, 0));
+  }
+  std::vector<ChangelogRecord> log;
+  for (int round = 0; round < 12; ++round) {
+    StateBatch batch = store_->NewBatch();
+    for (std::size_t i = 0; i < users.size(); ++i) {
+      const std::string& u = users[i];
+      if (u == "u-c" && round > 9) {
+        continue;  // Deleted for good at round 9.
+      }
+      KvWindow& w = windows.at(u);
+      if ((u == "u-b" && round == 6) || (u == "u-c" && round == 9)) {
+        ASSERT_TRUE(batch.DeleteUser(u, &log, w.next_pos - w.rows, w.next_pos).ok());
+        w = KvWindow(kBlocks, kWindow, kD, 0);
+        ids[u].clear();
+        if (u == "u-c") {
+          windows.erase(u);
+          continue;
+        }
+      }
+      const int64_t events = 1 + (round + static_cast<int64_t>(i)) % 4;
+      for (int64_t e = 0; e < events; ++e) {
+        Append(w, static_cast<int>(i) + round, 5000 + w.next_pos);
+        ids[u].push_back(fmt::format("{}-{}-{}", u, round, e));
+      }
+      ASSERT_TRUE(batch.PutWindow(u, "model-a", w, events, ids[u], &log).ok());
+    }
+    ASSERT_TRUE(store_->Commit(batch).ok());
+  }
+  // Kafka's compaction keeps the last record of each key, in log order.
+  std::map<std::string, std::size_t> last;
+  for (std::size_t i = 0; i < log.size(); ++i) {
+    last[log[i].key] = i;
+  }
+  std::vector<ChangelogRecord> compacted;
+  for (std::size_t i = 0; i < log.size(); ++i) {
+    if (last[log[i].key] == i && log[i].value) {  // Tombstones go too, in time.
+      compacted.push_back(log[i]);
+    }
+  }
+  EXPECT_LT(compacted.size(), log.size());
+  const auto want_users = store_->ListUsers();
+  ASSERT_TRUE(want_users.ok());
+  EXPECT_EQ(want_users->size(), 3U);
+  for (const std::vector<ChangelogRecord>* records : {&log, &compacted}) {
+    SCOPED_TRACE(records == &log ? "whole" : "compacted");
+    TempDir other_dir;
+    StoreOptions options = Options();
+    options.path = other_dir.db();
+    auto other = UserStateStore::Open(options);
+    ASSERT_TRUE(other.ok()) << other.status().ToString();
+    StateBatch batch = (*other)->NewBatch();
+    for (const ChangelogRecord& r : *records) {
+      ASSERT_TRUE(batch.ApplyChangelog(r).ok()) << batch.ApplyChangelog(r).ToString();
+    }
+    ASSERT_TRUE((*other)->Commit(batch).ok());
+    EXPECT_EQ(*(*other)->ListUsers(), *want_users);
+    for (const std::string& u : *want_users) {
+      const auto got = (*other)->LoadUserState(u, kBlocks, kWindow, kD);
+      ASSERT_TRUE(got.ok() && got->has_value()) << u;
+      ExpectSameWindow((*got)->window, windows.at(u));
+      EXPECT_EQ((*got)->recent_event_ids, ids[u]);
+      EXPECT_EQ(*StoreTestPeer::CountRows(**other, u), *StoreTestPeer::CountRows(*store_, u));
+    }
+    EXPECT_EQ(*StoreTestPeer::CountRows(**other, "u-c"), 0);
+  }
+}
+
+TEST_F(UserStateStoreTest, ChangelogMarkersRoundTripAndBadRecordsAreRefused) {
+  const ChangelogRecord marker = EncodeChangelogMarker("rotor.events", 7, 1234, 1767225600000);
+  const auto decoded = DecodeChangelogMarker(marker.key, marker.value);
+  ASSERT_TRUE(decoded.ok() && decoded->has_value()) << decoded.status().ToString();
+  EXPECT_EQ((*decoded)->partition, (TopicPartition{"rotor.events", 7}));
+  EXPECT_EQ((*decoded)->next_offset, 1234);
+  EXPECT_EQ((*decoded)->watermark, 1767225600000);
+  EXPECT_EQ((*DecodeChangelogMarker(EncodeChangelogMarker("t", 0, 0, -1).key,
+                                    EncodeChangelogMarker("t", 0, 0, -1).value))
+                ->watermark,
+            -1);
+  // Not a marker: a row or a user.
+  std::vector<ChangelogRecord> log;
+  KvWindow w(kBlocks, 4, kD, 0);
+  Append(w, 1, 1000);
+  StateBatch batch = store_->NewBatch();
+  ASSERT_TRUE(batch.PutWindow("u", "model-a", w, 1, {}, &log).ok());
+  ASSERT_EQ(log.size(), 2U);  // The row, then the metadata.
+  for (const ChangelogRecord& r : log) {
+    const auto none = DecodeChangelogMarker(r.key, r.value);
+    ASSERT_TRUE(none.ok());
+    EXPECT_FALSE(none->has_value());
+  }
+  EXPECT_EQ(DecodeChangelogMarker(marker.key, std::nullopt).status().code(),
+            StatusCode::kCorruption);
+  EXPECT_EQ(DecodeChangelogMarker(marker.key, std::string(15, 'x')).status().code(),
+            StatusCode::kCorruption);
+  EXPECT_EQ(DecodeChangelogMarker("o", std::string(16, '\0')).status().code(),
+            StatusCode::kCorruption);
+  EXPECT_EQ(batch.ApplyChangelog(marker).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(batch.ApplyChangelog({.key = "", .value = "x"}).code(), StatusCode::kCorruption);
+  EXPECT_EQ(batch.ApplyChangelog({.key = "zzz", .value = "x"}).code(), StatusCode::kCorruption);
+  EXPECT_EQ(batch.ApplyChangelog({.key = "r", .value = "x"}).code(), StatusCode::kCorruption);
+  EXPECT_EQ(batch.ApplyChangelog({.key = log[1].key, .value = "not metadata"}).code(),
+            StatusCode::kCorruption);
+  EXPECT_EQ(batch.ApplyChangelog({.key = "u", .value = std::nullopt}).code(),
+            StatusCode::kInvalidArgument);  // An empty user id.
 }
 
 TEST_F(UserStateStoreTest, ScanningUsersStepsThroughAllInKeyOrderWithTheirLastEventTimes) {

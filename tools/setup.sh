@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs every Debian package rotor needs to build and test. Idempotent: prints nothing
-# when everything is already installed, one line naming the packages when it installs.
+# Installs every Debian package rotor needs to build and test, and the one PyPI tool of the
+# deployment check (kubernetes-validate, into build/deploy-venv). Idempotent: prints nothing
+# when everything is already installed, one line for each thing it installs.
 set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 packages=(
   # Toolchain.
@@ -29,8 +31,10 @@ packages=(
   libopenblas0-pthread
   # HTTP load generator of the API benchmark (bench/api_load.py, docs/performance.md).
   wrk
-  # Validates docker-compose.yml without an engine (tools/compose_check.sh, docs/deploy.md).
-  docker-compose
+  # Validates docker-compose.yml without an engine (tools/compose_check.sh, docs/deploy.md);
+  # the check reads its output and the Kubernetes manifests with Debian's YAML module, and
+  # validates the manifests with kubernetes-validate from a venv (below).
+  docker-compose python3-yaml python3-venv
   # tools/demo.sh asks the daemon's HTTP API (docs/api.md) with it.
   curl
 )
@@ -43,28 +47,50 @@ for pkg in "${packages[@]}"; do
   fi
 done
 
-if ((${#missing[@]} == 0)); then
-  exit 0
-fi
+# apt's and pip's chatter goes to a log shown only on failure.
+log="$(mktemp)"
+trap 'rm -f "${log}"' EXIT
 
-sudo_cmd=()
-if ((EUID != 0)); then
-  if command -v sudo >/dev/null 2>&1; then
-    sudo_cmd=(sudo)
-  else
-    echo "setup.sh: missing packages (${missing[*]}) and not root, no sudo: install them" >&2
+if ((${#missing[@]} > 0)); then
+  sudo_cmd=()
+  if ((EUID != 0)); then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo_cmd=(sudo)
+    else
+      echo "setup.sh: missing packages (${missing[*]}) and not root, no sudo: install them" >&2
+      exit 1
+    fi
+  fi
+
+  echo "setup.sh: installing ${missing[*]}"
+  # Includes debconf's stderr warnings.
+  apt=("${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q)
+  if ! { "${apt[@]}" update && "${apt[@]}" install -y --no-install-recommends "${missing[@]}"; } \
+    >"${log}" 2>&1; then
+    cat "${log}" >&2
+    echo "setup.sh: apt-get failed (output above)" >&2
     exit 1
   fi
 fi
 
-echo "setup.sh: installing ${missing[*]}"
-# apt's chatter (including debconf's stderr warnings) goes to a log shown only on failure.
-log="$(mktemp)"
-trap 'rm -f "${log}"' EXIT
-apt=("${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q)
-if ! { "${apt[@]}" update && "${apt[@]}" install -y --no-install-recommends "${missing[@]}"; } \
-  >"${log}" 2>&1; then
-  cat "${log}" >&2
-  echo "setup.sh: apt-get failed (output above)" >&2
-  exit 1
+# kubernetes-validate, pinned in tools/deploy-requirements.txt, from PyPI into a venv of
+# Debian's Python under build/ (Debian's Python is externally managed: nothing goes into the
+# system). tools/compose_check.sh validates deploy/kubernetes with it; the schemas come in the
+# package, so that needs no network. Made again only when the pins change (the venv keeps a
+# copy of the file it was made from); wheels only, so nothing is compiled.
+venv="${root}/build/deploy-venv"
+requirements="${root}/tools/deploy-requirements.txt"
+if ! cmp -s "${requirements}" "${venv}/deploy-requirements.txt" ||
+  [[ ! -x "${venv}/bin/kubernetes-validate" ]]; then
+  echo "setup.sh: installing kubernetes-validate into build/deploy-venv"
+  rm -rf "${venv}"
+  if ! { /usr/bin/python3 -m venv "${venv}" &&
+    "${venv}/bin/pip" install --disable-pip-version-check --no-input --only-binary=:all: \
+      -r "${requirements}"; } >"${log}" 2>&1; then
+    cat "${log}" >&2
+    rm -rf "${venv}"
+    echo "setup.sh: installing kubernetes-validate failed (output above)" >&2
+    exit 1
+  fi
+  cp "${requirements}" "${venv}/deploy-requirements.txt"
 fi

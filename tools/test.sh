@@ -217,7 +217,9 @@ else
 fi
 
 # docker-compose.yml must validate (Debian's docker-compose checks it without an engine) and
-# the config the image ships must pass the daemon's validator (docs/deploy.md).
+# scale (--scale rotor=N), the Kubernetes manifests must validate against the API's schemas
+# (kubernetes-validate, offline) and hang together, and the configs of both must pass the
+# daemon's validator; broken variants of each must be refused (docs/deploy.md, What is checked).
 begin "deployment files (tools/compose_check.sh)"
 tools/compose_check.sh
 end
