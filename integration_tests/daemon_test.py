@@ -39,6 +39,13 @@ Kafka:
              commit (failpoint replay.after_commit) and run again, it resumes and ends with
              serve's state; with --publish, every position with serve's rows; --start @time
              replays only what came later; serve then continues from the replayed state
+  upgrade    a blue/green model upgrade by tools/upgrade.py while input flows: green (another
+             bundle, a new group and state, the same output topic) backfills from the input's
+             beginning, catches up, the switch runs, blue stops (exit 0); then the rollback
+             (blue back on its state, green stopped); each state equals the replay of every
+             event with its bundle, and each model's rows appear once each under
+             read_committed; a green on blue's state directory, and one that cannot catch
+             up within --timeout, fail with blue untouched (the second resumes when rerun)
 
   /usr/bin/python3 integration_tests/daemon_test.py --rotor build/debug/app/rotor --case events
 """
@@ -62,10 +69,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools" / "kafka"))
 sys.path.insert(0, str(ROOT / "python"))
+sys.path.insert(0, str(ROOT / "tools"))
 import broker  # noqa: E402
+import upgrade  # noqa: E402 (tools/upgrade.py: the blue/green upgrade the upgrade case drives)
 from sirenrope.safetensors_io import decode  # noqa: E402
 
 BUNDLE = ROOT / "testdata" / "golden" / "siren.bundle.safetensors"
+# The upgrade case's new model ("green"): another variant, another window (4 rows, siren's 8).
+GREEN_BUNDLE = ROOT / "testdata" / "golden" / "dnn_only.bundle.safetensors"
 PY = "/usr/bin/python3"
 
 
@@ -99,19 +110,21 @@ class Case:
         self.logs = []
         self.procs = []  # Background processes, ended by cleanup().
         self.feeders = []
+        self.detached = []  # Pids of daemons that are not our children (tools/upgrade.py's).
 
     def config(self, name, mode="at_least_once", batch=64, extra="", kafka_extra="",
                log_level="info", session_timeout_ms=6000, commit_interval_ms=100,
                snapshot_interval_ms=0, transaction_timeout_ms=60000, stats_interval_ms=0,
-               api_extra="", changelog=True):
+               api_extra="", bundle=BUNDLE, group=None, changelog=True):
         state = self.work / f"state-{name}"
         path = self.work / f"{name}.yaml"
+        group = group or self.group
         path.write_text(f"""
 model:
-  bundle: {BUNDLE}
+  bundle: {bundle}
 kafka:
   bootstrap_servers: "{self.bootstrap}"
-  group_id: {self.group}
+  group_id: {group}
   input_topic: {self.topics['input']}
   output_topic: {self.topics['output']}
   dead_letter_topic: {self.topics['dlq']}
@@ -120,7 +133,7 @@ kafka:
 {kafka_extra}
 delivery:
   mode: {mode}
-  transactional_id: {self.group}-{name}
+  transactional_id: {group}-{name}
   commit_interval_ms: {commit_interval_ms}
   transaction_timeout_ms: {transaction_timeout_ms}
 pipeline:
@@ -235,6 +248,11 @@ api:
                 proc.send_signal(signal.SIGCONT)
                 proc.kill()
                 proc.wait()
+        for pid in self.detached:
+            # Only a process of this case (its config is in the work directory): a pid may
+            # have been reused since.
+            if str(self.work) in " ".join(upgrade.cmdline(pid)) and upgrade.pid_running(pid):
+                os.kill(pid, signal.SIGKILL)
 
     def applied(self, config):
         """Events in the state: the sum of every user's next_pos."""
@@ -262,8 +280,9 @@ api:
         out = self.run("inspect", "--config", config, "--all")
         return {d["user"]: d for d in map(json.loads, out.splitlines())}
 
-    def replay(self, events):
-        config = self.config("replay")
+    def replay(self, events, bundle=BUNDLE):
+        """The state `rotor replay --file` builds from `events` with `bundle`, user by user."""
+        config = self.config(f"replay-{Path(bundle).name.split('.')[0]}", bundle=bundle)
         self.run("replay", "--config", config, "--file", events)
         return self.dump(config)
 
@@ -1107,6 +1126,223 @@ def case_replay(case):
           f"resumed; {sum(seen.values())} rows published by the replay; exact")
 
 
+def api_of(proc, timeout=30):
+    """The base URL of `rotor serve`'s API, from its log."""
+    wait_for(lambda: upgrade.api_address(proc.text()) or proc.poll() is not None, timeout,
+             f"the API address in {proc.log.name}")
+    check(proc.poll() is None, f"rotor serve exited {proc.returncode}:\n{proc.text()[-3000:]}")
+    return upgrade.api_address(proc.text())
+
+
+def scrape_metrics(url):
+    got = upgrade.http_get(url + "/metrics")
+    check(got is not None and got[0] == 200, f"GET {url}/metrics: {got}")
+    return upgrade.parse_metrics(got[1])
+
+
+def by_model(messages):
+    """The output messages grouped by their rotor.model_id: {model id: [message]}."""
+    out = {}
+    for m in messages:
+        _, meta = decode(base64.b64decode(m["value_b64"]))
+        out.setdefault(meta["rotor.model_id"], []).append(m)
+    return out
+
+
+def become_subreaper():
+    """Makes this process the reaper of its orphaned descendants (Linux prctl
+    PR_SET_CHILD_SUBREAPER), so that a daemon tools/upgrade.py started and left running is
+    re-parented here and its exit status can be read with os.waitpid. False when refused."""
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def case_upgrade(case):
+    """The blue/green model upgrade of docs/operations.md ("Upgrade"), driven by
+    tools/upgrade.py on the real broker, and its rollback. Blue serves the siren bundle
+    (exactly-once) while events keep arriving. Green is the dnn_only bundle with a new consumer
+    group and state directory and the same output topic. A green on blue's state directory
+    exits at once: the script fails, printing its log, blue untouched. A green that cannot be
+    caught up within --timeout (100 polls asked for) is stopped, blue untouched. Started again,
+    green resumes from the state that attempt left, finishes its backfill from the input's
+    beginning and catches up; the script runs the rankers' switch while blue still serves and
+    stops blue (SIGTERM), which exits 0. Input keeps arriving for green alone. Then the
+    rollback, the same script with the roles swapped: blue, started again on its state,
+    catches up on what it missed and green stops (exit 0). Green's state equals `rotor replay`
+    of every event with its bundle (no event missed), blue's the replay with its own; in the
+    output topic under read_committed the messages of each model id (what a ranker filtering
+    on it reads) hold every position of that model's windows exactly once and rebuild its
+    state."""
+    reaper = become_subreaper()
+    total, history, rate = 6000, 3000, 60
+    events = synth(case.work, total, 40, 23)
+    lines = events.read_text().splitlines(keepends=True)
+    early, late = case.work / "history.jsonl", case.work / "live.jsonl"
+    early.write_text("".join(lines[:history]))
+    late.write_text("".join(lines[history:]))
+    blue_cfg = case.config("blue", mode="exactly_once", batch=32)
+    case.create_topics(blue_cfg, 4)
+    # Blue has served a history: green has that much to backfill.
+    case.produce(blue_cfg, early)
+    blue = case.serve(blue_cfg, name="blue")
+    blue_api = api_of(blue)
+    wait_for(lambda: upgrade.metric_sum([scrape_metrics(blue_api)], "rotor_events_total")
+             >= history, 60, f"blue to apply the first {history} events")
+    feeder = Feeder(case, blue_cfg, late, rate=rate)
+
+    def run_upgrade(config, serving_pid, *extra):
+        """tools/upgrade.py from `serving_pid` to `config`'s daemon: (exit code, output, and
+        the started daemon's (pid, API, model id) when it says done)."""
+        argv = [PY, str(ROOT / "tools" / "upgrade.py"), "--rotor", case.rotor, "--green-config",
+                str(config), "--blue-pid", str(serving_pid), "--interval", "0.5",
+                "--progress-interval", "0", *map(str, extra)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        out = done.stdout + done.stderr
+        log = case.work / f"upgrade-{config.stem}.out"
+        log.write_text(out)
+        case.logs.append(log)
+        started = re.search(r"upgrade: started green: .* \(pid (\d+),", out)
+        if started:
+            case.detached.append(int(started.group(1)))
+        end = re.search(r"upgrade: done: green pid (\d+), API (\S+), model (\w+)", out)
+        check(done.returncode != 0 or end, f"tools/upgrade.py exited 0 without its last line:"
+                                           f"\n{out[-3000:]}")
+        return done.returncode, out, end and (int(end.group(1)), end.group(2), end.group(3))
+
+    def drain(api, expected, what):
+        """Until the daemon at `api` owns the 4 partitions with no lag and has applied
+        `expected` events (or nothing more for 3 s: the state comparison then says what is
+        missing)."""
+        still = []
+
+        def drained():
+            metrics = scrape_metrics(api)
+            applied = upgrade.metric_sum([metrics], "rotor_events_total")
+            if not upgrade.lag_summary([metrics]).caught_up(0, partitions=4):
+                still.clear()
+                return False
+            if applied >= expected:
+                return True
+            still[:] = still if still and still[0][1] == applied else [
+                (time.monotonic(), applied)]
+            return time.monotonic() - still[0][0] >= 3.0
+        wait_for(drained, 120, f"{what} to apply every event")
+
+    def exited_cleanly(pid, log):
+        """Waits for a daemon the script started (re-parented here, the subreaper) to exit
+        0."""
+        if not reaper:
+            wait_for(lambda: not upgrade.pid_running(pid), 60, f"{log.stem} to stop")
+        else:
+            _, status = os.waitpid(pid, 0)
+            check(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
+                  f"{log.stem} exited with status {status}:\n{log.read_text()[-3000:]}")
+        check(re.search(r"rotor serve: \d+ events in", log.read_text()),
+              f"{log} (beside its config) lacks the summary of a clean stop:\n"
+              f"{log.read_text()[-3000:]}")
+        return log.read_text()
+
+    # A mistake: green pointed at blue's state directory (held by blue, and of another model).
+    green_group = f"{case.group}-green"
+    wrong = case.config("green-wrong", mode="exactly_once", bundle=GREEN_BUNDLE,
+                        group=green_group)
+    wrong.write_text(wrong.read_text().replace(str(case.work / "state-green-wrong"),
+                                               str(case.work / "state-blue")))
+    rc, out, _ = run_upgrade(wrong, blue.pid, "--timeout", "60")
+    check(rc == upgrade.EXIT_GREEN_FAILED and "green exited" in out
+          and "blue was not touched" in out and "state" in out.split("green exited", 1)[1],
+          f"the upgrade with green on blue's state directory: exit {rc}:\n{out[-3000:]}")
+    check(blue.poll() is None, f"blue exited after a failed upgrade:\n{blue.text()[-3000:]}")
+    feeder.flowing("the upgrade")
+
+    # An upgrade that gives up: caught up for 100 polls in a row cannot happen within 6 s. The
+    # script stops green, which keeps its state, and leaves blue serving.
+    green_cfg = case.config("green", mode="exactly_once", batch=32, bundle=GREEN_BUNDLE,
+                            group=green_group)
+    case.create_topics(green_cfg, 4)  # Green's own state changelog (<group>.changelog).
+    rc, out, _ = run_upgrade(green_cfg, blue.pid, "--polls", "100", "--timeout", "6")
+    check(rc == upgrade.EXIT_GREEN_FAILED and "did not catch up within --timeout 6 s" in out
+          and "blue was not touched" in out and "green stopped" in out,
+          f"the upgrade that times out: exit {rc}:\n{out[-3000:]}")
+    check(blue.poll() is None, f"blue exited after a failed upgrade:\n{blue.text()[-3000:]}")
+    first_green = (case.work / "green.log").read_text()
+    first = re.search(r"rotor serve: (\d+) events in", first_green)
+    check(first, f"green, stopped after the timeout, did not stop cleanly:\n{first_green[-3000:]}")
+
+    # The upgrade: green resumes from the state the first attempt left.
+    marker = case.work / "switched"
+    switch = (f'echo "$ROTOR_GREEN_MODEL_ID $ROTOR_GREEN_PID" > {marker}; '
+              f'kill -0 "$ROTOR_BLUE_PID" && echo blue-serving >> {marker}')
+    began = time.monotonic()
+    rc, out, green = run_upgrade(green_cfg, blue.pid, "--switch-cmd", switch, "--max-lag", "50",
+                                 "--partitions", "4", "--timeout", "120")
+    took = time.monotonic() - began
+    check(rc == 0, f"tools/upgrade.py exited {rc}:\n{out[-3000:]}")
+    second_green = (case.work / "green.log").read_text()[len(first_green):]
+    check(int(first.group(1)) == 0 or re.search(r"assigned, resuming at [1-9]", second_green),
+          f"green applied {first.group(1)} events before the timeout, but its second start "
+          f"resumed nowhere from its state:\n{second_green[:3000]}")
+    green_pid, green_api, green_id = green
+    # The script reported green's lag until it was 50 or less three polls in a row.
+    lags = [int(n) for n in re.findall(r"green lag (\d+) records over 4 partition", out)]
+    check(lags and lags[-1] <= 50 and "caught up 3/3" in out,
+          f"no progress lines ending caught up:\n{out[-3000:]}")
+    case.wait(blue, timeout=30)  # The script stopped it: exit 0.
+    switched = marker.read_text().split()
+    check(switched == [green_id, str(green_pid), "blue-serving"],
+          f"the switch command saw {switched}: not green's model and pid while blue served")
+    blue_applied = case.applied(blue_cfg)
+    check(0 < blue_applied < total, f"blue applied {blue_applied} of {total} events")
+    # Input keeps arriving after blue stopped: only green sees it.
+    feeder.flowing("blue stopped")
+    at_rate = feeder.finish()
+    drain(green_api, total, "green")
+
+    # The rollback: the same script, blue's config as the new daemon, green as the old.
+    rc, out, back = run_upgrade(blue_cfg, green_pid, "--max-lag", "50", "--partitions", "4",
+                                "--timeout", "120")
+    check(rc == 0, f"the rollback exited {rc}:\n{out[-3000:]}")
+    exited_cleanly(green_pid, case.work / "green.log")
+    blue_pid, blue_again_api, blue_id = back
+    check(blue_id != green_id, f"blue came back with green's model {blue_id}")
+    drain(blue_again_api, total - blue_applied, "blue, back")
+    os.kill(blue_pid, signal.SIGTERM)
+    blue_log = exited_cleanly(blue_pid, case.work / "blue.log")
+    # Green's new group had no offsets: every partition from the log's beginning (the history
+    # blue had served), published from there on. Blue came back where it had stopped.
+    fresh = set(re.findall(r"partition (\d+): assigned, resuming at the beginning\n",
+                           first_green))
+    check(fresh == {"0", "1", "2", "3"}, f"green did not start every partition at the log's "
+                                          f"beginning:\n{first_green[:3000]}")
+    resumed = set(re.findall(r"partition (\d+): assigned, resuming at [1-9]\d*\n", blue_log))
+    check(resumed == {"0", "1", "2", "3"}, f"blue, back, did not resume every partition at "
+                                           f"its stored offset:\n{blue_log[:3000]}")
+
+    case.check_input(blue_cfg, events)
+    states = {green_id: case.dump(green_cfg), blue_id: case.dump(blue_cfg)}
+    check_same_state(states[green_id], case.replay(events, bundle=GREEN_BUNDLE),
+                     "green after the upgrade vs replay of every event with green's bundle")
+    check_same_state(states[blue_id], case.replay(events),
+                     "blue after the rollback vs replay of every event with its bundle")
+    models = by_model(case.consume(blue_cfg, case.topics["output"]))
+    check(set(models) == set(states),
+          f"the output topic holds models {sorted(models)}, want {sorted(states)}")
+    published = {}
+    for model, messages in models.items():
+        rows, seen = delta_rows(messages)
+        check_outputs_match(states[model], rows, seen, exactly_once=True)
+        published[model] = sum(seen.values())
+    print(f"upgrade: green applied {first.group(1)} events before the attempt that timed out "
+          f"stopped it; started again, it caught up from a lag of {max(lags)} and blue stopped "
+          f"{took:.1f} s later, having applied {blue_applied} of {total} events ({history} + "
+          f"{at_rate} at {rate}/s, then the rest at once); rolled back, blue caught up on the "
+          f"rest; both states exact, {published[green_id]} green and {published[blue_id]} "
+          f"blue rows, each once under read_committed")
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rotor", required=True, help="the rotor binary")
@@ -1114,7 +1350,7 @@ def main():
     parser.add_argument("--case", required=True,
                         choices=["events", "bad", "restart", "eos", "scaleout", "stall",
                                  "eos_failpoints", "zombie", "snapshots", "outage",
-                                 "outage_eos", "replay", "changelog"])
+                                 "outage_eos", "replay", "changelog", "upgrade"])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
