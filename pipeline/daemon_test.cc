@@ -26,6 +26,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -41,6 +42,7 @@
 #include "encoders/event_parser.h"
 #include "encoders/featurizer.h"
 #include "encoders/ready_tensors.h"
+#include "pipeline/internal/changelog_restore.h"
 #include "pipeline/internal/partitioner.h"
 #include "pipeline/internal/rdkafka_util.h"
 #include "pipeline/internal/testing.h"
@@ -2005,6 +2007,100 @@ TEST_F(DaemonTest, TheChangelogCarriesTrimsExpiryAndSweepsExactly) {
     }
   }
   EXPECT_EQ(OffsetsOf(*b, kInputTopic), OffsetsOf(*a, kInputTopic));
+}
+
+// RestoreFromChangelog on a changelog written by hand: what precedes the first base is
+// another history and ignored; a later base deletes what was applied before it; a marker past
+// the limit, and records after the last marker, are left out.
+TEST_F(DaemonTest, ARestoreTakesWhatFollowsTheLastBaseUpToTheLastMarkerWithinTheLimit) {
+  const auto& cfg = bundle_->config();
+  // Records of one user's two-event window, made by a scratch store's batch.
+  config::DaemonConfig scratch_config = Config();
+  scratch_config.state.dir = dir_.path() + "/scratch";
+  auto scratch = OpenStore(scratch_config);
+  ASSERT_NE(scratch, nullptr);
+  std::map<std::string, encoders::KvWindow> windows;
+  const auto changes_of = [&](const std::string& user) {
+    std::vector<storage::ChangelogRecord> log;
+    const Reference ref = Direct(Prefix(GoldenUsers(1), 2).begin()->second);
+    windows.insert_or_assign(user, ref.window);
+    storage::StateBatch batch = scratch->NewBatch();
+    EXPECT_TRUE(
+        batch.PutWindow(user, bundle_->model_id(), ref.window, ref.window.next_pos, {}, &log).ok());
+    return log;
+  };
+  const std::string topic(kInputTopic);
+  std::vector<std::pair<std::optional<std::string>, std::string>> messages;
+  const auto add = [&](const std::vector<storage::ChangelogRecord>& records) {
+    for (const storage::ChangelogRecord& r : records) {
+      messages.emplace_back(r.key, r.value.value_or(""));
+    }
+  };
+  add(changes_of("u-before-any-base"));
+  add({storage::EncodeChangelogMarker(topic, 0, 10, -1)});
+  add({storage::EncodeChangelogBase(topic, 0, 0)});
+  add(changes_of("u-old-history"));
+  add({storage::EncodeChangelogMarker(topic, 0, 15, -1)});
+  add({storage::EncodeChangelogBase(topic, 0, 0)});  // Another history starts: u-old goes.
+  add(changes_of("u1"));
+  add({storage::EncodeChangelogMarker(topic, 0, 20, 1767225600000)});
+  add(changes_of("u2"));
+  add({storage::EncodeChangelogMarker(topic, 0, 30, 1767225700000)});
+  add(changes_of("u-tail"));  // A batch whose marker never came.
+  ASSERT_NO_FATAL_FAILURE(ProduceRaw(kafka_->bootstrap_servers(), kChangelogTopic, messages, 0));
+
+  const auto restore = [&](int64_t limit, std::string_view dir) {
+    config::DaemonConfig config = Config();
+    config.state.dir = dir_.path() + "/" + std::string(dir);
+    auto store = OpenStore(config);
+    auto restored =
+        internal::RestoreFromChangelog(config, kafka_->bootstrap_servers(), 0, limit, *store);
+    EXPECT_TRUE(restored.ok()) << restored.status().ToString();
+    std::set<std::string> users;
+    const std::vector<std::string> listed = store->ListUsers().value();
+    for (const std::string& u : listed) {
+      users.insert(u);
+      auto state = store->LoadUserState(u, cfg.n_blocks(), cfg.window, cfg.d_model);
+      EXPECT_TRUE(state.ok() && state->has_value()) << u;
+      if (state.ok() && state->has_value()) {
+        ExpectSameRows((*state)->window, windows.at(u));
+      }
+    }
+    return std::tuple(restored.ok() ? restored->next_offset : std::nullopt, users,
+                      OffsetsOf(*store, kInputTopic), store->LoadWatermarks().value());
+  };
+  {
+    const auto [next, users, offsets, watermarks] = restore(100, "all");
+    EXPECT_EQ(next, 30);
+    EXPECT_EQ(users, (std::set<std::string>{"u1", "u2"}));
+    EXPECT_EQ(offsets, (PartitionOffsets{{{topic, 0}, 30}}));
+    EXPECT_EQ(watermarks.at({topic, 0}), 1767225700000);
+  }
+  {
+    const auto [next, users, offsets, watermarks] = restore(25, "limited");
+    EXPECT_EQ(next, 20);
+    EXPECT_EQ(users, (std::set<std::string>{"u1"}));
+    EXPECT_EQ(offsets, (PartitionOffsets{{{topic, 0}, 20}}));
+  }
+  {
+    // The last marker within the limit belongs to the older history: its state at offset 15.
+    const auto [next, users, offsets, watermarks] = restore(19, "older-history");
+    EXPECT_EQ(next, 15);
+    EXPECT_EQ(users, (std::set<std::string>{"u-old-history"}));
+    EXPECT_EQ(offsets, (PartitionOffsets{{{topic, 0}, 15}}));
+  }
+  {
+    // Only a marker before any base is within the limit: nothing to restore.
+    const auto [next, users, offsets, watermarks] = restore(12, "nothing-confirmed");
+    EXPECT_EQ(next, std::nullopt);
+    EXPECT_TRUE(users.empty());
+    EXPECT_TRUE(offsets.empty());
+  }
+  {
+    const auto [next, users, offsets, watermarks] = restore(-1, "no-group-offset");
+    EXPECT_EQ(next, std::nullopt);
+    EXPECT_TRUE(users.empty());
+  }
 }
 
 }  // namespace

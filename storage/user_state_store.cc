@@ -885,6 +885,23 @@ Status UserStateStore::Commit(StateBatch& batch) {
   return Status::OK();
 }
 
+Status UserStateStore::CommitUnlogged(StateBatch& batch) {
+  ROTOR_RETURN_IF_ERROR(impl_->CheckOpen());
+  if (batch.rep_ == nullptr || batch.rep_->owner != impl_.get()) {
+    return Status::InvalidArgument("committing a batch made by another store (or moved from)");
+  }
+  ROTOR_RETURN_IF_ERROR(impl_->CheckWritable());
+  rocksdb::WriteOptions unlogged = impl_->write_options;
+  unlogged.disableWAL = true;
+  unlogged.sync = false;
+  const rocksdb::Status s = impl_->db->Write(unlogged, &batch.rep_->batch);
+  if (!s.ok()) {
+    return impl_->WriteFailed(s, "committing an unlogged state batch");
+  }
+  batch.Clear();
+  return Status::OK();
+}
+
 StoreProperties UserStateStore::Properties() const {
   StoreProperties out;
   if (!impl_->CheckOpen().ok()) {

@@ -289,6 +289,12 @@ class UserStateStore {
   // same code ("takes no more commits"); reads still work, and reopening is the recovery.
   Status Commit(StateBatch& batch);
 
+  // Commit without the write-ahead log: faster for bulk loads, and lost in a crash before the
+  // next Flush (which makes it durable). Only for writes that are redone after a crash anyway
+  // and marked done by a logged Commit after a Flush (a restore from the changelog). Errors as
+  // Commit's.
+  Status CommitUnlogged(StateBatch& batch);
+
   // Writes the memtables to SST files (e.g. before a backup); state is durable without it.
   // Fails, and stops the store, as Commit does.
   Status Flush();

@@ -363,6 +363,21 @@ TEST_F(UserStateStoreTest, TheChangelogOfEveryCommitRestoresTheSameStateWholeOrC
   }
 }
 
+// An unlogged commit is visible at once and, once flushed, survives a reopen like any other.
+TEST_F(UserStateStoreTest, UnloggedCommitsAreVisibleAndDurableOnceFlushed) {
+  KvWindow w(kBlocks, 4, kD, 0);
+  Append(w, 3, 1000);
+  Append(w, 3, 1001);
+  StateBatch batch = store_->NewBatch();
+  ASSERT_TRUE(batch.PutWindow("bulk", "model-a", w, 2).ok());
+  ASSERT_TRUE(store_->CommitUnlogged(batch).ok());
+  EXPECT_EQ(batch.Count(), 0);
+  ExpectSameWindow(MustLoad("bulk", 4), w);
+  ASSERT_TRUE(store_->Flush().ok());
+  Reopen();
+  ExpectSameWindow(MustLoad("bulk", 4), w);
+}
+
 TEST_F(UserStateStoreTest, ChangelogMarkersRoundTripAndBadRecordsAreRefused) {
   const ChangelogRecord marker = EncodeChangelogMarker("rotor.events", 7, 1234, 1767225600000);
   const auto decoded = DecodeChangelogMarker(marker.key, marker.value);

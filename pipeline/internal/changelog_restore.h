@@ -8,7 +8,8 @@
 // confirmed, and their input is re-applied instead). That marker is found from the end
 // backwards (in exactly-once mode, under read_committed, the last marker is within the limit:
 // one chunk); then one forward pass applies the rows and users, committing every
-// `commit_records` records, and the marker's offset and watermark last. A base met after
+// `commit_records` records without RocksDB's write-ahead log (a bulk load), flushes them, and
+// commits the marker's offset and watermark last, logged. A base met after
 // changes were applied (a history restarted after a fallback) deletes what was applied of the
 // older one. A restore interrupted by a crash leaves users of the partition without its
 // offset: the next assignment restores again over them (every record is a put or a delete of
@@ -53,7 +54,7 @@ Result<RestoreResult> RestoreFromChangelog(const config::DaemonConfig& config,
                                            const std::string& bootstrap, int32_t partition,
                                            int64_t limit, storage::UserStateStore& store,
                                            const RestoreProgress& progress = {},
-                                           int64_t commit_records = 4096);
+                                           int64_t commit_records = 16384);
 
 }  // namespace rotor::pipeline::internal
 
