@@ -35,6 +35,10 @@ Kafka:
              without a changelog a new instance's partitions stop; with it, a new instance
              restores all 6 partitions from the changelog, applies nothing from the input, holds
              the first one's state, goes on with new input to replay's state, every row once
+  three      three exactly-once instances on 6 partitions while input flows: one killed with
+             -9, another joining with no state (restoring from the changelog); a fresh instance
+             then restores all 6 partitions from the changelog alone and holds replay's state;
+             every row once under read_committed
   replay     `rotor replay --kafka` of the topic `rotor serve` consumed: killed with -9 at a
              commit (failpoint replay.after_commit) and run again, it resumes and ends with
              serve's state; with --publish, every position with serve's rows; --start @time
@@ -1043,6 +1047,58 @@ def case_changelog(case, broker_name):
           f"{sum(seen.values())} rows published once each")
 
 
+def case_three(case):
+    """Three exactly-once instances share 6 partitions while input flows; one is killed with
+    -9, another joins later with an empty state directory (restoring what it gets from the
+    changelog). A fifth instance started afterwards restores all 6 partitions from the
+    changelog alone: its state must equal one uninterrupted run's, user for user, and every
+    output row must appear exactly once under read_committed."""
+    events = synth(case.work, 9000, 48, 41)
+    # A short transaction timeout: the survivors wait for b's open transaction to be aborted
+    # before they can read the group's offsets of its partitions.
+    configs = {name: case.config(name, mode="exactly_once", batch=32, stats_interval_ms=500,
+                                 transaction_timeout_ms=10000)
+               for name in ("a", "b", "c", "d", "check")}
+    case.create_topics(configs["a"], 6)
+    feeder = Feeder(case, configs["a"], events, rate=150)
+    # Each exits once no input came for 6 s (after the feeder is done).
+    procs = {name: case.serve(configs[name], idle_ms=6000, name=name) for name in ("a", "b", "c")}
+    wait_for(lambda: len(set().union(*(assigned_partitions(p.text())
+                                       for p in procs.values()))) == 6
+             and all(assigned_partitions(p.text()) for p in procs.values()),
+             90, "three instances to own partitions")
+    for proc in procs.values():
+        wait_processing(proc)
+    feeder.flowing("the kill")
+    procs["b"].kill()  # kill -9: no drain, no leave; its open transaction is aborted later.
+    procs["b"].wait()
+    wait_for(lambda: len(assigned_partitions(procs["a"].text())
+                         | assigned_partitions(procs["c"].text())) == 6, 90,
+             "the survivors to take over b's partitions")
+    feeder.flowing("the new instance")
+    procs["d"] = case.serve(configs["d"], idle_ms=6000, name="d")
+    wait_assigned(procs["d"])
+    feeder.finish()
+    for name in ("a", "c", "d"):
+        case.wait(procs[name])
+    restored_by_d = re.findall(r"partition \d+: restored from", procs["d"].text())
+    check(restored_by_d, f"d restored nothing from the changelog:\n{procs['d'].text()[-2500:]}")
+
+    # The changelog alone rebuilds every partition exactly.
+    log = case.wait(case.serve(configs["check"], idle_ms=3000, name="check"))
+    restored = re.findall(r"partition (\d+): restored from", log)
+    check(sorted(map(int, restored)) == list(range(6)), f"check restored {restored}:\n"
+                                                         f"{log[-2500:]}")
+    check(re.search(r"\b0 events \(", log), f"check applied input:\n{log[-2500:]}")
+    final = case.dump(configs["check"])
+    check_same_state(final, case.replay(events), "restored after the kill and the join vs replay")
+    rows, seen = delta_rows(case.consume(configs["a"], case.topics["output"]))
+    check_outputs_match(final, rows, seen, exactly_once=True)
+    print(f"three: b killed, d joined and restored {len(restored_by_d)} partitions; a fresh "
+          f"instance restored all 6 from the changelog; {len(final)} users exact; "
+          f"{sum(seen.values())} rows, each once")
+
+
 def case_replay(case):
     """`rotor replay --kafka` against what `rotor serve` built from the same topic."""
     events = synth(case.work, 4500, 40, 21).read_text().splitlines(keepends=True)
@@ -1350,7 +1406,7 @@ def main():
     parser.add_argument("--case", required=True,
                         choices=["events", "bad", "restart", "eos", "scaleout", "stall",
                                  "eos_failpoints", "zombie", "snapshots", "outage",
-                                 "outage_eos", "replay", "changelog", "upgrade"])
+                                 "outage_eos", "replay", "changelog", "upgrade", "three"])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
