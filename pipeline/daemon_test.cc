@@ -1956,16 +1956,17 @@ TEST_F(DaemonTest, TheChangelogCarriesTrimsExpiryAndSweepsExactly) {
   };
   const std::string quiet = in_partition_of_busy("quiet");
   const std::string back = in_partition_of_busy("back");
+  constexpr int64_t kMinute = 60000;
   for (int i = 0; i < 40; ++i) {
-    lines.push_back(event("busy", i, t0 + i * 60000));
+    lines.push_back(event("busy", i, t0 + i * kMinute));
     if (i < 3) {
-      lines.push_back(event(quiet, i, t0 + i * 60000));
-      lines.push_back(event(back, i, t0 + i * 60000));
+      lines.push_back(event(quiet, i, t0 + i * kMinute));
+      lines.push_back(event(back, i, t0 + i * kMinute));
     }
   }
   // The watermark jumps two hours first (busy), then `back` finds its history expired.
-  lines.push_back(event("busy", 100, t0 + 40 * 60000 + 7200000));
-  lines.push_back(event(back, 100, t0 + 40 * 60000 + 7200000));
+  lines.push_back(event("busy", 100, t0 + 40 * kMinute + 120 * kMinute));
+  lines.push_back(event(back, 100, t0 + 40 * kMinute + 120 * kMinute));
   ASSERT_NO_FATAL_FAILURE(Produce(lines));
   const std::vector<std::string> users = {"busy", quiet, back};
   {

@@ -33,12 +33,10 @@
 namespace rotor::pipeline {
 namespace {
 
-using internal::ConfPtr;
 using internal::FromKafka;
 using internal::HandlePtr;
 using internal::MessagePtr;
 using internal::PartitionListPtr;
-using internal::SetConf;
 using SteadyClock = std::chrono::steady_clock;
 
 int64_t WallMs() {
@@ -145,24 +143,10 @@ struct Shared {
 // of range (records deleted under a running replay are an error, not a silent skip).
 Result<HandlePtr> NewReplayConsumer(const config::DaemonConfig& config) {
   const config::KafkaOptions& k = config.kafka;
-  ConfPtr conf(rd_kafka_conf_new());
-  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", k.bootstrap_servers));
-  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "client.id", k.client_id + "-replay"));
-  // Never joined (assign only) and never committed to: librdkafka wants a group.id all the same.
-  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "group.id", k.group_id + ".replay"));
-  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.auto.commit", "false"));
-  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.auto.offset.store", "false"));
-  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.partition.eof", "true"));
-  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "isolation.level", "read_committed"));
-  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "auto.offset.reset", "error"));
   // The fetch queue is the replay's largest buffer: bounded as the daemon's is.
-  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "queued.max.messages.kbytes", "16384"));
-  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), k.consumer_properties));
-  rd_kafka_conf_set_log_cb(conf.get(), internal::LogCallback);
-  ROTOR_ASSIGN_OR_RETURN(HandlePtr consumer,
-                         internal::NewHandle(RD_KAFKA_CONSUMER, std::move(conf)));
-  rd_kafka_poll_set_consumer(consumer.get());
-  return consumer;
+  return internal::NewAssignedConsumer(k.bootstrap_servers, k.group_id, k.client_id,
+                                       k.consumer_properties, "replay",
+                                       {{"queued.max.messages.kbytes", "16384"}});
 }
 
 // The plan: one range per selected partition, from the store's offset (resuming) or the start
@@ -427,21 +411,8 @@ class Worker {
       }
       records.clear();
       for (const MessagePtr& m : messages) {
-        InputRecord r;
-        r.topic = config_.kafka.input_topic;
-        r.partition = m->partition;
-        r.offset = m->offset;
-        r.has_key = m->key != nullptr;
-        if (r.has_key) {
-          r.key = std::string_view(static_cast<const char*>(m->key), m->key_len);
-        }
-        if (m->payload != nullptr) {
-          r.value = std::string_view(static_cast<const char*>(m->payload), m->len);
-        }
-        r.timestamp_ms = rd_kafka_message_timestamp(m.get(), nullptr);
-        r.partitions = partitions_;
-        r.publish = options_.publish;
-        records.push_back(r);
+        records.push_back(
+            internal::RecordOf(*m, config_.kafka.input_topic, partitions_, options_.publish));
       }
       ROTOR_RETURN_IF_ERROR(Apply(records));
       for (const InputRecord& r : records) {
@@ -669,6 +640,7 @@ Result<ReplayStats> ReplayKafka(const config::DaemonConfig& config, const encode
   }
   std::atomic<int32_t> running{jobs};
   std::vector<std::thread> threads;
+  threads.reserve(workers.size());
   for (auto& worker : workers) {
     threads.emplace_back([&, w = worker.get()] {
       const Status done = w->Run(options.stop);

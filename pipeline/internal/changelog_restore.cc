@@ -22,24 +22,14 @@ class PartitionReader {
   static Result<PartitionReader> Open(const config::DaemonConfig& config,
                                       const std::string& bootstrap, int32_t partition) {
     const config::KafkaOptions& k = config.kafka;
-    ConfPtr conf(rd_kafka_conf_new());
-    ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), k.consumer_properties));
-    ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", bootstrap));
-    ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "client.id", k.client_id + "-restore"));
-    ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "group.id", k.group_id + ".restore"));
-    ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.auto.commit", "false"));
-    ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.auto.offset.store", "false"));
-    ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.partition.eof", "true"));
-    ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "isolation.level", "read_committed"));
-    ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "auto.offset.reset", "error"));
     // One partition read as fast as the broker sends it: large fetches, little waiting.
-    ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "queued.max.messages.kbytes", "65536"));
-    ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "max.partition.fetch.bytes", "16777216"));
-    ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "fetch.max.bytes", "67108864"));
-    ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "fetch.wait.max.ms", "10"));
-    rd_kafka_conf_set_log_cb(conf.get(), LogCallback);
-    ROTOR_ASSIGN_OR_RETURN(HandlePtr consumer, NewHandle(RD_KAFKA_CONSUMER, std::move(conf)));
-    rd_kafka_poll_set_consumer(consumer.get());
+    ROTOR_ASSIGN_OR_RETURN(
+        HandlePtr consumer,
+        NewAssignedConsumer(bootstrap, k.group_id, k.client_id, k.consumer_properties, "restore",
+                            {{"queued.max.messages.kbytes", "65536"},
+                             {"max.partition.fetch.bytes", "16777216"},
+                             {"fetch.max.bytes", "67108864"},
+                             {"fetch.wait.max.ms", "10"}}));
     PartitionReader reader(std::move(consumer), k.changelog_topic, partition,
                            static_cast<int>(k.connect_timeout_ms));
     ROTOR_RETURN_IF_ERROR(FromKafka(
@@ -159,7 +149,7 @@ Result<RestoreResult> RestoreFromChangelog(const config::DaemonConfig& config,
   for (int64_t chunk_end = reader.high(); chunk_end > reader.low() && !stop_at;) {
     const int64_t from = std::max(reader.low(), chunk_end - kChunk);
     const Status scanned =
-        reader.Read(from, [&](int64_t at, storage::ChangelogRecord record) -> Result<bool> {
+        reader.Read(from, [&](int64_t at, const storage::ChangelogRecord& record) -> Result<bool> {
           if (at >= chunk_end) {
             return false;
           }

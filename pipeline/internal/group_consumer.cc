@@ -125,13 +125,13 @@ void GroupConsumer::OnAssign(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* pa
       }
       if (r->next_offset) {
         next = r->next_offset;
-        restored.emplace_back(p.topic, p.partition);
+        restored.push_back(TopicPartition{p.topic, p.partition});
         ++stats_.restored_partitions;
         stats_.restored_records += r->records;
       }
     }
     if (!next) {
-      fresh.emplace_back(p.topic, p.partition);
+      fresh.push_back(TopicPartition{p.topic, p.partition});
     }
     const int64_t resume = next.value_or(RD_KAFKA_OFFSET_BEGINNING);
     p.offset = resume;
@@ -362,21 +362,8 @@ void GroupConsumer::Admit(const std::vector<MessagePtr>& messages,
       continue;
     }
     next->second = m->offset + 1;
-    InputRecord r;
-    r.topic = options_.input_topic;
-    r.partition = m->partition;
-    r.offset = m->offset;
-    r.has_key = m->key != nullptr;
-    if (r.has_key) {
-      r.key = std::string_view(static_cast<const char*>(m->key), m->key_len);
-    }
-    if (m->payload != nullptr) {
-      r.value = std::string_view(static_cast<const char*>(m->payload), m->len);
-    }
-    r.timestamp_ms = rd_kafka_message_timestamp(m.get(), nullptr);
-    r.partitions = options_.input_partitions;
-    r.publish = m->offset >= it->second;
-    records.push_back(r);
+    records.push_back(
+        RecordOf(*m, options_.input_topic, options_.input_partitions, m->offset >= it->second));
   }
 }
 

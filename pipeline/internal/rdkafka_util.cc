@@ -127,6 +127,47 @@ rd_kafka_resp_err_t ProduceCopy(rd_kafka_t* producer, const std::string& topic, 
   }
 }
 
+Result<HandlePtr> NewAssignedConsumer(const std::string& bootstrap, const std::string& group_id,
+                                      const std::string& client_id,
+                                      const std::map<std::string, std::string>& properties,
+                                      std::string_view role,
+                                      const std::map<std::string, std::string>& overrides) {
+  ConfPtr conf(rd_kafka_conf_new());
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), properties));
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", bootstrap));
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "client.id", fmt::format("{}-{}", client_id, role)));
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "group.id", fmt::format("{}.{}", group_id, role)));
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.auto.commit", "false"));
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.auto.offset.store", "false"));
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.partition.eof", "true"));
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "isolation.level", "read_committed"));
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "auto.offset.reset", "error"));
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), overrides));
+  rd_kafka_conf_set_log_cb(conf.get(), LogCallback);
+  ROTOR_ASSIGN_OR_RETURN(HandlePtr consumer, NewHandle(RD_KAFKA_CONSUMER, std::move(conf)));
+  rd_kafka_poll_set_consumer(consumer.get());
+  return consumer;
+}
+
+InputRecord RecordOf(const rd_kafka_message_t& m, std::string_view topic, int32_t partitions,
+                     bool publish) {
+  InputRecord r;
+  r.topic = topic;
+  r.partition = m.partition;
+  r.offset = m.offset;
+  r.has_key = m.key != nullptr;
+  if (r.has_key) {
+    r.key = std::string_view(static_cast<const char*>(m.key), m.key_len);
+  }
+  if (m.payload != nullptr) {
+    r.value = std::string_view(static_cast<const char*>(m.payload), m.len);
+  }
+  r.timestamp_ms = rd_kafka_message_timestamp(&m, nullptr);
+  r.partitions = partitions;
+  r.publish = publish;
+  return r;
+}
+
 Status FromKafka(rd_kafka_resp_err_t err, std::string_view context) {
   switch (err) {
     case RD_KAFKA_RESP_ERR_NO_ERROR:

@@ -19,6 +19,7 @@
 
 #include "common/status.h"
 #include "common/topic_partition.h"
+#include "pipeline/processor.h"
 
 namespace rotor::pipeline::internal {
 
@@ -86,6 +87,23 @@ rd_kafka_resp_err_t ProduceCopy(rd_kafka_t* producer, const std::string& topic, 
                                 rd_kafka_headers_t* headers, void* opaque = nullptr,
                                 const std::atomic<bool>* stop = nullptr,
                                 int32_t partition = RD_KAFKA_PARTITION_UA);
+
+// A consumer that reads assigned partitions without joining a group or committing anything
+// (a replay's reader, a changelog restore's): kafka.consumer_properties first, then settings
+// the readers rely on, which win: group.id "<group_id>.<role>" (never joined), client.id
+// "<client_id>-<role>", no auto commit or offset store, partition EOF events, read_committed,
+// auto.offset.reset "error" (a position out of range is an error, not a jump); then
+// `overrides` (fetch sizes). Polled with rd_kafka_consumer_poll.
+Result<HandlePtr> NewAssignedConsumer(const std::string& bootstrap, const std::string& group_id,
+                                      const std::string& client_id,
+                                      const std::map<std::string, std::string>& properties,
+                                      std::string_view role,
+                                      const std::map<std::string, std::string>& overrides);
+
+// The record `m` (a message without error) is, as the Processor takes it: views into `m`,
+// which must outlive the record; its Kafka timestamp; `topic` has `partitions` partitions.
+InputRecord RecordOf(const rd_kafka_message_t& m, std::string_view topic, int32_t partitions,
+                     bool publish);
 
 // A Status for `err`: Unavailable for transport errors and timeouts, FailedPrecondition for a
 // fenced or fatally failed producer (it must stop: another instance owns its transactional.id,
