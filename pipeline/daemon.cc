@@ -28,12 +28,7 @@ namespace {
 
 using internal::MessagePtr;
 using internal::SteadyClock;
-
-int64_t WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using internal::WallMs;
 
 double Seconds(SteadyClock::duration d) {
   return std::chrono::duration<double>(d).count();
@@ -75,7 +70,7 @@ Status Daemon::Impl::Connect() {
   }
   ROTOR_ASSIGN_OR_RETURN(delivery, internal::Delivery::Create(config, bootstrap, transactional_id,
                                                               *processor, shutdown, failure));
-  ROTOR_RETURN_IF_ERROR(CheckMessageSizes());
+  ROTOR_RETURN_IF_ERROR(delivery->CheckMessageSizes(*processor, config, bundle->config().window));
   if (exactly_once) {
     // Fences any zombie with the same transactional.id and aborts its open transaction.
     ROTOR_RETURN_IF_ERROR(delivery->InitTransactions());
@@ -87,47 +82,15 @@ Status Daemon::Impl::Connect() {
   return Status::OK();
 }
 
-Status Daemon::Impl::CheckMessageSizes() {
-  ROTOR_ASSIGN_OR_RETURN(const int64_t limit, delivery->MessageMaxBytes());
-  ROTOR_ASSIGN_OR_RETURN(const int64_t largest,
-                         processor->LargestMessageBytes(config.kafka.input_topic));
-  if (largest > limit) {
-    return Status::InvalidArgument(
-        "the largest message rotor may produce is {} bytes (a snapshot of a full {}-row window "
-        "in output.dtype {}, or a dead letter of up to pipeline.max_message_bytes = {}), over "
-        "the producer's message.max.bytes = {}: raise kafka.producer_properties "
-        "message.max.bytes (and the topics' max.message.bytes), or lower the others",
-        largest, bundle->config().window, config::OutputDtypeName(config.output.dtype),
-        config.pipeline.max_message_bytes, limit);
-  }
-  return Status::OK();
-}
-
-Result<int32_t> Daemon::Impl::CheckTopics() {
+Result<int32_t> Daemon::Impl::CheckTopics() const {
   const config::KafkaOptions& k = config.kafka;
-  auto found = delivery->ReadTopics(k.connect_timeout_ms);
-  if (!found.ok()) {
-    return Status::Unavailable(
-        "kafka.bootstrap_servers '{}': no broker answered within kafka.connect_timeout_ms = {} "
-        "({})",
-        bootstrap, k.connect_timeout_ms, found.status().message());
-  }
+  const auto found = delivery->ReadTopics(k.connect_timeout_ms);
   std::vector<std::string> topics = {k.input_topic, k.output_topic, k.dead_letter_topic};
   if (!k.changelog_topic.empty()) {
     topics.push_back(k.changelog_topic);
   }
-  for (const std::string& topic : topics) {
-    const auto it = found->find(topic);
-    if (it == found->end() || !it->second.ok || it->second.partitions == 0) {
-      return Status::FailedPrecondition(
-          "topic '{}' is not available on '{}' ({}); create the topics with `rotor topics`{}",
-          topic, bootstrap, it == found->end() ? "it does not exist" : it->second.status,
-          topic == k.changelog_topic ? ", or set kafka.changelog_topic: \"\" to run without a "
-                                       "state changelog"
-                                     : "");
-    }
-  }
-  const int32_t partitions = found->at(k.input_topic).partitions;
+  ROTOR_ASSIGN_OR_RETURN(const int32_t partitions,
+                         internal::RequireTopics(found, k, bootstrap, topics));
   if (!k.changelog_topic.empty() && found->at(k.changelog_topic).partitions != partitions) {
     return Status::FailedPrecondition(
         "kafka.changelog_topic '{}' has {} partitions, kafka.input_topic '{}' has {}: the "
@@ -197,7 +160,7 @@ void Daemon::Impl::AfterAssign(std::span<const TopicPartition> restored,
   }
   if (!config.kafka.changelog_topic.empty()) {
     for (const TopicPartition& tp : fresh) {
-      processor->MarkFresh(tp, 0);
+      processor->MarkFresh(tp);
     }
   }
 }

@@ -121,11 +121,8 @@ struct Processor::Impl {
   // partitions whose state starts empty (MarkFresh) with the batch that wrote their base.
   bool changelog = false;
   std::map<int32_t, std::vector<storage::ChangelogRecord>> changes;
-  struct Fresh {
-    int64_t base_offset = 0;
-    uint64_t written_by = 0;  // The batch in flight that wrote the base (0: none yet).
-  };
-  std::map<TopicPartition, Fresh> fresh;
+  // Fresh partitions -> the batch in flight that wrote their base (0: none yet).
+  std::map<TopicPartition, uint64_t> fresh;
 
   // Where a change of input partition `partition` is recorded: its list when the changelog is
   // on, else nowhere.
@@ -138,10 +135,10 @@ struct Processor::Impl {
   void EmitChangelog(PendingBatch& batch) {
     for (const auto& [tp, next] : batch.next_offsets) {
       std::vector<storage::ChangelogRecord> records;
-      if (auto f = fresh.find(tp); f != fresh.end() && f->second.written_by == 0) {
-        records.push_back(
-            storage::EncodeChangelogBase(tp.topic, tp.partition, f->second.base_offset));
-        f->second.written_by = batch.seq;
+      if (auto f = fresh.find(tp); f != fresh.end() && f->second == 0) {
+        // A restore uses where the base stands, not the offset it holds.
+        records.push_back(storage::EncodeChangelogBase(tp.topic, tp.partition, 0));
+        f->second = batch.seq;
       }
       if (auto c = changes.find(tp.partition); c != changes.end()) {
         std::move(c->second.begin(), c->second.end(), std::back_inserter(records));
@@ -642,7 +639,7 @@ void Processor::Finish(PendingBatch&& batch) {
   assert(!s.in_flight.empty() && s.in_flight.front() == batch.seq);
   s.in_flight.pop_front();
   s.model_id_stored = true;
-  std::erase_if(s.fresh, [&](const auto& f) { return f.second.written_by == batch.seq; });
+  std::erase_if(s.fresh, [&](const auto& f) { return f.second == batch.seq; });
   for (const auto& [tp, watermark] : batch.watermarks) {
     s.committed_watermarks[tp] = watermark;
   }
@@ -670,8 +667,8 @@ void Processor::Abandon(PendingBatch&& batch) {
   s.uncommitted.clear();
   s.uncommitted_bytes = 0;
   s.watermarks = s.committed_watermarks;
-  for (auto& [tp, f] : s.fresh) {
-    f.written_by = 0;  // The redo writes the base again.
+  for (auto& [tp, written_by] : s.fresh) {
+    written_by = 0;  // The redo writes the base again.
   }
   s.FitCache();
   batch.users.clear();
@@ -690,8 +687,8 @@ void Processor::EnableChangelog() {
   impl_->changelog = true;
 }
 
-void Processor::MarkFresh(const TopicPartition& partition, int64_t base_offset) {
-  impl_->fresh[partition] = Impl::Fresh{.base_offset = base_offset, .written_by = 0};
+void Processor::MarkFresh(const TopicPartition& partition) {
+  impl_->fresh[partition] = 0;
 }
 
 Status Processor::ReloadWatermarks(std::span<const TopicPartition> partitions) {

@@ -187,10 +187,10 @@ class Processor {
   // partition it holds records of, the changes to its users, then a marker with the
   // partition's next offset and watermark (docs/daemon.md, "State changelog").
   void EnableChangelog();
-  // `partition`'s state starts empty at input offset `base_offset` (assigned with no stored
-  // state, and not restored): the next batch with its records writes the changelog's base
-  // record first (again after an Abandon). Forgotten on DropPartitions.
-  void MarkFresh(const TopicPartition& partition, int64_t base_offset);
+  // `partition`'s state starts empty (assigned with no stored state, and not restored): the
+  // next batch with its records writes the changelog's base record first (again after an
+  // Abandon). Forgotten on DropPartitions.
+  void MarkFresh(const TopicPartition& partition);
   // Reads the event-time watermarks of `partitions` from the store again (after a restore
   // wrote them there). Call with no batch in flight holding their records.
   Status ReloadWatermarks(std::span<const TopicPartition> partitions);

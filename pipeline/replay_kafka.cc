@@ -37,13 +37,8 @@ using internal::FromKafka;
 using internal::HandlePtr;
 using internal::MessagePtr;
 using internal::PartitionListPtr;
+using internal::WallMs;
 using SteadyClock = std::chrono::steady_clock;
-
-int64_t WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // The info entry holding where a replay of `topic`'s `partition` ends (its first run's plan).
 std::string ReplayEndInfo(std::string_view topic, int32_t partition) {
@@ -325,15 +320,8 @@ class Worker {
       ROTOR_ASSIGN_OR_RETURN(
           delivery_, internal::Delivery::Create(at_least_once, config_.kafka.bootstrap_servers, "",
                                                 *processor_, shutdown_, failure_));
-      ROTOR_ASSIGN_OR_RETURN(const int64_t limit, delivery_->MessageMaxBytes());
-      ROTOR_ASSIGN_OR_RETURN(const int64_t largest,
-                             processor_->LargestMessageBytes(config_.kafka.input_topic));
-      if (largest > limit) {
-        return Status::InvalidArgument(
-            "the largest message a replay may publish is {} bytes, over the producer's "
-            "message.max.bytes = {}: raise kafka.producer_properties message.max.bytes",
-            largest, limit);
-      }
+      ROTOR_RETURN_IF_ERROR(
+          delivery_->CheckMessageSizes(*processor_, config_, bundle_.config().window));
       writer_ = std::make_unique<internal::StoreWriter>(store_);
     }
     ROTOR_ASSIGN_OR_RETURN(consumer_, NewReplayConsumer(config_));
@@ -580,27 +568,16 @@ Result<ReplayStats> ReplayKafka(const config::DaemonConfig& config, const encode
   }
   const auto start = SteadyClock::now();
   ROTOR_ASSIGN_OR_RETURN(HandlePtr client, NewReplayConsumer(config));
-  auto topics = internal::ReadTopicMetadata(client.get(), static_cast<int>(k.connect_timeout_ms));
-  if (!topics.ok()) {
-    return Status::Unavailable(
-        "kafka.bootstrap_servers '{}': no broker answered within kafka.connect_timeout_ms = {} "
-        "({})",
-        k.bootstrap_servers, k.connect_timeout_ms, topics.status().message());
-  }
   std::vector<std::string> needed = {k.input_topic};
   if (options.publish) {
     needed.push_back(k.output_topic);
     needed.push_back(k.dead_letter_topic);
   }
-  for (const std::string& topic : needed) {
-    const auto it = topics->find(topic);
-    if (it == topics->end() || !it->second.ok || it->second.partitions == 0) {
-      return Status::FailedPrecondition(
-          "topic '{}' is not available on '{}' ({})", topic, k.bootstrap_servers,
-          it == topics->end() ? "it does not exist" : it->second.status);
-    }
-  }
-  const int32_t partitions = topics->at(k.input_topic).partitions;
+  ROTOR_ASSIGN_OR_RETURN(
+      const int32_t partitions,
+      internal::RequireTopics(
+          internal::ReadTopicMetadata(client.get(), static_cast<int>(k.connect_timeout_ms)), k,
+          k.bootstrap_servers, needed));
   ROTOR_RETURN_IF_ERROR(CheckInputPartitions(store, k.input_topic, partitions, config.state.dir));
   Planner planner(config, store, options, client.get());
   ROTOR_ASSIGN_OR_RETURN(std::vector<Range> ranges, planner.Plan(partitions));

@@ -97,9 +97,10 @@ struct CommittedUser {
 //   'o' + offset key (topic, partition)   value: int64 LE next input offset, int64 LE event-time
 //                                         watermark + 1 (0: none): the end of one batch's changes
 //                                         of that input partition (a marker)
-//   'b' + offset key (topic, partition)   value: int64 LE input offset: the base, written
-//                                         before the first change of a partition whose state
-//                                         started empty there. A restore applies only what
+//   'b' + offset key (topic, partition)   value: int64 LE offset (the daemon writes 0; a
+//                                         restore reads only where the base stands): the base,
+//                                         written before the first change of a partition whose
+//                                         state started empty. A restore applies only what
 //                                         follows the last base (what precedes it is another
 //                                         history), and needs one: a changelog without a base
 //                                         (enabled on existing state) is not restored from.

@@ -123,16 +123,12 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
   // zombie), the topics, then the consumer (the partition count, the subscription).
   Status Connect();
 
-  // Every message the daemon can make must fit the producer's message.max.bytes: one that does
-  // not is refused by librdkafka, and its batch could never be delivered.
-  Status CheckMessageSizes();
-
   // Before serving: the cluster answers within kafka.connect_timeout_ms and the three topics
   // exist. Otherwise start-up fails with a message naming what is wrong, rather than a daemon
   // that retries forever with nothing to consume. Fetching the output topics' metadata also
   // saves the first batches the wait for it (a few hundred ms on a fresh topic,
   // docs/performance.md). The input topic's partition count.
-  Result<int32_t> CheckTopics();
+  Result<int32_t> CheckTopics() const;
 
   // Serves until `stop` (or the idle exit): poll -> admit -> process -> dispatch -> settle ->
   // commit, with back-pressure on the batches in flight; then drains what is in flight.

@@ -228,6 +228,23 @@ Result<std::unique_ptr<Delivery>> Delivery::Create(const config::DaemonConfig& c
   return d;
 }
 
+Status Delivery::CheckMessageSizes(const Processor& processor, const config::DaemonConfig& config,
+                                   int64_t window) const {
+  ROTOR_ASSIGN_OR_RETURN(const int64_t limit, MessageMaxBytes());
+  ROTOR_ASSIGN_OR_RETURN(const int64_t largest,
+                         processor.LargestMessageBytes(config.kafka.input_topic));
+  if (largest > limit) {
+    return Status::InvalidArgument(
+        "the largest message rotor may produce is {} bytes (a snapshot of a full {}-row window "
+        "in output.dtype {}, or a dead letter of up to pipeline.max_message_bytes = {}), over "
+        "the producer's message.max.bytes = {}: raise kafka.producer_properties "
+        "message.max.bytes (and the topics' max.message.bytes), or lower the others",
+        largest, window, config::OutputDtypeName(config.output.dtype),
+        config.pipeline.max_message_bytes, limit);
+  }
+  return Status::OK();
+}
+
 Result<int64_t> Delivery::MessageMaxBytes() const {
   std::array<char, 32> value{};
   std::size_t size = value.size();

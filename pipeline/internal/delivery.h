@@ -131,6 +131,12 @@ class Delivery {
 
   // Start-up. The producer's message.max.bytes.
   Result<int64_t> MessageMaxBytes() const;
+  // Start-up: every message `processor` can make (a snapshot of a full window of `window`
+  // rows, a dead letter, a changelog record) fits message.max.bytes; one that does not would be
+  // refused by librdkafka and its batch could never be delivered. InvalidArgument naming the
+  // settings otherwise.
+  Status CheckMessageSizes(const Processor& processor, const config::DaemonConfig& config,
+                           int64_t window) const;
   // Exactly-once: fences any zombie with the same transactional.id and aborts its open
   // transaction.
   Status InitTransactions();

@@ -228,6 +228,30 @@ Result<std::map<std::string, TopicMetadata, std::less<>>> ReadTopicMetadata(rd_k
   return topics;
 }
 
+Result<int32_t> RequireTopics(
+    const Result<std::map<std::string, TopicMetadata, std::less<>>>& found,
+    const config::KafkaOptions& kafka, std::string_view bootstrap,
+    std::span<const std::string> topics) {
+  if (!found.ok()) {
+    return Status::Unavailable(
+        "kafka.bootstrap_servers '{}': no broker answered within kafka.connect_timeout_ms = {} "
+        "({})",
+        bootstrap, kafka.connect_timeout_ms, found.status().message());
+  }
+  for (const std::string& topic : topics) {
+    const auto it = found->find(topic);
+    if (it == found->end() || !it->second.ok || it->second.partitions == 0) {
+      return Status::FailedPrecondition(
+          "topic '{}' is not available on '{}' ({}); create the topics with `rotor topics`{}",
+          topic, bootstrap, it == found->end() ? "it does not exist" : it->second.status,
+          topic == kafka.changelog_topic ? ", or set kafka.changelog_topic: \"\" to run without a "
+                                           "state changelog"
+                                         : "");
+    }
+  }
+  return found->at(topics.front()).partitions;
+}
+
 Status FirstPartitionError(const rd_kafka_topic_partition_list_t* list, std::string_view context) {
   for (int i = 0; i < list->cnt; ++i) {
     const rd_kafka_topic_partition_t& p = list->elems[i];

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -19,6 +20,7 @@
 
 #include "common/status.h"
 #include "common/topic_partition.h"
+#include "config/daemon_config.h"
 #include "pipeline/processor.h"
 
 namespace rotor::pipeline::internal {
@@ -136,6 +138,15 @@ struct TopicMetadata {
 // with librdkafka's reason when no broker answered within `timeout_ms`.
 Result<std::map<std::string, TopicMetadata, std::less<>>> ReadTopicMetadata(rd_kafka_t* rk,
                                                                             int timeout_ms);
+// Start-up's check of what ReadTopicMetadata `found` on `bootstrap` (through any client): the
+// partition count of topics[0] (the input) once every one of `topics` is available.
+// Unavailable when no broker answered within kafka.connect_timeout_ms; FailedPrecondition
+// naming the first missing topic and how to create it (for kafka.changelog_topic, also how to
+// run without it).
+Result<int32_t> RequireTopics(
+    const Result<std::map<std::string, TopicMetadata, std::less<>>>& found,
+    const config::KafkaOptions& kafka, std::string_view bootstrap,
+    std::span<const std::string> topics);
 
 // The first per-partition error in a list librdkafka filled (rd_kafka_committed and the like
 // report a partition they could not read there, not in their return value), as FromKafka's

@@ -21,6 +21,14 @@ namespace rotor::pipeline::internal {
 
 using SteadyClock = std::chrono::steady_clock;
 
+// Milliseconds since the Unix epoch (the Processor's clock in the daemon and a publishing
+// replay).
+inline int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 // The Run caller's stop flag, and the clock that starts when it is first seen set: what is
 // still in flight delivery.shutdown_timeout_ms later is dropped rather than waited for.
 //
