@@ -85,7 +85,8 @@ end
 #                                 tiny bundles of every variant exported by sirenrope;
 #   encoders_event_parser_fuzzer  input-topic messages (encoders/event_parser_fuzzer.cc): seeds
 #                                 are 20 golden event lines and a few edge cases;
-#   storage_key_layout_fuzzer     RocksDB key/value decoders (storage/internal/key_layout_fuzzer.cc);
+#   storage_key_layout_fuzzer     RocksDB key/value decoders and the state changelog's records
+#                                 (storage/internal/key_layout_fuzzer.cc);
 #   api_router_fuzzer             HTTP API requests and score bodies (api/router_fuzzer.cc): seeds
 #                                 are one request per route, with golden candidates.
 # ROTOR_FUZZ_SECONDS is split 1/3, 1/4, 1/12, 1/3 between them (each at least 1 s). The corpus
@@ -189,6 +190,13 @@ PY
   printf '\x0b\x02u1\x00\x00\x00\x00\x00\x00\x00\x07' >"${fuzz_dir}/seeds/rows-key"
   printf '\x09\x04in-1\x00\x00\x00\x03\x2a\x00\x00\x00\x00\x00\x00\x00' \
     >"${fuzz_dir}/seeds/offsets-key-value"
+  # The state changelog's records: a marker (next offset 42, watermark 0), a base, a row.
+  printf '\x0ao\x04in-1\x00\x00\x00\x03%b%b' '\x2a\x00\x00\x00\x00\x00\x00\x00' \
+    '\x01\x00\x00\x00\x00\x00\x00\x00' >"${fuzz_dir}/seeds/changelog-marker"
+  printf '\x0ab\x04in-1\x00\x00\x00\x03\x00\x00\x00\x00\x00\x00\x00\x00' \
+    >"${fuzz_dir}/seeds/changelog-base"
+  printf '\x0cr\x02u1\x00\x00\x00\x00\x00\x00\x00\x07\x00\x00\x80\x3f' \
+    >"${fuzz_dir}/seeds/changelog-row"
   fuzz_run key_layout_fuzzer build/fuzz/storage/storage_key_layout_fuzzer "$(fuzz_share 12)"
 
   # API router seeds: "<method>\n<target>\n<body>", one per route, the score bodies with two

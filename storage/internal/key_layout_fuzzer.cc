@@ -16,13 +16,28 @@
 // - DecodeOffsetValue: a non-negative offset that EncodeOffsetValue writes back as the same
 //   bytes;
 // - a refusal is Corruption with a message.
+// The state changelog's records (storage/user_state_store.h; read from a Kafka topic, so
+// outside bytes) over the same key and value, with and without a value (a tombstone):
+// - DecodeChangelogMarker and DecodeChangelogBase: an accepted record names a partition >= 0,
+//   offsets >= 0 (a marker's watermark >= -1), and re-encodes to the same key (or, with an
+//   overlong length prefix, to one that decodes the same) and value;
+// - StateBatch::ApplyChangelog (into a batch of a store opened once, never committed): accepted,
+//   or refused with Corruption (or InvalidArgument for a marker or a base, and for an empty
+//   user id), with a message.
+
+#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 #include "storage/internal/key_layout.h"
+#include "storage/user_state_store.h"
 
 namespace {
 
@@ -112,11 +127,86 @@ void CheckOffsetValue(std::string_view key, std::string_view value) {
   Check(kl::EncodeOffsetValue(*offset) == value);
 }
 
+// The key of a changelog marker or base, re-encoded: the same key, or a shorter one that names
+// the same partition (an overlong length prefix).
+void CheckChangelogKey(std::string_view key, const std::string& canonical) {
+  if (IsOverlong(canonical, key)) {
+    Check(canonical[0] == key[0] &&
+          kl::DecodeOffsetKey(std::string_view(canonical).substr(1)).ok());
+    return;
+  }
+  Check(canonical == key);
+}
+
+// One store for every run (ApplyChangelog needs a batch of an open store), removed at exit.
+class FuzzStore {
+ public:
+  static rotor::storage::UserStateStore& Get() {
+    static const FuzzStore store;
+    return *store.store_;
+  }
+  FuzzStore(const FuzzStore&) = delete;
+  FuzzStore& operator=(const FuzzStore&) = delete;
+  ~FuzzStore() {
+    store_.reset();
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+
+ private:
+  FuzzStore()
+      : path_((std::filesystem::temp_directory_path() /
+               ("rotor_changelog_fuzz_" + std::to_string(getpid())))
+                  .string()) {
+    std::filesystem::remove_all(path_);
+    auto opened = rotor::storage::UserStateStore::Open(
+        {.path = path_, .sync_writes = false, .create_if_missing = true});
+    Check(opened.ok());
+    store_ = std::move(opened).value();
+  }
+
+  std::string path_;
+  std::unique_ptr<rotor::storage::UserStateStore> store_;
+};
+
+void CheckChangelog(std::string_view key, const std::optional<std::string>& value) {
+  namespace st = rotor::storage;
+  const auto marker = st::DecodeChangelogMarker(key, value);
+  if (!marker.ok()) {
+    CheckRefusal(marker.status());
+  } else if (marker->has_value()) {
+    const st::ChangelogMarker& m = **marker;
+    Check(m.partition.partition >= 0 && m.next_offset >= 0 && m.watermark >= -1);
+    const st::ChangelogRecord again = st::EncodeChangelogMarker(
+        m.partition.topic, m.partition.partition, m.next_offset, m.watermark);
+    CheckChangelogKey(key, again.key);
+    Check(again.value == value);
+  }
+  const auto base = st::DecodeChangelogBase(key, value);
+  if (!base.ok()) {
+    CheckRefusal(base.status());
+  } else if (base->has_value()) {
+    const auto& [partition, offset] = **base;
+    Check(partition.partition >= 0 && offset >= 0);
+    const st::ChangelogRecord again =
+        st::EncodeChangelogBase(partition.topic, partition.partition, offset);
+    CheckChangelogKey(key, again.key);
+    Check(again.value == value);
+  }
+  st::StateBatch batch = FuzzStore::Get().NewBatch();
+  const rotor::Status applied = batch.ApplyChangelog({.key = std::string(key), .value = value});
+  Check(applied.ok() || ((applied.code() == rotor::StatusCode::kCorruption ||
+                          applied.code() == rotor::StatusCode::kInvalidArgument) &&
+                         !applied.message().empty()));
+}
+
 void CheckAll(std::string_view key, std::string_view value) {
   CheckUserMetadata(key, value);
   CheckRowKey(key);
   CheckOffsetKey(key);
   CheckOffsetValue(key, value);
+  CheckChangelog(key, std::string(value));
+  CheckChangelog(key, std::nullopt);
 }
 
 }  // namespace
