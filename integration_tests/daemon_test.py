@@ -608,16 +608,18 @@ def case_stall(case, broker_name):
         "    reconnect.backoff.max.ms: \"500\"",
         "  consumer_properties:",
         "    reconnect.backoff.max.ms: \"500\""])
-    config = case.config("a", batch=32, kafka_extra=kafka_extra, log_level="debug")
+    config = case.config("a", batch=32, kafka_extra=kafka_extra, log_level="debug",
+                         stats_interval_ms=100)
     case.create_topics(config, 4)
     case.produce(config, events)
     daemon = case.serve(config, idle_ms=8000)
-    wait_for(lambda: "assigned" in daemon.log.read_text(), 60, "the assignment")
-    time.sleep(0.5)
+    # Frozen once batches are being produced (a stats line counts events), not merely after
+    # the assignment: a freeze during the first fetch left no produce request to time out.
+    wait_processing(daemon)
     freeze_broker(broker_name, 4)
     log = case.wait(daemon)
-    done = re.search(r"(\d+) events \(", log)
-    check(done and int(done.group(1)) == 6000, "the daemon did not apply all 6000 events")
+    done = re.findall(r"(\d+) events \(", log)  # The last stats line: the final count.
+    check(done and int(done[-1]) == 6000, "the daemon did not apply all 6000 events")
     timeouts = len(re.findall(r"Timed out \d+ in-flight", log))
     check(timeouts > 0, "no produce request timed out during the stall: the case tested "
                         "nothing (the backlog was done before the broker stopped?)")
