@@ -1005,37 +1005,97 @@ def delete_input_records(case, broker_name, partitions):
                                 f"{done.stdout}{done.stderr}")
 
 
+ZOMBIE = r"""
+import os, sys
+from confluent_kafka import Producer
+bootstrap, topic, partitions, timeout_ms, tid = sys.argv[1:]
+p = Producer({"bootstrap.servers": bootstrap, "transactional.id": tid,
+              "transaction.timeout.ms": int(timeout_ms)})
+p.init_transactions(30)
+p.begin_transaction()
+for partition in range(int(partitions)):
+    p.produce(topic, key=b"zombie", value=b"never committed", partition=partition)
+p.flush(30)
+print("open", flush=True)
+os._exit(0)  # Killed inside the transaction: the broker aborts it on its timeout.
+"""
+
+
+def open_zombie_transaction(case, topic, partitions, timeout_ms):
+    """A producer that writes one record to every partition of `topic` inside a transaction
+    and dies without ending it, as an owner killed with -9 mid-transaction does: the
+    partitions' last stable offset stays before that record until the broker aborts it,
+    `timeout_ms` later."""
+    done = subprocess.run(
+        [sys.executable, "-c", ZOMBIE, case.bootstrap, topic, str(partitions), str(timeout_ms),
+         f"{case.group}-zombie"], capture_output=True, text=True, timeout=120)
+    check(done.returncode == 0 and "open" in done.stdout,
+          f"the zombie producer exited {done.returncode}:\n{done.stdout}{done.stderr}")
+
+
+def unstable_partitions(case, topic, partitions):
+    """The partitions of `topic` whose last stable offset is below their end (an open
+    transaction), with both offsets."""
+    from confluent_kafka import Consumer, TopicPartition  # noqa: PLC0415 (only these cases)
+    ends = {}
+    for isolation in ("read_committed", "read_uncommitted"):
+        c = Consumer({"bootstrap.servers": case.bootstrap, "group.id": f"{case.group}-probe",
+                      "isolation.level": isolation, "enable.auto.commit": False})
+        try:
+            ends[isolation] = [c.get_watermark_offsets(TopicPartition(topic, p), 30)[1]
+                               for p in range(partitions)]
+        finally:
+            c.close()
+    return {p: (stable, end) for p, (stable, end) in
+            enumerate(zip(ends["read_committed"], ends["read_uncommitted"])) if stable < end}
+
+
 def case_changelog(case, broker_name):
-    """A new instance restores from the state changelog, even once the input is gone."""
+    """A new instance restores from the state changelog, even once the input is gone, and
+    even while a killed producer's transaction is still open on the changelog."""
     events = synth(case.work, 3000, 40, 31).read_text().splitlines(keepends=True)
-    early, late, every = (case.work / name for name in ("early.jsonl", "late.jsonl",
-                                                        "all.jsonl"))
-    early.write_text("".join(events[:2000]))
+    early, middle, late, every = (case.work / name for name in (
+        "early.jsonl", "middle.jsonl", "late.jsonl", "all.jsonl"))
+    early.write_text("".join(events[:1600]))
+    middle.write_text("".join(events[1600:2000]))
     late.write_text("".join(events[2000:]))
     every.write_text("".join(events))
     first = case.config("first", mode="exactly_once")
     case.create_topics(first, 6)
     case.produce(first, early)
     case.wait(case.serve(first, idle_ms=3000))
+
+    # A previous owner killed inside a transaction leaves it open on the changelog until the
+    # broker aborts it; what the first instance commits next lies after it, unreadable under
+    # read_committed until then. A restore must wait for it rather than end at the older state.
+    changelog = f"{case.group}.changelog"
+    open_zombie_transaction(case, changelog, 6, timeout_ms=25000)
+    case.produce(first, middle)
+    case.wait(case.serve(first, idle_ms=3000, name="first-more"))
     want = case.dump(first)
+    hidden = unstable_partitions(case, changelog, 6)
+    check(len(hidden) == 6, f"the zombie's transaction should hold every changelog partition's "
+                            f"stable offset back (stable, end): {hidden}")
 
     # Retention (here DeleteRecords) takes every input record the first instance applied.
     delete_input_records(case, broker_name, 6)
+
+    # A new instance restores every partition, applies nothing from the input, and holds the
+    # first one's state user for user.
+    second = case.config("second", mode="exactly_once")
+    log = case.wait(case.serve(second, idle_ms=3000, name="second"))
+    restored = re.findall(r"partition (\d+): restored from .* resuming at offset (\d+)", log)
+    check(len(restored) == 6, f"expected 6 partitions restored:\n{log[-2500:]}")
+    check("an open transaction holds offsets" in log,
+          f"the restore did not wait for the open transaction:\n{log[-2500:]}")
+    check(re.search(r"\b0 events \(", log), f"the restore re-applied input:\n{log[-2500:]}")
+    check_same_state(case.dump(second), want, "restored vs the first instance")
 
     # Without a changelog a new instance cannot rebuild: every partition stops.
     bare = case.config("bare", mode="exactly_once", changelog=False)
     log = case.wait(case.serve(bare, idle_ms=3000, name="bare"))
     check(log.count("stopped: ") >= 6 and "were deleted" in log,
           f"without a changelog the partitions should stop:\n{log[-2500:]}")
-
-    # With it, a new instance restores every partition, applies nothing from the input, and
-    # holds the first one's state user for user.
-    second = case.config("second", mode="exactly_once")
-    log = case.wait(case.serve(second, idle_ms=3000, name="second"))
-    restored = re.findall(r"partition (\d+): restored from .* resuming at offset (\d+)", log)
-    check(len(restored) == 6, f"expected 6 partitions restored:\n{log[-2500:]}")
-    check(re.search(r"\b0 events \(", log), f"the restore re-applied input:\n{log[-2500:]}")
-    check_same_state(case.dump(second), want, "restored vs the first instance")
 
     # It goes on with new input: the final state is what one uninterrupted run gives, and under
     # read_committed every row of both instances' outputs appears exactly once.
@@ -1045,8 +1105,22 @@ def case_changelog(case, broker_name):
     check_same_state(final, case.replay(every), "restored and continued vs replay")
     rows, seen = delta_rows(case.consume(second, case.topics["output"]))
     check_outputs_match(final, rows, seen, exactly_once=True)
-    print(f"changelog: {len(final)} users; 6 partitions restored with the input deleted; "
-          f"{sum(seen.values())} rows published once each")
+    print(f"changelog: {len(final)} users; 6 partitions restored with the input deleted and a "
+          f"zombie transaction open; {sum(seen.values())} rows published once each")
+
+
+def partition_timeline(case):
+    """Every instance's assignments, restores, revokes and aborted transactions, log by log: what
+    a failure of a multi-instance case needs to be read."""
+    pattern = re.compile(r"partition \d+: (assigned|restored|revoked|lost|stopped)|abort|retrying|"
+                         r"not delivered|fenced")
+    out = []
+    for log in case.logs:
+        lines = [line for line in log.read_text(errors="replace").splitlines()
+                 if pattern.search(line)]
+        out.append(f"---- {log.name}: {len(lines)} line(s)")
+        out.extend(line[:300] for line in lines[-60:])
+    return "\n".join(out)
 
 
 def case_three(case):
@@ -1091,7 +1165,8 @@ def case_three(case):
     restored = re.findall(r"partition (\d+): restored from", log)
     check(sorted(map(int, restored)) == list(range(6)), f"check restored {restored}:\n"
                                                          f"{log[-2500:]}")
-    check(re.search(r"\b0 events \(", log), f"check applied input:\n{log[-2500:]}")
+    check(re.search(r"\b0 events \(", log),
+          f"check applied input:\n{log[-2500:]}\n{partition_timeline(case)}")
     final = case.dump(configs["check"])
     check_same_state(final, case.replay(events), "restored after the kill and the join vs replay")
     rows, seen = delta_rows(case.consume(configs["a"], case.topics["output"]))

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -32,14 +33,13 @@ class PartitionReader {
                              {"fetch.wait.max.ms", "10"}}));
     PartitionReader reader(std::move(consumer), k.changelog_topic, partition,
                            static_cast<int>(k.connect_timeout_ms));
-    ROTOR_RETURN_IF_ERROR(FromKafka(
-        rd_kafka_query_watermark_offsets(reader.consumer_.get(), reader.topic_.c_str(), partition,
-                                         &reader.low_, &reader.high_, reader.timeout_ms_),
-        fmt::format("reading the bounds of partition {} of '{}'", partition, reader.topic_)));
+    ROTOR_RETURN_IF_ERROR(reader.QueryBounds());
+    ROTOR_RETURN_IF_ERROR(reader.AwaitStable(config, bootstrap));
     return reader;
   }
 
   int64_t low() const { return low_; }
+  // The last stable offset: what read_committed can read (the reader's isolation level).
   int64_t high() const { return high_; }
 
   // Calls `each` on every record in [from, high) in order, until it returns false.
@@ -95,6 +95,61 @@ class PartitionReader {
   }
 
  private:
+  // low_ and high_ (the last stable offset: read_committed bounds what the query answers).
+  Status QueryBounds() {
+    return FromKafka(rd_kafka_query_watermark_offsets(consumer_.get(), topic_.c_str(), partition_,
+                                                      &low_, &high_, timeout_ms_),
+                     fmt::format("reading the bounds of partition {} of '{}'", partition_, topic_));
+  }
+
+  // Waits until every transaction open on the partition now has ended: its last stable offset
+  // reaches the end the log has now. A previous owner killed within a transaction (a zombie)
+  // leaves one open until the broker aborts it on its transaction timeout, and what later
+  // owners committed after its first record stays unreadable until then; restoring without
+  // waiting would give an older state than the group's offsets (the input would have to be
+  // replayed from there, and retention may have deleted it). Bounded by the transaction timeout
+  // plus a minute, as the group's offsets are (GroupConsumer::ReadCommitted); past that, the
+  // restore goes on with what is stable.
+  Status AwaitStable(const config::DaemonConfig& config, const std::string& bootstrap) {
+    const config::KafkaOptions& k = config.kafka;
+    ROTOR_ASSIGN_OR_RETURN(
+        HandlePtr probe,
+        NewAssignedConsumer(bootstrap, k.group_id, k.client_id, k.consumer_properties,
+                            "restore-probe", {{"isolation.level", "read_uncommitted"}}));
+    int64_t low = 0;
+    int64_t end = 0;
+    ROTOR_RETURN_IF_ERROR(
+        FromKafka(rd_kafka_query_watermark_offsets(probe.get(), topic_.c_str(), partition_, &low,
+                                                   &end, timeout_ms_),
+                  fmt::format("reading the end of partition {} of '{}'", partition_, topic_)));
+    if (high_ >= end) {
+      return Status::OK();
+    }
+    const auto wait = std::chrono::milliseconds(config.delivery.transaction_timeout_ms) +
+                      std::chrono::seconds(60);
+    spdlog::info(
+        "partition {} of '{}': an open transaction holds offsets {} to {} (a previous owner's, "
+        "until it commits or the broker aborts it): waiting up to {} s for it to end",
+        partition_, topic_, high_, end - 1,
+        std::chrono::duration_cast<std::chrono::seconds>(wait).count());
+    const auto start = SteadyClock::now();
+    while (high_ < end) {
+      if (SteadyClock::now() - start > wait) {
+        spdlog::warn(
+            "partition {} of '{}': the transaction is still open after {} s: restoring what is "
+            "stable (up to offset {}); the input is replayed from there",
+            partition_, topic_, std::chrono::duration_cast<std::chrono::seconds>(wait).count(),
+            high_);
+        return Status::OK();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      ROTOR_RETURN_IF_ERROR(QueryBounds());
+    }
+    spdlog::info("partition {} of '{}': the open transaction ended after {:.1f} s", partition_,
+                 topic_, std::chrono::duration<double>(SteadyClock::now() - start).count());
+    return Status::OK();
+  }
+
   PartitionReader(HandlePtr consumer, std::string topic, int32_t partition, int timeout_ms)
       : consumer_(std::move(consumer)),
         topic_(std::move(topic)),

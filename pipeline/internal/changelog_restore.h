@@ -15,6 +15,13 @@
 // offset: the next assignment restores again over them (every record is a put or a delete of
 // one key, so applying it twice changes nothing).
 //
+// Open transactions: read_committed stops at the partition's last stable offset, so a
+// transaction still open on the changelog partition (a previous owner killed inside one, until
+// the broker aborts it on its transaction timeout) would hide everything committed after its
+// first record, and the restore would end at an older state than the group's offsets. The
+// restore first waits for every transaction open when it starts to end (up to
+// delivery.transaction_timeout_ms plus a minute; past that it restores what is stable).
+//
 // Concurrency: runs on the caller's thread (the consumer's assign callback); writes only the
 // partition's users, offset and watermark through its own batches.
 
