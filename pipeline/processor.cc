@@ -158,7 +158,7 @@ struct Processor::Impl {
                                              .null_value = !r.value});
       }
     }
-    changes.clear();  // Sweep deletions of partitions without records in the batch: not logged.
+    changes.clear();
   }
 
   void FitCache() { cache.SetBudget(cache_budget - uncommitted_bytes); }
@@ -235,12 +235,18 @@ struct Processor::Impl {
       if (watermark == watermarks.end() || !Expired(*u.last_ts_ms, watermark->second)) {
         continue;
       }
-      // Logged only for the partitions this batch holds records of (ours: a stale user of a
-      // partition another instance owns now is deleted here only).
-      const bool logged = std::any_of(batch.next_offsets.begin(), batch.next_offsets.end(),
-                                      [&](const auto& entry) { return entry.first == tp; });
-      ROTOR_RETURN_IF_ERROR(batch.state.DeleteUser(
-          u.user, logged ? ChangesOf(tp.partition) : nullptr, u.next_pos - u.rows, u.next_pos));
+      // With the changelog on, a user is deleted only in a batch that holds records of its
+      // partition: the deletion goes in the changelog before that partition's marker. Deleted
+      // in another batch it would be in no changelog (the batch writes no marker of its
+      // partition) and come back in every restore; a later batch of its partition sweeps it.
+      // (A stale copy of a partition another instance owns now is thus left alone; it is read
+      // again only if the partition comes back, and swept then.)
+      if (changelog && std::none_of(batch.next_offsets.begin(), batch.next_offsets.end(),
+                                    [&](const auto& entry) { return entry.first == tp; })) {
+        continue;
+      }
+      ROTOR_RETURN_IF_ERROR(
+          batch.state.DeleteUser(u.user, ChangesOf(tp.partition), u.next_pos - u.rows, u.next_pos));
       cache.Erase(u.user);  // Never serve an expired window.
       ++stats.expired_users;
     }

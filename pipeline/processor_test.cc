@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -1069,6 +1070,81 @@ TEST_F(ProcessorTest, SweepingOrNotGivesTheSameStateAndOutputs) {
     EXPECT_EQ(Without(results[sweep].digests, results[sweep].expired),
               Without(results[0].digests, results[0].expired));
   }
+}
+
+// The users a store rebuilt from `outputs`' changelog records alone holds (what a restore of
+// every partition gives).
+std::vector<std::string> UsersFromChangelog(const std::vector<OutputRecord>& outputs) {
+  testing::TempDir dir("rotor_processor_test_changelog");
+  auto store = storage::UserStateStore::Open({.path = dir.path(),
+                                              .block_cache_bytes = 1 << 20,
+                                              .write_buffer_bytes = 1 << 20,
+                                              .sync_writes = false,
+                                              .create_if_missing = true});
+  EXPECT_TRUE(store.ok()) << store.status().ToString();
+  if (!store.ok()) {
+    return {};
+  }
+  storage::StateBatch batch = (*store)->NewBatch();
+  for (const OutputRecord& o : outputs) {
+    if (o.topic != OutputRecord::Topic::kChangelog) {
+      continue;
+    }
+    storage::ChangelogRecord record{.key = o.key.value_or(""), .value = std::nullopt};
+    if (!o.null_value) {
+      record.value = o.value;
+    }
+    auto marker = storage::DecodeChangelogMarker(record.key, record.value);
+    auto base = storage::DecodeChangelogBase(record.key, record.value);
+    EXPECT_TRUE(marker.ok() && base.ok());
+    if (!marker.ok() || !base.ok() || marker->has_value() || base->has_value()) {
+      continue;
+    }
+    EXPECT_TRUE(batch.ApplyChangelog(record).ok());
+  }
+  EXPECT_TRUE((*store)->Commit(batch).ok());
+  auto users = (*store)->ListUsers();
+  EXPECT_TRUE(users.ok());
+  return users.ok() ? *users : std::vector<std::string>{};
+}
+
+// With the changelog on, every user the sweep deletes is deleted in the changelog too: a user
+// expired by its partition's watermark is swept only in a batch that holds records of its
+// partition (whose marker follows the deletion), never silently in a batch of another
+// partition, which would leave the user in every restore.
+TEST_F(ProcessorTest, WithTheChangelogEverySweptUserIsDeletedInTheChangelog) {
+  state_.user_ttl_ms = kHourMs;
+  state_.ttl_sweep_users_per_batch = 1000;
+  partitions_ = 2;
+  MakeProcessor();
+  processor_->EnableChangelog();
+  std::string quiet;  // In amy's partition.
+  std::string other;  // In the other one.
+  for (int i = 0; quiet.empty() || other.empty(); ++i) {
+    const std::string u = fmt::format("q-{}", i);
+    (internal::JavaPartition(u, 2) == internal::JavaPartition("amy", 2) ? quiet : other) = u;
+  }
+  std::vector<OutputRecord> outputs;
+  const auto run = [&](std::vector<Message> messages) {
+    for (OutputRecord& o : Run(messages, 10)) {
+      outputs.push_back(std::move(o));
+    }
+  };
+  run(Keyed({EventAt(quiet, 0, kT0)}, quiet));
+  // amy moves the partition's watermark three hours on in the batch that also holds quiet's
+  // second event: quiet is expired, but held by that batch, so not swept in it.
+  std::vector<Message> jump = Keyed({EventAt(quiet, 1, kT0 + kMinuteMs)}, quiet);
+  jump.push_back(Keyed({EventAt("amy", 0, kT0 + 3 * kHourMs)}, "amy")[0]);
+  run(jump);
+  // A batch of the other partition only.
+  run(Keyed({EventAt(other, 0, kT0 + 3 * kHourMs)}, other));
+  EXPECT_EQ(UsersFromChangelog(outputs), *store_->ListUsers()) << "after the other partition";
+  // A batch of amy's partition sweeps quiet, in the changelog as well.
+  run(Keyed({EventAt("amy", 1, kT0 + 3 * kHourMs + 1)}, "amy"));
+  const std::vector<std::string> live = *store_->ListUsers();
+  EXPECT_EQ(std::count(live.begin(), live.end(), quiet), 0) << "quiet was never swept";
+  EXPECT_EQ(processor_->stats().expired_users, 1);
+  EXPECT_EQ(UsersFromChangelog(outputs), live);
 }
 
 // A restart (the store reopened, a new Processor) in the middle gives the state an
