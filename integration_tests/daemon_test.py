@@ -1105,8 +1105,23 @@ def case_changelog(case, broker_name):
     check_same_state(final, case.replay(every), "restored and continued vs replay")
     rows, seen = delta_rows(case.consume(second, case.topics["output"]))
     check_outputs_match(final, rows, seen, exactly_once=True)
+
+    # The first instance comes back with its old state, behind the group by the late events,
+    # and retention took those too: rather than stop, it drops each such partition's local
+    # state and restores it from the changelog, applying nothing of the input.
+    delete_input_records(case, broker_name, 6)
+    log = case.wait(case.serve(first, idle_ms=3000, name="first-back"))
+    dropped = re.findall(r"partition (\d+): the local state ends at offset", log)
+    restored = re.findall(r"partition (\d+): restored from", log)
+    check(len(dropped) == 6 and sorted(restored) == sorted(dropped),
+          f"expected 6 stale partitions dropped and restored, got {dropped} and {restored}:\n"
+          f"{log[-2500:]}")
+    check("stopped: " not in log and re.search(r"\b0 events \(", log),
+          f"the stale instance stopped or applied input:\n{log[-2500:]}")
+    check_same_state(case.dump(first), final, "stale state restored vs the second instance")
     print(f"changelog: {len(final)} users; 6 partitions restored with the input deleted and a "
-          f"zombie transaction open; {sum(seen.values())} rows published once each")
+          f"zombie transaction open, then over a stale state; {sum(seen.values())} rows "
+          f"published once each")
 
 
 def partition_timeline(case):

@@ -433,6 +433,19 @@ Status StateBatch::SetWatermark(std::string_view topic, int32_t partition, int64
                      "batching a watermark");
 }
 
+Status StateBatch::ForgetPartition(std::string_view topic, int32_t partition) {
+  ROTOR_RETURN_IF_ERROR(CheckName("topic", topic, internal::kMaxTopicBytes));
+  if (partition < 0) {
+    return Status::InvalidArgument("partition {} of topic '{}': want >= 0", partition,
+                                   internal::PrintableBytes(topic));
+  }
+  ROTOR_RETURN_IF_ERROR(
+      FromRocksDb(rep_->batch.Delete(rep_->offsets_cf, internal::OffsetKey(topic, partition)),
+                  "batching the deletion of an offset"));
+  return FromRocksDb(rep_->batch.Delete(rep_->default_cf, internal::WatermarkKey(topic, partition)),
+                     "batching the deletion of a watermark");
+}
+
 Status StateBatch::DeleteUser(std::string_view user, std::vector<ChangelogRecord>* changelog,
                               int64_t rows_begin, int64_t rows_end) {
   ROTOR_RETURN_IF_ERROR(CheckName("user id", user, internal::kMaxUserIdBytes));

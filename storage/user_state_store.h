@@ -176,6 +176,10 @@ class StateBatch {
   // agreement. InvalidArgument as SetOffset, and for ts_ms < 0.
   Status SetWatermark(std::string_view topic, int32_t partition, int64_t ts_ms);
 
+  // Deletes the offset and the watermark recorded for `partition` of `topic`, as if nothing of
+  // it had been applied (its users are the caller's: DeleteUser). InvalidArgument as SetOffset.
+  Status ForgetPartition(std::string_view topic, int32_t partition);
+
   // Deletes everything `user` has: its rows (one DeleteRange over its row prefix) and its
   // metadata. A PutWindow of the same user later in this batch writes a new history over it.
   // InvalidArgument for an empty or over-long user id. With `changelog`, tombstones for the

@@ -231,6 +231,19 @@ TEST_F(UserStateStoreTest, WatermarksCommitAtomicallyWithTheOffsetAndReload) {
   Reopen();
   EXPECT_EQ(store_->LoadWatermarks()->at({"events", 0}), 1767800000000);
   EXPECT_EQ(store_->LoadOffsets()->at({"events", 0}), 60);
+  // Forgetting a partition deletes its offset and watermark, and no other partition's.
+  {
+    StateBatch forget = store_->NewBatch();
+    ASSERT_TRUE(forget.ForgetPartition("events", 0).ok());
+    EXPECT_EQ(forget.ForgetPartition("", 0).code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(forget.ForgetPartition("events", -1).code(), StatusCode::kInvalidArgument);
+    ASSERT_TRUE(store_->Commit(forget).ok());
+    Reopen();
+    EXPECT_FALSE(store_->LoadWatermarks()->contains({"events", 0}));
+    EXPECT_FALSE(store_->LoadOffsets()->contains({"events", 0}));
+    EXPECT_EQ(store_->LoadWatermarks()->at({"events", 3}), 5);
+    EXPECT_EQ(store_->LoadOffsets()->at({"events", 3}), 7);
+  }
 
   EXPECT_EQ(batch.SetWatermark("", 0, 1).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(batch.SetWatermark("t", -1, 1).code(), StatusCode::kInvalidArgument);

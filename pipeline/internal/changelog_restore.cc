@@ -10,6 +10,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "pipeline/internal/partitioner.h"
 #include "pipeline/internal/rdkafka_util.h"
 
 namespace rotor::pipeline::internal {
@@ -308,6 +309,32 @@ Result<RestoreResult> RestoreFromChangelog(const config::DaemonConfig& config,
       static_cast<double>(result.changelog_bytes) / 1e6, result.seconds,
       result.next_offset.value());
   return result;
+}
+
+Status DropPartitionState(storage::UserStateStore& store, const std::string& topic,
+                          int32_t partition, int32_t partitions) {
+  constexpr int64_t kPage = 4096;
+  storage::StateBatch batch = store.NewBatch();
+  int64_t dropped = 0;
+  std::string after;
+  while (true) {
+    ROTOR_ASSIGN_OR_RETURN(const std::vector<storage::StoredUser> users,
+                           store.ScanUsers(after, kPage));
+    for (const storage::StoredUser& u : users) {
+      if (JavaPartition(u.user, partitions) == partition) {
+        ROTOR_RETURN_IF_ERROR(batch.DeleteUser(u.user));
+        ++dropped;
+      }
+    }
+    if (static_cast<int64_t>(users.size()) < kPage) {
+      break;
+    }
+    after = users.back().user;
+  }
+  ROTOR_RETURN_IF_ERROR(batch.ForgetPartition(topic, partition));
+  ROTOR_RETURN_IF_ERROR(store.Commit(batch));
+  spdlog::info("partition {}: dropped the local state of {} user(s)", partition, dropped);
+  return Status::OK();
 }
 
 }  // namespace rotor::pipeline::internal

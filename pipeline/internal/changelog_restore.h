@@ -63,6 +63,13 @@ Result<RestoreResult> RestoreFromChangelog(const config::DaemonConfig& config,
                                            const RestoreProgress& progress = {},
                                            int64_t commit_records = 16384);
 
+// Deletes the local state of input partition `partition` of `topic` (its users: those the
+// Java-client partitioner puts there over `partitions` partitions; its offset and watermark),
+// committed, so a restore rebuilds it from nothing. Users held elsewhere (the processor's cache)
+// are the caller's: the partition must not be assigned to the processor meanwhile.
+Status DropPartitionState(storage::UserStateStore& store, const std::string& topic,
+                          int32_t partition, int32_t partitions);
+
 }  // namespace rotor::pipeline::internal
 
 #endif  // ROTOR_PIPELINE_INTERNAL_CHANGELOG_RESTORE_H_

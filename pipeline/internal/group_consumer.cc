@@ -112,6 +112,29 @@ void GroupConsumer::OnAssign(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* pa
       next = found->second;
     }
     const int64_t kafka_committed = committed->elems[i].offset;
+    if (next && *next < kafka_committed && !options_.config.kafka.changelog_topic.empty()) {
+      // Local state behind the group: the input between is re-applied, unless retention
+      // deleted it. Then the partition's local state is dropped and restored from the
+      // changelog instead (it would stop otherwise).
+      auto lost = InputDeletedBefore(p.partition, *next);
+      if (!lost.ok()) {
+        rebalance_error_ = std::move(lost).status();
+        return;
+      }
+      if (*lost) {
+        spdlog::warn(
+            "partition {}: the local state ends at offset {}, the group's at {}, and the input "
+            "between was deleted: dropping the partition's local state to restore it from '{}'",
+            p.partition, *next, kafka_committed, options_.config.kafka.changelog_topic);
+        const Status dropped =
+            DropPartitionState(store_, p.topic, p.partition, options_.input_partitions);
+        if (!dropped.ok()) {
+          rebalance_error_ = dropped;
+          return;
+        }
+        next.reset();
+      }
+    }
     if (!next && !options_.config.kafka.changelog_topic.empty()) {
       // No local state: restore what the group's previous owners committed from the changelog
       // rather than replay the input (which retention may have cut).
@@ -269,6 +292,19 @@ Status GroupConsumer::CheckHistory(int32_t partition, std::optional<int64_t> nex
         next ? "" : ". Set pipeline.allow_history_gaps: true to start from the log's start anyway");
   }
   return Status::OK();
+}
+
+// Whether the input log of `partition` starts after `next` (retention or DeleteRecords took
+// records the state has not applied).
+Result<bool> GroupConsumer::InputDeletedBefore(int32_t partition, int64_t next) const {
+  int64_t low = 0;
+  int64_t high = 0;
+  const std::string& topic = options_.input_topic;
+  ROTOR_RETURN_IF_ERROR(FromKafka(
+      rd_kafka_query_watermark_offsets(consumer_.get(), topic.c_str(), partition, &low, &high,
+                                       static_cast<int>(options_.connect_timeout_ms)),
+      fmt::format("reading the bounds of partition {} of '{}'", partition, topic)));
+  return next < low;
 }
 
 // Pauses `partition` for good (until it is revoked): its records are not applied.

@@ -159,6 +159,7 @@ class GroupConsumer {
   Result<PartitionListPtr> ReadCommitted(rd_kafka_t* rk,
                                          const rd_kafka_topic_partition_list_t* parts) const;
   Status CheckHistory(int32_t partition, std::optional<int64_t> next) const;
+  Result<bool> InputDeletedBefore(int32_t partition, int64_t next) const;
   void StopPartition(int32_t partition, const Status& why);
   void PausePartitions(const rd_kafka_topic_partition_list_t* parts) const;
   std::optional<int64_t> NextToApply(int32_t partition) const;
