@@ -73,6 +73,8 @@ struct IntRange {
 constexpr IntRange kEmbeddedPartitionsRange{1, 1024};
 constexpr IntRange kSessionTimeoutMsRange{1000, 3600000};
 constexpr IntRange kConnectTimeoutMsRange{100, 600000};
+constexpr IntRange kStandbyReplicasRange{0, 16};
+constexpr IntRange kStandbyRefreshMsRange{500, 600000};
 constexpr IntRange kTransactionTimeoutMsRange{1000, 900000};
 constexpr IntRange kCommitIntervalMsRange{0, 60000};
 constexpr IntRange kShutdownTimeoutMsRange{0, 600000};
@@ -584,6 +586,8 @@ std::vector<Field> Sections(DaemonConfig& c) {
               {"output_topic", StringField(k.output_topic)},
               {"dead_letter_topic", StringField(k.dead_letter_topic)},
               {"changelog_topic", StringField(k.changelog_topic)},
+              {"standby_replicas", IntField(k.standby_replicas, kStandbyReplicasRange)},
+              {"standby_refresh_ms", IntField(k.standby_refresh_ms, kStandbyRefreshMsRange)},
               {"session_timeout_ms", IntField(k.session_timeout_ms, kSessionTimeoutMsRange)},
               {"connect_timeout_ms", IntField(k.connect_timeout_ms, kConnectTimeoutMsRange)},
               {"consumer_properties", PropertiesField(k.consumer_properties)},
@@ -963,6 +967,15 @@ Status ValidateKafka(const KafkaOptions& k) {
     ROTOR_RETURN_IF_ERROR(CheckTopic("kafka.changelog_topic", k.changelog_topic));
   }
   ROTOR_RETURN_IF_ERROR(CheckDistinctTopics(k));
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("kafka.standby_replicas", k.standby_replicas, kStandbyReplicasRange));
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("kafka.standby_refresh_ms", k.standby_refresh_ms, kStandbyRefreshMsRange));
+  if (k.standby_replicas > 0 && k.changelog_topic.empty()) {
+    return Fail("kafka.standby_replicas",
+                "standby replicas tail the state changelog, and kafka.changelog_topic is \"\" "
+                "(none)");
+  }
   ROTOR_RETURN_IF_ERROR(
       CheckInt("kafka.session_timeout_ms", k.session_timeout_ms, kSessionTimeoutMsRange));
   ROTOR_RETURN_IF_ERROR(

@@ -40,6 +40,14 @@ struct KafkaOptions {
   // no local state is restored from it. Empty: no changelog (a new owner replays the input).
   // A config file that does not set it gets "<group_id>.changelog" (ParseDaemonConfig).
   std::string changelog_topic = "rotor.changelog";
+  // Standby replicas (docs/daemon.md, "Standby replicas"): this instance keeps warm copies of
+  // the partitions owned by the `standby_replicas` members before it in the group (members
+  // sorted by id), by tailing their changelog partitions, so taking one over re-applies only
+  // the last moments of input. 0: none. In [0, 16]; > 0 needs changelog_topic.
+  int32_t standby_replicas = 0;
+  // How often the group's membership and assignment are read to choose what to tail. In
+  // [500, 600000].
+  int32_t standby_refresh_ms = 5000;
   int32_t session_timeout_ms = 10000;  // In [1000, 3600000].
   // Start-up fails when no broker answers (or a topic is missing) within this. In [100, 600000].
   int32_t connect_timeout_ms = 30000;

@@ -25,7 +25,7 @@ using ::testing::StartsWith;
 
 // Every field of the file, as "section.key"; the tests below check that the parser, the shipped
 // configs and docs/configuration.md all know exactly these.
-constexpr std::array<std::string_view, 35> kAllFields = {
+constexpr std::array<std::string_view, 37> kAllFields = {
     "model.bundle",
     "kafka.embedded",
     "kafka.embedded_partitions",
@@ -36,6 +36,8 @@ constexpr std::array<std::string_view, 35> kAllFields = {
     "kafka.output_topic",
     "kafka.dead_letter_topic",
     "kafka.changelog_topic",
+    "kafka.standby_replicas",
+    "kafka.standby_refresh_ms",
     "kafka.session_timeout_ms",
     "kafka.consumer_properties",
     "kafka.producer_properties",
@@ -423,6 +425,10 @@ TEST(DaemonConfigTest, EveryFieldRefusesBadTypesAndOutOfRangeValues) {
       {"kafka.changelog_topic", R"("a b")",
        "config kafka.changelog_topic: expected a Kafka topic name (1 to 249 characters of a-z "
        R"(A-Z 0-9 . _ -, not "." or ".."), got "a b")"},
+      {"kafka.standby_replicas", "17",
+       "config kafka.standby_replicas: expected an integer in [0, 16], got 17"},
+      {"kafka.standby_refresh_ms", "100",
+       "config kafka.standby_refresh_ms: expected an integer in [500, 600000], got 100"},
       {"kafka.changelog_topic", "rotor.events",
        "config kafka.changelog_topic: expected a topic different from kafka.input_topic, got "
        R"("rotor.events" for both)"},
@@ -876,6 +882,12 @@ TEST(DaemonConfigTest, TheChangelogTopicFollowsTheGroupUnlessGivenAndEmptyTurnsI
   EXPECT_EQ(
       ErrorOf(Doc({{"kafka.output_topic", "x"}, {"kafka.changelog_topic", "x"}})),
       R"(config kafka.changelog_topic: expected a topic different from kafka.output_topic, got "x" for both)");
+  // Standby replicas tail the changelog: without one they are refused, naming the field.
+  EXPECT_EQ(
+      ErrorOf(Doc({{"kafka.changelog_topic", R"("")"}, {"kafka.standby_replicas", "1"}})),
+      R"(config kafka.standby_replicas: standby replicas tail the state changelog, and kafka.changelog_topic is "" (none))");
+  EXPECT_EQ(ErrorOf(Doc({{"kafka.changelog_topic", R"("")"}, {"kafka.standby_replicas", "0"}})),
+            "OK");
 }
 
 TEST(DaemonConfigTest, BootstrapServersAreOptionalOnlyWhenEmbedded) {

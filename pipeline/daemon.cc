@@ -79,6 +79,10 @@ Status Daemon::Impl::Connect() {
   ROTOR_ASSIGN_OR_RETURN(
       consumer, internal::GroupConsumer::Create(config, bootstrap, input_partitions, *store,
                                                 shutdown, failure, *this));
+  if (config.kafka.standby_replicas > 0) {
+    ROTOR_ASSIGN_OR_RETURN(standby,
+                           internal::Standby::Start(config, bootstrap, input_partitions, *store));
+  }
   return Status::OK();
 }
 
@@ -153,9 +157,9 @@ void Daemon::Impl::PublishStatus(bool force) {
   // The previous status is freed here, outside the lock.
 }
 
-void Daemon::Impl::AfterAssign(std::span<const TopicPartition> restored,
+void Daemon::Impl::AfterAssign(std::span<const TopicPartition> stored,
                                std::span<const TopicPartition> fresh) {
-  if (const Status reloaded = processor->ReloadWatermarks(restored); !reloaded.ok()) {
+  if (const Status reloaded = processor->ReloadWatermarks(stored); !reloaded.ok()) {
     failure.Fail(reloaded);
   }
   if (!config.kafka.changelog_topic.empty()) {

@@ -333,7 +333,9 @@ Status DropPartitionState(storage::UserStateStore& store, const std::string& top
   }
   ROTOR_RETURN_IF_ERROR(batch.ForgetPartition(topic, partition));
   ROTOR_RETURN_IF_ERROR(store.Commit(batch));
-  spdlog::info("partition {}: dropped the local state of {} user(s)", partition, dropped);
+  if (dropped > 0) {
+    spdlog::info("partition {}: dropped the local state of {} user(s)", partition, dropped);
+  }
   return Status::OK();
 }
 

@@ -11,6 +11,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "pipeline/internal/feeder.h"
 #include "pipeline/internal/group_consumer.h"
 #include "pipeline/internal/run_control.h"
+#include "pipeline/internal/standby.h"
 #include "pipeline/internal/store_writer.h"
 #include "pipeline/kafka_tools.h"
 #include "pipeline/processor.h"
@@ -53,6 +55,8 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
   std::unique_ptr<Processor> processor;
   std::unique_ptr<internal::Delivery> delivery;       // The producer and the batches in flight.
   std::unique_ptr<internal::GroupConsumer> consumer;  // The input and where it stands.
+  // Warm copies of other members' partitions (kafka.standby_replicas > 0; else null).
+  std::unique_ptr<internal::Standby> standby;
   bool exactly_once = false;
   std::string transactional_id;  // exactly_once only.
   // The first permanent failure (a delivery the broker refused for good, a fenced producer):
@@ -94,6 +98,7 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
   Impl(Impl&&) = delete;
   Impl& operator=(Impl&&) = delete;
   ~Impl() override {
+    standby.reset();  // Its thread writes to the store.
     feeder.reset();
     consumer.reset();
     writer.reset();  // Finishes its commits (of batches the delivery ledger holds) first.
@@ -110,9 +115,16 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
   void AfterRevoke(std::span<const TopicPartition> revoked) override {
     processor->DropPartitions(revoked);
   }
-  // A restored partition's watermark is in the store now; a fresh one gets a changelog base.
-  void AfterAssign(std::span<const TopicPartition> restored,
+  // A partition resuming from the store (restored, a standby copy) has its watermark there; a
+  // fresh one gets a changelog base.
+  void AfterAssign(std::span<const TopicPartition> stored,
                    std::span<const TopicPartition> fresh) override;
+  // The standby copies end for the partitions this instance owns now.
+  void OwnedChanged(const std::set<int32_t>& owned, const std::string& member_id) override {
+    if (standby != nullptr) {
+      standby->SetOwned(owned, member_id);
+    }
+  }
   // Readiness while the assign callback restores: the partition restoring, with its progress.
   void OnRestoreProgress(int32_t partition, int64_t done, int64_t total) override;
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <set>
+#include <string>
 #include <string_view>
 #include <thread>
 #include <utility>
@@ -91,6 +93,14 @@ void GroupConsumer::Rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
 
 void GroupConsumer::OnAssign(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* parts,
                              bool cooperative) {
+  std::set<int32_t> owned;
+  for (const auto& [partition, unused] : publish_from_) {
+    owned.insert(partition);
+  }
+  for (int i = 0; i < parts->cnt; ++i) {
+    owned.insert(parts->elems[i].partition);
+  }
+  listener_.OwnedChanged(owned, MemberId(rk));
   auto stored = store_.LoadOffsets();
   if (!stored.ok()) {
     rebalance_error_ = stored.status();
@@ -103,6 +113,7 @@ void GroupConsumer::OnAssign(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* pa
   }
   const PartitionListPtr committed = std::move(read).value();
   std::vector<TopicPartition> restored;
+  std::vector<TopicPartition> with_state;  // Restored, or resuming from the store.
   std::vector<TopicPartition> fresh;
   for (int i = 0; i < parts->cnt; ++i) {
     rd_kafka_topic_partition_t& p = parts->elems[i];
@@ -155,6 +166,8 @@ void GroupConsumer::OnAssign(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* pa
     }
     if (!next) {
       fresh.push_back(TopicPartition{p.topic, p.partition});
+    } else {
+      with_state.push_back(TopicPartition{p.topic, p.partition});
     }
     const int64_t resume = next.value_or(RD_KAFKA_OFFSET_BEGINNING);
     p.offset = resume;
@@ -193,7 +206,7 @@ void GroupConsumer::OnAssign(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* pa
     return;
   }
   PausePartitions(parts);
-  listener_.AfterAssign(restored, fresh);
+  listener_.AfterAssign(with_state, fresh);
   // The idle clock starts once the assignment took effect: reading the committed offsets can
   // wait out another instance's open transaction, and that wait is not idleness.
   last_assigned_ = SteadyClock::now();
@@ -224,6 +237,11 @@ void GroupConsumer::OnRevoke(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* pa
     revoked.push_back(TopicPartition{parts->elems[i].topic, parts->elems[i].partition});
   }
   listener_.AfterRevoke(revoked);
+  std::set<int32_t> owned;
+  for (const auto& [partition, unused] : publish_from_) {
+    owned.insert(partition);
+  }
+  listener_.OwnedChanged(owned, MemberId(rk));
   ++changes_;
   const Status s = cooperative
                        ? FromKafkaError(rd_kafka_incremental_unassign(rk, parts), "unassigning")
@@ -231,6 +249,17 @@ void GroupConsumer::OnRevoke(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* pa
   if (!s.ok()) {
     spdlog::warn("{}", s);
   }
+}
+
+// This member's id in the group ("" before it joined).
+std::string GroupConsumer::MemberId(rd_kafka_t* rk) {
+  char* id = rd_kafka_memberid(rk);
+  if (id == nullptr) {
+    return "";
+  }
+  std::string out(id);
+  rd_kafka_mem_free(rk, id);
+  return out;
 }
 
 // The group's committed offsets of `parts`. An error for one partition fails the read like an

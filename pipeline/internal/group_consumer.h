@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -57,11 +58,16 @@ class GroupConsumer {
     // Restoring `partition` from the changelog: `done` of `total` records applied (inside the
     // assign callback, on the serving thread).
     virtual void OnRestoreProgress(int32_t /*partition*/, int64_t /*done*/, int64_t /*total*/) {}
-    // An assignment took effect: `restored` partitions were restored from the changelog (their
-    // watermarks are in the store now), `fresh` ones start with no state at all (a base is due
-    // in the changelog before their first change).
-    virtual void AfterAssign(std::span<const TopicPartition> /*restored*/,
+    // An assignment took effect: `stored` partitions resume from state in the store, written
+    // by a restore from the changelog or by a standby copy as well as by this instance (their
+    // watermarks are in the store), `fresh` ones start with no state at all (a base is due in
+    // the changelog before their first change).
+    virtual void AfterAssign(std::span<const TopicPartition> /*stored*/,
                              std::span<const TopicPartition> /*fresh*/) {}
+    // The partitions this instance owns from now on, and its member id, at the start of each
+    // assignment (before the store's offsets are read) and after each revoke.
+    virtual void OwnedChanged(const std::set<int32_t>& /*owned*/,
+                              const std::string& /*member_id*/) {}
   };
 
   struct Stats {
@@ -160,6 +166,7 @@ class GroupConsumer {
                                          const rd_kafka_topic_partition_list_t* parts) const;
   Status CheckHistory(int32_t partition, std::optional<int64_t> next) const;
   Result<bool> InputDeletedBefore(int32_t partition, int64_t next) const;
+  static std::string MemberId(rd_kafka_t* rk);
   void StopPartition(int32_t partition, const Status& why);
   void PausePartitions(const rd_kafka_topic_partition_list_t* parts) const;
   std::optional<int64_t> NextToApply(int32_t partition) const;
