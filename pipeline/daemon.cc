@@ -145,11 +145,20 @@ void Daemon::Impl::PublishStatus(bool force) {
   metrics->SyncTransactions(delivery->transactions());
   metrics->SyncStoppedPartitions(consumer->stats().stopped_partitions);
   const internal::InFlightLedger& ledger = delivery->ledger();
+  int64_t caught_up = 0;
+  int64_t catching_up = 0;
+  if (standby != nullptr) {
+    for (const internal::Standby::Copy& copy : standby->Copies()) {
+      ++(copy.caught_up ? caught_up : catching_up);
+    }
+  }
   metrics->SetUsage({.inflight_bytes = ledger.held_bytes(),
                      .inflight_batches = static_cast<int64_t>(ledger.size()),
                      .window_cache_bytes = processor->cache_bytes(),
                      .window_cache_users = processor->cached_users(),
-                     .store = store->Properties()});
+                     .store = store->Properties(),
+                     .standby_caught_up = caught_up,
+                     .standby_catching_up = catching_up});
   {
     const std::lock_guard<std::mutex> lock(status_mu);
     std::swap(published, status);

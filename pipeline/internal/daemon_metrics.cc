@@ -109,6 +109,14 @@ Result<std::unique_ptr<DaemonMetrics>> DaemonMetrics::Create(common::MetricsRegi
   ROTOR_ASSIGN_OR_RETURN(m->cache_users_, r.AddGauge("rotor_window_cache_users",
                                                      "Users held in the hot-window cache."));
   ROTOR_ASSIGN_OR_RETURN(
+      m->standby_caught_up_,
+      r.AddGauge("rotor_standby_partitions_caught_up",
+                 "Standby copies of other members' partitions kept current from the changelog."));
+  ROTOR_ASSIGN_OR_RETURN(
+      m->standby_catching_up_,
+      r.AddGauge("rotor_standby_partitions_catching_up",
+                 "Standby copies still reading their changelog partition's history."));
+  ROTOR_ASSIGN_OR_RETURN(
       m->live_data_bytes_,
       r.AddGauge("rotor_rocksdb_live_data_bytes",
                  "RocksDB rocksdb.estimate-live-data-size over every column family (bytes)."));
@@ -255,6 +263,8 @@ void DaemonMetrics::SetUsage(const Usage& usage) {
   inflight_batches_->Set(static_cast<double>(usage.inflight_batches));
   cache_bytes_->Set(static_cast<double>(usage.window_cache_bytes));
   cache_users_->Set(static_cast<double>(usage.window_cache_users));
+  standby_caught_up_->Set(static_cast<double>(usage.standby_caught_up));
+  standby_catching_up_->Set(static_cast<double>(usage.standby_catching_up));
   live_data_bytes_->Set(static_cast<double>(usage.store.live_data_bytes));
   memtable_bytes_->Set(static_cast<double>(usage.store.memtable_bytes));
   block_cache_bytes_->Set(static_cast<double>(usage.store.block_cache_bytes));

@@ -59,6 +59,8 @@ class DaemonMetrics {
     int64_t window_cache_bytes = 0;
     int64_t window_cache_users = 0;
     storage::StoreProperties store;
+    int64_t standby_caught_up = 0;    // Standby copies (kafka.standby_replicas) caught up,
+    int64_t standby_catching_up = 0;  // and still reading their changelog's history.
   };
   void SetUsage(const Usage& usage);
 
@@ -95,6 +97,8 @@ class DaemonMetrics {
   common::Gauge* inflight_batches_ = nullptr;
   common::Gauge* cache_bytes_ = nullptr;
   common::Gauge* cache_users_ = nullptr;
+  common::Gauge* standby_caught_up_ = nullptr;
+  common::Gauge* standby_catching_up_ = nullptr;
   common::Gauge* live_data_bytes_ = nullptr;
   common::Gauge* memtable_bytes_ = nullptr;
   common::Gauge* block_cache_bytes_ = nullptr;
