@@ -35,7 +35,6 @@ class PartitionReader {
     PartitionReader reader(std::move(consumer), k.changelog_topic, partition,
                            static_cast<int>(k.connect_timeout_ms));
     ROTOR_RETURN_IF_ERROR(reader.QueryBounds());
-    ROTOR_RETURN_IF_ERROR(reader.AwaitStable(config, bootstrap));
     return reader;
   }
 
@@ -95,14 +94,6 @@ class PartitionReader {
     return FromKafka(rd_kafka_assign(consumer_.get(), nullptr), "unassigning");
   }
 
- private:
-  // low_ and high_ (the last stable offset: read_committed bounds what the query answers).
-  Status QueryBounds() {
-    return FromKafka(rd_kafka_query_watermark_offsets(consumer_.get(), topic_.c_str(), partition_,
-                                                      &low_, &high_, timeout_ms_),
-                     fmt::format("reading the bounds of partition {} of '{}'", partition_, topic_));
-  }
-
   // Waits until every transaction open on the partition now has ended: its last stable offset
   // reaches the end the log has now. A previous owner killed within a transaction (a zombie)
   // leaves one open until the broker aborts it on its transaction timeout, and what later
@@ -111,7 +102,8 @@ class PartitionReader {
   // replayed from there, and retention may have deleted it). Bounded by the transaction timeout
   // plus a minute, as the group's offsets are (GroupConsumer::ReadCommitted); past that, the
   // restore goes on with what is stable.
-  Status AwaitStable(const config::DaemonConfig& config, const std::string& bootstrap) {
+  // Whether it waited (then the bounds are read again).
+  Result<bool> AwaitStable(const config::DaemonConfig& config, const std::string& bootstrap) {
     const config::KafkaOptions& k = config.kafka;
     ROTOR_ASSIGN_OR_RETURN(
         HandlePtr probe,
@@ -124,7 +116,7 @@ class PartitionReader {
                                                    &end, timeout_ms_),
                   fmt::format("reading the end of partition {} of '{}'", partition_, topic_)));
     if (high_ >= end) {
-      return Status::OK();
+      return false;
     }
     const auto wait = std::chrono::milliseconds(config.delivery.transaction_timeout_ms) +
                       std::chrono::seconds(60);
@@ -141,14 +133,22 @@ class PartitionReader {
             "stable (up to offset {}); the input is replayed from there",
             partition_, topic_, std::chrono::duration_cast<std::chrono::seconds>(wait).count(),
             high_);
-        return Status::OK();
+        return true;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(250));
       ROTOR_RETURN_IF_ERROR(QueryBounds());
     }
     spdlog::info("partition {} of '{}': the open transaction ended after {:.1f} s", partition_,
                  topic_, std::chrono::duration<double>(SteadyClock::now() - start).count());
-    return Status::OK();
+    return true;
+  }
+
+ private:
+  // low_ and high_ (the last stable offset: read_committed bounds what the query answers).
+  Status QueryBounds() {
+    return FromKafka(rd_kafka_query_watermark_offsets(consumer_.get(), topic_.c_str(), partition_,
+                                                      &low_, &high_, timeout_ms_),
+                     fmt::format("reading the bounds of partition {} of '{}'", partition_, topic_));
   }
 
   PartitionReader(HandlePtr consumer, std::string topic, int32_t partition, int timeout_ms)
@@ -201,22 +201,37 @@ Result<RestoreResult> RestoreFromChangelog(const config::DaemonConfig& config,
   // Where to stop: the last marker within the limit, found from the end backwards a chunk at a
   // time (in exactly-once mode every committed marker is within it: the last chunk has it).
   std::optional<int64_t> stop_at;
-  constexpr int64_t kChunk = 4096;
-  for (int64_t chunk_end = reader.high(); chunk_end > reader.low() && !stop_at;) {
-    const int64_t from = std::max(reader.low(), chunk_end - kChunk);
-    const Status scanned =
-        reader.Read(from, [&](int64_t at, const storage::ChangelogRecord& record) -> Result<bool> {
-          if (at >= chunk_end) {
-            return false;
-          }
-          ROTOR_ASSIGN_OR_RETURN(const auto marker, marker_of(at, record));
-          if (marker && marker->next_offset <= limit) {
-            stop_at = at;
-          }
-          return true;
-        });
-    ROTOR_RETURN_IF_ERROR(scanned);
-    chunk_end = from;
+  int64_t stop_next = -1;  // Its next offset.
+  const auto find_stop = [&]() -> Status {
+    stop_at.reset();
+    constexpr int64_t kChunk = 4096;
+    for (int64_t chunk_end = reader.high(); chunk_end > reader.low() && !stop_at;) {
+      const int64_t from = std::max(reader.low(), chunk_end - kChunk);
+      const Status scanned = reader.Read(
+          from, [&](int64_t at, const storage::ChangelogRecord& record) -> Result<bool> {
+            if (at >= chunk_end) {
+              return false;
+            }
+            ROTOR_ASSIGN_OR_RETURN(const auto marker, marker_of(at, record));
+            if (marker && marker->next_offset <= limit) {
+              stop_at = at;
+              stop_next = marker->next_offset;
+            }
+            return true;
+          });
+      ROTOR_RETURN_IF_ERROR(scanned);
+      chunk_end = from;
+    }
+    return Status::OK();
+  };
+  ROTOR_RETURN_IF_ERROR(find_stop());
+  if (!stop_at || stop_next < limit) {
+    // What the group committed past the last stable marker may be behind a transaction still
+    // open on the changelog (a killed owner's): wait for it to end, then look again.
+    ROTOR_ASSIGN_OR_RETURN(const bool waited, reader.AwaitStable(config, bootstrap));
+    if (waited) {
+      ROTOR_RETURN_IF_ERROR(find_stop());
+    }
   }
   if (!stop_at) {
     return result;  // Nothing the group confirmed: the state starts empty.

@@ -18,9 +18,11 @@
 // Open transactions: read_committed stops at the partition's last stable offset, so a
 // transaction still open on the changelog partition (a previous owner killed inside one, until
 // the broker aborts it on its transaction timeout) would hide everything committed after its
-// first record, and the restore would end at an older state than the group's offsets. The
-// restore first waits for every transaction open when it starts to end (up to
-// delivery.transaction_timeout_ms plus a minute; past that it restores what is stable).
+// first record, and the restore would end at an older state than the group's offsets. So when
+// the last stable marker within the limit is short of it, the restore waits for every
+// transaction open then to end (up to delivery.transaction_timeout_ms plus a minute; past that
+// it restores what is stable) and looks again. A stable marker at the limit itself needs no
+// wait: the state there is what the group committed, whatever the open transaction holds.
 //
 // Concurrency: runs on the caller's thread (the consumer's assign callback); writes only the
 // partition's users, offset and watermark through its own batches.
