@@ -1125,7 +1125,7 @@ TEST_F(ProcessorTest, WithTheChangelogEverySweptUserIsDeletedInTheChangelog) {
     (internal::JavaPartition(u, 2) == internal::JavaPartition("amy", 2) ? quiet : other) = u;
   }
   std::vector<OutputRecord> outputs;
-  const auto run = [&](std::vector<Message> messages) {
+  const auto run = [&](const std::vector<Message>& messages) {
     for (OutputRecord& o : Run(messages, 10)) {
       outputs.push_back(std::move(o));
     }
