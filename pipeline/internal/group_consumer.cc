@@ -93,10 +93,7 @@ void GroupConsumer::Rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
 
 void GroupConsumer::OnAssign(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* parts,
                              bool cooperative) {
-  std::set<int32_t> owned;
-  for (const auto& [partition, unused] : publish_from_) {
-    owned.insert(partition);
-  }
+  std::set<int32_t> owned = Owned();
   for (int i = 0; i < parts->cnt; ++i) {
     owned.insert(parts->elems[i].partition);
   }
@@ -112,7 +109,6 @@ void GroupConsumer::OnAssign(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* pa
     return;
   }
   const PartitionListPtr committed = std::move(read).value();
-  std::vector<TopicPartition> restored;
   std::vector<TopicPartition> with_state;  // Restored, or resuming from the store.
   std::vector<TopicPartition> fresh;
   for (int i = 0; i < parts->cnt; ++i) {
@@ -159,7 +155,6 @@ void GroupConsumer::OnAssign(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* pa
       }
       if (r->next_offset) {
         next = r->next_offset;
-        restored.push_back(TopicPartition{p.topic, p.partition});
         ++stats_.restored_partitions;
         stats_.restored_records += r->records;
       }
@@ -237,11 +232,7 @@ void GroupConsumer::OnRevoke(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* pa
     revoked.push_back(TopicPartition{parts->elems[i].topic, parts->elems[i].partition});
   }
   listener_.AfterRevoke(revoked);
-  std::set<int32_t> owned;
-  for (const auto& [partition, unused] : publish_from_) {
-    owned.insert(partition);
-  }
-  listener_.OwnedChanged(owned, MemberId(rk));
+  listener_.OwnedChanged(Owned(), MemberId(rk));
   ++changes_;
   const Status s = cooperative
                        ? FromKafkaError(rd_kafka_incremental_unassign(rk, parts), "unassigning")
@@ -249,6 +240,15 @@ void GroupConsumer::OnRevoke(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* pa
   if (!s.ok()) {
     spdlog::warn("{}", s);
   }
+}
+
+// The partitions assigned now.
+std::set<int32_t> GroupConsumer::Owned() const {
+  std::set<int32_t> owned;
+  for (const auto& [partition, unused] : publish_from_) {
+    owned.insert(partition);
+  }
+  return owned;
 }
 
 // This member's id in the group ("" before it joined).
@@ -298,13 +298,9 @@ Result<PartitionListPtr> GroupConsumer::ReadCommitted(
 // would give users partial histories with wrong positions. OutOfRange then, naming the gap;
 // another error when the log's bounds could not be read.
 Status GroupConsumer::CheckHistory(int32_t partition, std::optional<int64_t> next) const {
-  int64_t low = 0;
-  int64_t high = 0;
+  ROTOR_ASSIGN_OR_RETURN(const auto bounds, InputBounds(partition));
+  const auto [low, high] = bounds;
   const std::string& topic = options_.input_topic;
-  ROTOR_RETURN_IF_ERROR(FromKafka(
-      rd_kafka_query_watermark_offsets(consumer_.get(), topic.c_str(), partition, &low, &high,
-                                       static_cast<int>(options_.connect_timeout_ms)),
-      fmt::format("reading the bounds of partition {} of '{}'", partition, topic)));
   if (next && *next > high) {
     return Status::OutOfRange(
         "partition {} of '{}' ends at offset {}, but the state has applied it up to {}: the "
@@ -326,6 +322,12 @@ Status GroupConsumer::CheckHistory(int32_t partition, std::optional<int64_t> nex
 // Whether the input log of `partition` starts after `next` (retention or DeleteRecords took
 // records the state has not applied).
 Result<bool> GroupConsumer::InputDeletedBefore(int32_t partition, int64_t next) const {
+  ROTOR_ASSIGN_OR_RETURN(const auto bounds, InputBounds(partition));
+  return next < bounds.first;
+}
+
+// The input log of `partition`: its first offset and its end, from the broker.
+Result<std::pair<int64_t, int64_t>> GroupConsumer::InputBounds(int32_t partition) const {
   int64_t low = 0;
   int64_t high = 0;
   const std::string& topic = options_.input_topic;
@@ -333,7 +335,7 @@ Result<bool> GroupConsumer::InputDeletedBefore(int32_t partition, int64_t next) 
       rd_kafka_query_watermark_offsets(consumer_.get(), topic.c_str(), partition, &low, &high,
                                        static_cast<int>(options_.connect_timeout_ms)),
       fmt::format("reading the bounds of partition {} of '{}'", partition, topic)));
-  return next < low;
+  return std::pair(low, high);
 }
 
 // Pauses `partition` for good (until it is revoked): its records are not applied.

@@ -19,6 +19,7 @@
 #include <set>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -166,6 +167,8 @@ class GroupConsumer {
                                          const rd_kafka_topic_partition_list_t* parts) const;
   Status CheckHistory(int32_t partition, std::optional<int64_t> next) const;
   Result<bool> InputDeletedBefore(int32_t partition, int64_t next) const;
+  Result<std::pair<int64_t, int64_t>> InputBounds(int32_t partition) const;
+  std::set<int32_t> Owned() const;
   static std::string MemberId(rd_kafka_t* rk);
   void StopPartition(int32_t partition, const Status& why);
   void PausePartitions(const rd_kafka_topic_partition_list_t* parts) const;
