@@ -209,6 +209,9 @@ Result<std::unique_ptr<Setup>> MakeSetup(const std::string& bundle_path) {
         .readiness = [] { return Readiness{.ready = true, .reason = {}, .partitions = {}}; },
         .now_ms = {},
         .limits = {},
+        .locate = {},
+        .forward_mode = ForwardMode::kProxy,
+        .forward = {},
     });
   };
   s->ctx_store = context(s->metrics_store, nullptr);

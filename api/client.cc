@@ -140,6 +140,9 @@ Result<HttpResponse> HttpRequest(const HttpUrl& url, std::string_view method,
     request.set(http::field::host, where);
     request.set(http::field::user_agent, "rotor");
     request.set(http::field::connection, "close");
+    for (const auto& [name, value] : options.headers) {
+      request.set(name, value);
+    }
     if (!body.empty() || method == "POST") {
       request.set(http::field::content_type, "application/json");
       request.body() = std::string(body);
@@ -173,11 +176,42 @@ Result<HttpResponse> HttpRequest(const HttpUrl& url, std::string_view method,
     out.status = static_cast<int>(response.result_int());
     out.content_type = std::string(response[http::field::content_type]);
     out.body = response.body();
+    for (const auto& field : response) {
+      const http::field name = field.name();
+      if (name != http::field::content_type && name != http::field::content_length &&
+          name != http::field::connection && name != http::field::transfer_encoding) {
+        out.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+      }
+    }
     return out;
   } catch (const std::exception& e) {
     return Status::Unavailable("HTTP {} {}{} on {}: {}", method, url.prefix, target, where,
                                e.what());
   }
+}
+
+std::function<Result<Response>(std::string_view url, const Request& request)> HttpForwarder(
+    std::chrono::milliseconds timeout) {
+  return [timeout](std::string_view url, const Request& request) -> Result<Response> {
+    ROTOR_ASSIGN_OR_RETURN(const HttpUrl owner, ParseHttpUrl(url));
+    HttpOptions options;
+    options.timeout = timeout;
+    options.headers = {{"X-Rotor-Forwarded", "1"}};
+    ROTOR_ASSIGN_OR_RETURN(HttpResponse answer, HttpRequest(owner, request.method, request.target,
+                                                            request.body, options));
+    Response response;
+    response.status = answer.status;
+    response.content_type = std::move(answer.content_type);
+    response.body = std::move(answer.body);
+    for (auto& [name, value] : answer.headers) {
+      if (beast::iequals(name, "Retry-After") ||
+          (name.size() > 8 && beast::iequals(name.substr(0, 8), "X-Rotor-"))) {
+        response.headers.emplace_back(std::move(name), std::move(value));
+      }
+    }
+    response.headers.emplace_back("X-Rotor-Served-By", std::string(url));
+    return response;
+  };
 }
 
 }  // namespace rotor::api

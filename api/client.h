@@ -11,9 +11,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
+#include "api/router.h"
 #include "common/status.h"
 
 namespace rotor::api {
@@ -36,11 +40,14 @@ struct HttpResponse {
   int status = 0;
   std::string content_type;
   std::string body;
+  // Every header but Content-Type, Content-Length, Connection and Transfer-Encoding, in order.
+  std::vector<std::pair<std::string, std::string>> headers;
 };
 
 struct HttpOptions {
   std::chrono::milliseconds timeout{10000};  // Resolve, connect, send and receive, in all.
   int64_t max_body_bytes = int64_t{256} << 20;
+  std::vector<std::pair<std::string, std::string>> headers;  // Extra request headers.
 };
 
 // Sends one request (`target` is the path and query after the URL's prefix) and reads the
@@ -50,6 +57,14 @@ struct HttpOptions {
 Result<HttpResponse> HttpRequest(const HttpUrl& url, std::string_view method,
                                  std::string_view target, std::string_view body = {},
                                  const HttpOptions& options = {});
+
+// ApiContext::forward over HTTP (config api.forward: proxy): sends the request to the owner's
+// API at `url` + the request's target with header X-Rotor-Forwarded: 1, within `timeout`, and
+// returns the owner's status, content type, body and its X-Rotor-* and Retry-After headers,
+// plus X-Rotor-Served-By: `url`. Unavailable when the owner did not answer (or `url` is not
+// an http:// URL).
+std::function<Result<Response>(std::string_view url, const Request& request)> HttpForwarder(
+    std::chrono::milliseconds timeout);
 
 }  // namespace rotor::api
 

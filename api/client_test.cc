@@ -47,7 +47,9 @@ TEST(ClientTest, PercentEncodesOnePathSegment) {
 TEST(ClientTest, AnUnreachableServerIsUnavailableNamingIt) {
   // Port 1 on loopback: nothing listens there (connection refused).
   const HttpUrl url{.host = "127.0.0.1", .port = 1, .prefix = ""};
-  auto got = HttpRequest(url, "GET", "/healthz", {}, {.timeout = std::chrono::seconds(5)});
+  auto got =
+      HttpRequest(url, "GET", "/healthz", {},
+                  {.timeout = std::chrono::seconds(5), .max_body_bytes = 1 << 20, .headers = {}});
   ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.status().code(), StatusCode::kUnavailable);
   EXPECT_THAT(got.status().message(), HasSubstr("GET /healthz on 127.0.0.1:1: connecting"));

@@ -5,9 +5,11 @@
 //   GET  /v1/users/{id}, /v1/users/{id}/tensors
 //   POST /v1/users/{id}/score, /v1/score
 // another path is a 404 not_found; a known path with another method a 405 with an Allow
-// header. The data endpoints (users, tensors, score) answer 503 not_ready while the daemon is
-// not ready: during a restore the store holds an old state, and a user it has not restored yet
-// would look like a new one.
+// header. The data endpoints (users, tensors, score) answer for a user where its partition is
+// (internal/placement.cc): here when this instance consumes it; else from the owner (proxied
+// or redirected, api.forward); else from this instance's state marked stale (X-Rotor-Stale,
+// a "stale" member), or 503 not_ready when that state has nothing of the user: during a
+// restore the store holds an old state, and a user not restored yet would look like a new one.
 
 #include "api/router.h"
 
@@ -57,16 +59,32 @@ struct Router::Impl {
 
   ResourceContext ctx;
 
-  // 503 not_ready when the daemon is not ready to serve reads; nullopt when it is.
-  std::optional<Response> NotReady() const {
-    if (!ctx.api.readiness) {
-      return std::nullopt;
+  // A user's request: answered here (marked stale when this instance's state may be behind),
+  // proxied to the partition's owner, or redirected there (internal/placement.cc).
+  template <typename Answer>
+  Response ForUser(const Request& request, const std::string& user, const Answer& answer_here) {
+    internal::Answer answer =
+        internal::Decide(ctx, request, ctx.api.partition_of(user), /*redirect_ok=*/true);
+    if (answer.kind == internal::Answer::Kind::kNotReady) {
+      return internal::NotReadyResponse(*answer.stale);
     }
-    const Readiness readiness = ctx.api.readiness();
-    if (readiness.ready) {
-      return std::nullopt;
+    if (answer.kind == internal::Answer::Kind::kRedirect) {
+      ctx.redirected->Increment();
+      return internal::RedirectResponse(answer.owner_url, request.target);
     }
-    return ErrorResponse(503, "not_ready", readiness.reason);
+    if (answer.kind == internal::Answer::Kind::kForward) {
+      Result<Response> owner = ctx.api.forward(answer.owner_url, request);
+      if (owner.ok()) {
+        ctx.proxied->Increment();
+        return std::move(*owner);
+      }
+      ctx.forward_failed->Increment();
+      answer.stale =
+          internal::Stale{.reason = fmt::format("the owner {} did not answer: {}", answer.owner_url,
+                                                owner.status().message()),
+                          .lag = -1};
+    }
+    return answer_here(answer.stale ? &*answer.stale : nullptr);
   }
 
   Response Dispatch(const Request& request, const internal::Target& target) {
@@ -96,10 +114,7 @@ struct Router::Impl {
       if (method != "POST") {
         return only("POST", "/v1/score");
       }
-      if (auto not_ready = NotReady()) {
-        return *not_ready;
-      }
-      return internal::PostScore(ctx, query, request.body);
+      return internal::PostScore(ctx, request, query);
     }
     if ((seg.size() == 3 || seg.size() == 4) && seg[0] == "v1" && seg[1] == "users") {
       const std::string_view sub = seg.size() == 4 ? seg[3] : std::string_view();
@@ -120,16 +135,15 @@ struct Router::Impl {
       if (!user) {
         return error;
       }
-      if (auto not_ready = NotReady()) {
-        return *not_ready;
-      }
-      if (seg.size() == 3) {
-        return internal::GetUser(ctx, *user, query);
-      }
-      if (sub == "tensors") {
-        return internal::GetUserTensors(ctx, *user, query);
-      }
-      return internal::PostUserScore(ctx, *user, query, request.body);
+      return ForUser(request, *user, [&](const internal::Stale* stale) {
+        if (seg.size() == 3) {
+          return internal::GetUser(ctx, *user, query, stale);
+        }
+        if (sub == "tensors") {
+          return internal::GetUserTensors(ctx, *user, query, stale);
+        }
+        return internal::PostUserScore(ctx, *user, query, request.body, stale);
+      });
     }
     return ErrorResponse(404, "not_found", "no such route");
   }
@@ -192,6 +206,27 @@ Result<std::unique_ptr<Router>> Router::Create(const ApiContext& context) {
                          context.metrics.AddCounter(kReads, kReadsHelp, {{"source", "hot"}}));
   ROTOR_ASSIGN_OR_RETURN(common::Counter * store_reads,
                          context.metrics.AddCounter(kReads, kReadsHelp, {{"source", "store"}}));
+  constexpr std::string_view kForwarded = "rotor_api_forwarded_total";
+  constexpr std::string_view kForwardedHelp =
+      "Requests for users whose partition another instance owns, by outcome: proxied to the "
+      "owner (for POST /v1/score, one per owner asked), redirected to it, or failed (the owner "
+      "did not answer: answered here, marked stale).";
+  ROTOR_ASSIGN_OR_RETURN(
+      common::Counter * proxied,
+      context.metrics.AddCounter(kForwarded, kForwardedHelp, {{"outcome", "proxied"}}));
+  ROTOR_ASSIGN_OR_RETURN(
+      common::Counter * redirected,
+      context.metrics.AddCounter(kForwarded, kForwardedHelp, {{"outcome", "redirected"}}));
+  ROTOR_ASSIGN_OR_RETURN(
+      common::Counter * forward_failed,
+      context.metrics.AddCounter(kForwarded, kForwardedHelp, {{"outcome", "failed"}}));
+  ROTOR_ASSIGN_OR_RETURN(
+      common::Counter * stale_answers,
+      context.metrics.AddCounter("rotor_api_stale_total",
+                                 "Users answered from this instance's state while it may be "
+                                 "behind the owner's (restoring, rebalancing, the owner "
+                                 "unreachable); the answers say so (X-Rotor-Stale, \"stale\").",
+                                 {}));
   auto impl = std::make_unique<Impl>(ResourceContext{
       .api = context,
       .decoder = std::move(decoder),
@@ -199,6 +234,10 @@ Result<std::unique_ptr<Router>> Router::Create(const ApiContext& context) {
       .score_request = {},
       .hot_reads = hot_reads,
       .store_reads = store_reads,
+      .proxied = proxied,
+      .redirected = redirected,
+      .forward_failed = forward_failed,
+      .stale_answers = stale_answers,
   });
   return std::unique_ptr<Router>(new Router(std::move(impl)));
 }

@@ -51,11 +51,55 @@ struct Readiness {
   std::vector<PartitionStatus> partitions;
 };
 
+// Where a user's input partition is served from, as the daemon knows it now (ApiContext::locate).
+struct Placement {
+  enum class Where : unsigned char {
+    kHere,     // This instance owns the partition; `state` says whether it is consuming.
+    kOwner,    // Another member of the group owns it and advertises its API at `owner_url`.
+    kUnknown,  // No owner is known now: the group is rebalancing, this instance is starting, or
+               // the owner advertises no API address. `reason` says which.
+  };
+  Where where = Where::kHere;
+  PartitionState state = PartitionState::kConsuming;  // kHere only.
+  int64_t lag = -1;       // kHere only: records behind the log's end; -1 when unknown.
+  std::string owner_url;  // kOwner only: "http://host:port".
+  std::string reason;     // Why this instance's state may be behind; empty when fresh here.
+};
+
+// What the API does with a request for a user whose partition another instance owns
+// (config api.forward; docs/api.md, "Several instances").
+enum class ForwardMode : unsigned char {
+  kProxy,     // "proxy": asks the owner (one hop) and answers with its response.
+  kRedirect,  // "redirect": 307 to the owner's URL (POST /v1/score: proxied all the same).
+  kOff,       // "off": answers from this instance's state, marked stale.
+};
+
 // Bounds on request bodies the router parses (config api.max_candidates, ...).
 struct ApiLimits {
   int64_t max_candidates = 1000;         // Per user of a score request.
   int64_t max_users_per_request = 100;   // Users of one POST /v1/score.
   int64_t max_total_candidates = 10000;  // Candidates of one POST /v1/score, all users.
+};
+
+// One request as the router needs it.
+struct Request {
+  std::string_view method;  // "GET", "POST", ... (case-sensitive, as HTTP methods are).
+  std::string_view target;  // The request target: origin-form path and optional query.
+  std::string_view body;
+  // Forwarded by another instance (header X-Rotor-Forwarded): answered here, never forwarded
+  // again, so two instances that disagree on the owner cannot bounce a request between them.
+  bool forwarded = false;
+};
+
+// One response. `route` names the endpoint that answered ("users", "user_tensors",
+// "user_score", "score", "healthz", "readyz", "metrics", or "unmatched") for the server's
+// request metrics.
+struct Response {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // Extra ones ("Allow").
+  std::string_view route = "unmatched";
 };
 
 // Everything the API reads, lent by the app (which keeps it alive while any Router or Server
@@ -79,24 +123,14 @@ struct ApiContext {
   // Wall-clock milliseconds since the Unix epoch (state age); empty: the system clock.
   std::function<int64_t()> now_ms;
   ApiLimits limits;
-};
-
-// One request as the router needs it.
-struct Request {
-  std::string_view method;  // "GET", "POST", ... (case-sensitive, as HTTP methods are).
-  std::string_view target;  // The request target: origin-form path and optional query.
-  std::string_view body;
-};
-
-// One response. `route` names the endpoint that answered ("users", "user_tensors",
-// "user_score", "score", "healthz", "readyz", "metrics", or "unmatched") for the server's
-// request metrics.
-struct Response {
-  int status = 200;
-  std::string content_type = "application/json";
-  std::string body;
-  std::vector<std::pair<std::string, std::string>> headers;  // Extra ones ("Allow").
-  std::string_view route = "unmatched";
+  // Where a partition is served from; called once per user of a data request, from every
+  // server thread at once. Empty: every partition is here and consuming (one instance, tools).
+  std::function<Placement(int32_t partition)> locate;
+  ForwardMode forward_mode = ForwardMode::kProxy;
+  // Sends `request` to the API at `url` (marked forwarded, so the owner never forwards it
+  // again) and returns the owner's response; an error when the owner did not answer. Empty:
+  // requests are not proxied (they are answered here, marked stale).
+  std::function<Result<Response>(std::string_view url, const Request& request)> forward;
 };
 
 // The error body every failure carries: {"error": code, "detail": detail} with `status`.

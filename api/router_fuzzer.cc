@@ -116,6 +116,30 @@ struct Target {
         .readiness = {},
         .now_ms = [] { return int64_t{1767700000000}; },
         .limits = {.max_candidates = 64, .max_users_per_request = 8, .max_total_candidates = 128},
+        // Partition 1 is owned elsewhere: its users are forwarded to an owner that answers
+        // garbage for a request of one user and fails otherwise (the stale answers, the
+        // merge's refusals).
+        .locate =
+            [](int32_t partition) {
+              rotor::api::Placement placement;
+              if (partition == 1) {
+                placement.where = rotor::api::Placement::Where::kOwner;
+                placement.owner_url = "http://owner:1";
+              }
+              return placement;
+            },
+        .forward_mode = rotor::api::ForwardMode::kProxy,
+        .forward = [](std::string_view /*url*/,
+                      const rotor::api::Request& request) -> rotor::Result<rotor::api::Response> {
+          if (request.body.size() % 2 == 0) {
+            return rotor::api::Response{.status = 200,
+                                        .content_type = "application/json",
+                                        .body = R"({"users":[{"user_id":"x"}]})",
+                                        .headers = {},
+                                        .route = "score"};
+          }
+          return rotor::Status::Unavailable("the owner is down");
+        },
     });
     auto made = rotor::api::Router::Create(*context);
     Check(made.ok());

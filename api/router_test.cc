@@ -172,6 +172,9 @@ class ApiFixture {
         .readiness = [this] { return readiness_; },
         .now_ms = [] { return kNow; },
         .limits = {},
+        .locate = {},
+        .forward_mode = ForwardMode::kProxy,
+        .forward = {},
     });
     readiness_.ready = true;
     auto router = Router::Create(*context_);
@@ -242,6 +245,11 @@ class ApiFixture {
   storage::UserStateStore& store() { return *store_; }
   common::MetricsRegistry& metrics() { return metrics_; }
   Readiness& readiness() { return readiness_; }
+  // The context the router reads (a test sets locate, forward and forward_mode on it).
+  ApiContext& context() { return *context_; }
+  Response Forwarded(std::string_view method, std::string_view target, std::string_view body) {
+    return router_->Route({.method = method, .target = target, .body = body, .forwarded = true});
+  }
 
  private:
   TempDir dir_;
@@ -257,6 +265,16 @@ class ApiFixture {
 
 json Body(const Response& r) {
   return json::parse(r.body);
+}
+
+// The value of `r`'s extra header `name`; "" when it has none.
+std::string HeaderOf(const Response& r, std::string_view name) {
+  for (const auto& [n, v] : r.headers) {
+    if (n == name) {
+      return v;
+    }
+  }
+  return {};
 }
 
 // Asserts an error response: its status, code and (a part of) its detail.
@@ -622,13 +640,150 @@ TEST_F(RouterTest, HealthIsAlwaysOkAndReadinessFollowsTheDaemon) {
   EXPECT_EQ(Body(r)["ready"], false);
   EXPECT_EQ(Body(r)["partitions"].size(), 2U);
   EXPECT_EQ(api_.Get("/healthz").status, 200);
-  // Data endpoints wait for readiness; a route error still comes first.
-  ExpectError(api_.Get("/v1/users/u-long"), 503, "not_ready", "restoring");
-  ExpectError(api_.Get("/v1/users/u-long/tensors"), 503, "not_ready");
-  ExpectError(api_.Post("/v1/users/u-long/score", CandidatesBody("siren.short")), 503, "not_ready");
-  ExpectError(api_.Post("/v1/score", "{}"), 503, "not_ready");
+  // Readiness is per partition for the data endpoints: u-long's partition (2) is not among the
+  // assigned ones while the daemon is not ready, so its state may be behind: answered, marked
+  // stale with the reason. A user with no state here gets 503 (the owner may know it), not 404.
+  r = api_.Get("/v1/users/u-long");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Body(r)["stale"]["reason"], "partition rotor.events/1 is restoring");
+  EXPECT_EQ(HeaderOf(r, "X-Rotor-Stale"), "partition rotor.events/1 is restoring");
+  r = api_.Get("/v1/users/nobody");
+  ExpectError(r, 503, "not_ready", "restoring");
+  EXPECT_EQ(HeaderOf(r, "Retry-After"), "1");
+  // A user of the consuming partition 0 ("u-0x" has 4 bytes) is fresh: no state here is a 404.
+  ExpectError(api_.Get("/v1/users/u-0x"), 404, "not_found");
+  // Of the restoring partition 1 ("u-1ab" has 5 bytes): stale, so 503 without state.
+  ExpectError(api_.Get("/v1/users/u-1ab"), 503, "not_ready",
+              "partition 1 of 'rotor.events' is restoring");
   ExpectError(api_.Get("/v1/score"), 405, "method_not_allowed");
   EXPECT_EQ(api_.Get("/metrics").status, 200);
+}
+
+// Several instances: a user whose partition another member owns is proxied to it (or
+// redirected), a forwarded request is never forwarded again, an owner that does not answer
+// turns into a stale answer here, and POST /v1/score sends each owner its users and puts their
+// entries back in order.
+TEST_F(RouterTest, RequestsForAnotherInstancesPartitionGoToTheOwnerOrSayTheyAreStale) {
+  ApiContext& context = api_.context();
+  // Partition 2 (u-long) is owned by B; the others are here.
+  context.locate = [](int32_t partition) {
+    Placement placement;
+    if (partition == 2) {
+      placement.where = Placement::Where::kOwner;
+      placement.owner_url = "http://b:8470";
+    }
+    return placement;
+  };
+  std::vector<std::pair<std::string, std::string>> sent;  // url, method + target + body.
+  bool owner_up = true;
+  context.forward = [&](std::string_view url, const Request& request) -> Result<Response> {
+    sent.emplace_back(std::string(url),
+                      fmt::format("{} {} {}", request.method, request.target, request.body));
+    if (!owner_up) {
+      return Status::Unavailable("connection refused");
+    }
+    Response answer;
+    if (request.target == "/v1/score") {
+      const json in = json::parse(request.body);
+      json users = json::array();
+      for (const json& u : in["users"]) {
+        users.push_back({{"user_id", u["user_id"]}, {"from", "b"}});
+      }
+      answer.body = json{{"model_id", "m"}, {"ts_ms", in["ts_ms"]}, {"users", users}}.dump();
+    } else {
+      answer.body = R"({"from":"b"})";
+    }
+    answer.headers.emplace_back("X-Rotor-Served-By", std::string(url));
+    return answer;
+  };
+
+  // Proxied: the owner's answer, whatever this instance holds of the user.
+  Response r = api_.Get("/v1/users/u-long?x=1");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(Body(r), json::parse(R"({"from":"b"})"));
+  ASSERT_EQ(sent.size(), 1U);
+  EXPECT_EQ(sent[0],
+            std::make_pair(std::string("http://b:8470"), std::string("GET /v1/users/u-long?x=1 ")));
+  // A user of a partition here is answered here, not sent.
+  EXPECT_EQ(api_.Get("/v1/users/u-0x").status, 404);
+  EXPECT_EQ(sent.size(), 1U);
+
+  // Forwarded here already: answered here, marked stale, never sent on (no loop).
+  r = api_.Forwarded("GET", "/v1/users/u-long", {});
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(Body(r)["user_id"], "u-long");
+  EXPECT_THAT(Body(r)["stale"]["reason"].get<std::string>(), HasSubstr("owned by http://b:8470"));
+  EXPECT_EQ(sent.size(), 1U);
+
+  // The owner down: answered here, stale, naming the owner and why.
+  owner_up = false;
+  r = api_.Get("/v1/users/u-long/tensors");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.content_type, "application/octet-stream");
+  EXPECT_THAT(HeaderOf(r, "X-Rotor-Stale"),
+              HasSubstr("the owner http://b:8470 did not answer: connection refused"));
+  r = api_.Post("/v1/users/u-long/score", CandidatesBody("siren.long"));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_THAT(Body(r)["stale"]["reason"].get<std::string>(), HasSubstr("did not answer"));
+  EXPECT_EQ(Body(r)["scores"].size(), Body(api_.Forwarded("POST", "/v1/users/u-long/score",
+                                                          CandidatesBody("siren.long")))["scores"]
+                                          .size());
+  // ... and a user it has no state of gets 503, not a cold-start score ("u-abcd": 6 bytes).
+  r = api_.Post("/v1/users/u-abcd/score", CandidatesBody("siren.long"));
+  ExpectError(r, 503, "not_ready", "did not answer");
+  owner_up = true;
+  sent.clear();
+
+  // POST /v1/score: B's users go to B in one request, in order; the rest are scored here.
+  const json one = json::parse(Lines(Golden("siren.long.candidates.jsonl")).front());
+  const json request = {{"ts_ms", 1768040000000},
+                        {"users",
+                         {{{"user_id", "u-long"}, {"candidates", {one}}},
+                          {{"user_id", "u-0x"}, {"candidates", {one}}},
+                          {{"user_id", "u-abcd"}, {"candidates", {one}}}}}};
+  r = api_.Post("/v1/score", request.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_EQ(sent.size(), 1U);
+  const json to_b = json::parse(sent[0].second.substr(sent[0].second.find('{')));
+  EXPECT_EQ(to_b["ts_ms"], request["ts_ms"]);
+  EXPECT_EQ(to_b["users"], json::array({request["users"][0], request["users"][2]}));
+  const json users = Body(r)["users"];
+  ASSERT_EQ(users.size(), 3U);
+  EXPECT_EQ(users[0], json::parse(R"({"user_id":"u-long","from":"b"})"));
+  EXPECT_EQ(users[1]["user_id"], "u-0x");
+  EXPECT_EQ(users[1]["known"], false);  // Scored here, fresh.
+  EXPECT_EQ(users[2], json::parse(R"({"user_id":"u-abcd","from":"b"})"));
+  // B down: its users are answered here, stale (u-long) or not_ready (no state of u-abcd).
+  owner_up = false;
+  r = api_.Post("/v1/score", request.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_THAT(Body(r)["users"][0]["stale"]["reason"].get<std::string>(),
+              HasSubstr("did not answer"));
+  EXPECT_EQ(Body(r)["users"][1].count("stale"), 0U);
+  EXPECT_EQ(Body(r)["users"][2]["error"], "not_ready");
+  owner_up = true;
+
+  // Redirect mode: a 307 to the owner with the same target; POST /v1/score still proxies.
+  context.forward_mode = ForwardMode::kRedirect;
+  sent.clear();
+  r = api_.Get("/v1/users/u-long/tensors?dtype=bf16");
+  EXPECT_EQ(r.status, 307);
+  EXPECT_EQ(HeaderOf(r, "Location"), "http://b:8470/v1/users/u-long/tensors?dtype=bf16");
+  EXPECT_TRUE(sent.empty());
+  EXPECT_EQ(api_.Post("/v1/score", request.dump()).status, 200);
+  EXPECT_EQ(sent.size(), 1U);
+
+  // Off: answered here, stale, saying who owns it.
+  context.forward_mode = ForwardMode::kOff;
+  r = api_.Get("/v1/users/u-long");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_THAT(Body(r)["stale"]["reason"].get<std::string>(), HasSubstr("api.forward is off"));
+
+  // The outcomes are counted.
+  const std::string metrics = api_.Get("/metrics").body;
+  EXPECT_THAT(metrics, HasSubstr("rotor_api_forwarded_total{outcome=\"proxied\"} 3"));
+  EXPECT_THAT(metrics, HasSubstr("rotor_api_forwarded_total{outcome=\"redirected\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("rotor_api_forwarded_total{outcome=\"failed\"} 4"));
 }
 
 // Reads of the state the pipeline's hot cache published in the committed view never touch
@@ -695,7 +850,10 @@ TEST(RouterCreateTest, RefusesAnIncompleteContext) {
                      .partition_of = {},
                      .readiness = {},
                      .now_ms = {},
-                     .limits = {}};
+                     .limits = {},
+                     .locate = {},
+                     .forward_mode = ForwardMode::kProxy,
+                     .forward = {}};
   EXPECT_EQ(Router::Create(context).status().code(), StatusCode::kInvalidArgument);
   context.partition_of = PartitionOf;
   context.input_topic = "";

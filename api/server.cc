@@ -362,7 +362,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     try {
       response = t_router->Route(Request{.method = View(request.method_string()),
                                          .target = View(request.target()),
-                                         .body = request.body()});
+                                         .body = request.body(),
+                                         .forwarded = request.count("X-Rotor-Forwarded") > 0});
     } catch (const std::exception& e) {  // std::bad_alloc and the like: not the client's fault.
       response = ErrorResponse(500, "internal", e.what());
     }

@@ -206,7 +206,10 @@ class ServerTest : public ::testing::Test {
                                                        .partition_of = PartitionOf,
                                                        .readiness = {},
                                                        .now_ms = {},
-                                                       .limits = {}});
+                                                       .limits = {},
+                                                       .locate = {},
+                                                       .forward_mode = ForwardMode::kProxy,
+                                                       .forward = {}});
     options_.port = 0;
     options_.threads = 2;
     options_.read_timeout = milliseconds(400);

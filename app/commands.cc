@@ -127,6 +127,82 @@ api::Readiness ReadinessOf(const pipeline::DaemonStatus& status) {
   return out;
 }
 
+// Where a partition is served from, for the API: here (with its phase) when assigned to this
+// instance, else at the owner the group's description names, else unknown (why).
+api::Placement Locate(const pipeline::Daemon* d, int32_t partition) {
+  api::Placement out;
+  if (d == nullptr) {
+    out.where = api::Placement::Where::kUnknown;
+    out.reason = "this instance is starting";
+    return out;
+  }
+  const pipeline::DaemonStatus status = d->status();
+  for (const pipeline::PartitionReport& p : status.partitions) {
+    if (p.partition.partition != partition) {
+      continue;
+    }
+    out.lag = p.lag;
+    switch (p.phase) {
+      case pipeline::PartitionPhase::kRestoring:
+        out.state = api::PartitionState::kRestoring;
+        break;
+      case pipeline::PartitionPhase::kConsuming:
+        out.state = api::PartitionState::kConsuming;
+        break;
+      case pipeline::PartitionPhase::kStopped:
+        out.state = api::PartitionState::kStopped;
+        break;
+    }
+    if (p.phase != pipeline::PartitionPhase::kConsuming) {
+      out.reason = fmt::format("partition {} of '{}' is {} here{}{}", partition, p.partition.topic,
+                               pipeline::PartitionPhaseName(p.phase), p.reason.empty() ? "" : ": ",
+                               p.reason);
+    }
+    return out;
+  }
+  if (!status.serving) {
+    out.where = api::Placement::Where::kUnknown;
+    out.reason = status.reason.empty() ? "not serving" : status.reason;
+    return out;
+  }
+  pipeline::PartitionOwner owner = d->OwnerOf(partition);
+  if (owner.api_url.empty()) {
+    out.where = api::Placement::Where::kUnknown;
+    out.reason = std::move(owner.reason);
+    return out;
+  }
+  out.where = api::Placement::Where::kOwner;
+  out.owner_url = std::move(owner.api_url);
+  return out;
+}
+
+api::ForwardMode ForwardModeOf(config::ApiForward forward) {
+  switch (forward) {
+    case config::ApiForward::kProxy:
+      return api::ForwardMode::kProxy;
+    case config::ApiForward::kRedirect:
+      return api::ForwardMode::kRedirect;
+    case config::ApiForward::kOff:
+      return api::ForwardMode::kOff;
+  }
+  return api::ForwardMode::kProxy;
+}
+
+// The URL the group is told this instance's API answers at: api.advertised_url, else the bound
+// address and port ("http://*:PORT" for a wildcard address: the other members put in the host
+// the group coordinator saw this instance connect from).
+std::string AdvertisedUrl(const config::ApiOptions& api, const std::string& address,
+                          uint16_t port) {
+  if (!api.advertised_url.empty()) {
+    return api.advertised_url;
+  }
+  if (address == "0.0.0.0" || address == "::") {
+    return fmt::format("http://*:{}", port);
+  }
+  const bool v6 = address.find(':') != std::string::npos;
+  return fmt::format("http://{}{}{}:{}", v6 ? "[" : "", address, v6 ? "]" : "", port);
+}
+
 // One user's committed state from the store, with the input it covers (the same read path
 // as GET /v1/users/{id}). nullopt: the user has no state.
 Result<std::optional<cli::UserSummary>> ReadUser(const Runtime& runtime, const std::string& user,
@@ -160,29 +236,35 @@ int Serve(const Flags& flags, const Config& config) {
     return Fail("serve", runtime.status(), config.state.dir);
   }
   Runtime& rt = **runtime;
-  auto daemon = pipeline::Daemon::Create(config,
-                                         {.bundle = &rt.bundle(),
-                                          .store = &rt.store(),
-                                          .metrics = &rt.metrics(),
-                                          .committed_view = &rt.committed_view()},
-                                         run);
-  if (!daemon.ok()) {
-    return Fail("serve", daemon.status(), config.state.dir);
-  }
-  pipeline::Daemon& d = **daemon;
-
-  // The API answers from before Run starts, so /healthz is up and /readyz says why it is not
-  // ready while the partitions restore. The context outlives the server.
+  // The API starts first: its bound port is part of the address the daemon advertises to the
+  // group (api.advertised_url, else derived from api.listen), and /healthz is up and /readyz
+  // says why it is not ready while the daemon connects and restores. Until the daemon exists
+  // every data request gets 503 not_ready. The context outlives the server.
+  std::atomic<pipeline::Daemon*> live{nullptr};
   const api::ApiContext context{
       .store = rt.store(),
       .committed_view = &rt.committed_view(),
       .bundle = rt.bundle(),
       .metrics = rt.metrics(),
-      .input_topic = d.input_topic(),
-      .partition_of = [&d](std::string_view user) { return d.PartitionOf(user); },
-      .readiness = [&d] { return ReadinessOf(d.status()); },
+      .input_topic = config.kafka.input_topic,
+      .partition_of =
+          [&live](std::string_view user) {
+            const pipeline::Daemon* d = live.load();
+            return d == nullptr ? -1 : d->PartitionOf(user);
+          },
+      .readiness =
+          [&live] {
+            const pipeline::Daemon* d = live.load();
+            if (d == nullptr) {
+              return api::Readiness{.ready = false, .reason = "starting", .partitions = {}};
+            }
+            return ReadinessOf(d->status());
+          },
       .now_ms = {},
-      .limits = api::ApiLimitsFromConfig(config.api)};
+      .limits = api::ApiLimitsFromConfig(config.api),
+      .locate = [&live](int32_t partition) { return Locate(live.load(), partition); },
+      .forward_mode = ForwardModeOf(config.api.forward),
+      .forward = api::HttpForwarder(std::chrono::milliseconds(config.api.forward_timeout_ms))};
   std::unique_ptr<api::Server> server;
   if (config.api.enabled) {
     const api::ServerOptions options = api::ServerOptionsFromConfig(config.api);
@@ -197,7 +279,22 @@ int Serve(const Flags& flags, const Config& config) {
     const bool v6 = options.address.find(':') != std::string::npos;
     spdlog::info("rotor serve: API listening on {}{}{}:{}", v6 ? "[" : "", options.address,
                  v6 ? "]" : "", server->port());
+    run.api_url = AdvertisedUrl(config.api, options.address, server->port());
   }
+  auto daemon = pipeline::Daemon::Create(config,
+                                         {.bundle = &rt.bundle(),
+                                          .store = &rt.store(),
+                                          .metrics = &rt.metrics(),
+                                          .committed_view = &rt.committed_view()},
+                                         run);
+  if (!daemon.ok()) {
+    if (server) {
+      server->Stop();
+    }
+    return Fail("serve", daemon.status(), config.state.dir);
+  }
+  pipeline::Daemon& d = **daemon;
+  live.store(&d);
 
   InstallSignals();
   const Status served = d.Run(g_stop);
@@ -224,6 +321,7 @@ int Serve(const Flags& flags, const Config& config) {
       fmt::print("{}", cli::FormatUserSummary(**user));
     }
   }
+  live.store(nullptr);
   daemon->reset();
   Status closed = rt.Close();
   if (!served.ok()) {

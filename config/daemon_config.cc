@@ -93,6 +93,8 @@ constexpr IntRange kApiThreadsRange{1, 64};
 constexpr IntRange kApiMaxConnectionsRange{1, 100000};
 constexpr IntRange kApiIoTimeoutMsRange{1, 600000};
 constexpr IntRange kApiIdleTimeoutMsRange{1, 3600000};
+constexpr IntRange kApiForwardTimeoutMsRange{1, 60000};
+constexpr IntRange kApiOwnersRefreshMsRange{100, 600000};
 constexpr IntRange kApiMaxBodyBytesRange{1024, int64_t{1} << 30};
 constexpr IntRange kApiMaxCandidatesRange{1, 100000};
 constexpr IntRange kApiMaxUsersRange{1, 10000};
@@ -118,6 +120,7 @@ constexpr std::size_t kMaxTopicNameLength = 249;
 
 // The YAML spellings, indexed by the enumerator's value.
 constexpr std::array<std::string_view, 2> kDeliveryModeNames = {"at_least_once", "exactly_once"};
+constexpr std::array<std::string_view, 3> kApiForwardNames = {"proxy", "redirect", "off"};
 constexpr std::array<std::string_view, 3> kOutputDtypeNames = {"f32", "bf16", "f16"};
 constexpr std::array<std::string_view, 4> kLogLevelNames = {"debug", "info", "warn", "error"};
 
@@ -653,6 +656,10 @@ std::vector<Field> Sections(DaemonConfig& c) {
               {"max_users_per_request", IntField(c.api.max_users_per_request, kApiMaxUsersRange)},
               {"max_total_candidates",
                IntField(c.api.max_total_candidates, kApiMaxTotalCandidatesRange)},
+              {"advertised_url", StringField(c.api.advertised_url)},
+              {"forward", EnumField(c.api.forward, kApiForwardNames)},
+              {"forward_timeout_ms", IntField(c.api.forward_timeout_ms, kApiForwardTimeoutMsRange)},
+              {"owners_refresh_ms", IntField(c.api.owners_refresh_ms, kApiOwnersRefreshMsRange)},
           }),
   };
 }
@@ -1071,6 +1078,43 @@ Status CheckListen(std::string_view path, const std::string& listen) {
   return inet_pton(AF_INET, host.c_str(), address.data()) == 1 ? Status::OK() : bad();
 }
 
+// api.advertised_url: empty, or "http://<host>:<port>" (a name, an IPv4 address or a bracketed
+// IPv6 one; the port in [1, 65535]) with no path: what other instances put before /v1/...
+Status CheckAdvertisedUrl(std::string_view path, const std::string& url) {
+  if (url.empty()) {
+    return Status::OK();
+  }
+  const auto bad = [&] {
+    return Fail(path, fmt::format("expected http://<host>:<port> with no path (http://rotor-0."
+                                  "rotor:8470, http://10.0.0.5:8470), got {}",
+                                  Quote(url)));
+  };
+  constexpr std::string_view kScheme = "http://";
+  if (!url.starts_with(kScheme)) {
+    return bad();
+  }
+  const std::string rest = url.substr(kScheme.size());
+  const std::size_t colon = rest.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return bad();
+  }
+  const std::string host = rest.substr(0, colon);
+  const std::string port = rest.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || !std::ranges::all_of(port, IsDigit) ||
+      std::stoi(port) < 1 || std::stoi(port) > 65535) {
+    return bad();
+  }
+  const bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
+  for (const char c : host) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || IsDigit(c) || c == '.' ||
+                    c == '-' || c == '_' || (bracketed && (c == ':' || c == '[' || c == ']'));
+    if (!ok) {
+      return bad();
+    }
+  }
+  return Status::OK();
+}
+
 Status ValidateApi(const ApiOptions& a) {
   ROTOR_RETURN_IF_ERROR(CheckListen("api.listen", a.listen));
   ROTOR_RETURN_IF_ERROR(CheckInt("api.threads", a.threads, kApiThreadsRange));
@@ -1092,7 +1136,11 @@ Status ValidateApi(const ApiOptions& a) {
                 fmt::format("expected at least api.max_candidates ({}), got {}", a.max_candidates,
                             a.max_total_candidates));
   }
-  return Status::OK();
+  ROTOR_RETURN_IF_ERROR(CheckAdvertisedUrl("api.advertised_url", a.advertised_url));
+  ROTOR_RETURN_IF_ERROR(CheckEnum("api.forward", a.forward, kApiForwardNames));
+  ROTOR_RETURN_IF_ERROR(
+      CheckInt("api.forward_timeout_ms", a.forward_timeout_ms, kApiForwardTimeoutMsRange));
+  return CheckInt("api.owners_refresh_ms", a.owners_refresh_ms, kApiOwnersRefreshMsRange);
 }
 
 }  // namespace
@@ -1177,6 +1225,10 @@ bool IsSecretProperty(std::string_view name) {
 
 std::string MaskedValue(std::string_view name, std::string_view value) {
   return IsSecretProperty(name) ? std::string(kSecretShown) : Quote(value);
+}
+
+std::string_view ApiForwardName(ApiForward forward) {
+  return NameAt(kApiForwardNames, static_cast<unsigned>(forward));
 }
 
 std::string_view DeliveryModeName(DeliveryMode mode) {

@@ -141,6 +141,11 @@ struct LogOptions {
   int64_t stats_interval_ms = 10000;  // Throughput/lag line every interval (0 = never).
 };
 
+// api.forward: a request for a user another instance owns is proxied to it (one hop), answered
+// with a 307 redirect to it, or answered here marked stale.
+enum class ApiForward : unsigned char { kProxy, kRedirect, kOff };
+std::string_view ApiForwardName(ApiForward forward);  // "proxy", "redirect", "off".
+
 // api: the HTTP API (docs/api.md) that `rotor serve` runs beside the pipeline.
 struct ApiOptions {
   bool enabled = true;
@@ -158,6 +163,16 @@ struct ApiOptions {
   // Candidates of one POST /v1/score, all users together. In [1, 1000000], and at least
   // max_candidates.
   int32_t max_total_candidates = 10000;
+  // Several instances (docs/api.md, "Several instances"): a request for a user whose partition
+  // another member of the group owns is sent on to it. The URL other instances reach this one's
+  // API at ("http://host:port", carried in the group consumer's client.id); empty: derived from
+  // api.listen (the bound port; a wildcard address becomes the host the broker sees this
+  // instance connect from).
+  std::string advertised_url;
+  ApiForward forward = ApiForward::kProxy;
+  int32_t forward_timeout_ms = 2000;  // The owner's whole answer, proxied. In [1, 60000].
+  // How often the group's assignment is described to find the owners. In [100, 600000].
+  int32_t owners_refresh_ms = 1000;
 };
 
 struct DaemonConfig {

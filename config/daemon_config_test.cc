@@ -1305,7 +1305,7 @@ TEST(DaemonConfigTest, ConfigurationDocsListEveryField) {
 
 // The api section's fields (kept apart from kAllFields so that sections added in parallel
 // merge without touching each other's lists).
-constexpr std::array<std::string_view, 11> kApiFields = {
+constexpr std::array<std::string_view, 15> kApiFields = {
     "api.enabled",
     "api.listen",
     "api.threads",
@@ -1317,6 +1317,10 @@ constexpr std::array<std::string_view, 11> kApiFields = {
     "api.max_candidates",
     "api.max_users_per_request",
     "api.max_total_candidates",
+    "api.advertised_url",
+    "api.forward",
+    "api.forward_timeout_ms",
+    "api.owners_refresh_ms",
 };
 
 void ExpectSameApi(const ApiOptions& got, const ApiOptions& want) {
@@ -1331,6 +1335,10 @@ void ExpectSameApi(const ApiOptions& got, const ApiOptions& want) {
   EXPECT_EQ(got.max_candidates, want.max_candidates);
   EXPECT_EQ(got.max_users_per_request, want.max_users_per_request);
   EXPECT_EQ(got.max_total_candidates, want.max_total_candidates);
+  EXPECT_EQ(got.advertised_url, want.advertised_url);
+  EXPECT_EQ(got.forward, want.forward);
+  EXPECT_EQ(got.forward_timeout_ms, want.forward_timeout_ms);
+  EXPECT_EQ(got.owners_refresh_ms, want.owners_refresh_ms);
 }
 
 TEST(DaemonConfigApiTest, MissingFieldsTakeTheHeaderDefaults) {
@@ -1348,6 +1356,10 @@ TEST(DaemonConfigApiTest, MissingFieldsTakeTheHeaderDefaults) {
   EXPECT_EQ(a.max_candidates, 1000);
   EXPECT_EQ(a.max_users_per_request, 100);
   EXPECT_EQ(a.max_total_candidates, 10000);
+  EXPECT_EQ(a.advertised_url, "");
+  EXPECT_EQ(a.forward, ApiForward::kProxy);
+  EXPECT_EQ(a.forward_timeout_ms, 2000);
+  EXPECT_EQ(a.owners_refresh_ms, 1000);
 }
 
 TEST(DaemonConfigApiTest, FullSectionSetsEveryField) {
@@ -1363,6 +1375,10 @@ TEST(DaemonConfigApiTest, FullSectionSetsEveryField) {
                                       {"api.max_candidates", "100000"},
                                       {"api.max_users_per_request", "10000"},
                                       {"api.max_total_candidates", "1000000"},
+                                      {"api.advertised_url", "\"http://rotor-0.rotor:8470\""},
+                                      {"api.forward", "redirect"},
+                                      {"api.forward_timeout_ms", "60000"},
+                                      {"api.owners_refresh_ms", "100"},
                                   }),
                                   {});
   ASSERT_TRUE(config.ok()) << config.status().ToString();
@@ -1378,6 +1394,10 @@ TEST(DaemonConfigApiTest, FullSectionSetsEveryField) {
   want.max_candidates = 100000;
   want.max_users_per_request = 10000;
   want.max_total_candidates = 1000000;
+  want.advertised_url = "http://rotor-0.rotor:8470";
+  want.forward = ApiForward::kRedirect;
+  want.forward_timeout_ms = 60000;
+  want.owners_refresh_ms = 100;
   ExpectSameApi(config->api, want);
 }
 
@@ -1407,9 +1427,29 @@ TEST(DaemonConfigApiTest, EveryFieldRefusesBadValuesNamingIt) {
        "config api.max_users_per_request: expected an integer in [1, 10000], got 0"},
       {"api.max_total_candidates", "0",
        "config api.max_total_candidates: expected an integer in [1, 1000000], got 0"},
+      {"api.forward", "always",
+       "config api.forward: expected one of proxy, redirect, off, got \"always\""},
+      {"api.forward_timeout_ms", "0",
+       "config api.forward_timeout_ms: expected an integer in [1, 60000], got 0"},
+      {"api.owners_refresh_ms", "99",
+       "config api.owners_refresh_ms: expected an integer in [100, 600000], got 99"},
   };
   for (const BadValue& c : cases) {
     EXPECT_EQ(ErrorOf(Doc({{c.path, c.value}})), c.error) << c.path << ": " << c.value;
+  }
+}
+
+TEST(DaemonConfigApiTest, AdvertisedUrlIsHttpHostAndPort) {
+  for (const std::string_view good : {"", "http://rotor-0.rotor:8470", "http://10.0.0.5:1",
+                                      "http://[fe80::1]:8470", "http://localhost:65535"}) {
+    EXPECT_EQ(ErrorOf(Doc({{"api.advertised_url", fmt::format("\"{}\"", good)}})), "OK") << good;
+  }
+  for (const std::string_view bad :
+       {"rotor-0:8470", "https://a:1", "http://a", "http://a:0", "http://a:65536", "http://:80",
+        "http://a:80/x", "http://u@a:80", "http://a b:80"}) {
+    const std::string error = ErrorOf(Doc({{"api.advertised_url", fmt::format("\"{}\"", bad)}}));
+    EXPECT_TRUE(error.starts_with("config api.advertised_url: expected http://<host>:<port>"))
+        << bad << ": " << error;
   }
 }
 

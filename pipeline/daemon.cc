@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "common/topic_partition.h"
@@ -78,10 +79,15 @@ Status Daemon::Impl::Connect() {
   ROTOR_ASSIGN_OR_RETURN(input_partitions, CheckTopics());
   ROTOR_ASSIGN_OR_RETURN(
       consumer, internal::GroupConsumer::Create(config, bootstrap, input_partitions, *store,
-                                                shutdown, failure, *this));
+                                                shutdown, failure, *this, run.api_url));
   if (config.kafka.standby_replicas > 0) {
     ROTOR_ASSIGN_OR_RETURN(standby,
                            internal::Standby::Start(config, bootstrap, input_partitions, *store));
+  }
+  // The embedded cluster has one instance: every partition is here.
+  if (!run.api_url.empty() && !config.kafka.embedded) {
+    ROTOR_ASSIGN_OR_RETURN(owners, internal::Owners::Start(config, bootstrap));
+    spdlog::info("api: advertising {} to group '{}'", run.api_url, config.kafka.group_id);
   }
   return Status::OK();
 }
@@ -549,6 +555,27 @@ DaemonStatus Daemon::status() const {
 
 int32_t Daemon::PartitionOf(std::string_view user) const {
   return internal::JavaPartition(user, impl_->input_partitions);
+}
+
+PartitionOwner Daemon::OwnerOf(int32_t partition) const {
+  const Impl& d = *impl_;
+  if (d.owners == nullptr) {
+    return {.api_url = {},
+            .reason = d.config.kafka.embedded
+                          ? "the embedded cluster has one instance"
+                          : "this instance looks up no owners (rotor serve without the API)"};
+  }
+  internal::Owners::Found found = d.owners->Find(partition);
+  {
+    const std::lock_guard<std::mutex> lock(d.member_mu);
+    if (!found.member_id.empty() && found.member_id == d.member_id) {
+      return {.api_url = {},
+              .reason = fmt::format("the group assigns partition {} to this instance, which is "
+                                    "taking it over",
+                                    partition)};
+    }
+  }
+  return {.api_url = std::move(found.api_url), .reason = std::move(found.reason)};
 }
 
 const std::string& Daemon::input_topic() const {

@@ -34,6 +34,18 @@ struct RunOptions {
   // about 5 MiB per partition).
   std::string feed_file;
   int64_t feed_max_ahead = 20000;
+  // The URL this instance's HTTP API is reached at ("http://10.0.0.5:8470"; host '*': the
+  // address the group coordinator sees it connect from), advertised to the group so that the
+  // other instances forward requests for its partitions here; empty: none advertised, and the
+  // group's owners are not looked up (OwnerOf says so).
+  std::string api_url;
+};
+
+// The owner of an input partition this instance does not own, as the group's last description
+// says (api.owners_refresh_ms): its advertised API URL, or why none is known now.
+struct PartitionOwner {
+  std::string api_url;  // Empty when unknown.
+  std::string reason;   // Why unknown: rebalancing, no owner, no address advertised, ...
 };
 
 // Counters of a run.
@@ -123,8 +135,8 @@ struct DaemonStatus {
 // Lifecycle: Create validates everything (bundle, state directory, Kafka settings) and
 // connects; Run serves until asked to stop; destruction closes the clients and the store.
 // Concurrency: Run on one thread; `stop` may be set from any thread or a signal handler.
-// status(), PartitionOf(), input_topic() and LoadUser() may be called from any thread at any
-// time (the HTTP API's threads); stats() only when Run is not running.
+// status(), PartitionOf(), OwnerOf(), input_topic() and LoadUser() may be called from any thread at
+// any time (the HTTP API's threads); stats() only when Run is not running.
 class Daemon {
  public:
   // With lent resources (the app's runtime): the bundle, store and metrics registry stay the
@@ -154,6 +166,8 @@ class Daemon {
   // over the input topic's partition count found at start-up, as the daemon routes and checks
   // records.
   int32_t PartitionOf(std::string_view user) const;
+  // Who owns `partition` when this instance does not (the API's forwarding).
+  PartitionOwner OwnerOf(int32_t partition) const;
   const std::string& input_topic() const;
   const std::string& bootstrap_servers() const;
   // The producer's transactional.id (exactly_once; empty otherwise).

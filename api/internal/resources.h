@@ -40,7 +40,53 @@ struct ResourceContext {
   // from a RocksDB snapshot.
   common::Counter* hot_reads = nullptr;
   common::Counter* store_reads = nullptr;
+  // rotor_api_forwarded_total{outcome="proxied"|"redirected"|"failed"}: requests (or, for
+  // POST /v1/score, owners asked) sent on to the partition's owner; rotor_api_stale_total:
+  // users answered from this instance's state while it may be behind.
+  common::Counter* proxied = nullptr;
+  common::Counter* redirected = nullptr;
+  common::Counter* forward_failed = nullptr;
+  common::Counter* stale_answers = nullptr;
 };
+
+// ---- placement.cc ---------------------------------------------------------------------------
+
+// Why an answer from this instance's state may be behind the owner's (docs/api.md, "Several
+// instances"): the partition restores here, the group is rebalancing, its owner did not answer.
+struct Stale {
+  std::string reason;
+  int64_t lag = -1;  // Records the state is behind the log's end; -1 when unknown.
+};
+
+// How one user's request is answered.
+struct Answer {
+  enum class Kind : unsigned char {
+    kHere,      // From this instance's state (marked stale when `stale` is set).
+    kForward,   // Proxied to the owner at `owner_url`.
+    kRedirect,  // 307 to the owner at `owner_url`.
+    kNotReady,  // 503 not_ready (`stale` says why): no partition is known for the user yet.
+  };
+  Kind kind = Kind::kHere;
+  std::string owner_url;
+  std::optional<Stale> stale;
+};
+
+// Where ApiContext::locate puts `partition`, and what the request and api.forward make of it.
+// `redirect_ok`: a 307 can answer the request (not for POST /v1/score, whose users may have
+// several owners: those are proxied).
+Answer Decide(const ResourceContext& ctx, const Request& request, int32_t partition,
+              bool redirect_ok);
+// "stale": {"reason", "lag"} into the open object.
+void WriteStale(JsonWriter& json, const Stale& stale);
+// The X-Rotor-Stale header's value: the reason, as visible ASCII.
+std::string StaleHeader(const Stale& stale);
+// Header X-Rotor-Stale: the reason; counts the stale answer.
+void MarkStale(ResourceContext& ctx, Response& response, const Stale& stale);
+// 503 not_ready with Retry-After: 1: this instance cannot answer for the user now (its state
+// may be behind and it has none of the user, or it has no state of the partition at all).
+Response NotReadyResponse(const Stale& stale);
+// 307 to the owner: Location `owner_url` + `target`, header X-Rotor-Owner.
+Response RedirectResponse(std::string_view owner_url, std::string_view target);
 
 // ---- user_view.cc ---------------------------------------------------------------------------
 
@@ -81,9 +127,14 @@ int64_t NowMs(const ApiContext& api);
 
 // ---- the resources --------------------------------------------------------------------------
 
+// `stale` (null when this instance's state is fresh): the answer is marked stale, and a user
+// this instance holds no state of gets 503 not_ready instead of a 404 or a cold-start score.
+
 // users.cc: GET /v1/users/{id}, GET /v1/users/{id}/tensors[?dtype=f32|bf16|f16].
-Response GetUser(ResourceContext& ctx, std::string_view user, const Query& query);
-Response GetUserTensors(ResourceContext& ctx, std::string_view user, const Query& query);
+Response GetUser(ResourceContext& ctx, std::string_view user, const Query& query,
+                 const Stale* stale);
+Response GetUserTensors(ResourceContext& ctx, std::string_view user, const Query& query,
+                        const Stale* stale);
 
 // score.cc: POST /v1/users/{id}/score, POST /v1/score.
 // "scores": one object per candidate of label name -> probability (sigmoid of the logit), from
@@ -91,8 +142,10 @@ Response GetUserTensors(ResourceContext& ctx, std::string_view user, const Query
 void WriteScores(JsonWriter& json, std::span<const encoders::LabelSpec> labels,
                  std::span<const float> logits);
 Response PostUserScore(ResourceContext& ctx, std::string_view user, const Query& query,
-                       std::string_view body);
-Response PostScore(ResourceContext& ctx, const Query& query, std::string_view body);
+                       std::string_view body, const Stale* stale);
+// Each user is placed on its own (Decide): users owned elsewhere are sent on in one request per
+// owner and their entries put back in order.
+Response PostScore(ResourceContext& ctx, const Request& http, const Query& query);
 
 // health.cc: GET /healthz, GET /readyz.
 Response GetHealthz(ResourceContext& ctx, const Query& query);

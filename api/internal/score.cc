@@ -7,9 +7,11 @@
 // says of someone it has seen nothing of), and the response says "known": false, so a ranker
 // can tell a cold start from a warm one without a second request.
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include <fmt/core.h>
+#include <nlohmann/json.hpp>
 
 #include "api/internal/resources.h"
 #include "encoders/event_parser.h"
@@ -41,12 +44,19 @@ struct ScoreError {
 // open object, or says why the user's state cannot be used.
 std::optional<ScoreError> ScoreUser(ResourceContext& ctx, std::string_view user,
                                     const std::vector<encoders::EventInputs>& candidates,
-                                    JsonWriter& json) {
+                                    const Stale* stale, JsonWriter& json) {
   Result<UserView> view = LoadUserView(ctx, user);
   if (!view.ok()) {
     return ScoreError{StorageErrorStatus(view.status()),
                       std::string(StorageErrorCode(view.status())),
                       std::string(view.status().message())};
+  }
+  if (stale != nullptr && !view->known) {
+    // A cold-start score would be a guess: the owner may know the user.
+    return ScoreError{503, "not_ready",
+                      fmt::format("{}, and this instance holds no state of the user to answer "
+                                  "with",
+                                  stale->reason)};
   }
   const encoders::Bundle& bundle = ctx.api.bundle;
   if (view->known && view->model_id != bundle.model_id()) {
@@ -68,7 +78,81 @@ std::optional<ScoreError> ScoreUser(ResourceContext& ctx, std::string_view user,
   json.Key("next_pos").Int(view->window->next_pos);
   WriteInput(json, ctx.api, *view);
   WriteScores(json, labels, logits);
+  if (stale != nullptr) {
+    WriteStale(json, *stale);
+    if (ctx.stale_answers != nullptr) {
+      ctx.stale_answers->Increment();
+    }
+  }
   return std::nullopt;
+}
+
+// POST /v1/score's users owned elsewhere (answers[i].kind == kForward), sent on in one request
+// per owner with the body's other members as they were: each entry the owners answered, as
+// JSON, at its user's index. An owner that fails turns its users' answers into stale ones here.
+std::vector<std::string> ScoreElsewhere(ResourceContext& ctx, std::string_view body,
+                                        std::vector<Answer>& answers) {
+  std::vector<std::string> entries(answers.size());
+  std::map<std::string, std::vector<std::size_t>> by_owner;
+  for (std::size_t i = 0; i < answers.size(); ++i) {
+    if (answers[i].kind == Answer::Kind::kForward) {
+      by_owner[answers[i].owner_url].push_back(i);
+    }
+  }
+  if (by_owner.empty()) {
+    return entries;
+  }
+  // The body passed ParseScoreRequest: it is a JSON object whose "users" is an array with one
+  // element per user, in order.
+  const nlohmann::json parsed = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  for (const auto& [url, indexes] : by_owner) {
+    std::string why;
+    if (parsed.is_object() && parsed.contains("users") && parsed["users"].is_array() &&
+        parsed["users"].size() == answers.size()) {
+      nlohmann::json sub = parsed;
+      sub["users"] = nlohmann::json::array();
+      for (const std::size_t i : indexes) {
+        sub["users"].push_back(parsed["users"][i]);
+      }
+      const std::string sub_body = sub.dump();
+      const Result<Response> answered =
+          ctx.api.forward(url, Request{.method = "POST", .target = "/v1/score", .body = sub_body});
+      if (!answered.ok()) {
+        why = answered.status().message();
+      } else if (answered->status != 200) {
+        why = fmt::format(
+            "it answered {}: {}", answered->status,
+            answered->body.substr(0, std::min<std::size_t>(answered->body.size(), 200)));
+      } else {
+        const nlohmann::json reply =
+            nlohmann::json::parse(answered->body, nullptr, /*allow_exceptions=*/false);
+        if (reply.is_object() && reply.contains("users") && reply["users"].is_array() &&
+            reply["users"].size() == indexes.size()) {
+          for (std::size_t k = 0; k < indexes.size(); ++k) {
+            entries[indexes[k]] = reply["users"][k].dump();
+          }
+          if (ctx.proxied != nullptr) {
+            ctx.proxied->Increment();
+          }
+          continue;
+        }
+        why = "its answer has no \"users\" array with one entry per user sent";
+      }
+    } else {
+      why = "the request's users could not be split";
+    }
+    if (ctx.forward_failed != nullptr) {
+      ctx.forward_failed->Increment();
+    }
+    for (const std::size_t i : indexes) {
+      answers[i] =
+          Answer{.kind = Answer::Kind::kHere,
+                 .owner_url = {},
+                 .stale = Stale{.reason = fmt::format("the owner {} did not answer: {}", url, why),
+                                .lag = -1}};
+    }
+  }
+  return entries;
 }
 
 // What both score resources begin with: no query parameters, the body parsed in `form`, and
@@ -108,7 +192,7 @@ void WriteScores(JsonWriter& json, std::span<const encoders::LabelSpec> labels,
 }
 
 Response PostUserScore(ResourceContext& ctx, std::string_view user, const Query& query,
-                       std::string_view body) {
+                       std::string_view body, const Stale* stale) {
   encoders::ScoreRequest& request = ctx.score_request;
   JsonWriter json;
   if (auto refused =
@@ -118,28 +202,56 @@ Response PostUserScore(ResourceContext& ctx, std::string_view user, const Query&
   // The response: ~30 bytes per score ("click":0.123456789,) and a few hundred for the rest.
   json.Reserve(512 + request.users.front().candidates.size() *
                          ctx.api.bundle.config().schema.labels.size() * 32);
-  if (const auto error = ScoreUser(ctx, user, request.users.front().candidates, json)) {
-    return ErrorResponse(error->status, error->code, error->detail);
+  if (const auto error = ScoreUser(ctx, user, request.users.front().candidates, stale, json)) {
+    Response refused = ErrorResponse(error->status, error->code, error->detail);
+    if (error->status == 503) {
+      refused.headers.emplace_back("Retry-After", "1");
+    }
+    return refused;
   }
   json.EndObject();
   Response response;
   response.body = json.Take();
+  if (stale != nullptr) {
+    response.headers.emplace_back("X-Rotor-Stale", StaleHeader(*stale));
+  }
   return response;
 }
 
-Response PostScore(ResourceContext& ctx, const Query& query, std::string_view body) {
+Response PostScore(ResourceContext& ctx, const Request& http, const Query& query) {
   encoders::ScoreRequest& request = ctx.score_request;
   JsonWriter json;
-  if (auto refused =
-          BeginScore(ctx, query, body, encoders::ScoreRequestForm::kManyUsers, request, json)) {
+  if (auto refused = BeginScore(ctx, query, http.body, encoders::ScoreRequestForm::kManyUsers,
+                                request, json)) {
     return *refused;
   }
-  json.Key("users").BeginArray();
+  std::vector<Answer> answers;
+  answers.reserve(request.users.size());
   for (const encoders::ScoreRequest::User& user : request.users) {
+    answers.push_back(Decide(ctx, http, ctx.api.partition_of(user.user_id),
+                             /*redirect_ok=*/false));
+  }
+  const std::vector<std::string> elsewhere = ScoreElsewhere(ctx, http.body, answers);
+  bool any_stale = false;
+  json.Key("users").BeginArray();
+  for (std::size_t i = 0; i < request.users.size(); ++i) {
+    const encoders::ScoreRequest::User& user = request.users[i];
+    if (!elsewhere[i].empty()) {
+      json.Raw(elsewhere[i]);
+      continue;
+    }
     // A user whose state cannot be used is reported in its place; the others are scored.
+    const Stale* stale = answers[i].stale ? &*answers[i].stale : nullptr;
+    any_stale = any_stale || stale != nullptr;
     JsonWriter one;
     one.BeginObject();
-    if (const auto error = ScoreUser(ctx, user.user_id, user.candidates, one)) {
+    std::optional<ScoreError> error;
+    if (answers[i].kind == Answer::Kind::kNotReady) {
+      error = ScoreError{503, "not_ready", stale->reason};
+    } else {
+      error = ScoreUser(ctx, user.user_id, user.candidates, stale, one);
+    }
+    if (error) {
       json.BeginObject();
       json.Key("user_id").String(user.user_id);
       json.Key("error").String(error->code);
@@ -154,6 +266,9 @@ Response PostScore(ResourceContext& ctx, const Query& query, std::string_view bo
   json.EndObject();
   Response response;
   response.body = json.Take();
+  if (any_stale) {
+    response.headers.emplace_back("X-Rotor-Stale", "true");
+  }
   return response;
 }
 

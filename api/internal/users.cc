@@ -15,16 +15,18 @@
 namespace rotor::api::internal {
 namespace {
 
-// The user's committed state, or nullopt with the response that says why there is none.
+// The user's committed state, or nullopt with the response that says why there is none (a
+// 503 rather than a 404 when this instance's state may be behind: the owner may know the user).
 std::optional<UserView> LoadKnownUser(ResourceContext& ctx, std::string_view user,
-                                      Response& error) {
+                                      const Stale* stale, Response& error) {
   Result<UserView> view = LoadUserView(ctx, user);
   if (!view.ok()) {
     error = StorageErrorResponse(view.status());
     return std::nullopt;
   }
   if (!view->known) {
-    error = ErrorResponse(404, "not_found", "no state for this user");
+    error = stale != nullptr ? NotReadyResponse(*stale)
+                             : ErrorResponse(404, "not_found", "no state for this user");
     return std::nullopt;
   }
   return std::move(*view);
@@ -32,12 +34,13 @@ std::optional<UserView> LoadKnownUser(ResourceContext& ctx, std::string_view use
 
 }  // namespace
 
-Response GetUser(ResourceContext& ctx, std::string_view user, const Query& query) {
+Response GetUser(ResourceContext& ctx, std::string_view user, const Query& query,
+                 const Stale* stale) {
   if (auto refused = RefuseUnknownParameters(query, {})) {
     return *refused;
   }
   Response error;
-  const std::optional<UserView> view = LoadKnownUser(ctx, user, error);
+  const std::optional<UserView> view = LoadKnownUser(ctx, user, stale, error);
   if (!view) {
     return error;
   }
@@ -53,13 +56,20 @@ Response GetUser(ResourceContext& ctx, std::string_view user, const Query& query
   json.Key("last_event_ts_ms").Int(w.last_ts_ms);
   json.Key("state_age_ms").Int(NowMs(ctx.api) - w.last_ts_ms);
   WriteInput(json, ctx.api, *view);
+  if (stale != nullptr) {
+    WriteStale(json, *stale);
+  }
   json.EndObject();
   Response response;
   response.body = json.Take();
+  if (stale != nullptr) {
+    MarkStale(ctx, response, *stale);
+  }
   return response;
 }
 
-Response GetUserTensors(ResourceContext& ctx, std::string_view user, const Query& query) {
+Response GetUserTensors(ResourceContext& ctx, std::string_view user, const Query& query,
+                        const Stale* stale) {
   if (auto refused = RefuseUnknownParameters(query, {"dtype"})) {
     return *refused;
   }
@@ -79,7 +89,7 @@ Response GetUserTensors(ResourceContext& ctx, std::string_view user, const Query
     }
   }
   Response error;
-  const std::optional<UserView> view = LoadKnownUser(ctx, user, error);
+  const std::optional<UserView> view = LoadKnownUser(ctx, user, stale, error);
   if (!view) {
     return error;
   }
@@ -104,6 +114,9 @@ Response GetUserTensors(ResourceContext& ctx, std::string_view user, const Query
   Response response;
   response.content_type = "application/octet-stream";
   response.body = std::move(*bytes);
+  if (stale != nullptr) {
+    MarkStale(ctx, response, *stale);
+  }
   return response;
 }
 

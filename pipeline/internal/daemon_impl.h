@@ -25,6 +25,7 @@
 #include "pipeline/internal/delivery.h"
 #include "pipeline/internal/feeder.h"
 #include "pipeline/internal/group_consumer.h"
+#include "pipeline/internal/group_directory.h"
 #include "pipeline/internal/run_control.h"
 #include "pipeline/internal/standby.h"
 #include "pipeline/internal/store_writer.h"
@@ -57,6 +58,10 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
   std::unique_ptr<internal::GroupConsumer> consumer;  // The input and where it stands.
   // Warm copies of other members' partitions (kafka.standby_replicas > 0; else null).
   std::unique_ptr<internal::Standby> standby;
+  // The group's owners, for the API's forwarding (RunOptions::api_url set; else null).
+  std::unique_ptr<internal::Owners> owners;
+  mutable std::mutex member_mu;
+  std::string member_id;  // Guarded by member_mu: this instance's in the group ("" before).
   bool exactly_once = false;
   std::string transactional_id;  // exactly_once only.
   // The first permanent failure (a delivery the broker refused for good, a fenced producer):
@@ -99,6 +104,7 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
   Impl& operator=(Impl&&) = delete;
   ~Impl() override {
     standby.reset();  // Its thread writes to the store.
+    owners.reset();
     feeder.reset();
     consumer.reset();
     writer.reset();  // Finishes its commits (of batches the delivery ledger holds) first.
@@ -120,9 +126,17 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
   void AfterAssign(std::span<const TopicPartition> stored,
                    std::span<const TopicPartition> fresh) override;
   // The standby copies end for the partitions this instance owns now.
-  void OwnedChanged(const std::set<int32_t>& owned, const std::string& member_id) override {
+  // The group's owners are looked up again.
+  void OwnedChanged(const std::set<int32_t>& owned, const std::string& member) override {
     if (standby != nullptr) {
-      standby->SetOwned(owned, member_id);
+      standby->SetOwned(owned, member);
+    }
+    if (owners != nullptr) {
+      {
+        const std::lock_guard<std::mutex> lock(member_mu);
+        member_id = member;
+      }
+      owners->Refresh();
     }
   }
   // Readiness while the assign callback restores: the partition restoring, with its progress.

@@ -12,6 +12,7 @@
 
 #include "common/failpoint.h"
 #include "pipeline/internal/changelog_restore.h"
+#include "pipeline/internal/group_directory.h"
 
 namespace rotor::pipeline::internal {
 
@@ -28,7 +29,7 @@ GroupConsumer::~GroupConsumer() = default;
 Result<std::unique_ptr<GroupConsumer>> GroupConsumer::Create(
     const config::DaemonConfig& config, const std::string& bootstrap, int32_t input_partitions,
     storage::UserStateStore& store, ShutdownClock& shutdown, FailureLatch& failure,
-    Listener& listener) {
+    Listener& listener, std::string_view api_url) {
   const config::KafkaOptions& k = config.kafka;
   // The input topic's partition count, stored with the state the first time.
   ROTOR_RETURN_IF_ERROR(
@@ -45,7 +46,9 @@ Result<std::unique_ptr<GroupConsumer>> GroupConsumer::Create(
                         store, shutdown, failure, listener));
   ConfPtr conf(rd_kafka_conf_new());
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "bootstrap.servers", bootstrap));
-  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "client.id", k.client_id));
+  // The API's address rides in the client.id, where the group's description shows it to the
+  // other members (group_directory.h).
+  ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "client.id", ClientIdWithApi(k.client_id, api_url)));
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "group.id", k.group_id));
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.auto.commit", "false"));
   ROTOR_RETURN_IF_ERROR(SetConf(conf.get(), "enable.auto.offset.store", "false"));

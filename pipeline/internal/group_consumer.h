@@ -19,6 +19,7 @@
 #include <set>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -83,12 +84,10 @@ class GroupConsumer {
 
   // `bootstrap` is the cluster's address; `input_partitions` the input topic's partition count
   // (from the start-up metadata check), which must match what the state was built with.
-  static Result<std::unique_ptr<GroupConsumer>> Create(const config::DaemonConfig& config,
-                                                       const std::string& bootstrap,
-                                                       int32_t input_partitions,
-                                                       storage::UserStateStore& store,
-                                                       ShutdownClock& shutdown,
-                                                       FailureLatch& failure, Listener& listener);
+  static Result<std::unique_ptr<GroupConsumer>> Create(
+      const config::DaemonConfig& config, const std::string& bootstrap, int32_t input_partitions,
+      storage::UserStateStore& store, ShutdownClock& shutdown, FailureLatch& failure,
+      Listener& listener, std::string_view api_url = {});
   ~GroupConsumer();
   GroupConsumer(const GroupConsumer&) = delete;
   GroupConsumer& operator=(const GroupConsumer&) = delete;

@@ -16,69 +16,6 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
-struct QueueDeleter {
-  void operator()(rd_kafka_queue_t* q) const { rd_kafka_queue_destroy(q); }
-};
-struct EventDeleter {
-  void operator()(rd_kafka_event_t* e) const { rd_kafka_event_destroy(e); }
-};
-struct AdminOptionsDeleter {
-  void operator()(rd_kafka_AdminOptions_t* o) const { rd_kafka_AdminOptions_destroy(o); }
-};
-
-// The members of `group` and their assignments of `topic`'s partitions; nullopt while the
-// group is not stable (rebalancing: the assignments are being changed).
-Result<std::optional<std::vector<GroupMember>>> DescribeGroup(rd_kafka_t* rk,
-                                                              const std::string& group,
-                                                              const std::string& topic,
-                                                              int timeout_ms) {
-  std::unique_ptr<rd_kafka_queue_t, QueueDeleter> queue(rd_kafka_queue_new(rk));
-  std::unique_ptr<rd_kafka_AdminOptions_t, AdminOptionsDeleter> options(
-      rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS));
-  char errstr[256] = {};
-  if (rd_kafka_AdminOptions_set_request_timeout(options.get(), timeout_ms, errstr,
-                                                sizeof(errstr)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    return Status::Internal("describing group '{}': {}", group, errstr);
-  }
-  const char* groups[] = {group.c_str()};
-  rd_kafka_DescribeConsumerGroups(rk, groups, 1, options.get(), queue.get());
-  std::unique_ptr<rd_kafka_event_t, EventDeleter> event(
-      rd_kafka_queue_poll(queue.get(), timeout_ms + 1000));
-  if (!event) {
-    return Status::Unavailable("describing group '{}': no answer within {} ms", group, timeout_ms);
-  }
-  ROTOR_RETURN_IF_ERROR(
-      FromKafka(rd_kafka_event_error(event.get()), fmt::format("describing group '{}'", group)));
-  const auto* result = rd_kafka_event_DescribeConsumerGroups_result(event.get());
-  size_t count = 0;
-  const rd_kafka_ConsumerGroupDescription_t** found =
-      rd_kafka_DescribeConsumerGroups_result_groups(result, &count);
-  std::vector<GroupMember> members;
-  if (count == 0) {
-    return members;
-  }
-  if (const rd_kafka_error_t* error = rd_kafka_ConsumerGroupDescription_error(found[0])) {
-    return FromKafka(rd_kafka_error_code(error), fmt::format("describing group '{}'", group));
-  }
-  if (rd_kafka_ConsumerGroupDescription_state(found[0]) != RD_KAFKA_CONSUMER_GROUP_STATE_STABLE) {
-    return std::optional<std::vector<GroupMember>>();
-  }
-  const size_t n = rd_kafka_ConsumerGroupDescription_member_count(found[0]);
-  for (size_t i = 0; i < n; ++i) {
-    const rd_kafka_MemberDescription_t* m = rd_kafka_ConsumerGroupDescription_member(found[0], i);
-    GroupMember& member = members.emplace_back();
-    member.id = rd_kafka_MemberDescription_consumer_id(m);
-    const rd_kafka_topic_partition_list_t* parts =
-        rd_kafka_MemberAssignment_partitions(rd_kafka_MemberDescription_assignment(m));
-    for (int j = 0; parts != nullptr && j < parts->cnt; ++j) {
-      if (topic == parts->elems[j].topic) {
-        member.partitions.push_back(parts->elems[j].partition);
-      }
-    }
-  }
-  return std::optional(std::move(members));
-}
-
 }  // namespace
 
 std::set<int32_t> StandbyPartitions(std::vector<GroupMember> members, std::string_view self,

@@ -55,16 +55,11 @@
 
 #include "common/status.h"
 #include "config/daemon_config.h"
+#include "pipeline/internal/group_directory.h"
 #include "pipeline/internal/rdkafka_util.h"
 #include "storage/user_state_store.h"
 
 namespace rotor::pipeline::internal {
-
-// One member of the consumer group as the standby choice sees it.
-struct GroupMember {
-  std::string id;
-  std::vector<int32_t> partitions;  // Of the input topic.
-};
 
 // The input partitions `self` keeps copies of: those of the `replicas` members before it in
 // member-id order (wrapping around, never itself), minus `owned`. Empty when `self` is not

@@ -2,6 +2,7 @@
 
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -9,13 +10,20 @@
 namespace rotor::pipeline::internal {
 namespace {
 
+GroupMember Member(std::string id, std::vector<int32_t> partitions) {
+  return {.id = std::move(id),
+          .client_id = "rotor",
+          .host = "/127.0.0.1",
+          .partitions = std::move(partitions)};
+}
+
 // Members sorted by id form a ring; a member copies the partitions of the `replicas` members
 // before it, never its own or what it owns, and nothing when it is not in the group.
 TEST(StandbyPartitionsTest, EachMemberCopiesThePartitionsOfTheMembersBeforeItInIdOrder) {
   const std::vector<GroupMember> members = {
-      {.id = "m-c", .partitions = {4, 5}},
-      {.id = "m-a", .partitions = {0, 1}},
-      {.id = "m-b", .partitions = {2, 3}},
+      Member("m-c", {4, 5}),
+      Member("m-a", {0, 1}),
+      Member("m-b", {2, 3}),
   };
   EXPECT_EQ(StandbyPartitions(members, "m-a", 1, {0, 1}), (std::set<int32_t>{4, 5}));
   EXPECT_EQ(StandbyPartitions(members, "m-b", 1, {2, 3}), (std::set<int32_t>{0, 1}));
@@ -27,7 +35,7 @@ TEST(StandbyPartitionsTest, EachMemberCopiesThePartitionsOfTheMembersBeforeItInI
   // copied.
   EXPECT_EQ(StandbyPartitions(members, "m-a", 1, {0, 1, 5}), (std::set<int32_t>{4}));
   EXPECT_TRUE(StandbyPartitions(members, "m-x", 1, {}).empty());
-  EXPECT_TRUE(StandbyPartitions({{.id = "m-a", .partitions = {0}}}, "m-a", 1, {0}).empty());
+  EXPECT_TRUE(StandbyPartitions({Member("m-a", {0})}, "m-a", 1, {0}).empty());
   EXPECT_TRUE(StandbyPartitions(members, "m-a", 0, {0, 1}).empty());
   // Every partition has a copy on another member with one replica.
   std::set<int32_t> covered;
