@@ -67,6 +67,9 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -1550,6 +1553,165 @@ def case_upgrade(case):
           f"rest; both states exact, {published[green_id]} green and {published[blue_id]} "
           f"blue rows, each once under read_committed")
 
+
+def http(port, method, path, body=None, timeout=15):
+    """One request to the API on 127.0.0.1:`port`: (status, headers, body bytes), whatever the
+    status."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def api_port(proc, timeout=60):
+    def found():
+        m = re.search(r"API listening on 127\.0\.0\.1:(\d+)", proc.text())
+        return int(m.group(1)) if m else None
+    wait_for(found, timeout, f"{proc.log.name} to say where its API listens")
+    return found()
+
+
+def user_path(user):
+    return "/v1/users/" + urllib.parse.quote(user, safe="")
+
+
+def case_route(case):
+    """Any instance answers for any user: three instances share 6 partitions (standby replicas
+    on). Once the input is consumed, every user is asked for at every instance (metadata,
+    tensors, and one POST /v1/score of all users): each instance gives the owner's answer
+    (proxied, X-Rotor-Served-By naming the owner), equal to a replay of the input, and none is
+    stale. Then one instance is killed with -9 and the other two are asked again and again
+    while the group notices and moves its partitions: an answer is the exact state, or says it
+    is stale (X-Rotor-Stale), or is a 503 with Retry-After; never anything else, never a wrong
+    state unmarked. Once the partitions have moved, every answer is exact and fresh again."""
+    events = synth(case.work, 3000, 40, 47)
+    names = ("a", "b", "c")
+    configs = {name: case.config(name, batch=32, kafka_extra="  standby_replicas: 1\n"
+                                 "  standby_refresh_ms: 500",
+                                 api_extra="  owners_refresh_ms: 300\n  forward_timeout_ms: 1500")
+               for name in names}
+    case.create_topics(configs["a"], 6)
+    case.produce(configs["a"], events)
+    procs = {name: case.serve(configs[name], name=name) for name in names}
+    ports = {name: api_port(proc) for name, proc in procs.items()}
+    url_of = {f"http://127.0.0.1:{port}": name for name, port in ports.items()}
+
+    def settled(among):
+        # Every partition consuming at exactly one instance, with no lag.
+        owned = {}
+        for name in among:
+            status, _, body = http(ports[name], "GET", "/readyz")
+            if status != 200:
+                return False
+            for p in json.loads(body)["partitions"]:
+                if p["state"] != "consuming" or p["lag"] != 0 or p["partition"] in owned:
+                    return False
+                owned[p["partition"]] = name
+        return len(owned) == 6
+    wait_for(lambda: settled(names), 120, "three instances to consume all 6 partitions")
+    want = case.replay(events)
+    users = sorted(want)
+
+    def metadata(name, user):
+        status, headers, body = http(ports[name], "GET", user_path(user))
+        doc = json.loads(body) if body.startswith(b"{") else {}
+        doc.pop("state_age_ms", None)  # Depends on when it is asked.
+        return status, headers, doc
+
+    def check_exact(user, doc, what):
+        w = want[user]
+        check((doc.get("next_pos"), doc.get("rows"), doc.get("last_event_ts_ms"))
+              == (w["next_pos"], w["rows"], w["last_ts_ms"]),
+              f"{what}: user {user}: {doc} is not the replay's {w}")
+
+    # Every user at every instance: the owner's answer, fresh, equal to the replay.
+    proxied = 0
+    owner_of = {}
+    for user in users:
+        answers = {}
+        for name in names:
+            status, headers, doc = metadata(name, user)
+            check(status == 200 and "X-Rotor-Stale" not in headers,
+                  f"{user} at {name}: {status} {headers} {doc}")
+            check_exact(user, doc, f"GET at {name}")
+            served_by = headers.get("X-Rotor-Served-By")
+            if served_by:
+                proxied += 1
+                owner_of.setdefault(user, set()).add(url_of[served_by])
+            else:
+                owner_of.setdefault(user, set()).add(name)
+            answers[name] = doc
+        check(len(owner_of[user]) == 1 and len({json.dumps(d, sort_keys=True)
+                                                 for d in answers.values()}) == 1,
+              f"{user}: the instances disagree: owners {owner_of[user]}, answers {answers}")
+        tensors = {http(ports[name], "GET", user_path(user) + "/tensors")[2] for name in names}
+        check(len(tensors) == 1, f"{user}: the instances' tensors differ")
+    check(proxied == 2 * len(users), f"{proxied} answers proxied, want {2 * len(users)}")
+    # One POST /v1/score of every user at each instance: each entry as the owner scores it.
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    candidate = lines[0]  # An event as a candidate (its user and time do not count).
+    request = {"ts_ms": max(e["ts_ms"] for e in lines) + 1000,
+               "users": [{"user_id": u, "candidates": [candidate]} for u in users]}
+    scores = {}
+    for name in names:
+        status, headers, body = http(ports[name], "POST", "/v1/score", request)
+        check(status == 200 and "X-Rotor-Stale" not in headers, f"score at {name}: {status} "
+              f"{body[:500]}")
+        entries = json.loads(body)["users"]
+        check([e.get("user_id") for e in entries] == users
+              and all("error" not in e and "stale" not in e for e in entries),
+              f"score at {name}: {entries[:3]}")
+        scores[name] = json.dumps(entries, sort_keys=True)
+    check(len(set(scores.values())) == 1, "POST /v1/score differs between instances")
+
+    # Kill c: until the group moves its partitions, its users are stale or 503 at a and b.
+    procs["c"].kill()
+    procs["c"].wait()
+    killed_at = time.monotonic()
+    seen = {"fresh": 0, "stale": 0, "503": 0}
+    rounds = 0
+    while True:
+        rounds += 1
+        fresh_round = True
+        for name in ("a", "b"):
+            for user in users:
+                status, headers, doc = metadata(name, user)
+                if status == 200 and "X-Rotor-Stale" not in headers:
+                    check_exact(user, doc, f"after the kill, fresh at {name}")
+                    check(url_of.get(headers.get("X-Rotor-Served-By", ""), name) != "c",
+                          f"{user} at {name}: served by the killed instance")
+                    seen["fresh"] += 1
+                    continue
+                fresh_round = False
+                if status == 200:
+                    check("stale" in doc and doc["stale"]["reason"],
+                          f"{user} at {name}: stale header but no reason: {doc}")
+                    seen["stale"] += 1
+                elif status == 503:
+                    check(headers.get("Retry-After") == "1", f"{user} at {name}: 503 {headers}")
+                    seen["503"] += 1
+                else:
+                    check(False, f"{user} at {name} after the kill: {status} {headers} {doc}")
+        if fresh_round and seen["stale"] + seen["503"] > 0:
+            break
+        check(time.monotonic() - killed_at < 180,
+              f"answers still not fresh 180 s after the kill: {seen}")
+        time.sleep(0.2)
+    took = time.monotonic() - killed_at
+    wait_for(lambda: settled(("a", "b")), 60, "a and b to consume all 6 partitions between them")
+    for name in ("a", "b"):
+        procs[name].send_signal(signal.SIGTERM)
+        case.wait(procs[name])
+    print(f"route: {len(users)} users asked at 3 instances, {proxied} answers proxied to the "
+          f"owner, all exact; POST /v1/score of {len(users)} users equal at every instance; "
+          f"after killing c, {rounds} rounds over {took:.1f} s: {seen['stale']} stale answers, "
+          f"{seen['503']} 503 Retry-After, {seen['fresh']} fresh ones, all exact")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rotor", required=True, help="the rotor binary")
@@ -1558,7 +1720,7 @@ def main():
                         choices=["events", "bad", "restart", "eos", "scaleout", "stall",
                                  "eos_failpoints", "zombie", "snapshots", "outage",
                                  "outage_eos", "replay", "changelog", "upgrade", "three",
-                                 "standby"])
+                                 "standby", "route"])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
