@@ -5,6 +5,9 @@
 
 #include <charconv>
 #include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <system_error>
 
@@ -191,19 +194,60 @@ Result<HttpResponse> HttpRequest(const HttpUrl& url, std::string_view method,
 }
 
 std::function<Result<Response>(std::string_view url, const Request& request)> HttpForwarder(
-    std::chrono::milliseconds timeout) {
-  return [timeout](std::string_view url, const Request& request) -> Result<Response> {
+    const ForwarderOptions& options) {
+  // What every copy of the function shares: the forwards in flight, and the owners that failed
+  // lately (when, and why).
+  struct Shared {
+    std::mutex mu;
+    int in_flight = 0;
+    std::map<std::string, std::pair<std::chrono::steady_clock::time_point, std::string>,
+             std::less<>>
+        failed;
+  };
+  auto shared = std::make_shared<Shared>();
+  return [options, shared](std::string_view url, const Request& request) -> Result<Response> {
     ROTOR_ASSIGN_OR_RETURN(const HttpUrl owner, ParseHttpUrl(url));
-    HttpOptions options;
-    options.timeout = timeout;
-    options.headers = {{"X-Rotor-Forwarded", "1"}};
-    ROTOR_ASSIGN_OR_RETURN(HttpResponse answer, HttpRequest(owner, request.method, request.target,
-                                                            request.body, options));
+    const auto now = std::chrono::steady_clock::now();
+    {
+      const std::lock_guard<std::mutex> lock(shared->mu);
+      if (const auto f = shared->failed.find(url); f != shared->failed.end()) {
+        const auto ago = now - f->second.first;
+        if (ago < options.cooldown) {
+          return Status::Unavailable(
+              "it failed {} ms ago ({}); not asked again for {} ms",
+              std::chrono::duration_cast<std::chrono::milliseconds>(ago).count(), f->second.second,
+              options.cooldown.count());
+        }
+        shared->failed.erase(f);
+      }
+      if (shared->in_flight >= options.max_in_flight) {
+        return Status::ResourceExhausted(
+            "{} requests are being forwarded already, the most at once (api.threads - 1)",
+            shared->in_flight);
+      }
+      ++shared->in_flight;
+    }
+    HttpOptions http;
+    http.timeout = options.timeout;
+    http.headers = {{"X-Rotor-Forwarded", "1"}};
+    Result<HttpResponse> answer =
+        HttpRequest(owner, request.method, request.target, request.body, http);
+    {
+      const std::lock_guard<std::mutex> lock(shared->mu);
+      --shared->in_flight;
+      if (!answer.ok()) {
+        shared->failed[std::string(url)] = {std::chrono::steady_clock::now(),
+                                            std::string(answer.status().message())};
+      }
+    }
+    if (!answer.ok()) {
+      return std::move(answer).status();
+    }
     Response response;
-    response.status = answer.status;
-    response.content_type = std::move(answer.content_type);
-    response.body = std::move(answer.body);
-    for (auto& [name, value] : answer.headers) {
+    response.status = answer->status;
+    response.content_type = std::move(answer->content_type);
+    response.body = std::move(answer->body);
+    for (auto& [name, value] : answer->headers) {
       if (beast::iequals(name, "Retry-After") ||
           (name.size() > 8 && beast::iequals(name.substr(0, 8), "X-Rotor-"))) {
         response.headers.emplace_back(std::move(name), std::move(value));

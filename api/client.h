@@ -59,12 +59,25 @@ Result<HttpResponse> HttpRequest(const HttpUrl& url, std::string_view method,
                                  const HttpOptions& options = {});
 
 // ApiContext::forward over HTTP (config api.forward: proxy): sends the request to the owner's
-// API at `url` + the request's target with header X-Rotor-Forwarded: 1, within `timeout`, and
-// returns the owner's status, content type, body and its X-Rotor-* and Retry-After headers,
-// plus X-Rotor-Served-By: `url`. Unavailable when the owner did not answer (or `url` is not
-// an http:// URL).
+// API at `url` + the request's target with header X-Rotor-Forwarded: 1, within
+// `options.timeout`, and returns the owner's status, content type, body and its X-Rotor-* and
+// Retry-After headers, plus X-Rotor-Served-By: `url`. Unavailable when the owner did not answer
+// (or `url` is not an http:// URL).
+//
+// A frozen or unreachable owner must not take the asking instance's API down with it (a
+// server thread waits for each forward; /healthz and /readyz share those threads):
+//   - at most `max_in_flight` forwards at once; one more is refused at once
+//     (ResourceExhausted), so the server keeps threads for everything else;
+//   - an owner that failed is not asked again for `cooldown` (Unavailable at once, naming the
+//     failure), so requests for its users do not each wait out the timeout.
+// Thread-safe: the returned function is called from every server thread.
+struct ForwarderOptions {
+  std::chrono::milliseconds timeout{2000};
+  int max_in_flight = 1;
+  std::chrono::milliseconds cooldown{1000};
+};
 std::function<Result<Response>(std::string_view url, const Request& request)> HttpForwarder(
-    std::chrono::milliseconds timeout);
+    const ForwarderOptions& options);
 
 }  // namespace rotor::api
 

@@ -1,7 +1,14 @@
 #include "api/client.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <future>
 #include <string>
+#include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -53,6 +60,67 @@ TEST(ClientTest, AnUnreachableServerIsUnavailableNamingIt) {
   ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.status().code(), StatusCode::kUnavailable);
   EXPECT_THAT(got.status().message(), HasSubstr("GET /healthz on 127.0.0.1:1: connecting"));
+}
+
+// A listening socket that never accepts: the kernel completes connections into its backlog, so a
+// request to it connects and then hears nothing (a frozen owner, SIGSTOPped or swapping).
+class SilentListener {
+ public:
+  SilentListener() : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = 0;
+    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    EXPECT_EQ(listen(fd_, 16), 0);
+    socklen_t size = sizeof(address);
+    EXPECT_EQ(getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &size), 0);
+    url_ = "http://127.0.0.1:" + std::to_string(ntohs(address.sin_port));
+  }
+  ~SilentListener() { close(fd_); }
+  SilentListener(const SilentListener&) = delete;
+  SilentListener& operator=(const SilentListener&) = delete;
+  const std::string& url() const { return url_; }
+
+ private:
+  int fd_;
+  std::string url_;
+};
+
+// A frozen owner costs one timeout, then is not asked again for the cooldown; and forwards
+// beyond max_in_flight are refused at once instead of taking more server threads.
+TEST(ClientTest, TheForwarderGivesUpOnAFrozenOwnerAndBoundsForwardsInFlight) {
+  using std::chrono::milliseconds;
+  using Clock = std::chrono::steady_clock;
+  const auto forward = HttpForwarder(
+      {.timeout = milliseconds(300), .max_in_flight = 1, .cooldown = milliseconds(60000)});
+  const SilentListener frozen;
+  const Request request{.method = "GET", .target = "/v1/users/u", .body = {}, .forwarded = false};
+
+  auto began = Clock::now();
+  Result<Response> got = forward(frozen.url(), request);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), StatusCode::kUnavailable);
+  EXPECT_GE(Clock::now() - began, milliseconds(250));
+
+  began = Clock::now();
+  got = forward(frozen.url(), request);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(got.status().message(), HasSubstr("not asked again"));
+  EXPECT_LT(Clock::now() - began, milliseconds(200));
+
+  // One forward in flight (to another frozen owner): a second one is refused at once.
+  const SilentListener other;
+  auto first = std::async(std::launch::async, [&] { return forward(other.url(), request); });
+  std::this_thread::sleep_for(milliseconds(100));
+  const SilentListener third;
+  began = Clock::now();
+  got = forward(third.url(), request);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), StatusCode::kResourceExhausted) << got.status().ToString();
+  EXPECT_LT(Clock::now() - began, milliseconds(200));
+  EXPECT_EQ(first.get().status().code(), StatusCode::kUnavailable);
 }
 
 }  // namespace

@@ -264,7 +264,12 @@ int Serve(const Flags& flags, const Config& config) {
       .limits = api::ApiLimitsFromConfig(config.api),
       .locate = [&live](int32_t partition) { return Locate(live.load(), partition); },
       .forward_mode = ForwardModeOf(config.api.forward),
-      .forward = api::HttpForwarder(std::chrono::milliseconds(config.api.forward_timeout_ms))};
+      // At most api.threads - 1 forwards at once: a frozen owner keeps one thread free for the
+      // probes and this instance's own users.
+      .forward = api::HttpForwarder(
+          {.timeout = std::chrono::milliseconds(config.api.forward_timeout_ms),
+           .max_in_flight = std::max(1, config.api.threads - 1),
+           .cooldown = std::chrono::milliseconds(config.api.owners_refresh_ms)})};
   std::unique_ptr<api::Server> server;
   if (config.api.enabled) {
     const api::ServerOptions options = api::ServerOptionsFromConfig(config.api);
