@@ -11,7 +11,6 @@
 #include <mutex>
 #include <string_view>
 #include <thread>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -27,13 +26,8 @@
 namespace rotor::pipeline {
 namespace {
 
-using internal::MessagePtr;
 using internal::SteadyClock;
 using internal::WallMs;
-
-double Seconds(SteadyClock::duration d) {
-  return std::chrono::duration<double>(d).count();
-}
 
 }  // namespace
 
@@ -80,6 +74,12 @@ Status Daemon::Impl::Connect() {
   ROTOR_ASSIGN_OR_RETURN(
       consumer, internal::GroupConsumer::Create(config, bootstrap, input_partitions, *store,
                                                 shutdown, failure, *this, run.api_url));
+  loop = std::make_unique<internal::ServeLoop>(
+      internal::LoopOptions{
+          .pipeline = config.pipeline,
+          .commit_interval = std::chrono::milliseconds(config.delivery.commit_interval_ms),
+          .exit_when_idle_ms = run.exit_when_idle_ms},
+      *consumer, *delivery, *processor, *writer, shutdown, failure, *this);
   if (config.kafka.standby_replicas > 0) {
     ROTOR_ASSIGN_OR_RETURN(standby,
                            internal::Standby::Start(config, bootstrap, input_partitions, *store));
@@ -119,8 +119,8 @@ void Daemon::Impl::LogStats(double seconds) const {
       "{} deltas, {} snapshots, {} batches ({} retried), {} store loads, {} expired users "
       "deleted, {} histories restarted",
       p.events, seconds > 0 ? static_cast<double>(p.events) / seconds : 0.0, p.replayed,
-      p.dead_letters, p.duplicates, p.deltas, p.snapshots, stats.batches, stats.failed_batches,
-      p.store_loads, p.expired_users, p.restarted_histories);
+      p.dead_letters, p.duplicates, p.deltas, p.snapshots, loop->stats().batches,
+      loop->stats().failed_batches, p.store_loads, p.expired_users, p.restarted_histories);
 }
 
 void Daemon::Impl::PublishStatus(bool force) {
@@ -229,193 +229,10 @@ void Daemon::Impl::PublishStopped(const Status& served) {
   std::swap(published, status);
 }
 
-void Daemon::Impl::ObserveConfirmed() {
-  internal::InFlightLedger& ledger = delivery->ledger();
-  const int64_t now_ms = WallMs();
-  for (auto it = timings.begin(); it != timings.end();) {
-    if (it->confirmed) {
-      ++it;
-      continue;
-    }
-    const internal::InFlight* batch = ledger.Find(it->seq);
-    if (batch == nullptr) {
-      it = timings.erase(it);  // Abandoned: its redo is another batch.
-      continue;
-    }
-    if (!batch->confirmed) {
-      break;  // Batches are confirmed in order.
-    }
-    for (const int64_t ts : it->timestamps_ms) {
-      metrics->ObserveEventToPublishSeconds(static_cast<double>(std::max<int64_t>(0, now_ms - ts)) /
-                                            1000.0);
-    }
-    it->timestamps_ms = {};
-    it->confirmed = true;
-    ++it;
-  }
-}
-
 Status Daemon::Impl::Serve(const std::atomic<bool>& stop) {
-  const config::PipelineOptions& opt = config.pipeline;
-  const auto commit_interval = std::chrono::milliseconds(config.delivery.commit_interval_ms);
-  std::vector<MessagePtr> messages;
-  std::unordered_set<std::string_view> batch_keys;  // Into `messages`.
-  std::vector<InputRecord> records;
-  auto last_stats = SteadyClock::now();
-  std::optional<SteadyClock::time_point> first_batch;
-  SteadyClock::time_point batch_polled{};
   PublishStatus(/*force=*/true);
-  while (!stop.load()) {
-    ROTOR_RETURN_IF_ERROR(failure.status());
-    ROTOR_RETURN_IF_ERROR(consumer->rebalance_error());
-    PublishStatus();
-    ROTOR_RETURN_IF_ERROR(exactly_once ? Advance() : Settle());
-    // Fill a batch: up to max_batch_events, waiting at most max_batch_wait_ms once one arrived.
-    // While batches are in flight, an empty poll returns at once to settle them.
-    messages.clear();
-    SteadyClock::time_point deadline{};
-    // Memory: the batch stops filling once its distinct users' windows would take what is left
-    // of pipeline.max_inflight_bytes (at least one message, so serving always moves on).
-    batch_keys.clear();
-    const internal::InFlightLedger& ledger = delivery->ledger();
-    const int64_t held = ledger.held_bytes();
-    while (static_cast<int64_t>(messages.size()) < opt.max_batch_events && !stop.load() &&
-           !consumer->rewind_pending() &&
-           (messages.empty() ||
-            held + static_cast<int64_t>(batch_keys.size() + 1) * processor->user_bytes() <=
-                opt.max_inflight_bytes)) {
-      int timeout = ledger.empty() ? 100 : 1;
-      if (!messages.empty()) {
-        const auto left =
-            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now())
-                .count();
-        if (left <= 0) {
-          break;
-        }
-        timeout = static_cast<int>(std::min<int64_t>(left, timeout));
-      }
-      MessagePtr m = consumer->Poll(timeout);
-      if (!m) {
-        if (!ledger.empty()) {
-          delivery->Poll(0);  // Delivery reports.
-        }
-        if (messages.empty()) {
-          break;  // Nothing yet: check stop, idle and stats, then poll again.
-        }
-        continue;
-      }
-      if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
-        ROTOR_RETURN_IF_ERROR(consumer->OnOffsetOutOfRange(m->partition));
-        continue;
-      }
-      if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-          spdlog::warn("consumer: {}", rd_kafka_message_errstr(m.get()));
-        }
-        continue;
-      }
-      if (messages.empty()) {
-        batch_polled = SteadyClock::now();
-        deadline = batch_polled + std::chrono::milliseconds(opt.max_batch_wait_ms);
-      }
-      batch_keys.emplace(m->key == nullptr
-                             ? std::string_view()
-                             : std::string_view(static_cast<const char*>(m->key), m->key_len));
-      messages.push_back(std::move(m));
-    }
-    ROTOR_RETURN_IF_ERROR(consumer->rebalance_error());
-    if (consumer->rewind_pending()) {
-      // Batches were abandoned during a rebalance: what was consumed since is read again.
-      messages.clear();
-      ROTOR_RETURN_IF_ERROR(consumer->Rewind());
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      continue;
-    }
-    const auto now = SteadyClock::now();
-    if (config.log.stats_interval_ms > 0 &&
-        now - last_stats > std::chrono::milliseconds(config.log.stats_interval_ms)) {
-      last_stats = now;
-      LogStats(first_batch ? Seconds(last_commit - *first_batch) : 0.0);
-    }
-    if (messages.empty()) {
-      if (exactly_once && delivery->transaction_open()) {
-        // No input: commit now rather than keep the outputs waiting for the interval.
-        ROTOR_RETURN_IF_ERROR(CommitTransactionInLoop());
-      }
-      ROTOR_RETURN_IF_ERROR(consumer->rebalance_error());
-      // Idle means: partitions assigned, nothing in flight, any feed fully produced, every
-      // partition consumed to its end, and nothing new for exit_when_idle_ms.
-      if (run.exit_when_idle_ms > 0 && (feeder == nullptr || feeder->done()) &&
-          consumer->has_assignment() && ledger.empty() && consumer->CaughtUp() &&
-          now - std::max(last_input, consumer->last_assigned()) >
-              std::chrono::milliseconds(run.exit_when_idle_ms)) {
-        spdlog::info("no input for {} ms: stopping", run.exit_when_idle_ms);
-        break;
-      }
-      continue;
-    }
-    last_input = now;
-    if (!first_batch) {
-      first_batch = now;
-    }
-    // A revoke during the fill: the messages of partitions no longer ours are dropped (their
-    // new owner consumes them from the committed offsets).
-    records.clear();
-    consumer->Admit(messages, records);
-    if (records.empty()) {
-      continue;
-    }
-    ROTOR_ASSIGN_OR_RETURN(PendingBatch batch, processor->Process(records));
-    metrics->CountProcessed(processor->stats(), batch);
-    BatchTiming timing;
-    timing.seq = batch.seq;
-    timing.polled = batch_polled;
-    for (const InputRecord& r : records) {
-      if (r.publish && r.timestamp_ms >= 0) {
-        timing.timestamps_ms.push_back(r.timestamp_ms);
-      }
-    }
-    PartitionOffsets group_offsets = consumer->GroupOffsets(batch);
-    ROTOR_RETURN_IF_ERROR(delivery->Dispatch(std::move(batch), std::move(group_offsets),
-                                             static_cast<int64_t>(records.size())));
-    timings.push_back(std::move(timing));
-    stats.peak_inflight_bytes = std::max(stats.peak_inflight_bytes, ledger.held_bytes());
-    const auto in_flight_max = static_cast<std::size_t>(opt.max_inflight_batches);
-    const auto full = [&] {
-      return ledger.size() >= in_flight_max || ledger.held_bytes() > opt.max_inflight_bytes;
-    };
-    if (exactly_once) {
-      ROTOR_RETURN_IF_ERROR(Advance());
-      // Commit when the transaction is old or large enough, or at once when a message could
-      // not be produced (the commit then aborts it).
-      if (full() || ledger.back().failed ||
-          SteadyClock::now() - delivery->transaction_began() >= commit_interval) {
-        ROTOR_RETURN_IF_ERROR(CommitTransactionInLoop());
-      }
-      // Back-pressure: the writer holds at most max_inflight_batches (and max_inflight_bytes of)
-      // committed batches.
-      if (full()) {
-        ROTOR_RETURN_IF_ERROR(writer->Wait());
-        ROTOR_RETURN_IF_ERROR(Advance());
-      }
-      continue;
-    }
-    // Back-pressure: at most max_inflight_batches (and max_inflight_bytes) waiting for their
-    // deliveries and commits.
-    while (!ledger.empty() && full() && !stop.load()) {
-      delivery->Poll(1);
-      ROTOR_RETURN_IF_ERROR(Settle());
-    }
-  }
-  // Stopping (or idle): what is in flight is delivered and committed before returning.
-  Status drained = Drain();
-  if (!drained.ok() && drained.code() != StatusCode::kAborted) {
-    return drained;
-  }
-  if (first_batch) {
-    stats.busy_seconds = Seconds(last_commit - *first_batch);
-  }
-  LogStats(stats.busy_seconds);
+  ROTOR_RETURN_IF_ERROR(loop->Run(stop));
+  LogStats(loop->stats().busy_seconds());
   return Status::OK();
 }
 
@@ -507,7 +324,7 @@ Status Daemon::Run(const std::atomic<bool>& stop) {
   }
   Status served = d.Serve(stop);
   if (!served.ok()) {
-    d.AbandonAfterFailure(served);
+    d.loop->AbandonAfterFailure(served);
   }
   d.PublishStopped(served);
   if (d.feeder != nullptr) {
@@ -525,6 +342,11 @@ Status Daemon::Run(const std::atomic<bool>& stop) {
   if (served.ok() && !flushed.ok()) {
     served = flushed;
   }
+  const internal::LoopStats& loop = d.loop->stats();
+  d.stats.batches = loop.batches;
+  d.stats.failed_batches = loop.failed_batches;
+  d.stats.peak_inflight_bytes = loop.peak_inflight_bytes;
+  d.stats.busy_seconds = loop.busy_seconds();
   d.stats.transactions = d.delivery->transactions();
   d.stats.stopped_partitions = d.consumer->stats().stopped_partitions;
   d.stats.skipped_records = d.consumer->stats().skipped_records;

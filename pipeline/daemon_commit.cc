@@ -1,131 +1,85 @@
-// Daemon::Impl, the commit side of the serving loop: confirmed batches go to the store writer
-// in order and finish once RocksDB has them; a failed delivery or an aborted transaction
-// abandons the batches in flight and rewinds the consumer; a drain (stopping, or before a
-// revoke) waits until nothing is in flight. The loop itself is in daemon.cc.
+// Daemon::Impl as the serving loop's observer (internal/serve_loop.h): readiness published on
+// every turn, the periodic stats line, and the metrics of each batch: processed, confirmed
+// (event-to-publish latency), committed (batch latency), abandoned. The loop itself, with the
+// commit side (confirmed batches into RocksDB in order, failed ones into abandoned batches and
+// rewinds), is internal/serve_loop.cc.
 
+#include <algorithm>
 #include <chrono>
-#include <string_view>
-#include <thread>
-
-#include <spdlog/spdlog.h>
+#include <cstdint>
+#include <span>
 
 #include "pipeline/daemon.h"
 #include "pipeline/internal/daemon_impl.h"
 
 namespace rotor::pipeline {
 
-Status Daemon::Impl::Settle(bool rewind) {
-  ROTOR_ASSIGN_OR_RETURN(const bool failed, delivery->ConfirmDelivered());
-  ROTOR_RETURN_IF_ERROR(Advance());
-  if (!failed) {
-    return Status::OK();
+void Daemon::Impl::OnTurn() {
+  PublishStatus();
+  const auto now = internal::SteadyClock::now();
+  if (config.log.stats_interval_ms > 0 &&
+      now - last_stats_log > std::chrono::milliseconds(config.log.stats_interval_ms)) {
+    last_stats_log = now;
+    LogStats(loop->stats().busy_seconds());
   }
-  ROTOR_RETURN_IF_ERROR(AbandonUnconfirmed("a message of the oldest failed"));
-  if (!rewind) {
-    return Status::Aborted("a delivery failed");
-  }
-  ROTOR_RETURN_IF_ERROR(consumer->Rewind());
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  return Status::OK();
 }
 
-Status Daemon::Impl::Advance() {
-  ROTOR_RETURN_IF_ERROR(writer->status());
-  internal::InFlightLedger& ledger = delivery->ledger();
-  ObserveConfirmed();
-  ledger.SubmitConfirmed(*writer);
-  ledger.FinishCommitted(writer->committed(), [&](const internal::InFlight& done) {
-    if (!exactly_once) {
-      consumer->CommitAsync(done.group_offsets);
+void Daemon::Impl::OnProcessed(const PendingBatch& batch, std::span<const InputRecord> records,
+                               internal::SteadyClock::time_point polled) {
+  metrics->CountProcessed(processor->stats(), batch);
+  BatchTiming timing;
+  timing.seq = batch.seq;
+  timing.polled = polled;
+  for (const InputRecord& r : records) {
+    if (r.publish && r.timestamp_ms >= 0) {
+      timing.timestamps_ms.push_back(r.timestamp_ms);
     }
-    processed_records += done.records;
-    ++stats.batches;
-    last_commit = internal::SteadyClock::now();
-    metrics->CountBatchCommitted();
-    // Its timing (the older ones left are of abandoned batches).
-    while (!timings.empty() && timings.front().seq < done.batch.seq) {
-      timings.pop_front();
-    }
-    if (!timings.empty() && timings.front().seq == done.batch.seq) {
-      metrics->ObserveBatchSeconds(
-          std::chrono::duration<double>(last_commit - timings.front().polled).count());
-      timings.pop_front();
-    }
-  });
-  return Status::OK();
+  }
+  timings.push_back(std::move(timing));
 }
 
-Status Daemon::Impl::AbandonUnconfirmed(std::string_view why) {
-  ROTOR_RETURN_IF_ERROR(writer->Wait());
-  ROTOR_RETURN_IF_ERROR(Advance());
-  const internal::InFlightLedger& ledger = delivery->ledger();
-  if (ledger.empty()) {
-    return Status::OK();
-  }
-  spdlog::warn("{} batch(es) of {} records not delivered ({}); retrying from the stored offsets",
-               ledger.size(), ledger.records(), why);
-  const int64_t abandoned = delivery->AbandonInFlight().batches;
-  stats.failed_batches += abandoned;
-  metrics->CountFailedBatches(abandoned);
-  return failure.status();
-}
-
-Status Daemon::Impl::CommitTransaction(bool rewind) {
-  if (!delivery->transaction_open()) {
-    return Status::OK();
-  }
-  Status committed = delivery->CommitTransaction(consumer->GroupMetadata().get());
-  if (committed.ok()) {
-    return Advance();
-  }
-  if (committed.code() != StatusCode::kAborted) {
-    return committed;  // The producer is unusable: the caller stops, committing none of it.
-  }
-  ROTOR_RETURN_IF_ERROR(AbandonUnconfirmed(committed.message()));
-  if (rewind) {
-    ROTOR_RETURN_IF_ERROR(consumer->Rewind());
-  }
-  return committed;
-}
-
-Status Daemon::Impl::CommitTransactionInLoop() {
-  Status committed = CommitTransaction();
-  if (committed.code() == StatusCode::kAborted) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    return Status::OK();
-  }
-  return committed;
-}
-
-Status Daemon::Impl::Drain() {
-  if (exactly_once) {
-    ROTOR_RETURN_IF_ERROR(CommitTransaction(/*rewind=*/false));
-  }
-  const internal::InFlightLedger& ledger = delivery->ledger();
-  while (!ledger.empty()) {
-    if (!exactly_once && shutdown.PastDeadline()) {
-      ROTOR_RETURN_IF_ERROR(
-          AbandonUnconfirmed("not delivered within delivery.shutdown_timeout_ms"));
-      return Status::Aborted("stopping: undelivered batches dropped");
+void Daemon::Impl::OnConfirmed(const internal::InFlightLedger& ledger) {
+  const int64_t now_ms = internal::WallMs();
+  for (auto it = timings.begin(); it != timings.end();) {
+    if (it->confirmed) {
+      ++it;
+      continue;
     }
-    if (!exactly_once) {
-      delivery->Poll(10);
-      ROTOR_RETURN_IF_ERROR(Settle(/*rewind=*/false));
+    const internal::InFlight* batch = ledger.Find(it->seq);
+    if (batch == nullptr) {
+      it = timings.erase(it);  // Abandoned: its redo is another batch.
+      continue;
     }
-    if (!ledger.empty() && ledger.back().confirmed) {
-      ROTOR_RETURN_IF_ERROR(writer->Wait());
-      ROTOR_RETURN_IF_ERROR(Advance());
+    if (!batch->confirmed) {
+      break;  // Batches are confirmed in order.
     }
+    for (const int64_t ts : it->timestamps_ms) {
+      metrics->ObserveEventToPublishSeconds(static_cast<double>(std::max<int64_t>(0, now_ms - ts)) /
+                                            1000.0);
+    }
+    it->timestamps_ms = {};
+    it->confirmed = true;
+    ++it;
   }
-  return Status::OK();
 }
 
-void Daemon::Impl::AbandonAfterFailure(const Status& why) {
-  failure.Fail(why);
-  if (writer->Wait().ok()) {
-    (void)Advance();
+void Daemon::Impl::OnCommitted(const internal::InFlight& done) {
+  processed_records += done.records;
+  metrics->CountBatchCommitted();
+  // Its timing (the older ones left are of abandoned batches).
+  while (!timings.empty() && timings.front().seq < done.batch.seq) {
+    timings.pop_front();
   }
-  delivery->DropAfterFailure();
+  if (!timings.empty() && timings.front().seq == done.batch.seq) {
+    metrics->ObserveBatchSeconds(
+        std::chrono::duration<double>(internal::SteadyClock::now() - timings.front().polled)
+            .count());
+    timings.pop_front();
+  }
+}
+
+void Daemon::Impl::OnAbandoned(int64_t batches) {
+  metrics->CountFailedBatches(batches);
 }
 
 }  // namespace rotor::pipeline

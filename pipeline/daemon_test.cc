@@ -1798,6 +1798,37 @@ TEST_F(DaemonTest, KafkaReplayPublishesEveryPositionWithTheDirectRows) {
   EXPECT_EQ(messages, stats->published);  // Nothing was redone: each batch published once.
 }
 
+// A replay runs the serving loop, so a delivery that times out mid-replay is redone as serving
+// redoes it (the batches abandoned, the source rewound to the store's offsets), instead of the
+// replay stopping: every position is published and the state is the direct decode.
+TEST_F(DaemonTest, KafkaReplayRedoesBatchesWhoseDeliveryTimedOut) {
+  const EventsByUser events = GoldenUsers(6);
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events)));
+  config::DaemonConfig config = Config();
+  FastReconnects(config);
+  config.kafka.producer_properties["message.timeout.ms"] = "1500";
+  auto store = OpenStore(config);
+  ASSERT_NE(store, nullptr);
+  // The broker answers the replay's first produce requests 2.5 s late: longer than the
+  // messages may wait, so they fail with _MSG_TIMED_OUT.
+  kafka_->DelayRequests(1, 0, 3, 2500);
+  KafkaReplayOptions options;
+  options.publish = true;
+  options.jobs = 1;
+  const auto stats = ReplayKafka(config, *bundle_, *store, options);
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  EXPECT_GT(stats->records, Total(events)) << "no batch was redone: the delay was too short";
+  EXPECT_FALSE(logs_.Find(spdlog::level::warn, "not delivered").empty());
+  ExpectEveryPositionPublished(events);
+  const auto& cfg = bundle_->config();
+  for (const auto& [user, lines] : events) {
+    SCOPED_TRACE(user);
+    auto state = store->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+    ASSERT_TRUE(state.ok() && state->has_value());
+    ExpectSameRows((*state)->window, Direct(lines).window);
+  }
+}
+
 TEST_F(DaemonTest, KafkaReplayRefusesWhatItCannotDoExactly) {
   ASSERT_NO_FATAL_FAILURE(Produce(Interleave(GoldenUsers(2))));
   config::DaemonConfig config = Config();

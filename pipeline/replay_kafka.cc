@@ -8,6 +8,7 @@
 #include <charconv>
 #include <chrono>
 #include <ctime>
+#include <deque>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -26,6 +27,7 @@
 #include "pipeline/internal/delivery.h"
 #include "pipeline/internal/rdkafka_util.h"
 #include "pipeline/internal/run_control.h"
+#include "pipeline/internal/serve_loop.h"
 #include "pipeline/internal/store_writer.h"
 #include "pipeline/processor.h"
 #include "pipeline/replay.h"
@@ -110,7 +112,8 @@ struct Range {
   int64_t start = 0;  // The next offset to apply.
   int64_t end = 0;    // Exclusive.
   bool resumed = false;
-  bool done = false;  // Replayed to its end (or nothing to replay).
+  bool done = false;      // Replayed to its end (or nothing to replay).
+  bool end_seen = false;  // Its partition's end was reached: done at the next admit.
 };
 
 // What the workers share: progress counters, the first failure, the store's lock-free parts.
@@ -286,153 +289,148 @@ class Planner {
   rd_kafka_t* client_;
 };
 
-// One worker: its own consumer over its ranges, its own Processor (and producer when
-// publishing), committing into the shared store batch by batch.
-class Worker {
+// The input topic's offset ranges as a record source (internal/record_source.h): an
+// assign-only consumer over its share of the plan, each range ending at its end offset (or at
+// the end of its partition when the rest is transaction markers). Records below a range's
+// next offset are never applied twice; a rewind (a batch not delivered) goes back to the
+// offsets the store holds.
+class RangeSource final : public internal::RecordSource {
  public:
-  Worker(const config::DaemonConfig& config, const encoders::Bundle& bundle,
-         storage::UserStateStore& store, const KafkaReplayOptions& options, int32_t partitions,
-         std::vector<Range> ranges, Shared& shared)
+  RangeSource(const config::DaemonConfig& config, storage::UserStateStore& store,
+              int32_t partitions, std::vector<Range> ranges, bool publish, Shared& shared)
       : config_(config),
-        bundle_(bundle),
         store_(store),
-        options_(options),
         partitions_(partitions),
         ranges_(std::move(ranges)),
-        shared_(shared),
-        shutdown_(config.delivery.shutdown_timeout_ms) {}
+        publish_(publish),
+        shared_(shared) {
+    for (const Range& r : ranges_) {
+      first_.push_back(r.start);
+    }
+  }
 
-  // Processor::Create with this worker's share of the window cache.
-  Status Open(int32_t jobs) {
-    config::StateOptions state = config_.state;
-    state.window_cache_bytes /= jobs;
-    if (jobs > 1) {
-      state.ttl_sweep_users_per_batch = 0;  // Each worker would sweep every partition's users.
-    }
-    // Without publishing the clock is never read for an output: a constant keeps it so.
-    Processor::Clock clock =
-        options_.publish ? Processor::Clock(WallMs) : Processor::Clock([] { return int64_t{0}; });
-    ROTOR_ASSIGN_OR_RETURN(processor_, Processor::Create(bundle_, store_, config_.pipeline,
-                                                         config_.output, state, std::move(clock)));
-    if (options_.publish) {
-      config::DaemonConfig at_least_once = config_;
-      at_least_once.delivery.mode = config::DeliveryMode::kAtLeastOnce;
-      ROTOR_ASSIGN_OR_RETURN(
-          delivery_, internal::Delivery::Create(at_least_once, config_.kafka.bootstrap_servers, "",
-                                                *processor_, shutdown_, failure_));
-      ROTOR_RETURN_IF_ERROR(
-          delivery_->CheckMessageSizes(*processor_, config_, bundle_.config().window));
-      writer_ = std::make_unique<internal::StoreWriter>(store_);
-    }
+  Status Open() {
     ROTOR_ASSIGN_OR_RETURN(consumer_, NewReplayConsumer(config_));
-    PartitionListPtr list(rd_kafka_topic_partition_list_new(static_cast<int>(ranges_.size())));
     open_ = static_cast<int64_t>(ranges_.size());
     for (Range& r : ranges_) {
       if (r.start >= r.end) {
         Done(r);
-        continue;
       }
-      rd_kafka_topic_partition_list_add(list.get(), config_.kafka.input_topic.c_str(), r.partition)
-          ->offset = r.start;
     }
-    return FromKafka(rd_kafka_assign(consumer_.get(), list.get()), "assigning the partitions");
+    return Assign();
   }
 
-  Status Run(const std::atomic<bool>* stop) {
-    shutdown_.Watch(stop);
-    const config::PipelineOptions& opt = config_.pipeline;
-    std::vector<MessagePtr> messages;
-    std::unordered_set<std::string_view> keys;
-    std::vector<InputRecord> records;
-    while (open_ > 0) {
-      if ((stop != nullptr && stop->load()) || shared_.failed()) {
-        return Status::Aborted("stopped");
-      }
-      messages.clear();
-      keys.clear();
-      // Fill a batch: up to max_batch_events, and no more distinct users than the in-flight
-      // memory budget holds (at least one message).
-      while (
-          static_cast<int64_t>(messages.size()) < opt.max_batch_events &&
-          (messages.empty() || static_cast<int64_t>(keys.size() + 1) * processor_->user_bytes() <=
-                                   opt.max_inflight_bytes)) {
-        MessagePtr m(rd_kafka_consumer_poll(consumer_.get(), messages.empty() ? 100 : 0));
-        if (!m) {
-          break;
-        }
-        Range* range = RangeOf(m->partition);
-        if (range == nullptr || range->done) {
-          continue;  // Done already: a prefetched record past the end.
-        }
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-          if (m->offset >= range->end) {
-            Done(*range);  // The rest of the range is transaction markers.
-          }
-          continue;
-        }
-        if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
-            m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
-          return Status::OutOfRange(
-              "partition {} of '{}': the records from offset {} were deleted while replaying "
-              "(retention or DeleteRecords): {}",
-              m->partition, config_.kafka.input_topic, range->start,
-              rd_kafka_message_errstr(m.get()));
-        }
-        if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-          spdlog::warn("replay consumer: {}", rd_kafka_message_errstr(m.get()));
-          continue;
-        }
-        if (m->offset >= range->end) {
-          Done(*range);
-          continue;
-        }
-        if (m->offset < range->start) {
-          continue;  // Never applied twice.
-        }
-        keys.emplace(m->key == nullptr
-                         ? std::string_view()
-                         : std::string_view(static_cast<const char*>(m->key), m->key_len));
-        messages.push_back(std::move(m));
-      }
-      if (messages.empty()) {
-        continue;
-      }
-      records.clear();
-      for (const MessagePtr& m : messages) {
-        records.push_back(
-            internal::RecordOf(*m, config_.kafka.input_topic, partitions_, options_.publish));
-      }
-      ROTOR_RETURN_IF_ERROR(Apply(records));
-      for (const InputRecord& r : records) {
-        Range* range = RangeOf(r.partition);
-        if (range->done) {
-          continue;  // A later record of the fill was past the end: Done counted the rest.
-        }
-        shared_.records_done.fetch_add(r.offset + 1 - range->start);
-        range->start = r.offset + 1;
-        if (range->start >= range->end) {
-          Done(*range);
-        }
-      }
+  MessagePtr Poll(int timeout_ms) override {
+    return MessagePtr(rd_kafka_consumer_poll(consumer_.get(), timeout_ms));
+  }
+
+  Status OnEvent(const rd_kafka_message_t& m) override {
+    Range* range = RangeOf(m.partition);
+    if (range == nullptr || range->done) {
+      return Status::OK();  // Done already: a prefetched event past the end.
     }
+    if (m.err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      if (m.offset >= range->end) {
+        // The rest of the range is transaction markers: done once the records of the fill in
+        // progress are admitted.
+        range->end_seen = true;
+      }
+      return Status::OK();
+    }
+    if (m.err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
+        m.err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
+      return Status::OutOfRange(
+          "partition {} of '{}': the records from offset {} were deleted while replaying "
+          "(retention or DeleteRecords): {}",
+          m.partition, config_.kafka.input_topic, range->start, rd_kafka_message_errstr(&m));
+    }
+    spdlog::warn("replay consumer: {}", rd_kafka_message_errstr(&m));
     return Status::OK();
   }
 
-  int64_t published() const { return published_; }
-  const ProcessorStats& stats() const { return processor_->stats(); }
+  void Admit(const std::vector<MessagePtr>& messages, std::vector<InputRecord>& records) override {
+    for (const MessagePtr& m : messages) {
+      Range* range = RangeOf(m->partition);
+      if (range == nullptr || range->done) {
+        continue;  // Done already: a prefetched record past the end.
+      }
+      if (m->offset >= range->end) {
+        Done(*range);
+        continue;
+      }
+      if (m->offset < range->start) {
+        continue;  // Never applied twice.
+      }
+      records.push_back(internal::RecordOf(*m, config_.kafka.input_topic, partitions_, publish_));
+      shared_.records_done.fetch_add(m->offset + 1 - range->start);
+      range->start = m->offset + 1;
+      if (range->start >= range->end) {
+        Done(*range);
+      }
+    }
+    for (Range& r : ranges_) {
+      if (r.end_seen) {
+        Done(r);
+      }
+    }
+  }
 
-  // Before the store closes: the consumer and the writer let go of it.
+  PartitionOffsets GroupOffsets(const PendingBatch& /*batch*/) const override { return {}; }
+  void CommitAsync(const PartitionOffsets& /*offsets*/) override {}
+  internal::GroupMetadataPtr GroupMetadata() const override { return nullptr; }
+  Status error() const override { return Status::OK(); }
+  bool rewind_pending() const override { return false; }
+
+  // Back to the offsets the store holds (a range's first start where it holds none): the
+  // batches not committed are read again.
+  Status Rewind() override {
+    ROTOR_ASSIGN_OR_RETURN(const PartitionOffsets stored, store_.LoadOffsets());
+    for (std::size_t i = 0; i < ranges_.size(); ++i) {
+      Range& r = ranges_[i];
+      const auto it = stored.find(TopicPartition{config_.kafka.input_topic, r.partition});
+      const int64_t next = it != stored.end() ? it->second : first_[i];
+      shared_.records_done.fetch_sub(std::max<int64_t>(0, r.start - next));
+      r.start = next;
+      r.end_seen = false;
+      if (r.done && r.start < r.end) {
+        r.done = false;
+        ++open_;
+        shared_.partitions_done.fetch_sub(1);
+      }
+    }
+    return Assign();
+  }
+
+  bool Exhausted() const override { return open_ == 0; }
+  bool has_assignment() const override { return true; }
+  bool CaughtUp() const override { return open_ == 0; }
+  SteadyClock::time_point last_assigned() const override { return {}; }
+
+  // Before the store closes.
   void Close() {
     if (consumer_) {
       rd_kafka_consumer_close(consumer_.get());
     }
-    writer_.reset();
-    if (delivery_) {
-      delivery_->Flush(10000);
-    }
   }
 
  private:
+  // Assigns every range not done at its next offset, fetching.
+  Status Assign() {
+    PartitionListPtr list(rd_kafka_topic_partition_list_new(static_cast<int>(ranges_.size())));
+    for (const Range& r : ranges_) {
+      if (!r.done) {
+        rd_kafka_topic_partition_list_add(list.get(), config_.kafka.input_topic.c_str(),
+                                          r.partition)
+            ->offset = r.start;
+      }
+    }
+    ROTOR_RETURN_IF_ERROR(
+        FromKafka(rd_kafka_assign(consumer_.get(), list.get()), "assigning the partitions"));
+    // A range done before a rewind had its partition paused; the pause outlives the assignment.
+    return FromKafka(rd_kafka_resume_partitions(consumer_.get(), list.get()),
+                     "resuming the partitions");
+  }
+
   Range* RangeOf(int32_t partition) {
     for (Range& r : ranges_) {
       if (r.partition == partition) {
@@ -460,57 +458,126 @@ class Worker {
     }
   }
 
-  // One batch: processed, delivered when publishing, committed, finished.
-  Status Apply(std::span<const InputRecord> records) {
-    const int64_t events_before = processor_->stats().events;
-    ROTOR_ASSIGN_OR_RETURN(PendingBatch batch, processor_->Process(records));
-    if (!options_.publish) {
-      ROTOR_RETURN_IF_ERROR(store_.Commit(batch.state));
-      ROTOR_FAILPOINT("replay.after_commit");
-      processor_->Finish(std::move(batch));
-    } else {
-      const auto outputs = static_cast<int64_t>(batch.outputs.size());
-      ROTOR_RETURN_IF_ERROR(
-          delivery_->Dispatch(std::move(batch), {}, static_cast<int64_t>(records.size())));
-      internal::InFlightLedger& ledger = delivery_->ledger();
-      while (!ledger.back().confirmed) {
-        delivery_->Poll(5);
-        ROTOR_ASSIGN_OR_RETURN(const bool failed, delivery_->ConfirmDelivered());
-        if (failed) {
-          delivery_->AbandonInFlight();
-          return Status::Unavailable(
-              "a message of the batch at offset {} of partition {} was not delivered within the "
-              "producer's message.timeout.ms; nothing of the batch was committed: run the replay "
-              "again to resume",
-              records.front().offset, records.front().partition);
-        }
-      }
-      ledger.SubmitConfirmed(*writer_);
-      ROTOR_RETURN_IF_ERROR(writer_->Wait());
-      ledger.FinishCommitted(writer_->committed(), [](const internal::InFlight&) {});
-      published_ += outputs;
+  const config::DaemonConfig& config_;
+  storage::UserStateStore& store_;
+  const int32_t partitions_;
+  std::vector<Range> ranges_;
+  std::vector<int64_t> first_;  // Each range's start in the plan.
+  const bool publish_;
+  Shared& shared_;
+  int64_t open_ = 0;  // Ranges not yet replayed to their end.
+  HandlePtr consumer_;
+};
+
+// One worker: the serving loop (internal/serve_loop.h) between its share of the ranges and the
+// producer (publishing, at least once) or nothing, with its own Processor, committing into the
+// shared store through its own writer, batch by batch in order.
+class Worker final : public internal::LoopObserver {
+ public:
+  Worker(const config::DaemonConfig& config, const encoders::Bundle& bundle,
+         storage::UserStateStore& store, const KafkaReplayOptions& options, int32_t partitions,
+         std::vector<Range> ranges, Shared& shared)
+      : config_(config),
+        bundle_(bundle),
+        store_(store),
+        options_(options),
+        shared_(shared),
+        shutdown_(config.delivery.shutdown_timeout_ms),
+        source_(config, store, partitions, std::move(ranges), options.publish, shared) {}
+
+  Status Open(int32_t jobs) {
+    config::StateOptions state = config_.state;
+    state.window_cache_bytes /= jobs;
+    if (jobs > 1) {
+      state.ttl_sweep_users_per_batch = 0;  // Each worker would sweep every partition's users.
     }
-    shared_.events.fetch_add(processor_->stats().events - events_before);
-    return Status::OK();
+    // Without publishing the clock is never read for an output: a constant keeps it so.
+    Processor::Clock clock =
+        options_.publish ? Processor::Clock(WallMs) : Processor::Clock([] { return int64_t{0}; });
+    ROTOR_ASSIGN_OR_RETURN(processor_, Processor::Create(bundle_, store_, config_.pipeline,
+                                                         config_.output, state, std::move(clock)));
+    if (options_.publish) {
+      config::DaemonConfig at_least_once = config_;
+      at_least_once.delivery.mode = config::DeliveryMode::kAtLeastOnce;
+      ROTOR_ASSIGN_OR_RETURN(
+          std::unique_ptr<internal::Delivery> delivery,
+          internal::Delivery::Create(at_least_once, config_.kafka.bootstrap_servers, "",
+                                     *processor_, shutdown_, failure_));
+      ROTOR_RETURN_IF_ERROR(
+          delivery->CheckMessageSizes(*processor_, config_, bundle_.config().window));
+      sink_ = std::move(delivery);
+    } else {
+      sink_ = std::make_unique<internal::DiscardSink>(*processor_);
+    }
+    writer_ = std::make_unique<internal::StoreWriter>(store_);
+    loop_ = std::make_unique<internal::ServeLoop>(
+        internal::LoopOptions{.pipeline = config_.pipeline,
+                              .commit_interval = std::chrono::milliseconds(0),
+                              .exit_when_idle_ms = 0},
+        source_, *sink_, *processor_, *writer_, shutdown_, failure_, *this);
+    return source_.Open();
   }
 
+  // Until every range is replayed and committed, or `halt` (the caller's stop, or another
+  // worker failing): then what is in flight is delivered and committed first.
+  Status Run(const std::atomic<bool>& halt) {
+    shutdown_.Watch(&halt);
+    Status served = loop_->Run(halt);
+    if (!served.ok()) {
+      loop_->AbandonAfterFailure(served);
+    }
+    return served;
+  }
+
+  int64_t published() const { return published_; }
+  const ProcessorStats& stats() const { return processor_->stats(); }
+
+  // Before the store closes: the consumer and the writer let go of it.
+  void Close() {
+    source_.Close();
+    loop_.reset();
+    writer_.reset();
+    if (sink_) {
+      sink_->Flush(10000);
+    }
+  }
+
+  // --- internal::LoopObserver ---
+  void OnProcessed(const PendingBatch& batch, std::span<const InputRecord> /*records*/,
+                   SteadyClock::time_point /*polled*/) override {
+    shared_.events.fetch_add(processor_->stats().events - events_seen_);
+    events_seen_ = processor_->stats().events;
+    outputs_.emplace_back(batch.seq, static_cast<int64_t>(batch.outputs.size()));
+  }
+  void OnCommitted(const internal::InFlight& done) override {
+    ROTOR_FAILPOINT("replay.after_commit");
+    while (!outputs_.empty() && outputs_.front().first < done.batch.seq) {
+      outputs_.pop_front();  // Abandoned: its redo is another batch.
+    }
+    if (!outputs_.empty() && outputs_.front().first == done.batch.seq) {
+      published_ += options_.publish ? outputs_.front().second : 0;
+      outputs_.pop_front();
+    }
+  }
+
+ private:
   const config::DaemonConfig& config_;
   const encoders::Bundle& bundle_;
   storage::UserStateStore& store_;
   const KafkaReplayOptions& options_;
-  int32_t partitions_;
-  std::vector<Range> ranges_;
   Shared& shared_;
-  int64_t open_ = 0;  // Ranges not yet replayed to their end.
   int64_t published_ = 0;
+  int64_t events_seen_ = 0;
+  std::deque<std::pair<uint64_t, int64_t>> outputs_;  // Batches in flight: seq, messages.
   internal::ShutdownClock shutdown_;
   internal::FailureLatch failure_;
+  RangeSource source_;
   std::unique_ptr<Processor> processor_;
-  // Publishing only. The producer borrows the processor; the writer holds pointers into the
-  // ledger's batches, so it goes first.
-  std::unique_ptr<internal::Delivery> delivery_;
+  // The producer (or nothing) borrows the processor; the writer holds pointers into the sink's
+  // ledger, so it goes first; the loop borrows them all.
+  std::unique_ptr<internal::OutputSink> sink_;
   std::unique_ptr<internal::StoreWriter> writer_;
-  HandlePtr consumer_;
+  std::unique_ptr<internal::ServeLoop> loop_;
 };
 
 }  // namespace
@@ -616,11 +683,14 @@ Result<ReplayStats> ReplayKafka(const config::DaemonConfig& config, const encode
     ROTOR_RETURN_IF_ERROR(workers.back()->Open(jobs));
   }
   std::atomic<int32_t> running{jobs};
+  // Every worker stops (committing what it has in flight) on the caller's stop or when another
+  // one failed.
+  std::atomic<bool> halt{options.stop != nullptr && options.stop->load()};
   std::vector<std::thread> threads;
   threads.reserve(workers.size());
   for (auto& worker : workers) {
     threads.emplace_back([&, w = worker.get()] {
-      const Status done = w->Run(options.stop);
+      const Status done = w->Run(halt);
       if (!done.ok() && done.code() != StatusCode::kAborted) {
         shared.Fail(done);
       }
@@ -640,6 +710,9 @@ Result<ReplayStats> ReplayKafka(const config::DaemonConfig& config, const encode
   auto last_report = SteadyClock::now();
   while (running.load() > 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if ((options.stop != nullptr && options.stop->load()) || shared.failed()) {
+      halt.store(true);
+    }
     if (SteadyClock::now() - last_report >=
         std::chrono::milliseconds(options.progress_interval_ms)) {
       last_report = SteadyClock::now();

@@ -1,7 +1,8 @@
 // Daemon::Impl, declared here so that its methods can live in more than one file, the way
-// RocksDB splits DBImpl across db_impl_*.cc: pipeline/daemon.cc (start-up, the serving loop,
-// stats, shutdown) and pipeline/daemon_commit.cc (confirmed batches into RocksDB, failed ones
-// into abandoned batches and rewinds). Only those two files include it.
+// RocksDB splits DBImpl across db_impl_*.cc: pipeline/daemon.cc (start-up, running the serving
+// loop, stats, shutdown) and pipeline/daemon_commit.cc (what the daemon observes of the loop:
+// readiness, metrics, latencies). The loop itself is internal/serve_loop.h, between the
+// GroupConsumer and Delivery. Only those two files include it.
 
 #ifndef ROTOR_PIPELINE_INTERNAL_DAEMON_IMPL_H_
 #define ROTOR_PIPELINE_INTERNAL_DAEMON_IMPL_H_
@@ -27,6 +28,7 @@
 #include "pipeline/internal/group_consumer.h"
 #include "pipeline/internal/group_directory.h"
 #include "pipeline/internal/run_control.h"
+#include "pipeline/internal/serve_loop.h"
 #include "pipeline/internal/standby.h"
 #include "pipeline/internal/store_writer.h"
 #include "pipeline/kafka_tools.h"
@@ -40,7 +42,7 @@ namespace rotor::pipeline {
 // transactions, the ledger of batches in flight). Impl moves batches from one to the other and
 // decides what a failure means: a failed delivery abandons the batches and rewinds the
 // consumer; a revoke drains what is in flight first (the GroupConsumer's Listener).
-struct Daemon::Impl final : internal::GroupConsumer::Listener {
+struct Daemon::Impl final : internal::GroupConsumer::Listener, internal::LoopObserver {
   config::DaemonConfig config;
   RunOptions run;
   std::unique_ptr<EmbeddedKafka> embedded;
@@ -56,6 +58,8 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
   std::unique_ptr<Processor> processor;
   std::unique_ptr<internal::Delivery> delivery;       // The producer and the batches in flight.
   std::unique_ptr<internal::GroupConsumer> consumer;  // The input and where it stands.
+  // The serving loop between the two (made once both exist).
+  std::unique_ptr<internal::ServeLoop> loop;
   // Warm copies of other members' partitions (kafka.standby_replicas > 0; else null).
   std::unique_ptr<internal::Standby> standby;
   // The group's owners, for the API's forwarding (RunOptions::api_url set; else null).
@@ -70,12 +74,10 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
   // The Run caller's stop flag, for the waits inside librdkafka callbacks, and the shutdown
   // deadline it starts.
   internal::ShutdownClock shutdown;
-  // When input last arrived (the idle exit's clock, with the consumer's last assignment).
-  internal::SteadyClock::time_point last_input = internal::SteadyClock::now();
-  std::atomic<int64_t> processed_records{0};
-  std::unique_ptr<internal::Feeder> feeder;  // The embedded demo's --feed (else null).
+  std::atomic<int64_t> processed_records{0};  // Committed (the feeder's pace).
+  std::unique_ptr<internal::Feeder> feeder;   // The embedded demo's --feed (else null).
   DaemonStats stats;
-  internal::SteadyClock::time_point last_commit{};
+  internal::SteadyClock::time_point last_stats_log = internal::SteadyClock::now();
   int32_t input_partitions = 0;  // The input topic's, found at start-up.
 
   // What status() returns: the serving loop publishes it (PublishStatus), API threads copy it.
@@ -106,6 +108,7 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
     standby.reset();  // Its thread writes to the store.
     owners.reset();
     feeder.reset();
+    loop.reset();
     consumer.reset();
     writer.reset();  // Finishes its commits (of batches the delivery ledger holds) first.
     delivery.reset();
@@ -117,7 +120,7 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
   // GroupConsumer::Listener: a revoke first finishes what is in flight while the partitions
   // are still ours, then drops the cached users of the revoked partitions only (their state
   // may change on another instance; the partitions kept stay hot).
-  Status BeforeRevoke() override { return Drain(); }
+  Status BeforeRevoke() override { return loop != nullptr ? loop->Drain() : Status::OK(); }
   void AfterRevoke(std::span<const TopicPartition> revoked) override {
     processor->DropPartitions(revoked);
   }
@@ -156,8 +159,7 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
   // docs/performance.md). The input topic's partition count.
   Result<int32_t> CheckTopics() const;
 
-  // Serves until `stop` (or the idle exit): poll -> admit -> process -> dispatch -> settle ->
-  // commit, with back-pressure on the batches in flight; then drains what is in flight.
+  // Runs the serving loop until `stop` (or the idle exit), then logs the stats.
   Status Serve(const std::atomic<bool>& stop);
 
   void LogStats(double seconds) const;
@@ -168,44 +170,21 @@ struct Daemon::Impl final : internal::GroupConsumer::Listener {
   void PublishStatus(bool force = false);
   // Publishes that Run ended: not serving, with why (`served` is Run's outcome).
   void PublishStopped(const Status& served);
+
+  // --- daemon_commit.cc: what the daemon observes of the loop (LoopObserver) ---
+
+  // Status publishing and the periodic stats line.
+  void OnTurn() override;
+  // Counts the batch and keeps its timing (its records' Kafka timestamps) for the latencies.
+  void OnProcessed(const PendingBatch& batch, std::span<const InputRecord> records,
+                   internal::SteadyClock::time_point polled) override;
   // The batches the delivery side confirmed since the last call: their event-to-publish
   // latencies (called before their state is submitted).
-  void ObserveConfirmed();
-
-  // --- daemon_commit.cc: confirmed batches into RocksDB, failed ones into rewinds ---
-
-  // At-least-once: serves delivery reports and confirms the oldest batches whose messages were
-  // all delivered, in order; their state goes to the writer. A failed one is abandoned with
-  // every later batch and the partitions rewound (Aborted when `rewind` is false: the caller
-  // rewinds).
-  Status Settle(bool rewind = true);
-
-  // Hands confirmed batches to the writer in order, and finishes those it committed: their
-  // users stay hot, and (at-least-once) their offsets go to Kafka too.
-  Status Advance();
-
-  // Commits every confirmed batch, then drops the rest (the processor forgets their state).
-  Status AbandonUnconfirmed(std::string_view why);
-
-  // Exactly-once: commits the open transaction with the input offsets of every batch in it
-  // (the unconfirmed ones), then hands their state to the writer (a crash in between re-applies
-  // without publishing). On an abortable error the transaction is aborted and the batches
-  // abandoned: Aborted, after a rewind when `rewind` is true.
-  Status CommitTransaction(bool rewind = true);
-
-  // CommitTransaction for the serving loop: an aborted transaction was rewound already, so
-  // after a short back-off serving goes on; only a fatal error is returned.
-  Status CommitTransactionInLoop();
-
-  // Waits until nothing is in flight: every delivery confirmed and committed (or the
-  // transaction committed). Aborted when batches had to be abandoned; the caller rewinds.
-  Status Drain();
-
-  // After serving stopped on an error: batches already confirmed (delivered, or in a committed
-  // transaction) still commit their state; every other batch is dropped, its messages purged
-  // and an open transaction aborted, so nothing unconfirmed reaches RocksDB, not even through
-  // the drain of the revoke that closing the consumer triggers. A restart redoes them.
-  void AbandonAfterFailure(const Status& why);
+  void OnConfirmed(const internal::InFlightLedger& ledger) override;
+  // A committed batch: its records count for the feeder, its batch latency is observed.
+  void OnCommitted(const internal::InFlight& done) override;
+  void OnAbandoned(int64_t batches) override;
+  bool MayExitIdle() override { return feeder == nullptr || feeder->done(); }
 };
 
 }  // namespace rotor::pipeline

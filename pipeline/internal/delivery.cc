@@ -64,6 +64,10 @@ InFlight& InFlightLedger::Add(PendingBatch&& batch, PartitionOffsets group_offse
 }
 
 InFlight* InFlightLedger::Find(uint64_t seq) {
+  return const_cast<InFlight*>(std::as_const(*this).Find(seq));
+}
+
+const InFlight* InFlightLedger::Find(uint64_t seq) const {
   if (entries_.empty() || seq < entries_.front().batch.seq) {
     return nullptr;
   }

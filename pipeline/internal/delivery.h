@@ -68,6 +68,7 @@ class InFlightLedger {
   // The batch in flight with this sequence number; null when it is no longer in flight (it was
   // abandoned, or its report came after a rewind).
   InFlight* Find(uint64_t seq);
+  const InFlight* Find(uint64_t seq) const;
   // A delivery report on one message of batch `seq`: one fewer outstanding, and the batch
   // failed unless `delivered`. False when the batch is no longer in flight.
   bool Report(uint64_t seq, bool delivered);
@@ -109,6 +110,28 @@ class InFlightLedger {
   uint64_t last_seq_ = 0;         // The last batch Added (0: none yet).
 };
 
+// Where the loop's outputs go, with the ledger of batches in flight (delivery.h).
+class OutputSink {
+ public:
+  virtual ~OutputSink() = default;
+  // Transactional (exactly-once): batches are confirmed by CommitTransaction, not by their
+  // delivery reports.
+  virtual bool transactional() const = 0;
+  virtual Status Dispatch(PendingBatch&& batch, PartitionOffsets group_offsets,
+                          int64_t records) = 0;
+  virtual void Poll(int timeout_ms) = 0;
+  virtual Result<bool> ConfirmDelivered() = 0;
+  virtual Status CommitTransaction(const rd_kafka_consumer_group_metadata_t* group) = 0;
+  virtual bool transaction_open() const = 0;
+  virtual SteadyClock::time_point transaction_began() const = 0;
+  virtual int64_t transactions() const = 0;
+  virtual InFlightLedger::Dropped AbandonInFlight() = 0;
+  virtual void DropAfterFailure() = 0;
+  virtual void Flush(int max_ms) = 0;
+  virtual InFlightLedger& ledger() = 0;
+  virtual const InFlightLedger& ledger() const = 0;
+};
+
 // Lifecycle: Create makes the producer (nothing is sent yet); InitTransactions (exactly-once)
 // before the first Dispatch. Destruction destroys the producer, dropping what is still queued:
 // Flush first. Borrows the Processor, the ShutdownClock and the FailureLatch, which outlive it.
@@ -116,7 +139,7 @@ class InFlightLedger {
 // are served by Poll and the calls that poll the producer, on that thread.
 // Limitations: one transaction at a time; a failed abort is not retried (the broker aborts the
 // transaction on its timeout, or a restart fences it).
-class Delivery {
+class Delivery final : public OutputSink {
  public:
   // `bootstrap` is the cluster's address (the embedded one or kafka.bootstrap_servers);
   // `transactional_id` is used in exactly-once mode (delivery.mode) only.
@@ -125,7 +148,7 @@ class Delivery {
                                                   const std::string& transactional_id,
                                                   Processor& processor, ShutdownClock& shutdown,
                                                   FailureLatch& failure);
-  ~Delivery();
+  ~Delivery() override;
   Delivery(const Delivery&) = delete;
   Delivery& operator=(const Delivery&) = delete;
 
@@ -149,37 +172,38 @@ class Delivery {
   // exactly-once mode inside the open transaction, beginning one if needed). Its state commits
   // later, once it is confirmed. A message the producer refused for good fails the latch and
   // returns its failure; a transient refusal only fails the batch.
-  Status Dispatch(PendingBatch&& batch, PartitionOffsets group_offsets, int64_t records);
+  Status Dispatch(PendingBatch&& batch, PartitionOffsets group_offsets, int64_t records) override;
   // Serves delivery reports for up to `timeout_ms`.
-  void Poll(int timeout_ms);
+  void Poll(int timeout_ms) override;
   // At-least-once: serves delivery reports and confirms the delivered batches in order. True
   // when the oldest unconfirmed batch failed: the caller abandons the batches in flight and
   // rewinds. The latched failure, if any.
-  Result<bool> ConfirmDelivered();
+  Result<bool> ConfirmDelivered() override;
   // Exactly-once: commits the open transaction with the merged group offsets of its batches
   // (`group` is the consumer's group metadata, which fences a zombie member) and confirms them.
   // OK also when no transaction is open. Aborted when the transaction had to be aborted (a
   // message failed, or an abortable error): it is no longer open whatever the abort's outcome,
   // a failed abort fails the latch, and the caller abandons the batches and rewinds. Any other
   // error fails the latch (the producer is unusable). Never commits once the latch failed.
-  Status CommitTransaction(const rd_kafka_consumer_group_metadata_t* group);
-  bool transaction_open() const { return transaction_open_; }
-  SteadyClock::time_point transaction_began() const { return transaction_began_; }
-  int64_t transactions() const { return transactions_; }
+  Status CommitTransaction(const rd_kafka_consumer_group_metadata_t* group) override;
+  bool transactional() const override { return options_.exactly_once; }
+  bool transaction_open() const override { return transaction_open_; }
+  SteadyClock::time_point transaction_began() const override { return transaction_began_; }
+  int64_t transactions() const override { return transactions_; }
 
   // Drops every batch in flight (the caller committed the confirmed ones first), then drops
   // their messages still queued in librdkafka and waits for the reports of those already sent,
   // so that none reaches the broker after the batches' redo (which would put an older copy of a
   // row after a newer one). Gives up waiting when asked to stop (the redo then never comes).
-  InFlightLedger::Dropped AbandonInFlight();
+  InFlightLedger::Dropped AbandonInFlight() override;
   // After serving failed: aborts an open transaction, drops every batch in flight and purges
   // every message (queued and in flight), so nothing unconfirmed can commit.
-  void DropAfterFailure();
+  void DropAfterFailure() override;
   // Waits up to `max_ms` for what is still queued (messages of dropped batches at most).
-  void Flush(int max_ms);
+  void Flush(int max_ms) override;
 
-  InFlightLedger& ledger() { return ledger_; }
-  const InFlightLedger& ledger() const { return ledger_; }
+  InFlightLedger& ledger() override { return ledger_; }
+  const InFlightLedger& ledger() const override { return ledger_; }
 
  private:
   struct Options {

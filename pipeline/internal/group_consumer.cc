@@ -378,6 +378,16 @@ MessagePtr GroupConsumer::Poll(int timeout_ms) {
   return MessagePtr(rd_kafka_consumer_poll(consumer_.get(), timeout_ms));
 }
 
+Status GroupConsumer::OnEvent(const rd_kafka_message_t& event) {
+  if (event.err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
+    return OnOffsetOutOfRange(event.partition);
+  }
+  if (event.err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+    spdlog::warn("consumer: {}", rd_kafka_message_errstr(&event));
+  }
+  return Status::OK();
+}
+
 Status GroupConsumer::OnOffsetOutOfRange(int32_t partition) {
   const std::string& topic = options_.input_topic;
   const std::optional<int64_t> from = NextToApply(partition);

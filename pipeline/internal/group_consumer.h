@@ -28,6 +28,7 @@
 #include "config/daemon_config.h"
 #include "pipeline/daemon.h"
 #include "pipeline/internal/rdkafka_util.h"
+#include "pipeline/internal/record_source.h"
 #include "pipeline/internal/run_control.h"
 #include "pipeline/processor.h"
 #include "storage/user_state_store.h"
@@ -44,7 +45,7 @@ namespace rotor::pipeline::internal {
 // Limitations: one input topic. A stopped partition stays paused until it is revoked. The
 // rebalance callbacks cannot return an error: rebalance_error() holds the first, and serving
 // must stop on it.
-class GroupConsumer {
+class GroupConsumer final : public RecordSource {
  public:
   // The owner's part in a revoke (the consumer's only call back).
   class Listener {
@@ -88,13 +89,16 @@ class GroupConsumer {
       const config::DaemonConfig& config, const std::string& bootstrap, int32_t input_partitions,
       storage::UserStateStore& store, ShutdownClock& shutdown, FailureLatch& failure,
       Listener& listener, std::string_view api_url = {});
-  ~GroupConsumer();
+  ~GroupConsumer() override;
   GroupConsumer(const GroupConsumer&) = delete;
   GroupConsumer& operator=(const GroupConsumer&) = delete;
 
   // One message or event (null when none came within `timeout_ms`); serves the rebalance
   // callbacks.
-  MessagePtr Poll(int timeout_ms);
+  MessagePtr Poll(int timeout_ms) override;
+  // An event Poll returned: an out-of-range position (OnOffsetOutOfRange), the end of a
+  // partition (nothing to do), another error (logged).
+  Status OnEvent(const rd_kafka_message_t& event) override;
   // The consumer's position in `partition` is out of the log's range (auto.offset.reset is
   // "error": librdkafka never jumps to another offset by itself). When the log still holds
   // what the state needs next, consumption goes back there; otherwise the partition stops.
@@ -104,29 +108,31 @@ class GroupConsumer {
   // offset to apply (a fetch from before a seek) skipped, counted and logged; the next offset
   // to apply moves past the rest. Records below the group's committed offset are marked not to
   // be published.
-  void Admit(const std::vector<MessagePtr>& messages, std::vector<InputRecord>& records);
+  void Admit(const std::vector<MessagePtr>& messages, std::vector<InputRecord>& records) override;
   // The group's offsets to commit for `batch`: only partitions still assigned, and only where
   // they move the group's committed offset forward.
-  PartitionOffsets GroupOffsets(const PendingBatch& batch) const;
+  PartitionOffsets GroupOffsets(const PendingBatch& batch) const override;
   // At-least-once: commits `offsets` to the group, asynchronously (informational: the store's
   // offsets are the truth); a failure is logged.
-  void CommitAsync(const PartitionOffsets& offsets);
+  void CommitAsync(const PartitionOffsets& offsets) override;
   // The group's metadata for send_offsets_to_transaction (its generation fences a zombie).
-  GroupMetadataPtr GroupMetadata() const;
+  GroupMetadataPtr GroupMetadata() const override;
   // After a failed delivery: every assigned partition that is not stopped goes back to its
   // offset in the store. It does what a pending rewind asked for, and clears it.
-  Status Rewind();
+  Status Rewind() override;
   // A revoke abandoned the batches in flight: Rewind before taking more input.
-  bool rewind_pending() const { return rewind_pending_; }
+  bool rewind_pending() const override { return rewind_pending_; }
   // The first error of a rebalance callback; serving must stop with it.
   const Status& rebalance_error() const { return rebalance_error_; }
-  bool has_assignment() const { return !publish_from_.empty(); }
+  Status error() const override { return rebalance_error_; }
+  bool Exhausted() const override { return false; }
+  bool has_assignment() const override { return !publish_from_.empty(); }
   // Whether every assigned partition that is not stopped was consumed up to its end (the high
   // watermark of the last fetch). A resumed run skips what it applied before, so counting
   // records cannot tell.
-  bool CaughtUp() const;
+  bool CaughtUp() const override;
   // When an assignment last took effect (the epoch before any).
-  SteadyClock::time_point last_assigned() const { return last_assigned_; }
+  SteadyClock::time_point last_assigned() const override { return last_assigned_; }
   // Assignments that took effect so far (one with no partition counts too).
   int64_t assignments() const { return assignments_; }
   // Grows whenever a partition's phase may have changed other than by records being applied:
