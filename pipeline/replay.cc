@@ -1,15 +1,22 @@
 #include "pipeline/replay.h"
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <fstream>
+#include <istream>
 #include <limits>
+#include <memory>
 #include <optional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "encoders/bundle.h"
 #include "pipeline/internal/partitioner.h"
+#include "pipeline/internal/serve_loop.h"
+#include "pipeline/internal/store_writer.h"
 #include "pipeline/kafka_tools.h"
 #include "pipeline/processor.h"
 #include "storage/user_state_store.h"
@@ -59,6 +66,71 @@ Result<int32_t> ResolvePartitions(const config::DaemonConfig& config,
   }
   return recorded;
 }
+
+// A JSON-lines file as a record source: line n is offset n of the pseudo-topic "file:<path>",
+// in partition 0, or with a partition count in the partition of its user_id; lines before
+// `resume` (a previous replay's) are skipped. Nothing is published from it.
+class FileSource final : public internal::RecordSource {
+ public:
+  FileSource(std::istream& in, std::string topic, int32_t partitions, int64_t resume)
+      : in_(in), topic_(std::move(topic)), partitions_(partitions), resume_(resume) {}
+
+  internal::Polled Poll(int /*timeout_ms*/) override {
+    std::string text;
+    do {
+      if (done_ || !std::getline(in_, text)) {
+        done_ = true;
+        return {};
+      }
+    } while (line_no_++ < resume_);
+    auto line = std::make_unique<internal::Polled::Line>();
+    line->key = UserIdOfLine(text);
+    line->text = std::move(text);
+    InputRecord r;
+    r.topic = topic_;
+    r.partition = 0;
+    r.offset = line_no_ - 1;
+    r.has_key = line->key.has_value();
+    if (r.has_key) {
+      r.key = *line->key;
+      if (partitions_ > 0) {
+        r.partition = internal::JavaPartition(r.key, partitions_);
+      }
+    }
+    r.partitions = partitions_;
+    r.value = line->text;
+    r.publish = false;
+    return internal::Polled{.message = nullptr, .line = std::move(line), .record = r};
+  }
+  Status OnEvent(const rd_kafka_message_t& /*event*/) override { return Status::OK(); }
+  void Admit(const std::vector<internal::Polled>& polled,
+             std::vector<InputRecord>& records) override {
+    for (const internal::Polled& p : polled) {
+      records.push_back(p.record);
+    }
+  }
+  PartitionOffsets GroupOffsets(const PendingBatch& /*batch*/) const override { return {}; }
+  void CommitAsync(const PartitionOffsets& /*offsets*/) override {}
+  internal::GroupMetadataPtr GroupMetadata() const override { return nullptr; }
+  Status error() const override { return Status::OK(); }
+  bool rewind_pending() const override { return false; }
+  // Nothing is delivered, so nothing fails to be: a rewind never comes.
+  Status Rewind() override {
+    return Status::FailedPrecondition("a file replay cannot go back; run it again to resume");
+  }
+  bool Exhausted() const override { return done_; }
+  bool has_assignment() const override { return true; }
+  bool CaughtUp() const override { return done_; }
+  internal::SteadyClock::time_point last_assigned() const override { return {}; }
+
+ private:
+  std::istream& in_;
+  const std::string topic_;
+  const int32_t partitions_;
+  const int64_t resume_;
+  int64_t line_no_ = 0;
+  bool done_ = false;
+};
 
 }  // namespace
 
@@ -119,54 +191,27 @@ Result<ReplayStats> ReplayFile(const config::DaemonConfig& config, const encoder
   }
 
   const auto start = std::chrono::steady_clock::now();
-  std::vector<std::string> lines;
-  std::vector<std::optional<std::string>> keys;
-  std::vector<InputRecord> records;
-  int64_t line_no = 0;
-  std::string line;
-  bool more = true;
-  while (more) {
-    lines.clear();
-    keys.clear();
-    records.clear();
-    while (static_cast<int64_t>(lines.size()) < config.pipeline.max_batch_events) {
-      if (!std::getline(in, line)) {
-        more = false;
-        break;
-      }
-      if (line_no++ < resume) {
-        continue;
-      }
-      lines.push_back(line);
+  // The serving loop (internal/serve_loop.h) from the file's lines to nothing: the state
+  // commits in order through a writer, batch after batch, as `rotor serve` commits it.
+  FileSource source(in, topic, partitions, resume);
+  internal::DiscardSink sink(*processor);
+  internal::ShutdownClock shutdown(config.delivery.shutdown_timeout_ms);
+  internal::FailureLatch failure;
+  internal::LoopObserver observer;
+  Status served;
+  {
+    internal::StoreWriter writer(store);
+    internal::ServeLoop loop({.pipeline = config.pipeline,
+                              .commit_interval = std::chrono::milliseconds(0),
+                              .exit_when_idle_ms = 0},
+                             source, sink, *processor, writer, shutdown, failure, observer);
+    const std::atomic<bool> never{false};
+    served = loop.Run(never);
+    if (!served.ok()) {
+      loop.AbandonAfterFailure(served);
     }
-    if (lines.empty()) {
-      break;
-    }
-    for (const std::string& l : lines) {
-      keys.push_back(UserIdOfLine(l));
-    }
-    const int64_t base = line_no - static_cast<int64_t>(lines.size());
-    for (std::size_t i = 0; i < lines.size(); ++i) {
-      InputRecord r;
-      r.topic = topic;
-      r.partition = 0;
-      r.offset = base + static_cast<int64_t>(i);
-      r.has_key = keys[i].has_value();
-      if (r.has_key) {
-        r.key = *keys[i];
-        if (partitions > 0) {
-          r.partition = internal::JavaPartition(r.key, partitions);
-        }
-      }
-      r.partitions = partitions;
-      r.value = lines[i];
-      r.publish = false;
-      records.push_back(r);
-    }
-    ROTOR_ASSIGN_OR_RETURN(PendingBatch batch, processor->Process(records));
-    ROTOR_RETURN_IF_ERROR(store.Commit(batch.state));
-    processor->Finish(std::move(batch));
   }
+  ROTOR_RETURN_IF_ERROR(served);
   ROTOR_RETURN_IF_ERROR(store.Flush());
   const ProcessorStats& p = processor->stats();
   return ReplayStats{

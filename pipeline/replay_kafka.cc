@@ -320,8 +320,11 @@ class RangeSource final : public internal::RecordSource {
     return Assign();
   }
 
-  MessagePtr Poll(int timeout_ms) override {
-    return MessagePtr(rd_kafka_consumer_poll(consumer_.get(), timeout_ms));
+  internal::Polled Poll(int timeout_ms) override {
+    return internal::Polled{
+        .message = MessagePtr(rd_kafka_consumer_poll(consumer_.get(), timeout_ms)),
+        .line = nullptr,
+        .record = {}};
   }
 
   Status OnEvent(const rd_kafka_message_t& m) override {
@@ -348,8 +351,10 @@ class RangeSource final : public internal::RecordSource {
     return Status::OK();
   }
 
-  void Admit(const std::vector<MessagePtr>& messages, std::vector<InputRecord>& records) override {
-    for (const MessagePtr& m : messages) {
+  void Admit(const std::vector<internal::Polled>& polled,
+             std::vector<InputRecord>& records) override {
+    for (const internal::Polled& p : polled) {
+      const MessagePtr& m = p.message;
       Range* range = RangeOf(m->partition);
       if (range == nullptr || range->done) {
         continue;  // Done already: a prefetched record past the end.

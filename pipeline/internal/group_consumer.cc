@@ -374,7 +374,7 @@ std::optional<int64_t> GroupConsumer::NextToApply(int32_t partition) const {
   return next == apply_from_.end() ? std::nullopt : std::optional(next->second);
 }
 
-MessagePtr GroupConsumer::Poll(int timeout_ms) {
+MessagePtr GroupConsumer::PollMessage(int timeout_ms) {
   return MessagePtr(rd_kafka_consumer_poll(consumer_.get(), timeout_ms));
 }
 
@@ -428,23 +428,33 @@ Status GroupConsumer::OnOffsetOutOfRange(int32_t partition) {
 void GroupConsumer::Admit(const std::vector<MessagePtr>& messages,
                           std::vector<InputRecord>& records) {
   for (const MessagePtr& m : messages) {
-    const auto it = publish_from_.find(m->partition);
-    if (it == publish_from_.end() || stopped_.contains(m->partition)) {
-      continue;
-    }
-    const auto [next, unseen] = apply_from_.try_emplace(m->partition, m->offset);
-    if (m->offset < next->second) {
-      // A fetch from before a seek can still arrive; each skipped record is counted and logged
-      // (the log is checked for truncation when the position leaves its range).
-      ++stats_.skipped_records;
-      spdlog::warn("partition {}: offset {} is below {}, already applied: skipping", m->partition,
-                   m->offset, next->second);
-      continue;
-    }
-    next->second = m->offset + 1;
-    records.push_back(
-        RecordOf(*m, options_.input_topic, options_.input_partitions, m->offset >= it->second));
+    AdmitOne(*m, records);
   }
+}
+
+void GroupConsumer::Admit(const std::vector<Polled>& polled, std::vector<InputRecord>& records) {
+  for (const Polled& p : polled) {
+    AdmitOne(*p.message, records);
+  }
+}
+
+void GroupConsumer::AdmitOne(const rd_kafka_message_t& m, std::vector<InputRecord>& records) {
+  const auto it = publish_from_.find(m.partition);
+  if (it == publish_from_.end() || stopped_.contains(m.partition)) {
+    return;
+  }
+  const auto [next, unseen] = apply_from_.try_emplace(m.partition, m.offset);
+  if (m.offset < next->second) {
+    // A fetch from before a seek can still arrive; each skipped record is counted and logged
+    // (the log is checked for truncation when the position leaves its range).
+    ++stats_.skipped_records;
+    spdlog::warn("partition {}: offset {} is below {}, already applied: skipping", m.partition,
+                 m.offset, next->second);
+    return;
+  }
+  next->second = m.offset + 1;
+  records.push_back(
+      RecordOf(m, options_.input_topic, options_.input_partitions, m.offset >= it->second));
 }
 
 PartitionOffsets GroupConsumer::GroupOffsets(const PendingBatch& batch) const {

@@ -95,7 +95,10 @@ class GroupConsumer final : public RecordSource {
 
   // One message or event (null when none came within `timeout_ms`); serves the rebalance
   // callbacks.
-  MessagePtr Poll(int timeout_ms) override;
+  MessagePtr PollMessage(int timeout_ms);
+  Polled Poll(int timeout_ms) override {
+    return Polled{.message = PollMessage(timeout_ms), .line = nullptr, .record = {}};
+  }
   // An event Poll returned: an out-of-range position (OnOffsetOutOfRange), the end of a
   // partition (nothing to do), another error (logged).
   Status OnEvent(const rd_kafka_message_t& event) override;
@@ -108,7 +111,8 @@ class GroupConsumer final : public RecordSource {
   // offset to apply (a fetch from before a seek) skipped, counted and logged; the next offset
   // to apply moves past the rest. Records below the group's committed offset are marked not to
   // be published.
-  void Admit(const std::vector<MessagePtr>& messages, std::vector<InputRecord>& records) override;
+  void Admit(const std::vector<MessagePtr>& messages, std::vector<InputRecord>& records);
+  void Admit(const std::vector<Polled>& polled, std::vector<InputRecord>& records) override;
   // The group's offsets to commit for `batch`: only partitions still assigned, and only where
   // they move the group's committed offset forward.
   PartitionOffsets GroupOffsets(const PendingBatch& batch) const override;
@@ -176,6 +180,7 @@ class GroupConsumer final : public RecordSource {
   std::set<int32_t> Owned() const;
   static std::string MemberId(rd_kafka_t* rk);
   void StopPartition(int32_t partition, const Status& why);
+  void AdmitOne(const rd_kafka_message_t& m, std::vector<InputRecord>& records);
   void PausePartitions(const rd_kafka_topic_partition_list_t* parts) const;
   std::optional<int64_t> NextToApply(int32_t partition) const;
 

@@ -112,7 +112,7 @@ class GroupConsumerTest : public ::testing::Test {
     std::vector<MessagePtr> messages;
     const auto deadline = SteadyClock::now() + std::chrono::seconds(20);
     while (SteadyClock::now() < deadline) {
-      MessagePtr m = consumer_->Poll(100);
+      MessagePtr m = consumer_->PollMessage(100);
       if (!m || m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         continue;
       }

@@ -11,6 +11,15 @@
 
 namespace rotor::pipeline::internal {
 
+std::string_view Polled::key() const {
+  if (message != nullptr) {
+    return message->key == nullptr
+               ? std::string_view()
+               : std::string_view(static_cast<const char*>(message->key), message->key_len);
+  }
+  return record.has_key ? record.key : std::string_view();
+}
+
 Status DiscardSink::Dispatch(PendingBatch&& batch, PartitionOffsets group_offsets,
                              int64_t records) {
   InFlight& dispatched = ledger_.Add(std::move(batch), std::move(group_offsets), records);
@@ -52,7 +61,7 @@ ServeLoop::ServeLoop(const LoopOptions& options, RecordSource& source, OutputSin
 
 Status ServeLoop::Run(const std::atomic<bool>& stop) {
   const config::PipelineOptions& opt = options_.pipeline;
-  std::vector<MessagePtr> messages;
+  std::vector<Polled> messages;
   std::unordered_set<std::string_view> batch_keys;  // Into `messages`.
   std::vector<InputRecord> records;
   SteadyClock::time_point batch_polled{};
@@ -90,8 +99,8 @@ Status ServeLoop::Run(const std::atomic<bool>& stop) {
         }
         timeout = static_cast<int>(std::min<int64_t>(left, timeout));
       }
-      MessagePtr m = source_.Poll(timeout);
-      if (!m) {
+      Polled m = source_.Poll(timeout);
+      if (m.empty()) {
         if (!ledger.empty()) {
           sink_.Poll(0);  // Delivery reports.
         }
@@ -100,17 +109,15 @@ Status ServeLoop::Run(const std::atomic<bool>& stop) {
         }
         continue;
       }
-      if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        ROTOR_RETURN_IF_ERROR(source_.OnEvent(*m));
+      if (m.event()) {
+        ROTOR_RETURN_IF_ERROR(source_.OnEvent(*m.message));
         continue;
       }
       if (messages.empty()) {
         batch_polled = SteadyClock::now();
         deadline = batch_polled + std::chrono::milliseconds(opt.max_batch_wait_ms);
       }
-      batch_keys.emplace(m->key == nullptr
-                             ? std::string_view()
-                             : std::string_view(static_cast<const char*>(m->key), m->key_len));
+      batch_keys.emplace(m.key());
       messages.push_back(std::move(m));
     }
     ROTOR_RETURN_IF_ERROR(source_.error());

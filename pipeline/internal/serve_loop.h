@@ -5,8 +5,9 @@
 // flight and rewinds the source; stopping (or the source running out) drains what is in
 // flight. `rotor serve` runs it between the consumer group (GroupConsumer) and the producer
 // (Delivery, idempotent or transactional); `rotor replay --kafka` between offset ranges of the
-// input topic (RangeSource) and the producer or nothing (DiscardSink). So a replay applies
-// exactly what serving applies, batch for batch, through the same code.
+// input topic (RangeSource) and the producer or nothing (DiscardSink); `rotor replay --file`
+// between a file's lines (FileSource) and nothing. So a replay applies exactly what serving
+// applies, batch for batch, through the same code.
 
 #ifndef ROTOR_PIPELINE_INTERNAL_SERVE_LOOP_H_
 #define ROTOR_PIPELINE_INTERNAL_SERVE_LOOP_H_
