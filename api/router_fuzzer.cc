@@ -116,9 +116,9 @@ struct Target {
         .readiness = {},
         .now_ms = [] { return int64_t{1767700000000}; },
         .limits = {.max_candidates = 64, .max_users_per_request = 8, .max_total_candidates = 128},
-        // Partition 1 is owned elsewhere: its users are forwarded to an owner that answers
-        // garbage for a request of one user and fails otherwise (the stale answers, the
-        // merge's refusals).
+        // Partition 1 is owned elsewhere: a request for one of its users finds the owner down;
+        // POST /v1/score's share finds it answering an entry that is not the user's scores
+        // (even bodies) or down (odd ones): answered here, stale, either way.
         .locate =
             [](int32_t partition) {
               rotor::api::Placement placement;
@@ -131,7 +131,7 @@ struct Target {
         .forward_mode = rotor::api::ForwardMode::kProxy,
         .forward = [](std::string_view /*url*/,
                       const rotor::api::Request& request) -> rotor::Result<rotor::api::Response> {
-          if (request.body.size() % 2 == 0) {
+          if (request.target == "/v1/score" && request.body.size() % 2 == 0) {
             return rotor::api::Response{.status = 200,
                                         .content_type = "application/json",
                                         .body = R"({"users":[{"user_id":"x"}]})",

@@ -676,6 +676,7 @@ TEST_F(RouterTest, RequestsForAnotherInstancesPartitionGoToTheOwnerOrSayTheyAreS
   };
   std::vector<std::pair<std::string, std::string>> sent;  // url, method + target + body.
   bool owner_up = true;
+  bool owner_garbles = false;  // Answers one score too many per user.
   context.forward = [&](std::string_view url, const Request& request) -> Result<Response> {
     sent.emplace_back(std::string(url),
                       fmt::format("{} {} {}", request.method, request.target, request.body));
@@ -687,7 +688,11 @@ TEST_F(RouterTest, RequestsForAnotherInstancesPartitionGoToTheOwnerOrSayTheyAreS
       const json in = json::parse(request.body);
       json users = json::array();
       for (const json& u : in["users"]) {
-        users.push_back({{"user_id", u["user_id"]}, {"from", "b"}});
+        json scores = json::array();
+        for (std::size_t c = 0; c < u["candidates"].size() + (owner_garbles ? 1 : 0); ++c) {
+          scores.push_back({{"click", 0.5}});
+        }
+        users.push_back({{"user_id", u["user_id"]}, {"from", "b"}, {"scores", scores}});
       }
       answer.body = json{{"model_id", "m"}, {"ts_ms", in["ts_ms"]}, {"users", users}}.dump();
     } else {
@@ -749,10 +754,21 @@ TEST_F(RouterTest, RequestsForAnotherInstancesPartitionGoToTheOwnerOrSayTheyAreS
   EXPECT_EQ(to_b["users"], json::array({request["users"][0], request["users"][2]}));
   const json users = Body(r)["users"];
   ASSERT_EQ(users.size(), 3U);
-  EXPECT_EQ(users[0], json::parse(R"({"user_id":"u-long","from":"b"})"));
+  EXPECT_EQ(users[0]["user_id"], "u-long");
+  EXPECT_EQ(users[0]["from"], "b");
   EXPECT_EQ(users[1]["user_id"], "u-0x");
   EXPECT_EQ(users[1]["known"], false);  // Scored here, fresh.
-  EXPECT_EQ(users[2], json::parse(R"({"user_id":"u-abcd","from":"b"})"));
+  EXPECT_EQ(users[2]["user_id"], "u-abcd");
+  EXPECT_EQ(users[2]["from"], "b");
+  // An owner whose entries are not the users' scores (another version, a bug) is not passed
+  // on: its users are answered here, stale.
+  owner_garbles = true;
+  r = api_.Post("/v1/score", request.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Body(r)["users"][0].count("from"), 0U);
+  EXPECT_THAT(Body(r)["users"][0]["stale"]["reason"].get<std::string>(),
+              HasSubstr("neither its scores nor its error"));
+  owner_garbles = false;
   // B down: its users are answered here, stale (u-long) or not_ready (no state of u-abcd).
   owner_up = false;
   r = api_.Post("/v1/score", request.dump());
@@ -783,7 +799,7 @@ TEST_F(RouterTest, RequestsForAnotherInstancesPartitionGoToTheOwnerOrSayTheyAreS
   const std::string metrics = api_.Get("/metrics").body;
   EXPECT_THAT(metrics, HasSubstr("rotor_api_forwarded_total{outcome=\"proxied\"} 3"));
   EXPECT_THAT(metrics, HasSubstr("rotor_api_forwarded_total{outcome=\"redirected\"} 1"));
-  EXPECT_THAT(metrics, HasSubstr("rotor_api_forwarded_total{outcome=\"failed\"} 4"));
+  EXPECT_THAT(metrics, HasSubstr("rotor_api_forwarded_total{outcome=\"failed\"} 5"));
 }
 
 // Reads of the state the pipeline's hot cache published in the committed view never touch

@@ -97,6 +97,19 @@ Result<Config> LoadConfig(const std::string& path) {
   return config;
 }
 
+// A partition's phase as the API names it.
+api::PartitionState StateOf(pipeline::PartitionPhase phase) {
+  switch (phase) {
+    case pipeline::PartitionPhase::kRestoring:
+      return api::PartitionState::kRestoring;
+    case pipeline::PartitionPhase::kConsuming:
+      return api::PartitionState::kConsuming;
+    case pipeline::PartitionPhase::kStopped:
+      return api::PartitionState::kStopped;
+  }
+  return api::PartitionState::kStopped;
+}
+
 // The daemon's readiness as the API reports it: ready once serving and every assigned
 // partition is consuming.
 api::Readiness ReadinessOf(const pipeline::DaemonStatus& status) {
@@ -107,17 +120,7 @@ api::Readiness ReadinessOf(const pipeline::DaemonStatus& status) {
     api::PartitionStatus s;
     s.topic = p.partition.topic;
     s.partition = p.partition.partition;
-    switch (p.phase) {
-      case pipeline::PartitionPhase::kRestoring:
-        s.state = api::PartitionState::kRestoring;
-        break;
-      case pipeline::PartitionPhase::kConsuming:
-        s.state = api::PartitionState::kConsuming;
-        break;
-      case pipeline::PartitionPhase::kStopped:
-        s.state = api::PartitionState::kStopped;
-        break;
-    }
+    s.state = StateOf(p.phase);
     s.lag = p.lag;
     out.partitions.push_back(std::move(s));
   }
@@ -142,17 +145,7 @@ api::Placement Locate(const pipeline::Daemon* d, int32_t partition) {
       continue;
     }
     out.lag = p.lag;
-    switch (p.phase) {
-      case pipeline::PartitionPhase::kRestoring:
-        out.state = api::PartitionState::kRestoring;
-        break;
-      case pipeline::PartitionPhase::kConsuming:
-        out.state = api::PartitionState::kConsuming;
-        break;
-      case pipeline::PartitionPhase::kStopped:
-        out.state = api::PartitionState::kStopped;
-        break;
-    }
+    out.state = StateOf(p.phase);
     if (p.phase != pipeline::PartitionPhase::kConsuming) {
       out.reason = fmt::format("partition {} of '{}' is {} here{}{}", partition, p.partition.topic,
                                pipeline::PartitionPhaseName(p.phase), p.reason.empty() ? "" : ": ",

@@ -70,7 +70,7 @@ Result<int32_t> ResolvePartitions(const config::DaemonConfig& config,
 // A JSON-lines file as a record source: line n is offset n of the pseudo-topic "file:<path>",
 // in partition 0, or with a partition count in the partition of its user_id; lines before
 // `resume` (a previous replay's) are skipped. Nothing is published from it.
-class FileSource final : public internal::RecordSource {
+class FileSource final : public internal::GrouplessSource {
  public:
   FileSource(std::istream& in, std::string topic, int32_t partitions, int64_t resume)
       : in_(in), topic_(std::move(topic)), partitions_(partitions), resume_(resume) {}
@@ -109,19 +109,12 @@ class FileSource final : public internal::RecordSource {
       records.push_back(p.record);
     }
   }
-  PartitionOffsets GroupOffsets(const PendingBatch& /*batch*/) const override { return {}; }
-  void CommitAsync(const PartitionOffsets& /*offsets*/) override {}
-  internal::GroupMetadataPtr GroupMetadata() const override { return nullptr; }
-  Status error() const override { return Status::OK(); }
-  bool rewind_pending() const override { return false; }
   // Nothing is delivered, so nothing fails to be: a rewind never comes.
   Status Rewind() override {
     return Status::FailedPrecondition("a file replay cannot go back; run it again to resume");
   }
   bool Exhausted() const override { return done_; }
-  bool has_assignment() const override { return true; }
   bool CaughtUp() const override { return done_; }
-  internal::SteadyClock::time_point last_assigned() const override { return {}; }
 
  private:
   std::istream& in_;

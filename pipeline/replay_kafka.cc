@@ -294,7 +294,7 @@ class Planner {
 // the end of its partition when the rest is transaction markers). Records below a range's
 // next offset are never applied twice; a rewind (a batch not delivered) goes back to the
 // offsets the store holds.
-class RangeSource final : public internal::RecordSource {
+class RangeSource final : public internal::GrouplessSource {
  public:
   RangeSource(const config::DaemonConfig& config, storage::UserStateStore& store,
               int32_t partitions, std::vector<Range> ranges, bool publish, Shared& shared)
@@ -380,12 +380,6 @@ class RangeSource final : public internal::RecordSource {
     }
   }
 
-  PartitionOffsets GroupOffsets(const PendingBatch& /*batch*/) const override { return {}; }
-  void CommitAsync(const PartitionOffsets& /*offsets*/) override {}
-  internal::GroupMetadataPtr GroupMetadata() const override { return nullptr; }
-  Status error() const override { return Status::OK(); }
-  bool rewind_pending() const override { return false; }
-
   // Back to the offsets the store holds (a range's first start where it holds none): the
   // batches not committed are read again.
   Status Rewind() override {
@@ -407,9 +401,7 @@ class RangeSource final : public internal::RecordSource {
   }
 
   bool Exhausted() const override { return open_ == 0; }
-  bool has_assignment() const override { return true; }
   bool CaughtUp() const override { return open_ == 0; }
-  SteadyClock::time_point last_assigned() const override { return {}; }
 
   // Before the store closes.
   void Close() {

@@ -91,6 +91,7 @@ std::optional<ScoreError> ScoreUser(ResourceContext& ctx, std::string_view user,
 // per owner with the body's other members as they were: each entry the owners answered, as
 // JSON, at its user's index. An owner that fails turns its users' answers into stale ones here.
 std::vector<std::string> ScoreElsewhere(ResourceContext& ctx, std::string_view body,
+                                        const encoders::ScoreRequest& request,
                                         std::vector<Answer>& answers) {
   std::vector<std::string> entries(answers.size());
   std::map<std::string, std::vector<std::size_t>> by_owner;
@@ -128,15 +129,33 @@ std::vector<std::string> ScoreElsewhere(ResourceContext& ctx, std::string_view b
             nlohmann::json::parse(answered->body, nullptr, /*allow_exceptions=*/false);
         if (reply.is_object() && reply.contains("users") && reply["users"].is_array() &&
             reply["users"].size() == indexes.size()) {
-          for (std::size_t k = 0; k < indexes.size(); ++k) {
-            entries[indexes[k]] = reply["users"][k].dump();
+          // Each entry must be the user's, with its scores (one per candidate) or its error:
+          // an owner of another version, or a broken one, is not passed on.
+          std::size_t bad = indexes.size();
+          for (std::size_t k = 0; k < indexes.size() && bad == indexes.size(); ++k) {
+            const nlohmann::json& entry = reply["users"][k];
+            const encoders::ScoreRequest::User& sent = request.users[indexes[k]];
+            const bool ok = entry.is_object() && entry.contains("user_id") &&
+                            entry["user_id"] == sent.user_id &&
+                            ((entry.contains("error") && entry["error"].is_string()) ||
+                             (entry.contains("scores") && entry["scores"].is_array() &&
+                              entry["scores"].size() == sent.candidates.size()));
+            bad = ok ? bad : k;
           }
-          if (ctx.proxied != nullptr) {
-            ctx.proxied->Increment();
+          if (bad == indexes.size()) {
+            for (std::size_t k = 0; k < indexes.size(); ++k) {
+              entries[indexes[k]] = reply["users"][k].dump();
+            }
+            if (ctx.proxied != nullptr) {
+              ctx.proxied->Increment();
+            }
+            continue;
           }
-          continue;
+          why = fmt::format("its entry for user '{}' is neither its scores nor its error",
+                            request.users[indexes[bad]].user_id);
+        } else {
+          why = "its answer has no \"users\" array with one entry per user sent";
         }
-        why = "its answer has no \"users\" array with one entry per user sent";
       }
     } else {
       why = "the request's users could not be split";
@@ -231,7 +250,7 @@ Response PostScore(ResourceContext& ctx, const Request& http, const Query& query
     answers.push_back(Decide(ctx, http, ctx.api.partition_of(user.user_id),
                              /*redirect_ok=*/false));
   }
-  const std::vector<std::string> elsewhere = ScoreElsewhere(ctx, http.body, answers);
+  const std::vector<std::string> elsewhere = ScoreElsewhere(ctx, http.body, request, answers);
   bool any_stale = false;
   json.Key("users").BeginArray();
   for (std::size_t i = 0; i < request.users.size(); ++i) {

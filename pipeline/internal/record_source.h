@@ -76,6 +76,19 @@ class RecordSource {
   virtual SteadyClock::time_point last_assigned() const = 0;
 };
 
+// What a source without a consumer group (a replay's) answers for the group's parts: no group
+// offsets or metadata, no error or rewind from outside, always "assigned".
+class GrouplessSource : public RecordSource {
+ public:
+  PartitionOffsets GroupOffsets(const PendingBatch& /*batch*/) const override { return {}; }
+  void CommitAsync(const PartitionOffsets& /*offsets*/) override {}
+  GroupMetadataPtr GroupMetadata() const override { return nullptr; }
+  Status error() const override { return Status::OK(); }
+  bool rewind_pending() const override { return false; }
+  bool has_assignment() const override { return true; }
+  SteadyClock::time_point last_assigned() const override { return {}; }
+};
+
 }  // namespace rotor::pipeline::internal
 
 #endif  // ROTOR_PIPELINE_INTERNAL_RECORD_SOURCE_H_
