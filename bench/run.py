@@ -15,6 +15,12 @@ variant on the synthetic schema with random perturbed weights (sirenrope.golden.
 for two models, each at windows 50, 200 and 1000:
   default  d_model 64, 2 heads, 2 layers, d_angle 4, angle hidden 16 (configs/demo.json's)
   paper    d_model 128, 4 heads, 2 layers, d_angle 4, angle hidden 64 (the paper's backbone)
+
+The PyTorch side (bench/torch_decode.py) is the best incremental decode a PyTorch user would
+write for the model (preallocated K/V ring buffers read in place, eager and torch.jit.script,
+self-tested against sirenrope's decode_batch), on the same cases as decode_bench, cold windows
+included; the ratios compare C++ with the fastest PyTorch setting and variant. The release
+build directory is shared: the build runs under flock(1) on /tmp/rotor-release-build.lock.
 """
 
 from __future__ import annotations
@@ -44,7 +50,12 @@ SEED = 7
 KERNEL_RATIO = 4.0
 ROOFLINE_FRACTION = 0.5
 REENCODE_RATIO, REENCODE_WINDOW = 50.0, 200
-TORCH_B1, TORCH_B64 = 10.0, 3.0
+# Issue 13: against the best PyTorch decode (bench/torch_decode.py's FastDecoder), C++ >= 10x at
+# batch 1 and >= 4x at batch 64 with cold windows; the old batch-64 target on hot windows (3x)
+# stays as information.
+TORCH_B1, TORCH_B64_COLD, TORCH_B64_HOT = 10.0, 4.0, 3.0
+# The release build directory is shared with other work: builds take this lock.
+BUILD_LOCK = "/tmp/rotor-release-build.lock"
 
 
 def log(msg: str) -> None:
@@ -84,16 +95,23 @@ def run(cmd: list[str], log_path: str, **kw) -> None:
         raise SystemExit(f"run.py: {os.path.basename(cmd[0])} failed (exit {rc}); log: {log_path}")
 
 
+def locked(cmd: list[str]) -> list[str]:
+    """cmd under flock(1) on BUILD_LOCK where flock exists: others build the same directory."""
+    flock = shutil.which("flock")
+    return [flock, BUILD_LOCK, *cmd] if flock else cmd
+
+
 def build(preset: str) -> str:
     build_dir = os.path.join(ROOT, "build", preset)
     if not os.path.exists(os.path.join(build_dir, "build.ninja")):
         log(f"cmake --preset {preset}")
-        subprocess.run(["cmake", "--preset", preset], cwd=ROOT, check=True,
+        subprocess.run(locked(["cmake", "--preset", preset]), cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL)
     # Only the two programs: a full build also compiles every test.
-    out = subprocess.run(["cmake", "--build", "--preset", preset, "-j2", "--target",
-                          "decode_bench", "kernels_bench"], cwd=ROOT, capture_output=True,
-                         text=True)
+    log(f"cmake --build --preset {preset} (decode_bench, kernels_bench)")
+    out = subprocess.run(locked(["cmake", "--build", "--preset", preset, "-j2", "--target",
+                                 "decode_bench", "kernels_bench"]), cwd=ROOT,
+                         capture_output=True, text=True)
     if out.returncode != 0:
         sys.stderr.write(out.stdout[-6000:] + out.stderr[-6000:])
         raise SystemExit("run.py: the release build failed")
@@ -232,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="perf profile of the decode cases (default: on, off with --quick)")
     args = p.parse_args(argv)
     t_start = time.time()
+    with open("/proc/loadavg") as f:
+        load_start = " ".join(f.read().split()[:3])
     if args.quick:
         k_min, k_reps, d_min, d_reps, t_budget = 0.01, 3, 0.03, 3, 0.25
     else:
@@ -259,10 +279,13 @@ def main(argv: list[str] | None = None) -> int:
          *bench_flags(d_min, d_reps, djson)], os.path.join(out_dir, "decode_bench.log"))
     dec, ctx = medians(djson)
 
+    # (bundle, case, setting) -> ns of the faster variant (eager or script) and its name.
     torch_res: dict[tuple[str, str, str], float] = {}
+    torch_variant: dict[tuple[str, str, str], str] = {}
     settings: list[str] = []
     torch_info: dict = {}
     torch_version = ""
+    torch_tests: list[dict] = []
     if not args.skip_torch:
         tjson = os.path.join(out_dir, "torch_decode.json")
         env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
@@ -273,8 +296,12 @@ def main(argv: list[str] | None = None) -> int:
             tdata = json.load(f)
         torch_info = tdata["settings"]
         torch_version = tdata["torch"]
+        torch_tests = tdata.get("self_test", [])
         for r in tdata["results"]:
-            torch_res[(r["bundle"], r["case"], r["setting"])] = r["ns"]
+            key = (r["bundle"], r["case"], r["setting"])
+            if key not in torch_res or r["ns"] < torch_res[key]:
+                torch_res[key] = r["ns"]
+                torch_variant[key] = r.get("variant", "")
         settings = [s for s in ("one", "default") if s in torch_info]
 
     prof_lines: list[str] = []
@@ -306,6 +333,17 @@ def main(argv: list[str] | None = None) -> int:
                        if c["type"] != "Instruction")
     lines.append(f"Caches (as Google Benchmark reads them): {caches}. PyTorch "
                  f"{torch_version or 'not run'}.")
+    lines.append(f"Load average at the start of this run: {load_start} (the machine is shared).")
+    if torch_tests:
+        worst = {k: max(t[k] for t in torch_tests) for k in ("logits", "hidden", "kv")}
+        lines.append(
+            "PyTorch baseline (bench/torch_decode.py's FastDecoder: preallocated K/V ring "
+            "buffers, views of them as attention operands, in-place row writes, batched "
+            "projections, torch.inference_mode; eager and torch.jit.script, the faster counts) "
+            f"against sirenrope's decode_batch, {len(torch_tests)} self-tests "
+            f"({'all within' if all(t['ok'] for t in torch_tests) else 'NOT all within'} "
+            f"{tdata['tolerance']:g}): max abs diff logits {worst['logits']:.1e}, hidden "
+            f"{worst['hidden']:.1e}, K/V rows {worst['kv']:.1e}.")
     lines.append("")
 
     cases = []
@@ -317,12 +355,14 @@ def main(argv: list[str] | None = None) -> int:
         return dec[f"{kind}/{name}"]
 
     def torch_ratio(name: str, case: str, cxx_ns: float) -> tuple[str, float]:
-        vals = [torch_res.get((name, case, s)) for s in settings]
-        vals = [v for v in vals if v is not None]
-        if not vals:
+        """PyTorch ns / C++ ns per setting (the faster variant of each, '(s)' marking the
+        script), and the ratio to the fastest PyTorch."""
+        keys = [(name, case, s) for s in settings if (name, case, s) in torch_res]
+        if not keys:
             return "n/a", float("nan")
-        best = min(vals)  # the faster PyTorch setting is the one to beat
-        text = " / ".join(f"{v / cxx_ns:.0f}x" for v in vals)
+        best = min(torch_res[k] for k in keys)  # the fastest PyTorch is the one to beat
+        text = " / ".join(f"{torch_res[k] / cxx_ns:.1f}x"
+                          + (" (s)" if torch_variant.get(k) == "script" else "") for k in keys)
         return text, best / cxx_ns
 
     thr = " / ".join({"one": "1 thread", "default": "default"}[s] for s in settings) or "-"
@@ -344,10 +384,12 @@ def main(argv: list[str] | None = None) -> int:
         re_torch = min(t_re) / b1_ns if t_re else float("inf")
         t1_text, t1 = torch_ratio(name, "b1", b1_ns)
         t64_text, t64 = torch_ratio(name, "b64", b64_ns)
+        _, t1c = torch_ratio(name, "b1cold", ns(get("b1cold", name)))
+        _, t64c = torch_ratio(name, "b64cold", ns(get("b64cold", name)) / 64)
         summary[name] = dict(b1=b1["roofline"], b64=b64["roofline"],
                              b1cold=get("b1cold", name)["roofline"],
                              b64cold=get("b64cold", name)["roofline"], re=re_ratio,
-                             re_torch=re_torch, t1=t1, t64=t64)
+                             re_torch=re_torch, t1=t1, t64=t64, t1c=t1c, t64c=t64c)
         lines.append(f"| {model} | {w} | {b1_ns:,.0f} | {fmt_rate(b64_rate)} | "
                      f"{b1['roofline']:.2f} | {b64['roofline']:.2f} | "
                      f"{b1['compute']:.2f} / {b64['compute']:.2f} | {re_ratio:.0f}x "
@@ -364,7 +406,9 @@ def main(argv: list[str] | None = None) -> int:
                  "OPENBLAS_NUM_THREADS=1, process CPU time) / torch's defaults, nothing set "
                  "(torch.get_num_threads() = "
                  f"{torch_info.get('default', {}).get('torch_threads', '?')}, OpenBLAS's own "
-                 "thread pool; wall-clock time). C++ times are thread CPU time, one thread.")
+                 "thread pool; wall-clock time); PyTorch is bench/torch_decode.py's FastDecoder "
+                 "(the K/V windows preallocated and read in place), the faster of eager and "
+                 "torch.jit.script (marked (s)). C++ times are thread CPU time, one thread.")
     lines.append("")
 
     lines.append("### Cold windows (the daemon's case: windows of many users, 128 MiB in all), "
@@ -372,9 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("")
     lines.append("| model | W | flops/event | bytes/event (b1) | b1 cold ns/event | roofline | "
                  "b64 cold events/s | roofline | DRAM-roofline b1 / b64 (hot) | "
-                 "candidates ns/cand | re-encode (C++) | re-encode (PyTorch, best) |")
+                 "candidates ns/cand | re-encode (C++) | re-encode (PyTorch, best) | "
+                 f"vs PyTorch b1 cold ({thr}) | vs PyTorch b64 cold ({thr}) |")
     lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-                 "| ---: |")
+                 "| ---: | ---: | ---: |")
     for model, w, name in cases:
         b1, b64 = get("b1", name), get("b64", name)
         c1, c64 = get("b1cold", name), get("b64cold", name)
@@ -386,12 +431,16 @@ def main(argv: list[str] | None = None) -> int:
                      f"{fmt_rate(c64['items_per_second'])} | {c64['roofline']:.2f} | "
                      f"{b1['roofline_dram']:.2f} / {b64['roofline_dram']:.2f} | "
                      f"{ns(cand) / 100:,.0f} | {fmt_ns(ns(renc))} | "
-                     f"{fmt_ns(min(t_re)) if t_re else 'n/a'} |")
+                     f"{fmt_ns(min(t_re)) if t_re else 'n/a'} | "
+                     f"{torch_ratio(name, 'b1cold', ns(c1))[0]} | "
+                     f"{torch_ratio(name, 'b64cold', ns(c64) / 64)[0]} |")
     lines.append("")
     lines.append("Cold roofline: K/V bytes at the memory bandwidth plus the weights at the "
                  "bandwidth measured over a buffer of their size. DRAM-roofline: DESIGN section "
                  "7's bound, every byte (K/V and weights / batch) at the memory bandwidth; above "
-                 "1 where the working set is in cache, so it says nothing there.")
+                 "1 where the working set is in cache, so it says nothing there. vs PyTorch "
+                 "cold: PyTorch time / C++ time per event on the same cold cases (the same "
+                 "number of users, round robin), per setting as in the table above.")
     lines.append("")
 
     lines.append("### Read bandwidths used for the bounds (GB/s, one thread, this run)")
@@ -448,12 +497,17 @@ def main(argv: list[str] | None = None) -> int:
                          f"{s['re']:.0f}x the C++ re-encode, {s['re_torch']:.0f}x PyTorch's "
                          f"batched forward (the faster re-encode counts)")
     if torch_res:
-        for key, target, label in (("t1", TORCH_B1, "batch 1"), ("t64", TORCH_B64, "batch 64")):
+        for key, target, label, info in (
+                ("t1", TORCH_B1, "batch 1", ""),
+                ("t64c", TORCH_B64_COLD, "batch 64 with cold windows", ""),
+                ("t64", TORCH_B64_HOT, "batch 64 with hot windows", " (information: the "
+                 "old target)"),
+                ("t1c", TORCH_B1, "batch 1 with cold windows", " (information)")):
             vals = {n: s[key] for n, s in summary.items()}
             ok = all(v >= target for v in vals.values())
-            lines.append(f"- {verdict(ok)} C++ >= {target:.0f}x PyTorch at {label} (vs the "
-                         f"faster PyTorch setting): "
-                         + ", ".join(f"{n} {v:.0f}x" for n, v in vals.items()))
+            lines.append(f"- {verdict(ok)}{info} C++ >= {target:.0f}x PyTorch at {label} (vs "
+                         f"the fastest PyTorch setting and variant): "
+                         + ", ".join(f"{n} {v:.1f}x" for n, v in vals.items()))
     lines.append("")
     lines.append("Roofline target: every decode measurement of the case at >= "
                  f"{ROOFLINE_FRACTION} of its bound: b1 and b64 against the bandwidth of their "
