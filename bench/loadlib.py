@@ -52,25 +52,42 @@ def make_bundle(model, out_dir=os.path.join(ROOT, "build", "bench-bundles")):
     return path
 
 
-def ensure_events(path):
-    """Generates the default input (1M events of 10,000 users, sirenrope.synth) when missing."""
+def events_path(events, users):
+    """data/synth-<events>-seed1-u<users>.jsonl: the synthetic input ensure_input makes."""
+    return os.path.join(ROOT, "data", f"synth-{events}-seed1-u{users}.jsonl")
+
+
+def ensure_input(path, events, users):
+    """Generates `events` events of `users` distinct users (sirenrope.synth, seed 1) at path
+    when missing."""
     if os.path.exists(path):
-        return
-    log(f"generating {path}")
+        return path
+    log(f"generating {path} ({events} events of {users} users)")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    subprocess.run([PYTHON, "-m", "sirenrope.synth", "--events", "1000000", "--users", "10000",
-                    "--seed", "1", "--config", os.path.join(ROOT, "configs", "demo.json"),
-                    "--out", path + ".tmp"],
+    subprocess.run([PYTHON, "-m", "sirenrope.synth", "--events", str(events), "--users",
+                    str(users), "--seed", "1", "--config",
+                    os.path.join(ROOT, "configs", "demo.json"), "--out", path + ".tmp"],
                    cwd=os.path.join(ROOT, "python"), check=True, stdout=subprocess.DEVNULL)
     os.replace(path + ".tmp", path)
+    return path
 
 
-def build_rotor():
-    log("building rotor (release)")
-    subprocess.run(["cmake", "--preset", "release"], cwd=ROOT, check=True,
+def ensure_events(path):
+    """Generates the default input (1M events of 10,000 users, sirenrope.synth) when missing."""
+    return ensure_input(path, 1000000, 10000)
+
+
+# The release build directory is shared with other work on this machine: every configure and
+# build of it holds this lock.
+BUILD_LOCK = "/tmp/rotor-release-build.lock"
+
+
+def build_rotor(targets=("rotor",)):
+    log(f"building {', '.join(targets)} (release)")
+    subprocess.run(["flock", BUILD_LOCK, "cmake", "--preset", "release"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)
-    subprocess.run(["cmake", "--build", "--preset", "release", "--target", "rotor", "-j2"],
-                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["flock", BUILD_LOCK, "cmake", "--build", "--preset", "release", "--target",
+                    *targets, "-j2"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
 
 def rotor(*args, capture=True):
@@ -223,6 +240,13 @@ def header_metadata(value):
     return json.loads(value[8:8 + n]).get("__metadata__", {})
 
 
+def header_metadata_b64(value_b64):
+    """header_metadata of a base64 value, decoding only the safetensors header's characters."""
+    (n,) = struct.unpack("<Q", base64.b64decode(value_b64[:12])[:8])
+    end = min(len(value_b64), (8 + n + 2) // 3 * 4)
+    return header_metadata(base64.b64decode(value_b64[:end]))
+
+
 def read_topic(config, topic, keep, idle_ms=3000):
     """keep(message dict) for every message of topic, streamed from `rotor consume --json`."""
     out = []
@@ -253,7 +277,7 @@ def event_latencies(config, tag, idle_ms=3000):
     inputs = read_topic(config, f"{tag}.events", lambda m: (
         m["key"], m["offset"], m["timestamp_ms"]), idle_ms)
     outputs = read_topic(config, f"{tag}.tensors", lambda m: (
-        header_metadata(base64.b64decode(m["value_b64"])), m["timestamp_ms"]), idle_ms)
+        header_metadata_b64(m["value_b64"]), m["timestamp_ms"]), idle_ms)
     deltas = {}  # user -> sorted [(source_offset, timestamp)]
     for meta, timestamp_ms in outputs:
         deltas.setdefault(meta["rotor.user_id"], []).append(
