@@ -85,6 +85,7 @@ constexpr IntRange kMaxInflightBatchesRange{1, 1024};
 constexpr IntRange kMaxMessageBytesRange{1, int64_t{1} << 30};
 constexpr IntRange kMaxInflightBytesRange{int64_t{1} << 20, int64_t{1} << 40};
 constexpr IntRange kDedupeIdsPerUserRange{0, 100000};
+constexpr IntRange kWorkersRange{1, 64};
 // state.user_ttl_ms, when not 0: one minute to 100 years. The floor keeps a typo (a TTL in
 // seconds) from expiring every user between two of its events.
 constexpr IntRange kUserTtlMsRange{60000, int64_t{100} * 365 * 86400000};
@@ -108,9 +109,9 @@ static_assert(kEmbeddedPartitionsRange.hi <= kInt32Max && kSessionTimeoutMsRange
                   kMaxBatchWaitMsRange.hi <= kInt32Max &&
                   kMaxInflightBatchesRange.hi <= kInt32Max &&
                   kTtlSweepUsersPerBatchRange.hi <= kInt32Max &&
-                  kDedupeIdsPerUserRange.hi <= kInt32Max && kApiThreadsRange.hi <= kInt32Max &&
-                  kApiMaxConnectionsRange.hi <= kInt32Max && kApiIoTimeoutMsRange.hi <= kInt32Max &&
-                  kApiIdleTimeoutMsRange.hi <= kInt32Max &&
+                  kDedupeIdsPerUserRange.hi <= kInt32Max && kWorkersRange.hi <= kInt32Max &&
+                  kApiThreadsRange.hi <= kInt32Max && kApiMaxConnectionsRange.hi <= kInt32Max &&
+                  kApiIoTimeoutMsRange.hi <= kInt32Max && kApiIdleTimeoutMsRange.hi <= kInt32Max &&
                   kApiMaxCandidatesRange.hi <= kInt32Max && kApiMaxUsersRange.hi <= kInt32Max &&
                   kApiMaxTotalCandidatesRange.hi <= kInt32Max,
               "the range of an int32_t field must fit in int32_t");
@@ -616,6 +617,7 @@ std::vector<Field> Sections(DaemonConfig& c) {
               {"max_message_bytes", BytesField(p.max_message_bytes, kMaxMessageBytesRange)},
               {"max_inflight_bytes", BytesField(p.max_inflight_bytes, kMaxInflightBytesRange)},
               {"dedupe_ids_per_user", IntField(p.dedupe_ids_per_user, kDedupeIdsPerUserRange)},
+              {"workers", IntField(p.workers, kWorkersRange)},
               {"max_future_ms", IntField(p.max_future_ms, kNonNegative)},
               {"allow_history_gaps", BoolField(p.allow_history_gaps)},
           }),
@@ -1029,6 +1031,7 @@ Status ValidatePipeline(const PipelineOptions& p) {
                                  kMaxInflightBytesRange, IntSyntax::kBytes));
   ROTOR_RETURN_IF_ERROR(
       CheckInt("pipeline.dedupe_ids_per_user", p.dedupe_ids_per_user, kDedupeIdsPerUserRange));
+  ROTOR_RETURN_IF_ERROR(CheckInt("pipeline.workers", p.workers, kWorkersRange));
   return CheckInt("pipeline.max_future_ms", p.max_future_ms, kNonNegative);
 }
 

@@ -96,6 +96,9 @@ struct PipelineOptions {
   // user's window may go over). In [1 MiB, 1 TiB].
   int64_t max_inflight_bytes = int64_t{64} << 20;
   int32_t dedupe_ids_per_user = 64;  // Recent event ids remembered per user. In [0, 100000].
+  // Threads that decode and encode a batch's users (sharded by user; the state is the same
+  // for any count). In [1, 64].
+  int32_t workers = 2;
   // Events with ts_ms more than this ahead of the daemon's clock are refused. >= 0.
   int64_t max_future_ms = 86400000;
   // A partition with no state whose log no longer starts at offset 0 (retention deleted the

@@ -18,6 +18,7 @@
 #include "encoders/ready_tensors.h"
 #include "pipeline/internal/partitioner.h"
 #include "pipeline/internal/snapshot_clock.h"
+#include "pipeline/internal/worker_pool.h"
 #include "storage/window_cache.h"
 
 namespace rotor::pipeline {
@@ -77,6 +78,10 @@ struct Processor::Impl {
   config::OutputOptions output;
   Clock clock;
   encoders::Decoder decoder;
+  // pipeline.workers: decoders[0] is `decoder` (on the Process caller's thread), one more per
+  // helper thread of `workers`.
+  std::vector<encoders::Decoder> helper_decoders;
+  internal::WorkerPool workers;
   encoders::Featurizer featurizer;
   EventParser parser;
   storage::WindowCache cache;
@@ -175,17 +180,24 @@ struct Processor::Impl {
     // The events of an expired history that preceded its user's restart in this batch: they
     // are decoded and published, but `state` is a copy that is not stored.
     bool retired = false;
+    // A snapshot is due too (decided in work order, before the shards run).
+    bool snapshot = false;
+    // Made by the user's shard: the delta's and the snapshot's bytes.
+    std::string delta_bytes;
+    std::string snapshot_bytes;
   };
 
   Impl(const encoders::Bundle& b, storage::UserStateStore& s, config::PipelineOptions p,
        config::OutputOptions o, const config::StateOptions& st, Clock c, encoders::Decoder d,
-       storage::CommittedView* view)
+       std::vector<encoders::Decoder> helpers, storage::CommittedView* view)
       : bundle(b),
         store(s),
         pipeline(p),
         output(o),
         clock(std::move(c)),
         decoder(std::move(d)),
+        helper_decoders(std::move(helpers)),
+        workers(static_cast<int>(helper_decoders.size()) + 1),
         featurizer(b.config()),
         parser(b.config()),
         cache(st.window_cache_bytes, view),
@@ -322,7 +334,8 @@ struct Processor::Impl {
         {{std::string(record.topic), record.partition}, record.offset + 1});
   }
 
-  Status Publish(const UserWork& work, int64_t now, PendingBatch& batch) {
+  // The delta (and the due snapshot) of `work`, into its bytes; on the user's shard.
+  Status Encode(UserWork& work) const {
     const encoders::KvWindow& window = work.state->window;
     encoders::ReadyHeader header{.kind = encoders::ReadyKind::kDelta,
                                  .model_id = bundle.model_id(),
@@ -333,28 +346,101 @@ struct Processor::Impl {
                                  .dtype = ToWire(output.dtype)};
     if (output.deltas) {
       ROTOR_ASSIGN_OR_RETURN(
-          std::string bytes,
+          work.delta_bytes,
           encoders::EncodeReadyTensors(window, std::min(work.publish_events, window.rows), header));
+    }
+    if (work.snapshot) {
+      header.kind = encoders::ReadyKind::kSnapshot;
+      ROTOR_ASSIGN_OR_RETURN(work.snapshot_bytes,
+                             encoders::EncodeReadyTensors(window, window.rows, header));
+    }
+    return Status::OK();
+  }
+
+  // The messages Encode made, in the batch's outputs.
+  void Publish(UserWork& work, PendingBatch& batch) {
+    if (output.deltas) {
       batch.outputs.push_back(OutputRecord{.topic = OutputRecord::Topic::kOutput,
                                            .key = *work.user,
-                                           .value = std::move(bytes),
+                                           .value = std::move(work.delta_bytes),
                                            .headers = {},
                                            .partition = -1,
                                            .null_value = false});
       ++stats.deltas;
     }
-    if (output.snapshot_interval_ms > 0 && !work.retired) {
-      if (snapshot_clock.Due(*work.user, now)) {
-        header.kind = encoders::ReadyKind::kSnapshot;
-        ROTOR_ASSIGN_OR_RETURN(std::string bytes,
-                               encoders::EncodeReadyTensors(window, window.rows, header));
-        batch.outputs.push_back(OutputRecord{.topic = OutputRecord::Topic::kOutput,
-                                             .key = *work.user,
-                                             .value = std::move(bytes),
-                                             .headers = {},
-                                             .partition = -1,
-                                             .null_value = false});
-        ++stats.snapshots;
+    if (work.snapshot) {
+      batch.outputs.push_back(OutputRecord{.topic = OutputRecord::Topic::kOutput,
+                                           .key = *work.user,
+                                           .value = std::move(work.snapshot_bytes),
+                                           .headers = {},
+                                           .partition = -1,
+                                           .null_value = false});
+      ++stats.snapshots;
+    }
+  }
+
+  // Decodes every user's events of the batch (round r appends the r-th event of every user
+  // that has one, so each DecodeBatch sees distinct windows and every user's events keep their
+  // log order) and encodes its messages: the users are split into one shard per worker,
+  // balanced by events, each decoded by its own worker's decoder. The decoder's results do not
+  // depend on which users share a DecodeBatch, so the state and the messages are the same for
+  // any number of workers.
+  Status DecodeAndEncode(std::vector<UserWork>& work) {
+    const int shards = std::min<int>(workers.threads(), static_cast<int>(work.size()));
+    std::vector<std::size_t> bounds{0};  // Shard i: work[bounds[i], bounds[i + 1]).
+    if (shards > 1) {
+      int64_t total = 0;
+      for (const UserWork& w : work) {
+        total += static_cast<int64_t>(w.events.size());
+      }
+      int64_t seen = 0;
+      for (std::size_t i = 0; i < work.size(); ++i) {
+        seen += static_cast<int64_t>(work[i].events.size());
+        if (seen * shards >= total * static_cast<int64_t>(bounds.size()) &&
+            static_cast<int>(bounds.size()) < shards) {
+          bounds.push_back(i + 1);
+        }
+      }
+    }
+    if (bounds.back() != work.size()) {
+      bounds.push_back(work.size());
+    }
+    const int used = static_cast<int>(bounds.size()) - 1;
+    std::vector<Status> results(static_cast<std::size_t>(std::max(used, 0)));
+    workers.Run(used, [&](int shard) {
+      encoders::Decoder& d =
+          shard == 0 ? decoder : helper_decoders[static_cast<std::size_t>(shard - 1)];
+      const std::span<UserWork> mine(work.data() + bounds[static_cast<std::size_t>(shard)],
+                                     work.data() + bounds[static_cast<std::size_t>(shard) + 1]);
+      results[static_cast<std::size_t>(shard)] = DecodeShard(d, mine);
+    });
+    for (Status& r : results) {
+      ROTOR_RETURN_IF_ERROR(std::move(r));
+    }
+    return Status::OK();
+  }
+
+  Status DecodeShard(encoders::Decoder& d, std::span<UserWork> work) const {
+    std::size_t rounds = 0;
+    for (const auto& w : work) {
+      rounds = std::max(rounds, w.events.size());
+    }
+    std::vector<encoders::KvWindow*> windows;
+    std::vector<encoders::EventInputs> events;
+    for (std::size_t r = 0; r < rounds; ++r) {
+      windows.clear();
+      events.clear();
+      for (auto& w : work) {
+        if (r < w.events.size()) {
+          windows.push_back(&w.state->window);
+          events.push_back(std::move(w.events[r]));
+        }
+      }
+      ROTOR_RETURN_IF_ERROR(d.DecodeBatch(windows, events));
+    }
+    for (UserWork& w : work) {
+      if (w.publish_events > 0) {
+        ROTOR_RETURN_IF_ERROR(Encode(w));
       }
     }
     return Status::OK();
@@ -405,9 +491,17 @@ Result<std::unique_ptr<Processor>> Processor::Create(const encoders::Bundle& bun
         *stored_model, bundle.model_id());
   }
   ROTOR_ASSIGN_OR_RETURN(encoders::Decoder decoder, encoders::Decoder::Create(bundle));
+  if (pipeline.workers < 1) {
+    return Status::InvalidArgument("pipeline.workers: must be >= 1, got {}", pipeline.workers);
+  }
+  std::vector<encoders::Decoder> helpers;
+  for (int32_t w = 1; w < pipeline.workers; ++w) {
+    ROTOR_ASSIGN_OR_RETURN(encoders::Decoder helper, encoders::Decoder::Create(bundle));
+    helpers.push_back(std::move(helper));
+  }
   ROTOR_ASSIGN_OR_RETURN(Impl::Watermarks watermarks, store.LoadWatermarks());
   auto impl = std::make_unique<Impl>(bundle, store, pipeline, output, state, std::move(clock),
-                                     std::move(decoder), view);
+                                     std::move(decoder), std::move(helpers), view);
   impl->model_id_stored = stored_model.has_value();
   impl->committed_watermarks = watermarks;
   impl->watermarks = std::move(watermarks);
@@ -590,27 +684,14 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
     }
   }
 
-  // Decode in rounds: round r appends the r-th event of every user that has one, so each
-  // DecodeBatch sees distinct windows and every user's events keep their log order.
-  std::size_t rounds = 0;
-  for (const auto& w : work) {
-    rounds = std::max(rounds, w.events.size());
+  // Snapshots are due in work order (the clock is the batch's), then the shards decode and
+  // encode; the state and the messages go into the batch in work order.
+  for (Impl::UserWork& w : work) {
+    w.snapshot = s.output.snapshot_interval_ms > 0 && !w.retired && w.publish_events > 0 &&
+                 s.snapshot_clock.Due(*w.user, now);
   }
-  std::vector<encoders::KvWindow*> windows;
-  std::vector<encoders::EventInputs> events;
-  for (std::size_t r = 0; r < rounds; ++r) {
-    windows.clear();
-    events.clear();
-    for (auto& w : work) {
-      if (r < w.events.size()) {
-        windows.push_back(&w.state->window);
-        events.push_back(std::move(w.events[r]));
-      }
-    }
-    ROTOR_RETURN_IF_ERROR(s.decoder.DecodeBatch(windows, events));
-  }
-
-  for (const auto& w : work) {
+  ROTOR_RETURN_IF_ERROR(s.DecodeAndEncode(work));
+  for (Impl::UserWork& w : work) {
     const auto n = static_cast<int64_t>(w.events.size());
     if (!w.retired) {
       ROTOR_RETURN_IF_ERROR(batch.state.PutWindow(*w.user, s.bundle.model_id(), w.state->window, n,
@@ -619,7 +700,7 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
     }
     batch.events += n;
     if (w.publish_events > 0) {
-      ROTOR_RETURN_IF_ERROR(s.Publish(w, now, batch));
+      s.Publish(w, batch);
     }
   }
   // Users whose only events were duplicates changed nothing; their state stays as loaded.

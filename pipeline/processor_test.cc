@@ -954,6 +954,69 @@ TEST_F(ProcessorTest, ExpiryInsideOneBatchEqualsExpiryAcrossBatches) {
   EXPECT_EQ(positions[100]["alice"], want);
 }
 
+// pipeline.workers splits a batch's users between threads (pipeline/internal/worker_pool.h):
+// the messages (in order, byte for byte) and the stored state are the same for any count,
+// with uneven users per batch, snapshots, duplicates and a history that expires inside a batch.
+TEST_F(ProcessorTest, AnyNumberOfWorkersGivesTheSameMessagesAndState) {
+  state_.user_ttl_ms = kHourMs;
+  state_.ttl_sweep_users_per_batch = 0;  // Every user stays stored, to be compared.
+  output_.snapshot_interval_ms = 1;
+  std::vector<Message> messages;
+  const auto add = [&](const std::string& user, std::size_t i, int64_t ts) {
+    messages.push_back(Message{.key = user,
+                               .value = EventAt(user, i, ts),
+                               .offset = static_cast<int64_t>(messages.size())});
+  };
+  // 40 users with 1 to 9 events each, interleaved; user w-0 twice as busy; one repeated event.
+  for (std::size_t round = 0; round < 9; ++round) {
+    for (int u = 0; u < 40; ++u) {
+      if (round < static_cast<std::size_t>(1 + (u % 9))) {
+        add(fmt::format("w-{}", u), round, kT0 + static_cast<int64_t>(round) * 1000 + u);
+      }
+    }
+    add("w-0", 9 + round, kT0 + static_cast<int64_t>(round) * 1000 + 500);
+  }
+  messages.push_back(messages[3]);
+  messages.back().offset = static_cast<int64_t>(messages.size()) - 1;
+  add("late", 0, kT0);
+  add("w-1", 1 + 9, kT0 + 3 * kHourMs);   // Moves the watermark on by three hours.
+  add("late", 1, kT0 + 3 * kHourMs + 1);  // Expired inside the batch: a fresh history.
+  struct Run1 {
+    std::vector<std::tuple<int, std::optional<std::string>, std::string>> outputs;
+    std::map<std::string, std::string> digests;
+  };
+  std::map<int, Run1> runs;
+  for (const int workers : {1, 2, 3}) {
+    SCOPED_TRACE(workers);
+    testing::TempDir dir("rotor_processor_test_workers");
+    store_path_ = dir.path();
+    pipeline_.workers = workers;
+    OpenStore();
+    now_ms_ = 1767571200000 + 86400000LL * 30;
+    Run1& run = runs[workers];
+    for (const std::size_t batch_size : {std::size_t{7}, std::size_t{500}}) {
+      const auto half = static_cast<std::ptrdiff_t>(messages.size() / 2);
+      const std::vector<Message> part(batch_size == 7 ? messages.begin() : messages.begin() + half,
+                                      batch_size == 7 ? messages.begin() + half : messages.end());
+      for (OutputRecord& o : Run(part, batch_size)) {
+        run.outputs.emplace_back(static_cast<int>(o.topic), o.key, std::move(o.value));
+      }
+      now_ms_ += 10;
+    }
+    run.digests = StateDigests();
+    EXPECT_EQ(processor_->stats().restarted_histories, 1);
+    EXPECT_EQ(processor_->stats().duplicates, 1);
+    EXPECT_GT(processor_->stats().snapshots, 10);
+    processor_.reset();
+    store_.reset();
+  }
+  ASSERT_EQ(runs[1].digests.size(), 41U);
+  EXPECT_TRUE(runs[1].outputs == runs[2].outputs) << "2 workers published other messages";
+  EXPECT_TRUE(runs[1].outputs == runs[3].outputs) << "3 workers published other messages";
+  EXPECT_EQ(runs[1].digests, runs[2].digests);
+  EXPECT_EQ(runs[1].digests, runs[3].digests);
+}
+
 // The sweep visits at most state.ttl_sweep_users_per_batch stored users per batch, wrapping
 // around, and deletes exactly those expired against their own partition's watermark.
 TEST_F(ProcessorTest, TheSweepDeletesExpiredUsersOnlyAndABoundedNumberPerBatch) {
