@@ -22,6 +22,7 @@ RUN apt-get update \
       g++ cmake ninja-build pkg-config \
       librdkafka-dev librocksdb-dev libeigen3-dev libsimdjson-dev libhwy-dev \
       libspdlog-dev libfmt-dev libyaml-cpp-dev nlohmann-json3-dev libboost-dev libcli11-dev \
+      libjemalloc-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -62,6 +63,7 @@ ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       librdkafka1 librocksdb7.8 libsimdjson14 libhwy1 libspdlog1.10 libfmt9 libyaml-cpp0.7 \
+      libjemalloc2 \
       ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 

@@ -15,6 +15,7 @@ packages=(
   # C++ libraries.
   librdkafka-dev librocksdb-dev libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev
   libsimdjson-dev libhwy-dev libspdlog-dev libfmt-dev libyaml-cpp-dev nlohmann-json3-dev
+  libjemalloc-dev
   # The HTTP API (api/): Boost.Asio and Boost.Beast, header-only.
   libboost-dev
   # The command line of `rotor` (app/cli.cc): CLI11, header-only.
