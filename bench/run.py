@@ -2,8 +2,8 @@
 release preset's benchmark programs, runs kernels_bench, decode_bench and torch_decode.py, and
 prints the tables and each target with PASS or MISS.
 
-    /usr/bin/python3 bench/run.py            # about 4-5 minutes on the project's 2-core machine
-    /usr/bin/python3 bench/run.py --quick    # under 2 minutes: fewer repetitions, no profile
+    /usr/bin/python3 bench/run.py            # about 6 minutes on the project's 2-core machine
+    /usr/bin/python3 bench/run.py --quick    # 1-2 minutes: fewer repetitions, no profile
 
 Run from anywhere; it sets PYTHONPATH itself. Every figure is a median over repetitions taken
 in this run, and every comparison is a ratio of two figures from this run (the machine is
