@@ -332,7 +332,8 @@ def render_flame(flame_dir, docs):
     with open(folded) as f, open(svg, "w") as out:
         subprocess.run([os.path.join(INFERNO, "inferno-flamegraph"), "--title",
                         "rotor serve draining a backlog (perf -F 499, dwarf call graphs)",
-                        "--width", "1600"], stdin=f, stdout=out, check=True)
+                        "--width", "1600", "--minwidth", "0.5"],  # Frames under 0.5 px left out.
+                       stdin=f, stdout=out, check=True)
     if docs:
         os.makedirs(DOC_IMAGES, exist_ok=True)
         shutil.copy(svg, os.path.join(DOC_IMAGES, "flame.svg"))
@@ -365,7 +366,8 @@ def summarize_folded(folded, top=25):
 
 # ---- Chart ----------------------------------------------------------------------------------
 
-def write_chart(results, path, docs):
+def write_chart(results, path, docs, date=None):
+    """The throughput / latency / drain chart of results (the runs of load.json) at path."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -385,7 +387,7 @@ def write_chart(results, path, docs):
         series[label].append(r)
     rates = sorted({r["offered_per_s"] for r in fixed})
     if rates:
-        ax_tp.plot(rates, rates, "k:", label="offered")
+        ax_tp.plot([0, rates[-1]], [0, rates[-1]], "k:", label="offered")
     for label, rows in series.items():
         rows.sort(key=lambda r: r["offered_per_s"])
         x = [r["offered_per_s"] for r in rows]
@@ -395,7 +397,8 @@ def write_chart(results, path, docs):
         ax_lat.plot(x, [r["p50_ms"] for r in rows], style, alpha=0.5, color=line.get_color(),
                     label=f"{label} p50")
     ax_tp.set(title="Throughput at fixed offered rates", xlabel="offered events/s",
-              ylabel="processed events/s")
+              ylabel="processed events/s", xlim=(0, max(rates, default=1) * 1.1),
+              ylim=(0, max(rates, default=1) * 1.1))
     ax_lat.axhline(50, color="red", lw=0.8, ls=":", label="target p99 50 ms")
     ax_lat.set(title="Event-to-publish latency (after warm-up)", xlabel="offered events/s",
                ylabel="ms (log)", yscale="log")
@@ -420,7 +423,7 @@ def write_chart(results, path, docs):
     ax_drain.set(title=f"Backlog drain ({drains[0]['drain'] if drains else 0} events), busy "
                        "rate", ylabel="events/s")
     fig.suptitle(f"rotor end to end on {os.cpu_count()} cores, broker on the same cores "
-                 f"({time.strftime('%Y-%m-%d %H:%M')})")
+                 f"({date or time.strftime('%Y-%m-%d %H:%M')})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -529,6 +532,15 @@ def print_targets(rows):
         print(f"| {name} | {figure} | {'-' if ok is None else 'PASS' if ok else 'MISS'} |")
 
 
+def git_state():
+    """The commit measured and the files changed beside it (others' work in progress is built
+    into the binaries too)."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout
+    return {"head": git("rev-parse", "HEAD").strip(),
+            "changed": [line[3:] for line in git("status", "--porcelain").splitlines()]}
+
+
 # ---- Main -----------------------------------------------------------------------------------
 
 def plan(args):
@@ -540,8 +552,11 @@ def plan(args):
         if mode not in MODES:
             sys.exit(f"--delivery: {mode!r} is not one of {', '.join(MODES)}")
     users = ints(args.users)
+    # --targets: the fixed rates at-least-once and at 10,000 users only (the drains compare the
+    # delivery modes and user counts).
     fixed = [dict(model=m, users=u, delivery=d, rate=r, inflight=i)
-             for m in models for u in users for d in modes for r in ints(args.rates)
+             for m in models for u in (users[:1] if args.targets else users)
+             for d in (modes[:1] if args.targets else modes) for r in ints(args.rates)
              for i in ints(args.inflight)]
     pass_rates = [] if args.no_passthrough else ints(args.rates)
     drains = []
@@ -614,6 +629,7 @@ def main():
     subprocess.run(setup, check=True)
     if not args.no_build:
         build_rotor(("rotor", "kafka_passthrough"))
+    built = git_state()  # What the binaries were built from (with --no-build: a guess).
     for u in sorted({s["users"] for s in fixed + drains} | {10000}):
         input_file(args, u, max([args.drain] + [int(s["rate"] * args.seconds) for s in fixed]))
     os.makedirs(RESULTS, exist_ok=True)
@@ -669,14 +685,15 @@ def main():
                    "targets": [{"target": n, "figure": fig, "pass": ok}
                                for n, fig, ok in targets],
                    "flame": flame, "chart": chart, "cores": os.cpu_count(),
-                   "wall_s": time.monotonic() - started,
+                   "wall_s": time.monotonic() - started, "git": built,
                    "date": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=1)
     print_runs(results, passthrough_drain)
     if targets:
         print_targets(targets)
     if flame:
         print()
-        print(f"flame graph: {os.path.join(RESULTS, 'flame.svg')} (perf.data beside it; shares of sampled cycles)")
+        print(f"flame graph: {os.path.join(RESULTS, 'flame.svg')} (perf.data beside it; "
+              "shares of sampled cycles)")
         print("threads: " + ", ".join(f"{k} {v}%" for k, v in flame["threads"][:8]))
         print("inclusive: " + ", ".join(f"{k} {v}%" for k, v in flame["inclusive"][:15]))
         print("self: " + ", ".join(f"{k} {v}%" for k, v in flame["self"][:12]))
