@@ -38,8 +38,16 @@ struct KvWindow {
   KvWindow() = default;
   KvWindow(int64_t n_blocks, int64_t window, int64_t d, int64_t start_pos)
       : capacity(window), d_model(d), first_pos(start_pos), next_pos(start_pos) {
-    k.assign(static_cast<size_t>(n_blocks), AlignedFloats(static_cast<size_t>(window * d)));
-    v.assign(static_cast<size_t>(n_blocks), AlignedFloats(static_cast<size_t>(window * d)));
+    // Each block built in place: assign(n, value) would zero one block and copy it n times,
+    // a third of the cost of a new user's window in the daemon's profile.
+    const auto blocks = static_cast<size_t>(n_blocks);
+    const auto floats = static_cast<size_t>(window * d);
+    k.reserve(blocks);
+    v.reserve(blocks);
+    for (size_t b = 0; b < blocks; ++b) {
+      k.emplace_back(floats);
+      v.emplace_back(floats);
+    }
     pos.assign(static_cast<size_t>(window), 0);
   }
 
