@@ -633,6 +633,7 @@ std::vector<Field> Sections(DaemonConfig& c) {
                   {"block_cache_bytes", BytesField(c.state.block_cache_bytes, kPositive)},
                   {"write_buffer_bytes", BytesField(c.state.write_buffer_bytes, kPositive)},
                   {"sync_writes", BoolField(c.state.sync_writes)},
+                  {"wal", BoolField(c.state.wal)},
                   {"window_cache_bytes", BytesField(c.state.window_cache_bytes, kNonNegative)},
                   {"user_ttl_ms", UserTtlField(c.state.user_ttl_ms)},
                   {"ttl_sweep_users_per_batch",

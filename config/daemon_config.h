@@ -123,6 +123,9 @@ struct StateOptions {
   int64_t block_cache_bytes = int64_t{256} << 20;  // > 0.
   int64_t write_buffer_bytes = int64_t{64} << 20;  // In (0, block_cache_bytes].
   bool sync_writes = true;
+  // RocksDB's write-ahead log (storage::StoreOptions::wal). false: commits skip it and a crash
+  // rolls the state back to its last flush, rebuilt from the input by the re-apply rule.
+  bool wal = true;
   int64_t window_cache_bytes = int64_t{512} << 20;  // >= 0 (0 = no hot-window cache).
   // A user whose last event is more than this older than its partition's event-time watermark
   // is expired: its next event starts a fresh history at position 0, and a sweep deletes its

@@ -36,7 +36,8 @@ storage::StoreOptions StoreOptionsFor(const config::DaemonConfig& config) {
           .block_cache_bytes = config.state.block_cache_bytes,
           .write_buffer_bytes = config.state.write_buffer_bytes,
           .sync_writes = config.state.sync_writes,
-          .create_if_missing = true};
+          .create_if_missing = true,
+          .wal = config.state.wal};
 }
 
 std::string_view PartitionPhaseName(PartitionPhase phase) {

@@ -549,7 +549,8 @@ Result<std::unique_ptr<UserStateStore>> UserStateStore::OpenImpl(const StoreOpti
     }
   }
   impl->path = options.path;
-  impl->write_options.sync = options.sync_writes;
+  impl->write_options.sync = options.sync_writes && options.wal;
+  impl->write_options.disableWAL = !options.wal;
   impl->cache = rocksdb::NewLRUCache(static_cast<std::size_t>(options.block_cache_bytes));
 
   rocksdb::DBOptions db_options;
@@ -558,6 +559,9 @@ Result<std::unique_ptr<UserStateStore>> UserStateStore::OpenImpl(const StoreOpti
   // Memtables of every column family are charged to the block cache: one memory budget.
   db_options.write_buffer_manager = std::make_shared<rocksdb::WriteBufferManager>(
       static_cast<std::size_t>(options.write_buffer_bytes), impl->cache);
+  // Without the log, the files must always hold one commit's state across every column family
+  // (rows, users, offsets): flush them together.
+  db_options.atomic_flush = !options.wal;
   db_options.keep_log_file_num = kKeepOldInfoLogs;
   if (impl->env != nullptr) {
     db_options.env = impl->env.get();

@@ -43,6 +43,13 @@ struct StoreOptions {
   // without a database is NotFound (RocksDB alone would say InvalidArgument, which rotor's
   // commands report as a bad config; an empty state directory is not one).
   bool create_if_missing = true;
+  // RocksDB's write-ahead log. Off, a commit goes to the memtables only and every column family
+  // is flushed together (atomic_flush), so the files always hold the state of one commit with
+  // its offsets: a crash (even of the process) rolls the store back to its last flush, and the
+  // caller rebuilds what followed from its input log (the daemon re-applies the input between
+  // the stored offsets and the group's, docs/daemon.md "Where consumption resumes").
+  // sync_writes is then moot. A clean Close flushes.
+  bool wal = true;
 };
 
 class UserStateStore;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
@@ -389,6 +390,83 @@ TEST_F(UserStateStoreTest, UnloggedCommitsAreVisibleAndDurableOnceFlushed) {
   ASSERT_TRUE(store_->Flush().ok());
   Reopen();
   ExpectSameWindow(MustLoad("bulk", 4), w);
+}
+
+// Without the write-ahead log (StoreOptions::wal false), a crash of the process loses what
+// followed the last flush and never part of a commit: the store reopens with exactly the
+// state and the offsets of the last commit before that flush, every column family flushed
+// together. The commits after it are the input the daemon re-applies. A clean Close keeps all.
+TEST_F(UserStateStoreTest, WithoutTheLogACrashRollsBackToWholeCommitsAtTheLastFlush) {
+  TempDir crash_dir;
+  // The crashing child is a fresh process that runs this test from its start: it takes the
+  // parent's directory from the environment (not overwritten there).
+  ::setenv("ROTOR_TEST_WAL_CRASH_DIR", crash_dir.db().c_str(), /*overwrite=*/0);
+  StoreOptions options = Options();
+  options.path = std::getenv("ROTOR_TEST_WAL_CRASH_DIR");
+  options.wal = false;
+  // Commit c appends one event to alice (every commit) and to bob (even commits) and sets the
+  // offset to c + 1; `windows` rebuilds both after `commits` commits.
+  const auto windows = [](int commits) {
+    std::pair<KvWindow, KvWindow> out{KvWindow(kBlocks, 4, kD, 0), KvWindow(kBlocks, 4, kD, 0)};
+    for (int c = 0; c < commits; ++c) {
+      Append(out.first, 1, 1000 + c);
+      if (c % 2 == 0) {
+        Append(out.second, 2, 2000 + c);
+      }
+    }
+    return out;
+  };
+  constexpr int kFlushedAfter = 6;
+  // Run in a child process that ends without closing the store.
+  const auto crash = [&] {
+    auto store = UserStateStore::Open(options);
+    if (!store.ok()) {
+      std::_Exit(2);
+    }
+    for (int c = 0; c < 11; ++c) {
+      auto [alice, bob] = windows(c + 1);
+      StateBatch batch = (*store)->NewBatch();
+      const bool ok = batch.PutWindow("alice", "m", alice, 1).ok() &&
+                      (c % 2 != 0 || batch.PutWindow("bob", "m", bob, 1).ok()) &&
+                      batch.SetOffset("events", 0, c + 1).ok() && (*store)->Commit(batch).ok();
+      if (!ok || (c + 1 == kFlushedAfter && !(*store)->Flush().ok())) {
+        std::_Exit(3);
+      }
+    }
+    std::_Exit(0);  // No Close: nothing flushed since commit 6.
+  };
+  // A fresh process (threadsafe style): a forked child has none of the parent's RocksDB
+  // background threads, and its Flush would wait for them forever.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(crash(), ::testing::ExitedWithCode(0), "");
+  {
+    auto store = UserStateStore::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    const auto offsets = (*store)->LoadOffsets();
+    ASSERT_TRUE(offsets.ok()) << offsets.status().ToString();
+    EXPECT_EQ(*offsets, (PartitionOffsets{{{"events", 0}, kFlushedAfter}}));
+    const auto [alice, bob] = windows(kFlushedAfter);
+    for (const auto& [user, want] : {std::pair{"alice", &alice}, std::pair{"bob", &bob}}) {
+      auto loaded = (*store)->LoadWindow(user, kBlocks, 4, kD);
+      ASSERT_TRUE(loaded.ok() && loaded->has_value()) << user;
+      ExpectSameWindow(**loaded, *want);
+    }
+    // The re-applied commits, then a clean close: nothing is lost.
+    for (int c = kFlushedAfter; c < 11; ++c) {
+      auto [a, b] = windows(c + 1);
+      StateBatch batch = (*store)->NewBatch();
+      ASSERT_TRUE(batch.PutWindow("alice", "m", a, 1).ok());
+      ASSERT_TRUE(batch.SetOffset("events", 0, c + 1).ok());
+      ASSERT_TRUE((*store)->Commit(batch).ok());
+    }
+    ASSERT_TRUE((*store)->Close().ok());
+  }
+  auto store = UserStateStore::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_EQ((*store)->LoadOffsets()->at({"events", 0}), 11);
+  auto alice = (*store)->LoadWindow("alice", kBlocks, 4, kD);
+  ASSERT_TRUE(alice.ok() && alice->has_value());
+  ExpectSameWindow(**alice, windows(11).first);
 }
 
 TEST_F(UserStateStoreTest, ChangelogMarkersRoundTripAndBadRecordsAreRefused) {
