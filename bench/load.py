@@ -59,6 +59,7 @@ import tempfile
 import time
 import uuid
 
+import loadlib
 from loadlib import (DEFAULT_EVENTS, RESULTS, ROOT, ROTOR, Broker, Samplers, build_rotor,
                      ensure_input, event_latencies, events_path, load_average, log, make_bundle,
                      percentile, rotor, start_serve, write_config)
@@ -68,6 +69,12 @@ SETUP = os.path.join(ROOT, "tools", "bench_setup.sh")
 INFERNO = os.path.join(ROOT, "build", "tools", "inferno", "bin")
 DOC_IMAGES = os.path.join(ROOT, "docs", "images")
 MODES = ("at_least_once", "exactly_once")
+# --levers: drains of the default (10k users, ALOS) with one throughput lever undone or changed
+# each, against the same run's default drain (docs/performance.md, "Throughput levers").
+LEVERS = [
+    ("pipeline.workers 1 (one thread decodes)", {"pipeline.workers": "1"}),
+    ("state.wal false (no RocksDB write-ahead log)", {"state.wal": "false"}),
+]
 SHORT = {"at_least_once": "ALOS", "exactly_once": "EOS"}
 
 
@@ -109,9 +116,10 @@ def serve_stats(log_text):
     return events, events / rate if rate > 0 else float("nan"), int(m.group(3))
 
 
-def new_topics(broker, bundle, work, tag, mode="at_least_once"):
+def new_topics(broker, bundle, work, tag, mode="at_least_once", settings=None):
     config = write_config(os.path.join(work, f"{tag}.yaml"), tag, broker.bootstrap, bundle,
-                          os.path.join(work, tag), api_listen=None, extra=delivery_config(mode))
+                          os.path.join(work, tag), api_listen=None, extra=delivery_config(mode),
+                          settings=settings)
     rotor("topics", "--config", config, "--partitions", "8")
     return config
 
@@ -242,7 +250,7 @@ def drain_run(broker, bundle, spec, args, work, flame_dir=None):
     model, users, mode, n = spec["model"], spec["users"], spec["delivery"], spec["drain"]
     events_file = input_file(args, users, n)
     tag = f"drain-{model}-u{users}-{SHORT[mode]}-{uuid.uuid4().hex[:6]}"
-    config = new_topics(broker, bundle, work, tag, mode)
+    config = new_topics(broker, bundle, work, tag, mode, spec.get("settings"))
     rotor("produce", "--config", config, "--file", events_file, "--limit", n)
     serve_log = os.path.join(work, f"{tag}.log")
     load_avg = load_average()
@@ -411,7 +419,9 @@ def write_chart(results, path, docs, date=None):
             ax.legend(fontsize=7)
     if drains:
         labels = [("Kafka\npassthrough" if r["kind"] == "passthrough" else
-                   f"rotor {r['model']}\nu{r['users']} {SHORT[r['delivery']]}") for r in drains]
+                   f"rotor {r['model']}\nu{r['users']} {SHORT[r['delivery']]}"
+                   + (f"\n{r['lever'].split(' (')[0]}" if r.get("lever") else ""))
+                  for r in drains]
         bars = ax_drain.bar(range(len(drains)), [r["processed_per_s"] for r in drains],
                             color=["tab:gray" if r["kind"] == "passthrough" else "tab:blue"
                                    for r in drains])
@@ -453,7 +463,8 @@ def print_runs(results, passthrough_drain):
     for r in results:
         if r["run"] == "drain":
             base = passthrough_drain
-            run = f"drain {r['drain']}" + (" (profiled)" if r.get("profiled") else "")
+            run = f"drain {r['drain']}" + (" (profiled)" if r.get("profiled") else "") + \
+                (f" ({r['lever']})" if r.get("lever") else "")
         else:
             base = pass_fixed.get(r["offered_per_s"])
             run = "fixed"
@@ -473,7 +484,8 @@ def evaluate_targets(results):
     """Issue 13's targets: [(target, figure, PASS / MISS / n/a)]."""
     def find(**kw):
         for r in results:
-            if all(r.get(k) == v for k, v in kw.items()) and not r.get("profiled"):
+            if (all(r.get(k) == v for k, v in kw.items()) and not r.get("profiled")
+                    and not r.get("lever")):
                 return r
         return None
 
@@ -506,7 +518,7 @@ def evaluate_targets(results):
                      f"{alos['processed_per_s']:.0f}/s busy", alos["processed_per_s"] >= 150000))
     many = [r for r in results if r["kind"] == "rotor" and r["run"] == "drain"
             and r["delivery"] == "at_least_once" and r["users"] >= 1000000
-            and not r.get("profiled")]
+            and not r.get("profiled") and not r.get("lever")]
     if alos and many:
         m = many[0]
         ratio = m["processed_per_s"] / alos["processed_per_s"]
@@ -525,6 +537,27 @@ def evaluate_targets(results):
                      + (f" (passthrough {pt['cpu_us_per_event']:.1f} us/message)" if pt else ""),
                      None))
     return rows
+
+
+def print_levers(results):
+    """Each --levers drain against the same run's default drain (10k users, ALOS)."""
+    base = next((r for r in results if r["kind"] == "rotor" and r["run"] == "drain"
+                 and r["users"] == 10000 and r["delivery"] == "at_least_once"
+                 and not r.get("lever") and not r.get("profiled")), None)
+    levers = [r for r in results if r.get("lever")]
+    if not base or not levers:
+        return
+    print()
+    print("| drain (10k users, ALOS) | processed/s | vs default | CPU us/event | vs default "
+          "| rotor cores |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    rows = [("default settings", base)] + [(r["lever"], r) for r in levers]
+    for name, r in rows:
+        print(f"| {name} | {r['processed_per_s']:.0f} | "
+              f"{r['processed_per_s'] / base['processed_per_s']:.2f} | "
+              f"{r['cpu_us_per_event']:.1f} | "
+              f"{r['cpu_us_per_event'] / base['cpu_us_per_event']:.2f} | "
+              f"{r['cpu_cores']:.2f} |")
 
 
 def print_targets(rows):
@@ -617,6 +650,12 @@ def main():
                              "always written")
     parser.add_argument("--docs", action="store_true",
                         help="also copy load.png (and flame.svg) to docs/images/")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a daemon setting for every rotor run (e.g. state.wal=false), "
+                             "repeatable; recorded in load.json")
+    parser.add_argument("--levers", action="store_true",
+                        help="also drain the 10k-user ALOS backlog with each throughput lever "
+                             "undone or changed (LEVERS), against the default drain")
     parser.add_argument("--no-build", action="store_true",
                         help="use build/release as it is (no cmake)")
     args = parser.parse_args()
@@ -625,7 +664,16 @@ def main():
         args.users, args.delivery = "10000,1000000", "at_least_once,exactly_once"
         args.rates, args.models, args.inflight = "50000,100000", "default", "8"
         args.seconds = 6.0 if args.seconds == 8.0 else args.seconds
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if "." not in key or not value:
+            sys.exit(f"--set {item!r}: want SECTION.KEY=VALUE")
+        loadlib.SETTINGS[key] = value
     fixed, pass_rates, drains = plan(args)
+    if args.levers and args.drain:
+        model = args.models.split(",")[0]
+        drains += [dict(model=model, users=10000, delivery="at_least_once", drain=args.drain,
+                        lever=name, settings=settings) for name, settings in LEVERS]
 
     started = time.monotonic()
     setup = [SETUP] + (["--flame"] if args.flame else [])
@@ -644,7 +692,7 @@ def main():
         bundles = {m: make_bundle(m) for m in args.models.split(",")}
         for spec in drains:
             log(f"drain of {spec['drain']} events: {spec['model']} model, {spec['users']} users, "
-                f"{spec['delivery']}")
+                f"{spec['delivery']}" + (f", lever: {spec['lever']}" if spec.get("lever") else ""))
             r = drain_run(broker, bundles[spec["model"]], spec, args, work)
             log(json.dumps(r))
             results.append(r)
@@ -687,12 +735,14 @@ def main():
                "targets": [{"target": n, "figure": fig, "pass": ok} for n, fig, ok in targets],
                "flame": flame, "chart": chart, "cores": os.cpu_count(),
                "wall_s": time.monotonic() - started, "git": built,
+               "settings": dict(loadlib.SETTINGS),
                "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     # load.json is the latest run; a dated copy keeps each run from being overwritten by the next.
     for name in ("load.json", time.strftime("load-%Y%m%d-%H%M%S.json")):
         with open(os.path.join(RESULTS, name), "w") as f:
             json.dump(summary, f, indent=1)
     print_runs(results, passthrough_drain)
+    print_levers(results)
     if targets:
         print_targets(targets)
     if flame:

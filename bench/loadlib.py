@@ -134,16 +134,41 @@ class Broker:
         self.stop()
 
 
+# Daemon settings every config write_config makes carries ("section.key" -> YAML value), e.g.
+# {"state.wal": "false"} (load.py's --set).
+SETTINGS = {}
+
+
+def apply_settings(text, settings):
+    """text (a daemon config) with each "section.key": value of settings set: the key is added
+    under its section (made when missing); a key already there is replaced."""
+    for name, value in settings.items():
+        section, key = name.split(".", 1)
+        lines = text.split("\n")
+        if f"{section}:" not in lines:
+            lines += [f"{section}:", f"  {key}: {value}"]
+        else:
+            at = lines.index(f"{section}:") + 1
+            end = at
+            while end < len(lines) and lines[end].startswith("  "):
+                end += 1
+            lines = [ln for i, ln in enumerate(lines)
+                     if not (at <= i < end and ln.strip().startswith(f"{key}:"))]
+            lines.insert(at, f"  {key}: {value}")
+        text = "\n".join(lines)
+    return text + ("" if text.endswith("\n") else "\n")
+
+
 def write_config(path, tag, bootstrap, bundle, state_dir, inflight=8, api_listen="127.0.0.1:0",
-                 api_threads=None, extra=""):
+                 api_threads=None, extra="", settings=None):
     """A daemon config for fresh topics named after tag; the API on api_listen (None: off)
-    with api_threads server threads (None: the config's default)."""
+    with api_threads server threads (None: the config's default); SETTINGS and then
+    `settings` ({"section.key": value}) applied."""
     api = (f"api:\n  enabled: true\n  listen: \"{api_listen}\"\n" if api_listen
            else "api:\n  enabled: false\n")
     if api_listen and api_threads:
         api += f"  threads: {api_threads}\n"
-    with open(path, "w") as f:
-        f.write(f"""
+    text = f"""
 model:
   bundle: {bundle}
 kafka:
@@ -161,7 +186,9 @@ state:
   sync_writes: false
 log:
   stats_interval_ms: 0
-{api}{extra}""")
+{api}{extra}"""
+    with open(path, "w") as f:
+        f.write(apply_settings(text, {**SETTINGS, **(settings or {})}))
     return path
 
 

@@ -97,3 +97,20 @@ def test_server_side_reads_the_histogram_deltas(api_load):
     s = api_load.server_side(before, after)
     assert (s["state_reads_hot"], s["state_reads_store"]) == (90, 10)
     assert api_load.server_side(after, after) == {"requests": 0}
+
+
+def test_load_settings_land_under_their_section_replacing_the_key():
+    sys.path.insert(0, BENCH)
+    try:
+        loadlib = importlib.import_module("loadlib")
+    finally:
+        sys.path.remove(BENCH)
+    text = "state:\n  dir: /s\n  wal: true\nlog:\n  level: info\n"
+    out = loadlib.apply_settings(text, {"state.wal": "false", "pipeline.workers": "1",
+                                        "log.level": "debug"})
+    lines = out.splitlines()
+    assert lines.count("  wal: false") == 1 and "  wal: true" not in lines
+    assert lines.index("  wal: false") == lines.index("state:") + 1
+    assert lines[lines.index("pipeline:") + 1] == "  workers: 1"
+    assert lines[lines.index("log:") + 1] == "  level: debug" and "  level: info" not in lines
+    assert out.endswith("\n")
