@@ -409,6 +409,7 @@ struct Decoder::Impl {
     for (int r = 0; r < n; ++r) {
       KvWindow& w = *wins[AsSize(r)];
       const int64_t slot = w.NextSlot();
+      w.EnsureSlots(slot + 1);
       const ptrdiff_t src = static_cast<ptrdiff_t>(r) * w.d_model;
       std::copy_n(krows + src, w.d_model, w.k[AsSize(block)].data() + slot * w.d_model);
       std::copy_n(vrows + src, w.d_model, w.v[AsSize(block)].data() + slot * w.d_model);
@@ -477,7 +478,8 @@ Result<Decoder> Decoder::Create(const Bundle& bundle) {
 }
 
 KvWindow Decoder::NewWindow(int64_t start_pos) const {
-  return {impl_->cfg.n_blocks(), impl_->cfg.window, impl_->cfg.d_model, start_pos};
+  // No slot made yet: the first events make them (KvWindow::EnsureSlots).
+  return {impl_->cfg.n_blocks(), impl_->cfg.window, impl_->cfg.d_model, start_pos, 0};
 }
 
 namespace {

@@ -20,6 +20,12 @@ namespace rotor::encoders {
 // ring order does not change results (beyond float summation order); `Ordered` gives the
 // rows oldest first for storage and output.
 //
+// Memory: the slots in use are [0, min(events appended, capacity)), filled in order until the
+// ring wraps, so a window may hold fewer slots than `capacity` (`slots()`) and grow as events
+// arrive (EnsureSlots, by doubling): a user with a short history costs its rows, not a full
+// window (the daemon's hot-window cache then holds many more of them, and a new user's
+// window is not a full zeroed allocation). The 4-argument constructor makes every slot.
+//
 // Lifecycle: made by Decoder::NewWindow (or restored by storage with the same shape);
 // Decoder::Decode appends in place.
 // Concurrency: a plain value; one writer at a time.
@@ -37,11 +43,14 @@ struct KvWindow {
 
   KvWindow() = default;
   KvWindow(int64_t n_blocks, int64_t window, int64_t d, int64_t start_pos)
+      : KvWindow(n_blocks, window, d, start_pos, window) {}
+  // With `slots` of the capacity made (0..window); EnsureSlots makes more.
+  KvWindow(int64_t n_blocks, int64_t window, int64_t d, int64_t start_pos, int64_t slots)
       : capacity(window), d_model(d), first_pos(start_pos), next_pos(start_pos) {
     // Each block built in place: assign(n, value) would zero one block and copy it n times,
     // a third of the cost of a new user's window in the daemon's profile.
     const auto blocks = static_cast<size_t>(n_blocks);
-    const auto floats = static_cast<size_t>(window * d);
+    const auto floats = static_cast<size_t>(slots * d);
     k.reserve(blocks);
     v.reserve(blocks);
     for (size_t b = 0; b < blocks; ++b) {
@@ -52,6 +61,31 @@ struct KvWindow {
   }
 
   int64_t n_blocks() const { return static_cast<int64_t>(k.size()); }
+  // Slots made (each block holds slots() * d_model floats of K and of V).
+  int64_t slots() const {
+    return k.empty() || d_model == 0 ? 0 : static_cast<int64_t>(k[0].size()) / d_model;
+  }
+  // The slots in use: min(events appended, capacity).
+  int64_t used_slots() const {
+    return next_pos - first_pos < capacity ? next_pos - first_pos : capacity;
+  }
+  // Makes at least `n` slots (n <= capacity), doubling what is there (existing rows kept).
+  void EnsureSlots(int64_t n) {
+    const int64_t have = slots();
+    if (n <= have) {
+      return;
+    }
+    int64_t want = have < 4 ? 4 : 2 * have;
+    want = want < n ? n : want;
+    want = want > capacity ? capacity : want;
+    const auto floats = static_cast<size_t>(want * d_model);
+    for (auto& block : k) {
+      block.resize(floats);
+    }
+    for (auto& block : v) {
+      block.resize(floats);
+    }
+  }
   // Slot of the event at position p (p >= first_pos).
   int64_t SlotOf(int64_t p) const { return (p - first_pos) % capacity; }
   // The slot the next event will write.

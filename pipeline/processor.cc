@@ -506,7 +506,9 @@ Result<std::unique_ptr<Processor>> Processor::Create(const encoders::Bundle& bun
   impl->committed_watermarks = watermarks;
   impl->watermarks = std::move(watermarks);
   const storage::UserState full{
-      impl->decoder.NewWindow(0),
+      // Every slot made: the most a window can take (NewWindow makes none yet).
+      encoders::KvWindow(bundle.config().n_blocks(), bundle.config().window,
+                         bundle.config().d_model, 0),
       std::vector<std::string>(static_cast<std::size_t>(pipeline.dedupe_ids_per_user),
                                std::string(kMaxIdBytes, 'i'))};
   // Its window held, plus its share of the WriteBatch: one new row per block (K and V), its

@@ -112,18 +112,26 @@ Status CheckWindow(const encoders::KvWindow& w) {
         "window shape capacity={} d_model={} k blocks={} v blocks={} pos={} is inconsistent",
         w.capacity, w.d_model, n_blocks, w.v.size(), w.pos.size());
   }
-  const auto block_floats = static_cast<std::size_t>(w.capacity * w.d_model);
-  for (std::size_t b = 0; b < w.k.size(); ++b) {
-    if (w.k[b].size() != block_floats || w.v[b].size() != block_floats) {
-      return Status::InvalidArgument("window block {}: {} K and {} V floats, want {}", b,
-                                     w.k[b].size(), w.v[b].size(), block_floats);
-    }
-  }
   if (w.first_pos < 0 || w.next_pos < w.first_pos || w.rows < 0 || w.rows > w.capacity ||
       w.rows > w.next_pos - w.first_pos) {
     return Status::InvalidArgument(
         "window positions first_pos={} next_pos={} rows={} capacity={} break the ring invariants",
         w.first_pos, w.next_pos, w.rows, w.capacity);
+  }
+  // Every block holds the same whole number of slots, at least those in use (KvWindow's
+  // slots grow with the history) and at most the capacity.
+  const auto d = static_cast<std::size_t>(w.d_model);
+  const auto least = static_cast<std::size_t>(w.used_slots()) * d;
+  const auto most = static_cast<std::size_t>(w.capacity) * d;
+  const std::size_t floats = w.k[0].size();
+  for (std::size_t b = 0; b < w.k.size(); ++b) {
+    if (w.k[b].size() != floats || w.v[b].size() != floats || floats % d != 0 || floats < least ||
+        floats > most) {
+      return Status::InvalidArgument(
+          "window block {}: {} K and {} V floats, want the same multiple of d_model={} in [{}, "
+          "{}]",
+          b, w.k[b].size(), w.v[b].size(), d, least, most);
+    }
   }
   return Status::OK();
 }
@@ -653,7 +661,9 @@ Result<std::optional<StoredState>> ReadUserState(rocksdb::DB* db,
         context, meta.n_blocks, meta.capacity, meta.d_model, n_blocks, window, d_model);
   }
 
-  encoders::KvWindow out(n_blocks, window, d_model, meta.first_pos);
+  // The slots in use only (a short history is a short window).
+  encoders::KvWindow out(n_blocks, window, d_model, meta.first_pos,
+                         std::min(meta.next_pos - meta.first_pos, window));
   out.next_pos = meta.next_pos;
   out.rows = meta.rows;
   out.last_ts_ms = meta.last_ts_ms;

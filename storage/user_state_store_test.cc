@@ -118,6 +118,43 @@ TEST_F(UserStateStoreTest, WindowsRoundTripWithWrapAroundPartialWindowsAndLargeP
   EXPECT_FALSE(missing->has_value());
 }
 
+// Windows hold only the slots in use (KvWindow::EnsureSlots grows them by doubling): a short
+// history is stored and loaded as a short window, and PutWindow refuses blocks that do not
+// hold the slots in use or disagree with each other.
+TEST_F(UserStateStoreTest, ShortWindowsRoundTripAndInconsistentSlotsAreRefused) {
+  KvWindow w(kBlocks, 16, kD, 0, 0);
+  EXPECT_EQ(w.slots(), 0);
+  for (int e = 0; e < 5; ++e) {
+    w.EnsureSlots(w.NextSlot() + 1);
+    Append(w, 4, 1000 + e);
+  }
+  EXPECT_EQ(w.slots(), 8);  // 4, then doubled.
+  EXPECT_EQ(w.used_slots(), 5);
+  {
+    StateBatch batch = store_->NewBatch();
+    ASSERT_TRUE(batch.PutWindow("short", "m", w, 5).ok());
+    ASSERT_TRUE(store_->Commit(batch).ok());
+  }
+  const KvWindow loaded = MustLoad("short", 16);
+  ExpectSameWindow(loaded, w);
+  EXPECT_EQ(loaded.slots(), 5) << "a loaded window makes only the slots in use";
+  for (int e = 5; e < 40; ++e) {  // Past the capacity: the ring wraps over all 16 slots.
+    w.EnsureSlots(w.NextSlot() + 1);
+    Append(w, 4, 1000 + e);
+  }
+  EXPECT_EQ(w.slots(), 16);
+  KvWindow short_k = w;
+  short_k.k[1].resize(static_cast<std::size_t>(8 * kD));
+  KvWindow too_few(kBlocks, 16, kD, 0, 4);
+  too_few.next_pos = 6;
+  too_few.rows = 6;
+  for (const KvWindow* bad : {&short_k, &too_few}) {
+    StateBatch batch = store_->NewBatch();
+    const Status s = batch.PutWindow("bad", "m", *bad, 1);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  }
+}
+
 TEST_F(UserStateStoreTest, UsersWhoseIdsSharePrefixesStayIsolated) {
   const std::vector<std::string> users = {"u1", "u10", std::string("u1\0x", 4), "u"};
   std::vector<KvWindow> windows;
