@@ -359,22 +359,20 @@ struct Processor::Impl {
 
   // The messages Encode made, in the batch's outputs.
   void Publish(UserWork& work, PendingBatch& batch) {
-    if (output.deltas) {
+    const auto emit = [&](std::string& bytes) {
       batch.outputs.push_back(OutputRecord{.topic = OutputRecord::Topic::kOutput,
                                            .key = *work.user,
-                                           .value = std::move(work.delta_bytes),
+                                           .value = std::move(bytes),
                                            .headers = {},
                                            .partition = -1,
                                            .null_value = false});
+    };
+    if (output.deltas) {
+      emit(work.delta_bytes);
       ++stats.deltas;
     }
     if (work.snapshot) {
-      batch.outputs.push_back(OutputRecord{.topic = OutputRecord::Topic::kOutput,
-                                           .key = *work.user,
-                                           .value = std::move(work.snapshot_bytes),
-                                           .headers = {},
-                                           .partition = -1,
-                                           .null_value = false});
+      emit(work.snapshot_bytes);
       ++stats.snapshots;
     }
   }
