@@ -15,7 +15,7 @@ same cores as everything else), fresh 8-partition topics per run, and prints one
 - Backlog drains (--drain N): N events produced into fresh topics first, then
   `rotor serve --exit-when-idle-ms` drains them. Reported: rotor's own busy rate (events over
   first consumed batch to last commit, from its exit log) and its CPU per event.
-- The raw Kafka baseline (bench/passthrough.cc, `kafka_passthrough`; --no-passthrough skips
+- The raw Kafka baseline (pipeline/passthrough_bench.cc, `kafka_passthrough`; --no-passthrough skips
   it): consumes the same input and produces every message's key and value unchanged to an
   output topic of the same partition count, with rotor's client settings (idempotent producer,
   acks=all, linger.ms 2, murmur2_random; offsets committed after delivery). Run at every fixed
@@ -74,6 +74,9 @@ MODES = ("at_least_once", "exactly_once")
 LEVERS = [
     ("pipeline.workers 1 (one thread decodes)", {"pipeline.workers": "1"}),
     ("state.wal false (no RocksDB write-ahead log)", {"state.wal": "false"}),
+    # The fill stops when the batch's distinct users, at a full window each, would pass this.
+    ("pipeline.max_inflight_bytes 512MiB (default 64MiB)",
+     {"pipeline.max_inflight_bytes": "512MiB"}),
 ]
 SHORT = {"at_least_once": "ALOS", "exactly_once": "EOS"}
 
