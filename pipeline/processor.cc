@@ -78,8 +78,8 @@ struct Processor::Impl {
   config::OutputOptions output;
   Clock clock;
   encoders::Decoder decoder;
-  // pipeline.workers: decoders[0] is `decoder` (on the Process caller's thread), one more per
-  // helper thread of `workers`.
+  // pipeline.workers: shard 0 decodes with `decoder` on the Process caller's thread, shard
+  // i > 0 with helper_decoders[i - 1] on the pool's thread i.
   std::vector<encoders::Decoder> helper_decoders;
   internal::WorkerPool workers;
   encoders::Featurizer featurizer;
