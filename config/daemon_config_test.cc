@@ -495,6 +495,8 @@ TEST(DaemonConfigTest, EveryFieldRefusesBadTypesAndOutOfRangeValues) {
        "config pipeline.dedupe_ids_per_user: expected an integer in [0, 100000], got -1"},
       {"pipeline.dedupe_ids_per_user", "100001",
        "config pipeline.dedupe_ids_per_user: expected an integer in [0, 100000], got 100001"},
+      {"pipeline.workers", "0", "config pipeline.workers: expected an integer in [1, 64], got 0"},
+      {"pipeline.workers", "65", "config pipeline.workers: expected an integer in [1, 64], got 65"},
       {"pipeline.max_future_ms", "-1",
        "config pipeline.max_future_ms: expected an integer >= 0, got -1"},
       {"pipeline.max_future_ms", "1e3",
@@ -526,6 +528,7 @@ TEST(DaemonConfigTest, EveryFieldRefusesBadTypesAndOutOfRangeValues) {
        "config state.write_buffer_bytes: expected at most state.block_cache_bytes (268435456), got "
        "536870912"},
       {"state.sync_writes", "no", "config state.sync_writes: expected true or false, got no"},
+      {"state.wal", "off", "config state.wal: expected true or false, got off"},
       {"state.sync_writes", "False", "config state.sync_writes: expected true or false, got False"},
       {"state.window_cache_bytes", "-1",
        "config state.window_cache_bytes: expected an integer >= 0 or a size like \"256MiB\", got "
