@@ -77,6 +77,18 @@ LEVERS = [
     # The fill stops when the batch's distinct users, at a full window each, would pass this.
     ("pipeline.max_inflight_bytes 512MiB (default 64MiB)",
      {"pipeline.max_inflight_bytes": "512MiB"}),
+    # 10,000 full windows take ~1 GB: the default cache holds half of them, so most users are
+    # read back from RocksDB on every batch (an LRU cycled over a larger working set).
+    ("state.window_cache_bytes 1536MiB (default 512MiB: half the 10k users' windows)",
+     {"state.window_cache_bytes": "1536MiB"}),
+    # The state changelog is 2-3 of every event's 3-4 produced messages (row, metadata, the
+    # row that left the window) and its bytes on the broker.
+    ('kafka.changelog_topic "" (no state changelog: no restore or standby from it)',
+     {"kafka.changelog_topic": '""'}),
+    ("producer linger.ms 20 (librdkafka's default 5)",
+     {"kafka.producer_properties": "{linger.ms: 20}"}),
+    ("producer compression.type lz4 (default none)",
+     {"kafka.producer_properties": "{compression.type: lz4}"}),
 ]
 SHORT = {"at_least_once": "ALOS", "exactly_once": "EOS"}
 
@@ -107,6 +119,22 @@ def wait_rusage(proc, timeout_s):
             proc.kill()
             sys.exit(f"pid {proc.pid} ran past {timeout_s} s")
         time.sleep(0.05)
+
+
+def loop_seconds(log_text):
+    """Where rotor's loop thread spent its time (its exit log's "loop:" line): batches, mean
+    records per batch and seconds filling, reading, decoding, batching, dispatching, waiting;
+    {} when the line is missing (an older binary)."""
+    m = re.search(r"loop: (\d+) batches of ([0-9.]+) records on average; its thread spent "
+                  r"([0-9.]+) s filling batches, ([0-9.]+) s processing them \(([-0-9.]+) s "
+                  r"reading records, ([0-9.]+) s decoding on \d+ worker\(s\), ([0-9.]+) s "
+                  r"batching state and messages\), ([0-9.]+) s dispatching, ([0-9.]+) s "
+                  r"waiting for deliveries and commits, ([0-9.]+) s idle", log_text)
+    if not m:
+        return {}
+    names = ["batches", "records_per_batch", "fill_s", "process_s", "read_s", "decode_s",
+             "batch_s", "dispatch_s", "wait_s", "idle_s"]
+    return {k: float(v) for k, v in zip(names, m.groups())}
 
 
 def serve_stats(log_text):
@@ -283,7 +311,7 @@ def drain_run(broker, bundle, spec, args, work, flame_dir=None):
         "cpu_s": cpu_s, "cpu_us_per_event": cpu_s / max(1, events) * 1e6,
         "cpu_cores": samplers.cores("rotor"), "broker_cpu_cores": samplers.cores("broker"),
         "peak_rss_mib": samplers.peak_rss_mib("rotor"), "load_average_at_start": load_avg,
-        "profiled": bool(flame_dir),
+        "profiled": bool(flame_dir), "loop": loop_seconds(text),
     })
 
 
@@ -646,8 +674,10 @@ def main():
     parser.add_argument("--flame", action="store_true",
                         help="profile rotor in one extra drain (perf, dwarf call graphs) into "
                              "build/bench-results/flame.svg (inferno; tools/bench_setup.sh)")
+    parser.add_argument("--flame-users", type=int, default=10000,
+                        help="distinct users of the profiled drain's input")
     parser.add_argument("--flame-events", type=int, default=300000,
-                        help="events of the profiled drain (10k users, at-least-once)")
+                        help="events of the profiled drain (--flame-users users, at-least-once)")
     parser.add_argument("--chart", action="store_true",
                         help="accepted for clarity: the chart build/bench-results/load.png is "
                              "always written")
@@ -720,7 +750,7 @@ def main():
             results.append(r)
         if args.flame:
             model = args.models.split(",")[0]
-            spec = dict(model=model, users=10000, delivery="at_least_once",
+            spec = dict(model=model, users=args.flame_users, delivery="at_least_once",
                         drain=args.flame_events)
             flame_dir = tempfile.mkdtemp(prefix="rotor-flame-", dir=work)
             log(f"profiled drain of {args.flame_events} events (perf record -F 499 --call-graph "

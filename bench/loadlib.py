@@ -21,7 +21,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "python"))
-ROTOR = os.path.join(ROOT, "build", "release", "app", "rotor")
+# ROTOR_BINARY: another build of rotor (an A/B of two binaries on the same broker and input).
+ROTOR = os.environ.get("ROTOR_BINARY") or os.path.join(ROOT, "build", "release", "app", "rotor")
 PYTHON = "/usr/bin/python3"  # The project's interpreter (Debian's torch and numpy).
 BROKER = os.path.join(ROOT, "tools", "kafka", "broker.sh")
 RESULTS = os.path.join(ROOT, "build", "bench-results")

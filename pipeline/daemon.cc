@@ -122,6 +122,20 @@ void Daemon::Impl::LogStats(double seconds) const {
       p.events, seconds > 0 ? static_cast<double>(p.events) / seconds : 0.0, p.replayed,
       p.dead_letters, p.duplicates, p.deltas, p.snapshots, loop->stats().batches,
       loop->stats().failed_batches, p.store_loads, p.expired_users, p.restarted_histories);
+  // bench/load.py (loop_seconds) reads this line; python/tests/test_bench_scripts.py holds one.
+  const internal::LoopStats& l = loop->stats();
+  spdlog::info(
+      "loop: {} batches of {:.0f} records on average; its thread spent {:.2f} s filling batches, "
+      "{:.2f} s processing them ({:.2f} s reading records, {:.2f} s decoding on {} worker(s), "
+      "{:.2f} s batching state and messages), {:.2f} s dispatching, {:.2f} s waiting for "
+      "deliveries and commits, {:.2f} s idle",
+      l.processed_batches,
+      l.processed_batches > 0
+          ? static_cast<double>(l.processed_records) / static_cast<double>(l.processed_batches)
+          : 0.0,
+      l.fill_seconds, l.process_seconds, l.process_seconds - p.decode_seconds - p.batch_seconds,
+      p.decode_seconds, config.pipeline.workers, p.batch_seconds, l.dispatch_seconds,
+      l.wait_seconds, l.idle_seconds);
 }
 
 void Daemon::Impl::PublishStatus(bool force) {
@@ -348,6 +362,14 @@ Status Daemon::Run(const std::atomic<bool>& stop) {
   d.stats.failed_batches = loop.failed_batches;
   d.stats.peak_inflight_bytes = loop.peak_inflight_bytes;
   d.stats.busy_seconds = loop.busy_seconds();
+  d.stats.processed_batches = loop.processed_batches;
+  d.stats.loop_seconds = {.fill = loop.fill_seconds,
+                          .process = loop.process_seconds,
+                          .decode = d.processor->stats().decode_seconds,
+                          .batch = d.processor->stats().batch_seconds,
+                          .dispatch = loop.dispatch_seconds,
+                          .wait = loop.wait_seconds,
+                          .idle = loop.idle_seconds};
   d.stats.transactions = d.delivery->transactions();
   d.stats.stopped_partitions = d.consumer->stats().stopped_partitions;
   d.stats.skipped_records = d.consumer->stats().skipped_records;

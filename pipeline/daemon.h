@@ -75,6 +75,21 @@ struct DaemonStats {
   // against pipeline.max_inflight_bytes.
   int64_t peak_inflight_bytes = 0;
   double busy_seconds = 0;  // From the first consumed batch to the last commit.
+  // Where the serving loop's thread spent its time (seconds; the daemon's exit log line
+  // "loop: ..." prints them): filling batches, processing them (of which decoding and encoding
+  // on the worker pool, and batching state and messages), dispatching them to the producer,
+  // waiting for deliveries and commits, and idle (polls that found no input). What is left of
+  // processing is reading the records (parse, featurize, dedupe, the users' states).
+  struct LoopTime {
+    double fill = 0;
+    double process = 0;
+    double decode = 0;
+    double batch = 0;
+    double dispatch = 0;
+    double wait = 0;
+    double idle = 0;
+  } loop_seconds;
+  int64_t processed_batches = 0;  // Batches processed, committed or not.
 };
 
 // The store options the config asks for (state.dir, its cache and memtable sizes, sync_writes;

@@ -485,6 +485,18 @@ TEST_F(DaemonTest, InterleavedUsersGetExactStateAndEveryPositionIsPublished) {
   EXPECT_EQ(stats.dead_letters, 0);
   EXPECT_EQ(stats.failed_batches, 0);
   EXPECT_GE(stats.batches, Total(events) / 8);
+  // The loop's time accounting: every batch processed was committed (no fault), the parts of
+  // processing lie within it, and a served batch took time to fill, process and dispatch.
+  EXPECT_EQ(stats.processed_batches, stats.batches);
+  const DaemonStats::LoopTime& t = stats.loop_seconds;
+  EXPECT_GT(t.process, 0);
+  EXPECT_GT(t.decode, 0);
+  EXPECT_GT(t.batch, 0);
+  EXPECT_LE(t.decode + t.batch, t.process);
+  EXPECT_GT(t.fill, 0);
+  EXPECT_GT(t.dispatch, 0);
+  EXPECT_GE(t.wait, 0);
+  EXPECT_GT(t.idle, 0) << "the loop polled before the first event arrived";
   ExpectStateIsDirect(serving->daemon(), events);
   for (const auto& [user, counts] : ExpectEveryPositionPublished(events)) {
     for (const auto& [pos, n] : counts) {

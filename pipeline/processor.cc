@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <chrono>
 #include <deque>
 #include <iterator>
 #include <limits>
@@ -690,7 +691,10 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
     w.snapshot = s.output.snapshot_interval_ms > 0 && !w.retired && w.publish_events > 0 &&
                  s.snapshot_clock.Due(*w.user, now);
   }
+  const auto decode_began = std::chrono::steady_clock::now();
   ROTOR_RETURN_IF_ERROR(s.DecodeAndEncode(work));
+  const auto batch_began = std::chrono::steady_clock::now();
+  s.stats.decode_seconds += std::chrono::duration<double>(batch_began - decode_began).count();
   for (Impl::UserWork& w : work) {
     const auto n = static_cast<int64_t>(w.events.size());
     if (!w.retired) {
@@ -718,6 +722,8 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
     s.EmitChangelog(batch);
   }
   s.FitCache();
+  s.stats.batch_seconds +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - batch_began).count();
   return batch;
 }
 

@@ -112,6 +112,11 @@ struct ProcessorStats {
   // user deleted again before the first delete committed, count too.
   int64_t expired_users = 0;
   std::unordered_map<std::string, int64_t> rejects_by_code;
+  // Wall-clock seconds of Process's parts: decoding and encoding the users (on the worker
+  // pool), and batching their state and messages afterwards (on the caller's thread). The rest
+  // of Process is reading the records (parse, featurize, the users' states).
+  double decode_seconds = 0;
+  double batch_seconds = 0;
 };
 
 // What one Process call produced; hand it back to Finish once delivered and committed, or to

@@ -39,6 +39,14 @@ Status DiscardSink::CommitTransaction(const rd_kafka_consumer_group_metadata_t* 
   return Status::OK();
 }
 
+namespace {
+
+double SecondsSince(SteadyClock::time_point t) {
+  return std::chrono::duration<double>(SteadyClock::now() - t).count();
+}
+
+}  // namespace
+
 double LoopStats::busy_seconds() const {
   if (!first_batch) {
     return 0.0;
@@ -83,6 +91,7 @@ Status ServeLoop::Run(const std::atomic<bool>& stop) {
     // Memory: the batch stops filling once its distinct users' windows would take what is left
     // of pipeline.max_inflight_bytes (at least one message, so serving always moves on).
     batch_keys.clear();
+    const auto fill_began = SteadyClock::now();
     const int64_t held = ledger.held_bytes();
     while (static_cast<int64_t>(messages.size()) < opt.max_batch_events && !stop.load() &&
            !source_.rewind_pending() &&
@@ -120,6 +129,8 @@ Status ServeLoop::Run(const std::atomic<bool>& stop) {
       batch_keys.emplace(m.key());
       messages.push_back(std::move(m));
     }
+    // A fill that found nothing is idle time, not the cost of a batch.
+    (messages.empty() ? stats_.idle_seconds : stats_.fill_seconds) += SecondsSince(fill_began);
     ROTOR_RETURN_IF_ERROR(source_.error());
     if (source_.rewind_pending()) {
       // Batches were abandoned during a rebalance: what was consumed since is read again.
@@ -164,11 +175,18 @@ Status ServeLoop::Run(const std::atomic<bool>& stop) {
     if (records.empty()) {
       continue;
     }
+    const auto process_began = SteadyClock::now();
     ROTOR_ASSIGN_OR_RETURN(PendingBatch batch, processor_.Process(records));
+    ++stats_.processed_batches;
+    stats_.processed_records += static_cast<int64_t>(records.size());
+    const auto dispatch_began = SteadyClock::now();
+    stats_.process_seconds += std::chrono::duration<double>(dispatch_began - process_began).count();
     observer_.OnProcessed(batch, records, batch_polled);
     PartitionOffsets group_offsets = source_.GroupOffsets(batch);
     ROTOR_RETURN_IF_ERROR(sink_.Dispatch(std::move(batch), std::move(group_offsets),
                                          static_cast<int64_t>(records.size())));
+    const auto wait_began = SteadyClock::now();
+    stats_.dispatch_seconds += std::chrono::duration<double>(wait_began - dispatch_began).count();
     stats_.peak_inflight_bytes = std::max(stats_.peak_inflight_bytes, ledger.held_bytes());
     const auto in_flight_max = static_cast<std::size_t>(opt.max_inflight_batches);
     const auto full = [&] {
@@ -188,6 +206,7 @@ Status ServeLoop::Run(const std::atomic<bool>& stop) {
         ROTOR_RETURN_IF_ERROR(writer_.Wait());
         ROTOR_RETURN_IF_ERROR(Advance());
       }
+      stats_.wait_seconds += SecondsSince(wait_began);
       continue;
     }
     // Back-pressure: at most max_inflight_batches (and max_inflight_bytes) waiting for their
@@ -196,6 +215,7 @@ Status ServeLoop::Run(const std::atomic<bool>& stop) {
       sink_.Poll(1);
       ROTOR_RETURN_IF_ERROR(Settle());
     }
+    stats_.wait_seconds += SecondsSince(wait_began);
   }
   // Stopping, idle or exhausted: what is in flight is delivered and committed before returning.
   Status drained = Drain();

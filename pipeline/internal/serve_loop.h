@@ -91,6 +91,18 @@ struct LoopStats {
   int64_t peak_inflight_bytes = 0;
   std::optional<SteadyClock::time_point> first_batch;
   SteadyClock::time_point last_commit{};
+  // Where the loop's thread spent its time (seconds), for finding what limits throughput:
+  // filling batches (polling the source, waiting for input), processing them (parse, decode,
+  // encode, batching the state), dispatching them to the sink (producing), and waiting on
+  // back-pressure (deliveries, transactions and the store writer's commits). Polls that found
+  // no input at all count as idle.
+  double idle_seconds = 0;
+  double fill_seconds = 0;
+  double process_seconds = 0;
+  double dispatch_seconds = 0;
+  double wait_seconds = 0;
+  int64_t processed_batches = 0;  // Batches processed (committed or not).
+  int64_t processed_records = 0;
   // From the first batch processed to the last one committed.
   double busy_seconds() const;
 };

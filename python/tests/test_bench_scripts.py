@@ -114,3 +114,22 @@ def test_load_settings_land_under_their_section_replacing_the_key():
     assert lines[lines.index("pipeline:") + 1] == "  workers: 1"
     assert lines[lines.index("log:") + 1] == "  level: debug" and "  level: info" not in lines
     assert out.endswith("\n")
+
+
+def test_load_reads_the_loop_line_of_the_daemon_log():
+    # A line of `rotor serve`'s exit log (pipeline/daemon.cc, Daemon::Impl::LogStats) as a
+    # 500k-event drain printed it; load.py puts its figures in every drain's result.
+    sys.path.insert(0, BENCH)
+    try:
+        load = importlib.import_module("load")
+    finally:
+        sys.path.remove(BENCH)
+    line = ("[2026-12-05 20:10:01.123] [info] loop: 351 batches of 1425 records on average; its "
+            "thread spent 0.30 s filling batches, 7.39 s processing them (2.00 s reading records, "
+            "4.53 s decoding on 2 worker(s), 0.87 s batching state and messages), 1.33 s "
+            "dispatching, 0.00 s waiting for deliveries and commits, 3.51 s idle\n")
+    got = load.loop_seconds("other lines\n" + line)
+    assert got == {"batches": 351.0, "records_per_batch": 1425.0, "fill_s": 0.30,
+                   "process_s": 7.39, "read_s": 2.00, "decode_s": 4.53, "batch_s": 0.87,
+                   "dispatch_s": 1.33, "wait_s": 0.00, "idle_s": 3.51}
+    assert load.loop_seconds("no such line") == {}
