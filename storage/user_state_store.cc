@@ -267,6 +267,9 @@ constexpr char kChangelogUser = 'u';
 constexpr char kChangelogMarker = 'o';
 constexpr char kChangelogBase = 'b';
 constexpr std::size_t kMaxChangelogRowBytes = std::size_t{64} << 20;
+// Rows leaving a window in one commit that are deleted one by one (PutWindow); more take one
+// range delete.
+constexpr int64_t kMaxPointDeletes = 8;
 
 std::string Tagged(char tag, std::string_view key) {
   std::string out;
@@ -384,16 +387,26 @@ Status StateBatch::PutWindow(std::string_view user, std::string_view model_id,
   }
 
   // Rows that fell out of the window in this commit (the window's low end moved past
-  // first_pos): one range delete over the user's rows below the window. Starting at the prefix
-  // (not at the previous low end) also drops strays.
+  // first_pos). The rows stored before this commit were [next_pos - new_rows - capacity,
+  // next_pos - new_rows) at most (and none below first_pos): those below `low` left. A few
+  // (the steady state: one event per user per commit) are point deletes; more are one range
+  // delete from the user's prefix. A range tombstone costs every later read and flush of the
+  // memtable that holds it, so one per user per commit slowed the whole store.
   const int64_t low = window.next_pos - window.capacity;
   if (new_rows > 0 && low > window.first_pos) {
-    ROTOR_RETURN_IF_ERROR(check(
-        rep_->batch.DeleteRange(rows_cf, internal::RowPrefix(user), internal::RowKey(user, low))));
+    const int64_t gone_begin = std::max(window.first_pos, low - new_rows);
+    const int64_t gone_end = std::min(low, window.next_pos - new_rows);
+    if (gone_end - gone_begin <= kMaxPointDeletes) {
+      for (int64_t p = gone_begin; p < gone_end; ++p) {
+        ROTOR_RETURN_IF_ERROR(check(rep_->batch.Delete(rows_cf, internal::RowKey(user, p))));
+      }
+    } else {
+      ROTOR_RETURN_IF_ERROR(check(rep_->batch.DeleteRange(rows_cf, internal::RowPrefix(user),
+                                                          internal::RowKey(user, low))));
+    }
     if (changelog != nullptr) {
-      // The rows stored before this commit were [next_pos - new_rows - capacity, next_pos -
-      // new_rows) at most (and none below first_pos): those below `low` left the window.
-      for (int64_t p = std::max(window.first_pos, low - new_rows); p < low; ++p) {
+      // Also the positions appended and dropped within this commit (never stored).
+      for (int64_t p = gone_begin; p < low; ++p) {
         changelog->push_back(
             {.key = Tagged(kChangelogRow, internal::RowKey(user, p)), .value = std::nullopt});
       }
@@ -599,8 +612,15 @@ Result<std::unique_ptr<UserStateStore>> UserStateStore::OpenImpl(const StoreOpti
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);
   for (std::size_t i = 0; i < kColumnFamilyCount; ++i) {
-    descriptors.emplace_back(std::string(internal::ColumnFamilyName(static_cast<ColumnFamily>(i))),
-                             cf_options);
+    const auto cf = static_cast<ColumnFamily>(i);
+    rocksdb::ColumnFamilyOptions options_of_cf = cf_options;
+    if (cf == ColumnFamily::kUsers) {
+      // Most lookups of a user who has no state yet (every new user) end in the memtables: a
+      // bloom filter over their keys answers those without searching the skip lists.
+      options_of_cf.memtable_whole_key_filtering = true;
+      options_of_cf.memtable_prefix_bloom_size_ratio = 0.05;
+    }
+    descriptors.emplace_back(std::string(internal::ColumnFamilyName(cf)), options_of_cf);
   }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw_db = nullptr;

@@ -162,8 +162,9 @@ class StateBatch {
 
   // Records `user`'s state after a decode: the newest min(new_rows, window.rows) rows (the
   // events appended since the user's last commit), the metadata (model id, positions, rows,
-  // last ts, shape, `recent_event_ids`), and a DeleteRange of every stored row that fell out of
-  // the window (position < window.next_pos - window.capacity).
+  // last ts, shape, `recent_event_ids`), and the deletion of every stored row that fell out of
+  // the window (position < window.next_pos - window.capacity): point deletes of the few rows
+  // that left in the steady state, one DeleteRange over the user's older rows when many did.
   // InvalidArgument: empty or over-long user or model id, an inconsistent window (shape,
   // first_pos < 0, rows out of range), new_rows < 0 or more than the events the window ever
   // appended, more than 100000 recent ids or one over 4096 bytes.
@@ -237,8 +238,9 @@ class StateBatch {
 // Batches are not thread-safe; see StateBatch.
 // Limitations: a stored window's shape is fixed; loading it with another shape is
 // FailedPrecondition (a model change needs a replay into a fresh store). Positions are >= 0.
-// Each commit that trims a user adds a range tombstone, which compactions drop once the rows
-// are gone; reads pay for live tombstones until then. The process must not open the database
+// A commit that trims more than a few rows of a user (or deletes a user) adds a range
+// tombstone, which compactions drop once the rows are gone; reads pay for live tombstones until
+// then. The process must not open the database
 // with column families other than default, users, rows and offsets.
 class UserStateStore {
  public:
