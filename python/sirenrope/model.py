@@ -11,6 +11,14 @@ Three ways to run the same weights, which tests hold equal:
 
 A token never attends to itself, so its own action (which feeds only its V row) cannot leak
 into its own prediction, and a candidate needs no action at all.
+
+K/V state dtype (a study knob, `GenerativeRecommender.kv_dtype`): the daemon could store the
+cached rows in bfloat16 or float16 instead of float32. With ``kv_dtype`` "bf16" or "f16",
+every K and V row (of every attention block and of the action attention) is computed in
+float32 and then rounded to that dtype (round-to-nearest-even, ``tensor.to(dtype)``) before
+anything attends to it, in all three paths alike, so caching stays exact; queries,
+activations and everything else stay float32. The default (None / "f32") is today's model,
+bit for bit. Nothing of this is stored in a bundle.
 """
 
 from __future__ import annotations
@@ -25,6 +33,19 @@ from torch import nn
 from .angles import RotaryAngleNet, rotate
 from .config import N_REQUEST_FEATURES, ModelConfig
 from .features import EventArrays, time_delta_units, time_features
+
+
+# kv_dtype name -> the torch dtype K/V rows are rounded to (None: kept in float32).
+KV_DTYPES: dict[str | None, torch.dtype | None] = {
+    None: None, "f32": None, "bf16": torch.bfloat16, "f16": torch.float16}
+
+
+def round_rows(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``t`` rounded to ``dtype`` (nearest even) and widened back to float32; ``t`` itself,
+    untouched, when ``dtype`` is None."""
+    if dtype is None:
+        return t
+    return t.to(dtype).to(torch.float32)
 
 
 @dataclass
@@ -102,6 +123,7 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d = cfg.d_model
+        self.kv_round: torch.dtype | None = None  # set by GenerativeRecommender.kv_dtype
         self.n_heads = cfg.n_heads
         self.scale = cfg.logit_scale
         self.skip = cfg.skip_scale
@@ -120,9 +142,10 @@ class Block(nn.Module):
 
     def key_value(self, x: torch.Tensor, a: torch.Tensor,
                   angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The K and V rows as stored: rounded to the state dtype when one is set."""
         k = rotate(self.wk(self.ln1(x)), angles, self.n_heads)
         v = self.wv(self.ln1(x + a))
-        return k, v
+        return round_rows(k, self.kv_round), round_rows(v, self.kv_round)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                visible: torch.Tensor) -> torch.Tensor:
@@ -160,6 +183,10 @@ class DecodeOutput:
 
 
 class GenerativeRecommender(nn.Module):
+    """The model. ``kv_dtype`` (None or "f32": default; "bf16"; "f16") sets the dtype the
+    cached K/V rows are rounded to (module docstring); it may be set at any time, e.g. on
+    a model loaded from a bundle, and is not part of the bundle."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         cfg.validate()
@@ -179,6 +206,20 @@ class GenerativeRecommender(nn.Module):
         self.act_pad = nn.Parameter(torch.zeros(d))
         self.head = nn.Sequential(nn.Linear(2 * d + N_REQUEST_FEATURES, cfg.head_hidden),
                                   nn.ReLU(), nn.Linear(cfg.head_hidden, cfg.n_labels))
+        self.kv_dtype = None
+
+    @property
+    def kv_dtype(self) -> str | None:
+        return self._kv_dtype
+
+    @kv_dtype.setter
+    def kv_dtype(self, name: str | None) -> None:
+        if name not in KV_DTYPES:
+            raise ValueError(f"kv_dtype {name!r}: expected one of {list(KV_DTYPES)}")
+        self._kv_dtype = name
+        self._kv_round = KV_DTYPES[name]
+        for blk in self.blocks:
+            blk.kv_round = self._kv_round
 
     # ---- shared pieces ---------------------------------------------------------------------
     def embed_item(self, item: torch.Tensor) -> torch.Tensor:
@@ -209,9 +250,10 @@ class GenerativeRecommender(nn.Module):
             vs.append(v)
         h = self.final_ln(x)
         qa = rotate(h, act_angles, cfg.n_heads)
-        ctx = attend(qa, qa, a, visible, self.act_pad, cfg.n_heads, cfg.logit_scale)
-        ks.append(qa)
-        vs.append(a)
+        ka, va = round_rows(qa, self._kv_round), round_rows(a, self._kv_round)  # as stored
+        ctx = attend(qa, ka, va, visible, self.act_pad, cfg.n_heads, cfg.logit_scale)
+        ks.append(ka)
+        vs.append(va)
         logits = self._head(h, ctx, batch.time_feats)
         return {"logits": logits, "hidden": h, "angles": angles, "act_angles": act_angles,
                 "k": ks, "v": vs}
@@ -269,8 +311,8 @@ class GenerativeRecommender(nn.Module):
         qa = rotate(h, act_angles, cfg.n_heads)
         ctx = attend(qa.unsqueeze(1), window(cfg.n_layers, "k"), window(cfg.n_layers, "v"),
                      visible, self.act_pad, cfg.n_heads, cfg.logit_scale)[:, 0]
-        ks.append(qa)
-        vs.append(a)
+        ks.append(round_rows(qa, self._kv_round))
+        vs.append(round_rows(a, self._kv_round))
         logits = self._head(h, ctx, tf)
         outs = []
         for u, c in enumerate(caches):
