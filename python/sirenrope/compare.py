@@ -17,7 +17,8 @@ import numpy as np
 
 from .cli import parse_with_config
 from .config import VARIANTS, ModelConfig
-from .train import add_model_args, build_config, load_schema, read_histories, train
+from .train import (add_model_args, add_training_args, build_config, load_schema,
+                    read_histories, train)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,13 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     add_model_args(p)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0, help="ignored; see --seeds")
-    p.add_argument("--eval-fraction", type=float, default=0.2)
-    p.add_argument("--chunk", type=int, default=256)
-    p.add_argument("--threads", type=int, default=0)
+    add_training_args(p, seed_help="ignored; see --seeds")
     p.add_argument("--json-out", help="write all results as JSON")
     args = parse_with_config(p, argv, "train")
     if not args.data:

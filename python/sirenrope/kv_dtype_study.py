@@ -27,8 +27,8 @@ import torch
 from .cli import parse_with_config
 from .config import ModelConfig
 from .metrics import auc, normalized_entropy, summarize
-from .train import (add_model_args, build_config, load_schema, make_chunks, predict,
-                    read_histories, time_cutoff, train)
+from .train import (add_model_args, add_training_args, build_config, load_schema, make_chunks,
+                    predict, read_histories, time_cutoff, train)
 
 DTYPES = ("f32", "bf16", "f16")
 
@@ -56,13 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     add_model_args(p)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0, help="ignored; see --seeds")
-    p.add_argument("--eval-fraction", type=float, default=0.2)
-    p.add_argument("--chunk", type=int, default=256)
-    p.add_argument("--threads", type=int, default=1)
+    add_training_args(p, threads=1, seed_help="ignored; see --seeds")
     p.add_argument("--bootstrap", type=int, default=200, help="resamples (0: none)")
     p.add_argument("--json-out", help="write all results as JSON")
     raw = list(sys.argv[1:] if argv is None else argv)

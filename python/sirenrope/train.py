@@ -204,6 +204,19 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "(cannot be exported for serving)")
 
 
+def add_training_args(p: argparse.ArgumentParser, *, threads: int = 0,
+                      seed_help: str | None = None) -> None:
+    """The training loop's options, shared by train, compare and kv_dtype_study."""
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--eval-fraction", type=float, default=0.2)
+    p.add_argument("--chunk", type=int, default=256)
+    p.add_argument("--threads", type=int, default=threads,
+                   help=f"torch threads (0: leave default; default {threads})")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="sirenrope.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -212,13 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="bundle path to write")
     p.add_argument("--metrics-out", help="write the metrics JSON here")
     add_model_args(p)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-fraction", type=float, default=0.2)
-    p.add_argument("--chunk", type=int, default=256)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
+    add_training_args(p)
     args = parse_with_config(p, argv, "train")
     if not args.data:
         p.error("--data is required")
