@@ -62,7 +62,7 @@ import uuid
 import loadlib
 from loadlib import (DEFAULT_EVENTS, RESULTS, ROOT, ROTOR, Broker, Samplers, build_rotor,
                      ensure_input, event_latencies, events_path, load_average, log, make_bundle,
-                     percentile, rotor, start_serve, write_config)
+                     percentile, rotor, settle, start_serve, write_config)
 
 PASSTHROUGH = os.path.join(ROOT, "build", "release", "bench", "kafka_passthrough")
 SETUP = os.path.join(ROOT, "tools", "bench_setup.sh")
@@ -201,6 +201,7 @@ def fixed_run(broker, bundle, spec, args, work):
                                           ("model", "users", "delivery", "rate", "inflight"))
     events_file = input_file(args, users, int(rate * args.seconds))
     tag = f"load-{model}-{rate}-{inflight}-{uuid.uuid4().hex[:6]}"
+    settled_s = settle()
     # The pipeline alone, API off (bench/api_load.py measures the API's load).
     config = write_config(os.path.join(work, f"{tag}.yaml"), tag, broker.bootstrap, bundle,
                           os.path.join(work, tag), inflight=inflight, api_listen=None,
@@ -239,13 +240,14 @@ def fixed_run(broker, bundle, spec, args, work):
         "cpu_cores": samplers.cores("rotor"), "broker_cpu_cores": samplers.cores("broker"),
         "peak_rss_mib": samplers.peak_rss_mib("rotor"),
         "cpu_s": cpu_s, "cpu_us_per_event": cpu_s / max(1, len(events)) * 1e6,
-        "deltas": matched["deltas"], "load_average_at_start": load_avg,
+        "deltas": matched["deltas"], "load_average_at_start": load_avg, "settled_s": settled_s,
     })
 
 
 def fixed_passthrough(broker, bundle, rate, args, work):
     events_file = input_file(args, 10000, int(rate * args.seconds))
     tag = f"pass-{rate}-{uuid.uuid4().hex[:6]}"
+    settled_s = settle()
     config = new_topics(broker, bundle, work, tag)
     proc, err_path = run_passthrough(broker, tag, idle_ms=3000,
                                      warmup_ms=int(args.warmup * 1000))
@@ -271,7 +273,7 @@ def fixed_passthrough(broker, bundle, rate, args, work):
         "broker_cpu_cores": samplers.cores("broker"),
         "peak_rss_mib": samplers.peak_rss_mib("passthrough"), "cpu_s": r["cpu_s_wait4"],
         "cpu_us_per_event": r["cpu_s_wait4"] / max(1, r["messages"]) * 1e6,
-        "load_average_at_start": load_avg, "passthrough": r,
+        "load_average_at_start": load_avg, "settled_s": settled_s, "passthrough": r,
     }
 
 
@@ -284,6 +286,7 @@ def drain_run(broker, bundle, spec, args, work, flame_dir=None):
     config = new_topics(broker, bundle, work, tag, mode, spec.get("settings"))
     rotor("produce", "--config", config, "--file", events_file, "--limit", n)
     serve_log = os.path.join(work, f"{tag}.log")
+    settled_s = settle()
     load_avg = load_average()
     command = [ROTOR, "serve", "--config", config, "--exit-when-idle-ms", str(args.idle_ms)]
     if flame_dir:
@@ -311,7 +314,7 @@ def drain_run(broker, bundle, spec, args, work, flame_dir=None):
         "cpu_s": cpu_s, "cpu_us_per_event": cpu_s / max(1, events) * 1e6,
         "cpu_cores": samplers.cores("rotor"), "broker_cpu_cores": samplers.cores("broker"),
         "peak_rss_mib": samplers.peak_rss_mib("rotor"), "load_average_at_start": load_avg,
-        "profiled": bool(flame_dir), "loop": loop_seconds(text),
+        "settled_s": settled_s, "profiled": bool(flame_dir), "loop": loop_seconds(text),
     })
 
 
@@ -321,6 +324,7 @@ def drain_passthrough(broker, bundle, n, args, work):
     new_topics(broker, bundle, work, tag)
     rotor("produce", "--config", os.path.join(work, f"{tag}.yaml"), "--file", events_file,
           "--limit", n)
+    settled_s = settle()
     load_avg = load_average()
     proc, err_path = run_passthrough(broker, tag, idle_ms=args.idle_ms)
     samplers = Samplers(passthrough=proc.pid, broker=broker.pid).start()
@@ -336,7 +340,7 @@ def drain_passthrough(broker, bundle, n, args, work):
         "cpu_cores": samplers.cores("passthrough"),
         "broker_cpu_cores": samplers.cores("broker"),
         "peak_rss_mib": samplers.peak_rss_mib("passthrough"), "load_average_at_start": load_avg,
-        "passthrough": r,
+        "settled_s": settled_s, "passthrough": r,
     }
 
 
@@ -677,7 +681,9 @@ def main():
     parser.add_argument("--flame-users", type=int, default=10000,
                         help="distinct users of the profiled drain's input")
     parser.add_argument("--flame-events", type=int, default=300000,
-                        help="events of the profiled drain (--flame-users users, at-least-once)")
+                        help="events of the profiled drain (--flame-users users)")
+    parser.add_argument("--flame-delivery", default="at_least_once", choices=MODES,
+                        help="delivery.mode of the profiled drain")
     parser.add_argument("--chart", action="store_true",
                         help="accepted for clarity: the chart build/bench-results/load.png is "
                              "always written")
@@ -750,7 +756,7 @@ def main():
             results.append(r)
         if args.flame:
             model = args.models.split(",")[0]
-            spec = dict(model=model, users=args.flame_users, delivery="at_least_once",
+            spec = dict(model=model, users=args.flame_users, delivery=args.flame_delivery,
                         drain=args.flame_events)
             flame_dir = tempfile.mkdtemp(prefix="rotor-flame-", dir=work)
             log(f"profiled drain of {args.flame_events} events (perf record -F 499 --call-graph "

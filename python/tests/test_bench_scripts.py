@@ -99,12 +99,25 @@ def test_server_side_reads_the_histogram_deltas(api_load):
     assert api_load.server_side(after, after) == {"requests": 0}
 
 
-def test_load_settings_land_under_their_section_replacing_the_key():
+@pytest.fixture(scope="module")
+def loadlib():
     sys.path.insert(0, BENCH)
     try:
-        loadlib = importlib.import_module("loadlib")
+        yield importlib.import_module("loadlib")
     finally:
         sys.path.remove(BENCH)
+
+
+@pytest.fixture(scope="module")
+def load():
+    sys.path.insert(0, BENCH)
+    try:
+        yield importlib.import_module("load")
+    finally:
+        sys.path.remove(BENCH)
+
+
+def test_load_settings_land_under_their_section_replacing_the_key(loadlib):
     text = "state:\n  dir: /s\n  wal: true\nlog:\n  level: info\n"
     out = loadlib.apply_settings(text, {"state.wal": "false", "pipeline.workers": "1",
                                         "log.level": "debug"})
@@ -116,14 +129,9 @@ def test_load_settings_land_under_their_section_replacing_the_key():
     assert out.endswith("\n")
 
 
-def test_load_reads_the_loop_line_of_the_daemon_log():
+def test_load_reads_the_loop_line_of_the_daemon_log(load):
     # A line of `rotor serve`'s exit log (pipeline/daemon.cc, Daemon::Impl::LogStats) as a
     # 500k-event drain printed it; load.py puts its figures in every drain's result.
-    sys.path.insert(0, BENCH)
-    try:
-        load = importlib.import_module("load")
-    finally:
-        sys.path.remove(BENCH)
     line = ("[2026-12-05 20:10:01.123] [info] loop: 351 batches of 1425 records on average; its "
             "thread spent 0.30 s filling batches, 7.39 s processing them (2.00 s reading records, "
             "4.53 s decoding on 2 worker(s), 0.87 s batching state and messages), 1.33 s "
@@ -133,3 +141,12 @@ def test_load_reads_the_loop_line_of_the_daemon_log():
                    "process_s": 7.39, "read_s": 2.00, "decode_s": 4.53, "batch_s": 0.87,
                    "dispatch_s": 1.33, "wait_s": 0.00, "idle_s": 3.51}
     assert load.loop_seconds("no such line") == {}
+
+
+def test_settle_waits_for_quiet_seconds_and_gives_up_at_its_limit(loadlib):
+    busy, total = loadlib.cpu_times()
+    assert 0 <= busy <= total
+    # Anything counts as quiet: two quiet seconds, then it returns.
+    assert 2.0 <= loadlib.settle(quiet_s=2, busy_share=1.0, max_s=30) < 10.0
+    # Nothing counts as quiet (busy_share < 0): it gives up at max_s.
+    assert 2.0 <= loadlib.settle(quiet_s=1, busy_share=-1.0, max_s=2) < 10.0
