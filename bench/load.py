@@ -89,6 +89,10 @@ LEVERS = [
      {"kafka.producer_properties": "{linger.ms: 20}"}),
     ("producer compression.type lz4 (default none)",
      {"kafka.producer_properties": "{compression.type: lz4}"}),
+    # Rows rounded to 16 bits as they are written, and stored (RocksDB, changelog) in 16 bits;
+    # the window stays float32 in memory (docs/kv-dtype.md).
+    ("state.kv_dtype bf16 (default f32)", {"state.kv_dtype": "bf16"}),
+    ("state.kv_dtype f16 (default f32)", {"state.kv_dtype": "f16"}),
 ]
 SHORT = {"at_least_once": "ALOS", "exactly_once": "EOS"}
 

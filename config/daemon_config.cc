@@ -122,6 +122,7 @@ constexpr std::size_t kMaxTopicNameLength = 249;
 // The YAML spellings, indexed by the enumerator's value.
 constexpr std::array<std::string_view, 2> kDeliveryModeNames = {"at_least_once", "exactly_once"};
 constexpr std::array<std::string_view, 3> kApiForwardNames = {"proxy", "redirect", "off"};
+// Dtype spellings, of output.dtype and state.kv_dtype alike.
 constexpr std::array<std::string_view, 3> kOutputDtypeNames = {"f32", "bf16", "f16"};
 constexpr std::array<std::string_view, 4> kLogLevelNames = {"debug", "info", "warn", "error"};
 
@@ -635,6 +636,7 @@ std::vector<Field> Sections(DaemonConfig& c) {
                   {"sync_writes", BoolField(c.state.sync_writes)},
                   {"wal", BoolField(c.state.wal)},
                   {"window_cache_bytes", BytesField(c.state.window_cache_bytes, kNonNegative)},
+                  {"kv_dtype", EnumField(c.state.kv_dtype, kOutputDtypeNames)},
                   {"user_ttl_ms", UserTtlField(c.state.user_ttl_ms)},
                   {"ttl_sweep_users_per_batch",
                    IntField(c.state.ttl_sweep_users_per_batch, kTtlSweepUsersPerBatchRange)},
@@ -1050,6 +1052,7 @@ Status ValidateState(const StateOptions& s) {
   }
   ROTOR_RETURN_IF_ERROR(
       CheckInt("state.window_cache_bytes", s.window_cache_bytes, kNonNegative, IntSyntax::kBytes));
+  ROTOR_RETURN_IF_ERROR(CheckEnum("state.kv_dtype", s.kv_dtype, kOutputDtypeNames));
   ROTOR_RETURN_IF_ERROR(
       CheckUserTtl("state.user_ttl_ms", s.user_ttl_ms, fmt::format("{}", s.user_ttl_ms)));
   return CheckInt("state.ttl_sweep_users_per_batch", s.ttl_sweep_users_per_batch,
@@ -1240,6 +1243,10 @@ std::string_view DeliveryModeName(DeliveryMode mode) {
 }
 
 std::string_view OutputDtypeName(OutputDtype dtype) {
+  return NameAt(kOutputDtypeNames, static_cast<unsigned>(dtype));
+}
+
+std::string_view KvDtypeName(KvDtype dtype) {
   return NameAt(kOutputDtypeNames, static_cast<unsigned>(dtype));
 }
 

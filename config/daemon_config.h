@@ -108,6 +108,9 @@ struct PipelineOptions {
 };
 
 enum class OutputDtype : unsigned char { kF32, kBF16, kF16 };  // "f32", "bf16", "f16"
+// The precision of the K/V rows rotor keeps (state.kv_dtype): computed in float32, then rounded
+// to nearest even to this dtype as each row is written, and stored in it.
+enum class KvDtype : unsigned char { kF32, kBF16, kF16 };  // "f32", "bf16", "f16"
 
 // output:
 struct OutputOptions {
@@ -127,6 +130,10 @@ struct StateOptions {
   // rolls the state back to its last flush, rebuilt from the input by the re-apply rule.
   bool wal = true;
   int64_t window_cache_bytes = int64_t{512} << 20;  // >= 0 (0 = no hot-window cache).
+  // K/V rows in float32, or rounded to bfloat16 / float16 and stored in 16 bits (half the
+  // bytes written, stored and read back; docs/kv-dtype.md for what it does to the model's
+  // quality). A state directory keeps the dtype it was made with.
+  KvDtype kv_dtype = KvDtype::kF32;
   // A user whose last event is more than this older than its partition's event-time watermark
   // is expired: its next event starts a fresh history at position 0, and a sweep deletes its
   // state (docs/daemon.md, "User state expiry"). Event time, never the wall clock, so a
@@ -226,6 +233,7 @@ std::string MaskedValue(std::string_view name, std::string_view value);
 // Spellings used in YAML and logs.
 std::string_view DeliveryModeName(DeliveryMode mode);
 std::string_view OutputDtypeName(OutputDtype dtype);
+std::string_view KvDtypeName(KvDtype dtype);
 std::string_view LogLevelName(LogLevel level);
 
 }  // namespace rotor::config

@@ -25,7 +25,7 @@ using ::testing::StartsWith;
 
 // Every field of the file, as "section.key"; the tests below check that the parser, the shipped
 // configs and docs/configuration.md all know exactly these.
-constexpr std::array<std::string_view, 37> kAllFields = {
+constexpr std::array<std::string_view, 38> kAllFields = {
     "model.bundle",
     "kafka.embedded",
     "kafka.embedded_partitions",
@@ -59,6 +59,7 @@ constexpr std::array<std::string_view, 37> kAllFields = {
     "state.write_buffer_bytes",
     "state.sync_writes",
     "state.window_cache_bytes",
+    "state.kv_dtype",
     "state.user_ttl_ms",
     "state.ttl_sweep_users_per_batch",
     "log.level",
@@ -156,6 +157,7 @@ void ExpectSameConfig(const DaemonConfig& got, const DaemonConfig& want) {
   EXPECT_EQ(got.state.write_buffer_bytes, want.state.write_buffer_bytes);
   EXPECT_EQ(got.state.sync_writes, want.state.sync_writes);
   EXPECT_EQ(got.state.window_cache_bytes, want.state.window_cache_bytes);
+  EXPECT_EQ(KvDtypeName(got.state.kv_dtype), KvDtypeName(want.state.kv_dtype));
   EXPECT_EQ(got.state.user_ttl_ms, want.state.user_ttl_ms);
   EXPECT_EQ(got.state.ttl_sweep_users_per_batch, want.state.ttl_sweep_users_per_batch);
   EXPECT_EQ(LogLevelName(got.log.level), LogLevelName(want.log.level));
@@ -287,6 +289,7 @@ state:
   write_buffer_bytes: "128MiB"
   sync_writes: false
   window_cache_bytes: 0
+  kv_dtype: f16
   user_ttl_ms: 2592000000
   ttl_sweep_users_per_batch: 0
 log:
@@ -328,6 +331,7 @@ log:
   want.state.write_buffer_bytes = int64_t{128} << 20;
   want.state.sync_writes = false;
   want.state.window_cache_bytes = 0;
+  want.state.kv_dtype = KvDtype::kF16;
   want.state.user_ttl_ms = 2592000000;
   want.state.ttl_sweep_users_per_batch = 0;
   want.log.level = LogLevel::kDebug;
@@ -507,6 +511,8 @@ TEST(DaemonConfigTest, EveryFieldRefusesBadTypesAndOutOfRangeValues) {
       {"output.dtype", "fp8", R"(config output.dtype: expected one of f32, bf16, f16, got "fp8")"},
       {"output.dtype", "[f32]",
        "config output.dtype: expected one of f32, bf16, f16, got a sequence"},
+      {"state.kv_dtype", "f64",
+       R"(config state.kv_dtype: expected one of f32, bf16, f16, got "f64")"},
       {"output.deltas", "", "config output.deltas: expected true or false, got null"},
       {"output.deltas", "on", "config output.deltas: expected true or false, got on"},
       {"output.snapshot_interval_ms", "-5",
@@ -630,6 +636,9 @@ TEST(DaemonConfigTest, ValidateChecksRangesOfConfigsBuiltInCode) {
   c = MinimalConfig();
   c.output.dtype = static_cast<OutputDtype>(7);
   EXPECT_EQ(ValidationErrorOf(c), "config output.dtype: expected one of f32, bf16, f16, got 7");
+  c = MinimalConfig();
+  c.state.kv_dtype = static_cast<KvDtype>(3);
+  EXPECT_EQ(ValidationErrorOf(c), "config state.kv_dtype: expected one of f32, bf16, f16, got 3");
   c = MinimalConfig();
   c.delivery.mode = static_cast<DeliveryMode>(2);
   EXPECT_EQ(ValidationErrorOf(c),

@@ -131,6 +131,7 @@ void Relu(float* x, size_t n) {
 struct Decoder::Impl {
   const Bundle* bundle = nullptr;
   ModelConfig cfg;
+  KvDtype kv_dtype = KvDtype::kF32;
   int d = 0, heads = 0, dh = 0, pairs = 0, group = 0, n_labels = 0, hh = 0;
   float scale = 0, skip = 0;
   std::vector<double> theta;
@@ -404,15 +405,20 @@ struct Decoder::Impl {
     DenseRows(head2, head_h.data(), n, logits.data());
   }
 
-  static void WriteRows(std::span<KvWindow* const> wins, int64_t block, const float* krows,
-                        const float* vrows, int n) {
+  // Writes each row's K and V at its window's next slot, rounded to kv_dtype.
+  void WriteRows(std::span<KvWindow* const> wins, int64_t block, const float* krows,
+                 const float* vrows, int n) const {
     for (int r = 0; r < n; ++r) {
       KvWindow& w = *wins[AsSize(r)];
       const int64_t slot = w.NextSlot();
       w.EnsureSlots(slot + 1);
       const ptrdiff_t src = static_cast<ptrdiff_t>(r) * w.d_model;
-      std::copy_n(krows + src, w.d_model, w.k[AsSize(block)].data() + slot * w.d_model);
-      std::copy_n(vrows + src, w.d_model, w.v[AsSize(block)].data() + slot * w.d_model);
+      float* k_row = w.k[AsSize(block)].data() + slot * w.d_model;
+      float* v_row = w.v[AsSize(block)].data() + slot * w.d_model;
+      std::copy_n(krows + src, w.d_model, k_row);
+      std::copy_n(vrows + src, w.d_model, v_row);
+      RoundToKvDtype(kv_dtype, {k_row, AsSize(w.d_model)});
+      RoundToKvDtype(kv_dtype, {v_row, AsSize(w.d_model)});
     }
   }
 };
@@ -426,10 +432,11 @@ const ModelConfig& Decoder::config() const {
   return impl_->cfg;
 }
 
-Result<Decoder> Decoder::Create(const Bundle& bundle) {
+Result<Decoder> Decoder::Create(const Bundle& bundle, KvDtype kv_dtype) {
   auto impl = std::make_unique<Impl>();
   Impl& m = *impl;
   m.bundle = &bundle;
+  m.kv_dtype = kv_dtype;
   m.cfg = bundle.config();
   const ModelConfig& c = m.cfg;
   if (c.reverse_order) {

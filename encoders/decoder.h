@@ -40,11 +40,13 @@ struct DecodeResult {
 // Lifecycle: Create from a Bundle that outlives the Decoder (weights are not copied).
 // Concurrency: not thread-safe (it owns scratch buffers reused across calls); use one
 // Decoder per thread, all sharing one Bundle.
-// Limitations: float32 throughout except the float64 ordinal angle; reverse_order bundles
+// Limitations: float32 throughout except the float64 ordinal angle (and the K/V rows written,
+// rounded to the Decoder's KvDtype); reverse_order bundles
 // never get here (the loader refuses them).
 class Decoder {
  public:
-  static Result<Decoder> Create(const Bundle& bundle);
+  // Rows written are rounded to `kv_dtype` (KvDtype).
+  static Result<Decoder> Create(const Bundle& bundle, KvDtype kv_dtype = KvDtype::kF32);
 
   Decoder(Decoder&&) noexcept;
   Decoder& operator=(Decoder&&) noexcept;

@@ -211,6 +211,62 @@ TEST(DecoderBatchTest, BatchAcrossUsersMatchesTheFullForward) {
   }
 }
 
+// state.kv_dtype bf16 / f16: every K and V row written is the float32 row rounded to nearest
+// even to the dtype (the first event's rows, which attend to nothing rounded yet, equal the
+// float32 decoder's rows rounded; every later row is exactly representable), and the outputs
+// stay close to the float32 reference: within the dtype's rounding of the rows it attends to.
+TEST(DecoderKvDtypeTest, RowsAreRoundedToTheKvDtypeAndOutputsStayClose) {
+  struct Bound {
+    KvDtype dtype;
+    double rows;    // Relative (to the row's largest magnitude, at least 1).
+    double logits;  // Absolute.
+  };
+  // About twice the worst measured over the golden cases (bf16: rows 3.6e-3, logits 1.3e-4;
+  // f16: rows 4.8e-4, logits 1.3e-5): bf16 keeps 8 bits of mantissa (a row's rounding is within
+  // 2^-9 of its magnitude), f16 11 (2^-12), and the differences pass through the blocks.
+  for (const Bound bound : {Bound{KvDtype::kBF16, 8e-3, 3e-4}, Bound{KvDtype::kF16, 1e-3, 3e-5}}) {
+    for (const std::string& name : gt::GoldenCaseNames()) {
+      auto bundle =
+          Bundle::Load(gt::GoldenDir() + "/" + gt::GoldenBundleFile(gt::GoldenCaseBundle(name)));
+      ASSERT_TRUE(bundle.ok()) << bundle.status().ToString();
+      auto exact = Decoder::Create(*bundle);
+      auto rounded = Decoder::Create(*bundle, bound.dtype);
+      ASSERT_TRUE(exact.ok() && rounded.ok());
+      const GoldenCase c = LoadCase(name, Featurizer(bundle->config()));
+      KvWindow we = exact->NewWindow(c.start_pos);
+      KvWindow wr = rounded->NewWindow(c.start_pos);
+      double worst_rows = 0;
+      double worst_logits = 0;
+      for (size_t r = 0; r < c.events.size(); ++r) {
+        DecodeResult got;
+        ASSERT_TRUE(exact->Decode(we, c.events[r]).ok());
+        ASSERT_TRUE(rounded->Decode(wr, c.events[r], &got).ok());
+        const int64_t slot = wr.SlotOf(wr.next_pos - 1);
+        for (int64_t b = 0; b < wr.n_blocks(); ++b) {
+          for (const bool is_k : {true, false}) {
+            const std::span<const float> row = is_k ? wr.KRow(b, slot) : wr.VRow(b, slot);
+            const std::span<const float> f32 = is_k ? we.KRow(b, slot) : we.VRow(b, slot);
+            std::vector<float> want(f32.begin(), f32.end());
+            RoundToKvDtype(bound.dtype, want);
+            for (size_t j = 0; j < row.size(); ++j) {
+              ASSERT_EQ(KvDtypeValue(bound.dtype, KvDtypeBits(bound.dtype, row[j])), row[j])
+                  << name << " event " << r << ": not representable";
+              if (r == 0) {
+                ASSERT_EQ(row[j], want[j]) << name << ": the first row is not the f32 row rounded";
+              }
+            }
+            worst_rows = std::max(worst_rows, MaxRelDiff(row, f32));
+          }
+        }
+        worst_logits = std::max(worst_logits,
+                                MaxAbsDiff(got.logits, c.Row("logits", static_cast<int64_t>(r))));
+      }
+      EXPECT_LE(worst_rows, bound.rows) << name;
+      EXPECT_LE(worst_logits, bound.logits) << name;
+    }
+  }
+}
+
 // Streaming, restarts and replays group events into batches differently; the rows must not
 // depend on the grouping. 9 copies of each golden case (27+ users) decoded in one batch per
 // step against the same cases decoded one event at a time: equal bit for bit.

@@ -12,6 +12,20 @@
 
 namespace rotor::encoders {
 
+// The precision a window's rows are kept in (state.kv_dtype): every K and V row is computed in
+// float32, then rounded to nearest even to this dtype as the decoder writes it (held in float32
+// memory, exactly representable in the dtype, and stored in its 16 bits), so whatever attends
+// to a row, now or after a restart or a replay, sees the same rounded values. sirenrope's
+// GenerativeRecommender.kv_dtype is the reference.
+enum class KvDtype : unsigned char { kF32, kBF16, kF16 };
+
+// `row` rounded in place to nearest even to `dtype` and kept in float32 (unchanged for kF32;
+// NaN stays NaN). Defined with the wire's conversions (ready_tensors.cc).
+void RoundToKvDtype(KvDtype dtype, std::span<float> row);
+// A value of a 16-bit dtype (kBF16, kF16) as its bits, rounded to nearest even; and back.
+uint16_t KvDtypeBits(KvDtype dtype, float x);
+float KvDtypeValue(KvDtype dtype, uint16_t bits);
+
 // The cached window of one user: for each of the n_blocks attention blocks (the L layers and
 // the action attention), `capacity` rows of d_model floats for K and for V.
 //

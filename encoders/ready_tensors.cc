@@ -150,6 +150,23 @@ float F16ToFloat(uint16_t x) {
   return std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));
 }
 
+void RoundToKvDtype(KvDtype dtype, std::span<float> row) {
+  if (dtype == KvDtype::kF32) {
+    return;
+  }
+  for (float& x : row) {
+    x = KvDtypeValue(dtype, KvDtypeBits(dtype, x));
+  }
+}
+
+uint16_t KvDtypeBits(KvDtype dtype, float x) {
+  return dtype == KvDtype::kBF16 ? FloatToBf16(x) : FloatToF16(x);
+}
+
+float KvDtypeValue(KvDtype dtype, uint16_t bits) {
+  return dtype == KvDtype::kBF16 ? Bf16ToFloat(bits) : F16ToFloat(bits);
+}
+
 // The message is written in one pass into one string: the same bytes EncodeSafetensors makes
 // of the tensors k.<b>, v.<b>, pos and the metadata below (a test checks them against it), but
 // without a buffer per tensor, a metadata map or a sorted copy of the names: this runs once

@@ -37,7 +37,8 @@ storage::StoreOptions StoreOptionsFor(const config::DaemonConfig& config) {
           .write_buffer_bytes = config.state.write_buffer_bytes,
           .sync_writes = config.state.sync_writes,
           .create_if_missing = true,
-          .wal = config.state.wal};
+          .wal = config.state.wal,
+          .kv_dtype = KvDtypeOf(config.state.kv_dtype)};
 }
 
 std::string_view PartitionPhaseName(PartitionPhase phase) {

@@ -376,17 +376,20 @@ class DaemonTest : public ::testing::Test {
   // The direct decode of one user's events, with each event's newest rows kept as well.
   Reference Direct(const std::vector<std::string>& events) const {
     Reference ref;
-    ref.window = testing::DecodeDirectly(*bundle_, events, [&](const encoders::KvWindow& w) {
-      const int64_t slot = w.SlotOf(w.next_pos - 1);
-      auto& k = ref.k.emplace_back();
-      auto& v = ref.v.emplace_back();
-      for (int64_t b = 0; b < w.n_blocks(); ++b) {
-        const auto kr = w.KRow(b, slot);
-        const auto vr = w.VRow(b, slot);
-        k.emplace_back(kr.begin(), kr.end());
-        v.emplace_back(vr.begin(), vr.end());
-      }
-    });
+    ref.window = testing::DecodeDirectly(
+        *bundle_, events,
+        [&](const encoders::KvWindow& w) {
+          const int64_t slot = w.SlotOf(w.next_pos - 1);
+          auto& k = ref.k.emplace_back();
+          auto& v = ref.v.emplace_back();
+          for (int64_t b = 0; b < w.n_blocks(); ++b) {
+            const auto kr = w.KRow(b, slot);
+            const auto vr = w.VRow(b, slot);
+            k.emplace_back(kr.begin(), kr.end());
+            v.emplace_back(vr.begin(), vr.end());
+          }
+        },
+        direct_dtype_);
     return ref;
   }
 
@@ -469,6 +472,8 @@ class DaemonTest : public ::testing::Test {
   std::unique_ptr<EmbeddedKafka> kafka_;
   std::unique_ptr<encoders::Bundle> bundle_;
   std::atomic<int> files_{0};
+  // The dtype of the direct decode the state is checked against (state.kv_dtype).
+  encoders::KvDtype direct_dtype_ = encoders::KvDtype::kF32;
 };
 
 TEST_F(DaemonTest, InterleavedUsersGetExactStateAndEveryPositionIsPublished) {
@@ -1748,6 +1753,53 @@ TEST_F(DaemonTest, KafkaReplayBuildsWhatServingBuildsAndCatchesUpWhenRunAgain) {
   }
   EXPECT_EQ(OffsetsOf(*replayed, kInputTopic), OffsetsOf(*served, kInputTopic));
   EXPECT_EQ(replayed->LoadWatermarks().value(), served->LoadWatermarks().value());
+}
+
+// state.kv_dtype bf16: the state is the direct decode with its rows rounded to bf16, bit for
+// bit, and every position is published with them; a start with another kv_dtype on that state
+// directory is refused, naming the setting; a replay from Kafka builds the same state bit for
+// bit (the stored 16-bit rows widen back to exactly the rows the decoder wrote).
+TEST_F(DaemonTest, Bf16StateIsTheRoundedDirectDecodeAndAReplayBuildsItBitForBit) {
+  direct_dtype_ = encoders::KvDtype::kBF16;
+  const EventsByUser events = GoldenUsers(6);
+  ASSERT_NO_FATAL_FAILURE(Produce(Interleave(events)));
+  config::DaemonConfig config = Config();
+  config.state.kv_dtype = config::KvDtype::kBF16;
+  {
+    auto serving = Serve(config);
+    ASSERT_NE(serving, nullptr);
+    ServeUntil(*serving, events);
+    ExpectStateIsDirect(serving->daemon(), events);
+  }
+  ExpectEveryPositionPublished(events);
+
+  config::DaemonConfig f32 = config;
+  f32.state.kv_dtype = config::KvDtype::kF32;
+  auto refused = Daemon::Create(f32);
+  ASSERT_FALSE(refused.ok()) << "a bf16 state directory was opened as f32";
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("state.kv_dtype is f32, but the state directory "
+                                            "holds K/V rows in bf16"),
+            std::string::npos)
+      << refused.status().ToString();
+
+  config::DaemonConfig replay_config = config;
+  replay_config.state.dir = dir_.path() + "/replayed";
+  auto served = OpenStore(config);
+  auto replayed = OpenStore(replay_config);
+  ASSERT_NE(served, nullptr);
+  ASSERT_NE(replayed, nullptr);
+  const auto done = ReplayKafka(replay_config, *bundle_, *replayed, {});
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+  const auto& cfg = bundle_->config();
+  for (const auto& [user, lines] : events) {
+    SCOPED_TRACE(user);
+    auto a = served->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+    auto b = replayed->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+    ASSERT_TRUE(a.ok() && a->has_value() && b.ok() && b->has_value());
+    ExpectSameRows((*b)->window, (*a)->window);
+    ExpectSameRows((*b)->window, Direct(lines).window);
+  }
 }
 
 // Timestamps are looked up with ListOffsets, which the mock cluster answers only for the log's

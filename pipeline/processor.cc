@@ -86,6 +86,7 @@ struct Processor::Impl {
   encoders::Featurizer featurizer;
   EventParser parser;
   storage::WindowCache cache;
+  config::KvDtype kv_dtype;
   bool model_id_stored = false;
   ProcessorStats stats;
   // Wall-clock time of each user's last snapshot (or first sight), for coalescing.
@@ -202,6 +203,7 @@ struct Processor::Impl {
         featurizer(b.config()),
         parser(b.config()),
         cache(st.window_cache_bytes, view),
+        kv_dtype(st.kv_dtype),
         snapshot_clock(o.snapshot_interval_ms, kSnapshotClockUsers),
         user_ttl_ms(st.user_ttl_ms),
         sweep_users(st.user_ttl_ms > 0 ? st.ttl_sweep_users_per_batch : 0),
@@ -469,6 +471,18 @@ Status CheckInputPartitions(storage::UserStateStore& store, std::string_view top
   return Status::OK();
 }
 
+encoders::KvDtype KvDtypeOf(config::KvDtype dtype) {
+  switch (dtype) {
+    case config::KvDtype::kBF16:
+      return encoders::KvDtype::kBF16;
+    case config::KvDtype::kF16:
+      return encoders::KvDtype::kF16;
+    case config::KvDtype::kF32:
+      break;
+  }
+  return encoders::KvDtype::kF32;
+}
+
 Processor::Processor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Processor::~Processor() = default;
 
@@ -489,13 +503,26 @@ Result<std::unique_ptr<Processor>> Processor::Create(const encoders::Bundle& bun
         "point state.dir at a fresh directory and replay the input to serve a new model",
         *stored_model, bundle.model_id());
   }
-  ROTOR_ASSIGN_OR_RETURN(encoders::Decoder decoder, encoders::Decoder::Create(bundle));
+  // The K/V dtype is the state directory's: rows of one dtype are never read as another's.
+  ROTOR_ASSIGN_OR_RETURN(auto stored_dtype, store.LoadInfo(kInfoKvDtype));
+  if (!stored_dtype && stored_model) {
+    stored_dtype = "f32";  // Made before state.kv_dtype existed.
+  }
+  const std::string_view kv_dtype = config::KvDtypeName(state.kv_dtype);
+  if (stored_dtype && *stored_dtype != kv_dtype) {
+    return Status::FailedPrecondition(
+        "state.kv_dtype is {}, but the state directory holds K/V rows in {}: set state.kv_dtype "
+        "to {}, or point state.dir at a fresh directory and replay the input to change it",
+        kv_dtype, *stored_dtype, *stored_dtype);
+  }
+  const encoders::KvDtype rows_dtype = KvDtypeOf(state.kv_dtype);
+  ROTOR_ASSIGN_OR_RETURN(encoders::Decoder decoder, encoders::Decoder::Create(bundle, rows_dtype));
   if (pipeline.workers < 1) {
     return Status::InvalidArgument("pipeline.workers: must be >= 1, got {}", pipeline.workers);
   }
   std::vector<encoders::Decoder> helpers;
   for (int32_t w = 1; w < pipeline.workers; ++w) {
-    ROTOR_ASSIGN_OR_RETURN(encoders::Decoder helper, encoders::Decoder::Create(bundle));
+    ROTOR_ASSIGN_OR_RETURN(encoders::Decoder helper, encoders::Decoder::Create(bundle, rows_dtype));
     helpers.push_back(std::move(helper));
   }
   ROTOR_ASSIGN_OR_RETURN(Impl::Watermarks watermarks, store.LoadWatermarks());
@@ -532,6 +559,7 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
   s.in_flight.push_back(batch.seq);
   if (!s.model_id_stored) {
     ROTOR_RETURN_IF_ERROR(batch.state.PutInfo(kInfoModelId, s.bundle.model_id()));
+    ROTOR_RETURN_IF_ERROR(batch.state.PutInfo(kInfoKvDtype, config::KvDtypeName(s.kv_dtype)));
   }
   s.changes.clear();
   const int64_t now = s.clock();

@@ -45,6 +45,12 @@ inline constexpr std::size_t kDeadLetterKeyBytes = 4096;
 
 // The store-wide info entry naming the model the state was computed with.
 inline constexpr std::string_view kInfoModelId = "model_id";
+// The store-wide info naming the dtype the state's K/V rows are kept in (state.kv_dtype): "f32",
+// "bf16" or "f16". A state with a model id but no such info was made before the setting
+// existed: f32.
+inline constexpr std::string_view kInfoKvDtype = "kv_dtype";
+// state.kv_dtype as the decoder and the store take it.
+encoders::KvDtype KvDtypeOf(config::KvDtype dtype);
 // The store-wide info entry holding input topic `topic`'s partition count (decimal): written by
 // the daemon on its first start (a later start with another count is refused) and by
 // `rotor replay --partitions N`. Users belong to partitions by it (murmur2 % count).

@@ -799,6 +799,39 @@ TEST_F(ProcessorTest, StateOfAnotherModelIsRefused) {
   EXPECT_NE(refused.status().message().find("fresh directory"), std::string_view::npos);
 }
 
+// The state directory keeps the K/V dtype it was made with: its first batch records it, and a
+// Processor with another state.kv_dtype is refused, naming the setting. A state recorded
+// before the setting existed (a model id, no kv_dtype) holds f32 rows.
+TEST_F(ProcessorTest, StateOfAnotherKvDtypeIsRefusedAndOlderStateIsF32) {
+  Run(Keyed({testing::GoldenUserEvents("jo")[0]}, "jo"), 10);
+  auto recorded = store_->LoadInfo(kInfoKvDtype);
+  ASSERT_TRUE(recorded.ok());
+  EXPECT_EQ(recorded->value_or("(none)"), "f32");
+  processor_.reset();
+  config::StateOptions bf16 = state_;
+  bf16.kv_dtype = config::KvDtype::kBF16;
+  const auto create = [&](const config::StateOptions& state) {
+    return Processor::Create(*bundle_, *store_, pipeline_, output_, state,
+                             [] { return int64_t{0}; });
+  };
+  auto refused = create(bf16);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("state.kv_dtype is bf16, but the state directory "
+                                            "holds K/V rows in f32"),
+            std::string_view::npos)
+      << refused.status().ToString();
+  // A state as an older rotor left it: a model id and no kv_dtype entry.
+  store_path_ = dir_.path() + "/older";
+  OpenStore();
+  processor_.reset();
+  storage::StateBatch older = store_->NewBatch();
+  ASSERT_TRUE(older.PutInfo(kInfoModelId, bundle_->model_id()).ok());
+  ASSERT_TRUE(store_->Commit(older).ok());
+  EXPECT_EQ(create(bf16).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(create(state_).ok());
+}
+
 // ---- user state expiry (state.user_ttl_ms) ---------------------------------------------------
 
 constexpr int64_t kMinuteMs = 60000;

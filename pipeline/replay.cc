@@ -145,7 +145,8 @@ Result<ReplayStats> ReplayFile(const config::DaemonConfig& config, const encoder
                                      .write_buffer_bytes = config.state.write_buffer_bytes,
                                      .sync_writes = false,
                                      .create_if_missing = !needs_recorded_count,
-                                     .wal = config.state.wal});
+                                     .wal = config.state.wal,
+                                     .kv_dtype = KvDtypeOf(config.state.kv_dtype)});
   if (!opened.ok() && needs_recorded_count && opened.status().code() == StatusCode::kNotFound) {
     return Status::InvalidArgument(
         "state.user_ttl_ms = {} expires users against the event-time watermark of their input "

@@ -171,6 +171,7 @@ struct UserStateStore::Impl {
   // default Env. Declared before `db`, so it outlives it.
   std::unique_ptr<rocksdb::Env> env;
   std::string path;
+  encoders::KvDtype kv_dtype = encoders::KvDtype::kF32;
   rocksdb::WriteOptions write_options;
   std::shared_ptr<rocksdb::Cache> cache;
   std::unique_ptr<rocksdb::DB> db;
@@ -251,6 +252,7 @@ struct StateBatch::Rep {
   rocksdb::ColumnFamilyHandle* rows_cf = nullptr;
   rocksdb::ColumnFamilyHandle* offsets_cf = nullptr;
   rocksdb::ColumnFamilyHandle* default_cf = nullptr;
+  encoders::KvDtype kv_dtype = encoders::KvDtype::kF32;  // The owner's.
   rocksdb::WriteBatch batch;
   std::string scratch;  // One row value, reused.
 };
@@ -374,10 +376,10 @@ Status StateBatch::PutWindow(std::string_view user, std::string_view model_id,
   for (int64_t p = window.next_pos - written; p < window.next_pos; ++p) {
     const auto offset = static_cast<std::size_t>(window.SlotOf(p)) * d_model;
     value.clear();
-    value.reserve(internal::RowValueBytes(window.n_blocks(), window.d_model));
+    value.reserve(internal::RowValueBytes(window.n_blocks(), window.d_model, rep_->kv_dtype));
     for (std::size_t b = 0; b < window.k.size(); ++b) {
-      internal::AppendFloatsLe(window.k[b].data() + offset, d_model, &value);
-      internal::AppendFloatsLe(window.v[b].data() + offset, d_model, &value);
+      internal::AppendRowLe(window.k[b].data() + offset, d_model, rep_->kv_dtype, &value);
+      internal::AppendRowLe(window.v[b].data() + offset, d_model, rep_->kv_dtype, &value);
     }
     std::string key = internal::RowKey(user, p);
     ROTOR_RETURN_IF_ERROR(check(rep_->batch.Put(rows_cf, key, value)));
@@ -570,6 +572,7 @@ Result<std::unique_ptr<UserStateStore>> UserStateStore::OpenImpl(const StoreOpti
     }
   }
   impl->path = options.path;
+  impl->kv_dtype = options.kv_dtype;
   impl->write_options.sync = options.sync_writes && options.wal;
   impl->write_options.disableWAL = !options.wal;
   impl->cache = rocksdb::NewLRUCache(static_cast<std::size_t>(options.block_cache_bytes));
@@ -661,8 +664,8 @@ Result<std::optional<StoredState>> ReadUserState(rocksdb::DB* db,
                                                  rocksdb::ColumnFamilyHandle* users_cf,
                                                  rocksdb::ColumnFamilyHandle* rows_cf,
                                                  rocksdb::ReadOptions read, std::string_view user,
-                                                 int64_t n_blocks, int64_t window,
-                                                 int64_t d_model) {
+                                                 int64_t n_blocks, int64_t window, int64_t d_model,
+                                                 encoders::KvDtype kv_dtype) {
   const std::string context = fmt::format("loading user '{}'", internal::PrintableBytes(user));
 
   const std::string user_key = internal::UserKey(user);
@@ -688,7 +691,8 @@ Result<std::optional<StoredState>> ReadUserState(rocksdb::DB* db,
   out.rows = meta.rows;
   out.last_ts_ms = meta.last_ts_ms;
 
-  const std::size_t row_bytes = internal::RowValueBytes(n_blocks, d_model);
+  const std::size_t row_bytes = internal::RowValueBytes(n_blocks, d_model, kv_dtype);
+  const std::size_t value_bytes = row_bytes / (2 * static_cast<std::size_t>(n_blocks));
   const auto d = static_cast<std::size_t>(d_model);
   const std::string upper = internal::RowPrefixEnd(user);
   const rocksdb::Slice upper_slice(upper);
@@ -705,16 +709,23 @@ Result<std::optional<StoredState>> ReadUserState(rocksdb::DB* db,
           internal::PrintableBytes(key), expected, meta.next_pos);
     }
     if (it->value().size() != row_bytes) {
-      return Status::Corruption("{}: rows key '{}' (position {}) holds {} bytes, want {}", context,
-                                internal::PrintableBytes(key), p, it->value().size(), row_bytes);
+      return Status::Corruption(
+          "{}: rows key '{}' (position {}) holds {} bytes, want {} (rows in {}{})", context,
+          internal::PrintableBytes(key), p, it->value().size(), row_bytes,
+          kv_dtype == encoders::KvDtype::kF32    ? "f32"
+          : kv_dtype == encoders::KvDtype::kBF16 ? "bf16"
+                                                 : "f16",
+          it->value().size() == 2 * row_bytes || 2 * it->value().size() == row_bytes
+              ? ": was the state made with another state.kv_dtype?"
+              : "");
     }
     const char* src = it->value().data();
     const auto slot = static_cast<std::size_t>(out.SlotOf(p));
     for (std::size_t b = 0; b < static_cast<std::size_t>(n_blocks); ++b) {
-      internal::ReadFloatsLe(src, d, out.k[b].data() + slot * d);
-      src += d * sizeof(float);
-      internal::ReadFloatsLe(src, d, out.v[b].data() + slot * d);
-      src += d * sizeof(float);
+      internal::ReadRowLe(src, d, kv_dtype, out.k[b].data() + slot * d);
+      src += value_bytes;
+      internal::ReadRowLe(src, d, kv_dtype, out.v[b].data() + slot * d);
+      src += value_bytes;
     }
     out.pos[slot] = p;
     ++expected;
@@ -745,10 +756,10 @@ Result<std::optional<UserState>> UserStateStore::LoadUserState(std::string_view 
   const ScopedSnapshot snapshot(impl_->db.get());
   rocksdb::ReadOptions read;
   read.snapshot = snapshot.get();
-  ROTOR_ASSIGN_OR_RETURN(
-      std::optional<StoredState> stored,
-      ReadUserState(impl_->db.get(), impl_->Cf(ColumnFamily::kUsers),
-                    impl_->Cf(ColumnFamily::kRows), read, user, n_blocks, window, d_model));
+  ROTOR_ASSIGN_OR_RETURN(std::optional<StoredState> stored,
+                         ReadUserState(impl_->db.get(), impl_->Cf(ColumnFamily::kUsers),
+                                       impl_->Cf(ColumnFamily::kRows), read, user, n_blocks, window,
+                                       d_model, impl_->kv_dtype));
   if (!stored) {
     return std::optional<UserState>();
   }
@@ -785,10 +796,10 @@ Result<CommittedUser> UserStateStore::LoadCommittedUser(std::string_view user, i
         fmt::format("loading the offset of {}/{}", internal::PrintableBytes(topic), partition)));
     ROTOR_ASSIGN_OR_RETURN(out.next_offset, internal::DecodeOffsetValue(offset_key, value));
   }
-  ROTOR_ASSIGN_OR_RETURN(
-      std::optional<StoredState> stored,
-      ReadUserState(impl_->db.get(), impl_->Cf(ColumnFamily::kUsers),
-                    impl_->Cf(ColumnFamily::kRows), read, user, n_blocks, window, d_model));
+  ROTOR_ASSIGN_OR_RETURN(std::optional<StoredState> stored,
+                         ReadUserState(impl_->db.get(), impl_->Cf(ColumnFamily::kUsers),
+                                       impl_->Cf(ColumnFamily::kRows), read, user, n_blocks, window,
+                                       d_model, impl_->kv_dtype));
   if (stored) {
     out.state = std::move(stored->state);
     out.model_id = std::move(stored->model_id);
@@ -915,6 +926,7 @@ StateBatch UserStateStore::NewBatch() const {
   rep->rows_cf = impl_->Cf(ColumnFamily::kRows);
   rep->offsets_cf = impl_->Cf(ColumnFamily::kOffsets);
   rep->default_cf = impl_->default_cf;
+  rep->kv_dtype = impl_->kv_dtype;
   return StateBatch(std::move(rep));
 }
 

@@ -50,6 +50,10 @@ struct StoreOptions {
   // the stored offsets and the group's, docs/daemon.md "Where consumption resumes").
   // sync_writes is then moot. A clean Close flushes.
   bool wal = true;
+  // The dtype K/V row values are stored in (state.kv_dtype; key_layout.h): windows are written
+  // with their rows rounded to it, and a stored row of another size is Corruption. Which dtype a
+  // state directory was made with is the caller's to keep (the Processor's "kv_dtype" info).
+  encoders::KvDtype kv_dtype = encoders::KvDtype::kF32;
 };
 
 class UserStateStore;

@@ -118,6 +118,48 @@ TEST_F(UserStateStoreTest, WindowsRoundTripWithWrapAroundPartialWindowsAndLargeP
   EXPECT_FALSE(missing->has_value());
 }
 
+// state.kv_dtype bf16 / f16: rows are stored in 16 bits, rounded to nearest even (rows the
+// decoder wrote are rounded already, so they are stored exactly); they load back widened, bit
+// for bit, also after a reopen; read as float32 they are Corruption naming the likely cause.
+TEST_F(UserStateStoreTest, SixteenBitRowsRoundTripRoundedAndReadAsFloat32AreCorruption) {
+  for (const encoders::KvDtype dtype : {encoders::KvDtype::kBF16, encoders::KvDtype::kF16}) {
+    StoreOptions options = Options();
+    options.path = (dir_.path() / (dtype == encoders::KvDtype::kBF16 ? "bf16" : "f16")).string();
+    options.kv_dtype = dtype;
+    KvWindow w(kBlocks, 5, kD, 0);
+    {
+      auto store = UserStateStore::Open(options);
+      ASSERT_TRUE(store.ok()) << store.status().ToString();
+      StateBatch batch = (*store)->NewBatch();
+      for (int e = 0; e < 7; ++e) {  // Wraps the 5-row ring.
+        Append(w, 3, 1000 + e);
+        ASSERT_TRUE(batch.PutWindow("u", "model-a", w, 1).ok());
+        ASSERT_TRUE((*store)->Commit(batch).ok());
+      }
+    }
+    KvWindow want = w;
+    for (std::size_t b = 0; b < want.k.size(); ++b) {
+      encoders::RoundToKvDtype(dtype, want.k[b]);
+      encoders::RoundToKvDtype(dtype, want.v[b]);
+    }
+    ASSERT_NE(want.k[0], w.k[0]) << "the test rows should need rounding";
+    {
+      auto store = UserStateStore::Open(options);
+      ASSERT_TRUE(store.ok()) << store.status().ToString();
+      auto loaded = (*store)->LoadWindow("u", kBlocks, 5, kD);
+      ASSERT_TRUE(loaded.ok() && loaded->has_value()) << loaded.status().ToString();
+      ExpectSameWindow(**loaded, want);
+    }
+    options.kv_dtype = encoders::KvDtype::kF32;
+    auto store = UserStateStore::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    const auto wrong = (*store)->LoadWindow("u", kBlocks, 5, kD);
+    EXPECT_EQ(wrong.status().code(), StatusCode::kCorruption) << wrong.status().ToString();
+    EXPECT_NE(wrong.status().message().find("another state.kv_dtype"), std::string::npos)
+        << wrong.status().ToString();
+  }
+}
+
 // Windows hold only the slots in use (KvWindow::EnsureSlots grows them by doubling): a short
 // history is stored and loaded as a short window, and PutWindow refuses blocks that do not
 // hold the slots in use or disagree with each other.

@@ -82,12 +82,13 @@ inline std::vector<std::string> GoldenUserEvents(const std::string& user) {
 }
 
 // The window the encoders produce for these JSON events of one user, one Decoder::Decode per
-// event (the reference the pipeline's state must equal bit for bit). `after_each` sees the
-// window after every event.
+// event (the reference the pipeline's state must equal bit for bit), its rows in `kv_dtype`.
+// `after_each` sees the window after every event.
 inline encoders::KvWindow DecodeDirectly(
     const encoders::Bundle& bundle, const std::vector<std::string>& events,
-    const std::function<void(const encoders::KvWindow&)>& after_each = {}) {
-  auto decoder = encoders::Decoder::Create(bundle);
+    const std::function<void(const encoders::KvWindow&)>& after_each = {},
+    encoders::KvDtype kv_dtype = encoders::KvDtype::kF32) {
+  auto decoder = encoders::Decoder::Create(bundle, kv_dtype);
   EXPECT_TRUE(decoder.ok());
   encoders::EventParser parser(bundle.config());
   const encoders::Featurizer featurizer(bundle.config());

@@ -248,8 +248,9 @@ Result<std::pair<std::string_view, int64_t>> DecodeRowKey(std::string_view key) 
   return std::pair{user, static_cast<int64_t>(position)};
 }
 
-std::size_t RowValueBytes(int64_t n_blocks, int64_t d_model) {
-  return static_cast<std::size_t>(n_blocks) * 2 * static_cast<std::size_t>(d_model) * sizeof(float);
+std::size_t RowValueBytes(int64_t n_blocks, int64_t d_model, encoders::KvDtype dtype) {
+  const std::size_t width = dtype == encoders::KvDtype::kF32 ? sizeof(float) : sizeof(uint16_t);
+  return static_cast<std::size_t>(n_blocks) * 2 * static_cast<std::size_t>(d_model) * width;
 }
 
 std::string OffsetKey(std::string_view topic, int32_t partition) {
@@ -348,6 +349,44 @@ void AppendFloatsLe(const float* floats, std::size_t count, std::string* out) {
 
 void ReadFloatsLe(const char* bytes, std::size_t count, float* out) {
   std::memcpy(out, bytes, count * sizeof(float));
+}
+
+void AppendRowLe(const float* floats, std::size_t count, encoders::KvDtype dtype,
+                 std::string* out) {
+  if (dtype == encoders::KvDtype::kF32) {
+    AppendFloatsLe(floats, count, out);
+    return;
+  }
+  const std::size_t at = out->size();
+  out->resize(at + 2 * count);
+  char* dst = out->data() + at;
+  for (std::size_t i = 0; i < count; ++i) {
+    const uint16_t bits = encoders::KvDtypeBits(dtype, floats[i]);
+    dst[2 * i] = static_cast<char>(bits & 0xFF);
+    dst[2 * i + 1] = static_cast<char>(bits >> 8);
+  }
+}
+
+void ReadRowLe(const char* bytes, std::size_t count, encoders::KvDtype dtype, float* out) {
+  if (dtype == encoders::KvDtype::kF32) {
+    ReadFloatsLe(bytes, count, out);
+    return;
+  }
+  const auto* src = reinterpret_cast<const unsigned char*>(bytes);
+  if (dtype == encoders::KvDtype::kBF16) {
+    // The upper half of a float32: a loop the compiler vectorizes (a window read back from
+    // RocksDB is tens of thousands of values).
+    for (std::size_t i = 0; i < count; ++i) {
+      const uint32_t bits =
+          static_cast<uint32_t>(src[2 * i]) << 16 | static_cast<uint32_t>(src[2 * i + 1]) << 24;
+      out[i] = std::bit_cast<float>(bits);
+    }
+    return;
+  }
+  for (std::size_t i = 0; i < count; ++i) {
+    const auto bits = static_cast<uint16_t>(src[2 * i] | (src[2 * i + 1] << 8));
+    out[i] = encoders::KvDtypeValue(dtype, bits);
+  }
 }
 
 }  // namespace rotor::storage::internal

@@ -9,8 +9,9 @@
 //                    model id bytes, then fixed32 count of recent event ids and, oldest
 //                    first, fixed32 length + bytes of each. All integers little-endian.
 //   rows     key   = varint32(len(user)) + user + big-endian uint64 position
-//            value = for each block b in 0..n_blocks: K row then V row, d_model float32
-//                    little-endian each (n_blocks * 2 * d_model * 4 bytes).
+//            value = for each block b in 0..n_blocks: K row then V row, d_model values
+//                    little-endian each: float32 (n_blocks * 2 * d_model * 4 bytes), or the
+//                    16 bits of bfloat16 or float16 with state.kv_dtype bf16 / f16 (half that).
 //            The varint length prefix is prefix-free, so "u1", "u10" and "u1\0x" never share a
 //            row prefix, and big-endian positions sort numerically: one user's window is one
 //            range scan returning rows in position order.
@@ -38,6 +39,7 @@
 
 #include "common/status.h"
 #include "common/topic_partition.h"
+#include "encoders/kv_window.h"
 
 namespace rotor::storage::internal {
 
@@ -90,8 +92,9 @@ std::string RowPrefixEnd(std::string_view user);
 // Splits a row key into (user, position); Corruption when it is not one.
 Result<std::pair<std::string_view, int64_t>> DecodeRowKey(std::string_view key);
 
-// rows: values. Bytes of one event's row value.
-std::size_t RowValueBytes(int64_t n_blocks, int64_t d_model);
+// rows: values. Bytes of one event's row value, its values in `dtype`.
+std::size_t RowValueBytes(int64_t n_blocks, int64_t d_model,
+                          encoders::KvDtype dtype = encoders::KvDtype::kF32);
 
 // offsets: key and value.
 std::string OffsetKey(std::string_view topic, int32_t partition);
@@ -117,6 +120,11 @@ std::string PrintableBytes(std::string_view bytes);
 // copies 4 * count bytes from `bytes` into `out[0..count)`.
 void AppendFloatsLe(const float* floats, std::size_t count, std::string* out);
 void ReadFloatsLe(const char* bytes, std::size_t count, float* out);
+// The same in `dtype`: float32 as above, or each value rounded to nearest even to the 16-bit
+// dtype (exact for the rows the decoder wrote, which it rounded already) in 2 bytes; Read widens
+// them back.
+void AppendRowLe(const float* floats, std::size_t count, encoders::KvDtype dtype, std::string* out);
+void ReadRowLe(const char* bytes, std::size_t count, encoders::KvDtype dtype, float* out);
 
 }  // namespace rotor::storage::internal
 

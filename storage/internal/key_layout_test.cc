@@ -204,5 +204,36 @@ TEST(KeyLayoutTest, FloatsRoundTripBitExactly) {
   EXPECT_EQ(RowValueBytes(3, 64), std::size_t{3} * 2 * 64 * 4);
 }
 
+// Rows in bf16 / f16: 2 bytes a value, little-endian, rounded to nearest even; float32 rows are
+// AppendFloatsLe's bytes.
+TEST(KeyLayoutTest, SixteenBitRowsAreTwoBytesAValueRoundedToNearestEven) {
+  using encoders::KvDtype;
+  const std::vector<float> floats = {1.5F, -2.0F, 1.0F + 0x1p-9F, 65504.0F};
+  std::string bytes;
+  AppendRowLe(floats.data(), floats.size(), KvDtype::kBF16, &bytes);
+  ASSERT_EQ(bytes.size(), floats.size() * 2);
+  EXPECT_EQ(bytes.substr(0, 2), std::string("\xc0\x3f", 2));  // 1.5 in bf16 is 0x3fc0.
+  std::vector<float> back(floats.size());
+  ReadRowLe(bytes.data(), back.size(), KvDtype::kBF16, back.data());
+  EXPECT_EQ(back[0], 1.5F);
+  EXPECT_EQ(back[1], -2.0F);
+  EXPECT_EQ(back[2], 1.0F);  // 1 + 2^-9 is a tie between 1 and 1 + 2^-7: even, 1.
+  EXPECT_EQ(back[3], 65536.0F);
+  bytes.clear();
+  AppendRowLe(floats.data(), floats.size(), KvDtype::kF16, &bytes);
+  ASSERT_EQ(bytes.size(), floats.size() * 2);
+  EXPECT_EQ(bytes.substr(0, 2), std::string("\x00\x3e", 2));  // 1.5 in f16 is 0x3e00.
+  ReadRowLe(bytes.data(), back.size(), KvDtype::kF16, back.data());
+  EXPECT_EQ(back[2], 1.0F + 0x1p-9F);  // f16 keeps 10 bits: exact.
+  EXPECT_EQ(back[3], 65504.0F);
+  bytes.clear();
+  AppendRowLe(floats.data(), floats.size(), KvDtype::kF32, &bytes);
+  std::string plain;
+  AppendFloatsLe(floats.data(), floats.size(), &plain);
+  EXPECT_EQ(bytes, plain);
+  EXPECT_EQ(RowValueBytes(3, 64, KvDtype::kBF16), std::size_t{3} * 2 * 64 * 2);
+  EXPECT_EQ(RowValueBytes(3, 64, KvDtype::kF16), std::size_t{3} * 2 * 64 * 2);
+}
+
 }  // namespace
 }  // namespace rotor::storage::internal
