@@ -61,8 +61,8 @@ import uuid
 
 import loadlib
 from loadlib import (DEFAULT_EVENTS, RESULTS, ROOT, ROTOR, Broker, Samplers, build_rotor,
-                     ensure_input, event_latencies, events_path, load_average, log, make_bundle,
-                     percentile, rotor, settle, start_serve, write_config)
+                     drop_page_cache, ensure_input, event_latencies, events_path, load_average,
+                     log, make_bundle, percentile, rotor, settle, start_serve, write_config)
 
 PASSTHROUGH = os.path.join(ROOT, "build", "release", "bench", "kafka_passthrough")
 SETUP = os.path.join(ROOT, "tools", "bench_setup.sh")
@@ -205,6 +205,7 @@ def fixed_run(broker, bundle, spec, args, work):
                                           ("model", "users", "delivery", "rate", "inflight"))
     events_file = input_file(args, users, int(rate * args.seconds))
     tag = f"load-{model}-{rate}-{inflight}-{uuid.uuid4().hex[:6]}"
+    drop_page_cache()
     settled_s = settle()
     # The pipeline alone, API off (bench/api_load.py measures the API's load).
     config = write_config(os.path.join(work, f"{tag}.yaml"), tag, broker.bootstrap, bundle,
@@ -251,6 +252,7 @@ def fixed_run(broker, bundle, spec, args, work):
 def fixed_passthrough(broker, bundle, rate, args, work):
     events_file = input_file(args, 10000, int(rate * args.seconds))
     tag = f"pass-{rate}-{uuid.uuid4().hex[:6]}"
+    drop_page_cache()
     settled_s = settle()
     config = new_topics(broker, bundle, work, tag)
     proc, err_path = run_passthrough(broker, tag, idle_ms=3000,
@@ -288,6 +290,7 @@ def drain_run(broker, bundle, spec, args, work, flame_dir=None):
     events_file = input_file(args, users, n)
     tag = f"drain-{model}-u{users}-{SHORT[mode]}-{uuid.uuid4().hex[:6]}"
     config = new_topics(broker, bundle, work, tag, mode, spec.get("settings"))
+    drop_page_cache()
     rotor("produce", "--config", config, "--file", events_file, "--limit", n)
     serve_log = os.path.join(work, f"{tag}.log")
     settled_s = settle()
@@ -326,6 +329,7 @@ def drain_passthrough(broker, bundle, n, args, work):
     events_file = input_file(args, 10000, n)
     tag = f"drain-pass-{uuid.uuid4().hex[:6]}"
     new_topics(broker, bundle, work, tag)
+    drop_page_cache()
     rotor("produce", "--config", os.path.join(work, f"{tag}.yaml"), "--file", events_file,
           "--limit", n)
     settled_s = settle()
