@@ -690,6 +690,9 @@ def main():
                         help="distinct users of the profiled drain's input")
     parser.add_argument("--flame-events", type=int, default=300000,
                         help="events of the profiled drain (--flame-users users)")
+    parser.add_argument("--broker-warmup-events", type=int, default=200000,
+                        help="an uncounted drain of this many events first, to warm the "
+                             "broker's JVM (0: none)")
     parser.add_argument("--flame-delivery", default="at_least_once", choices=MODES,
                         help="delivery.mode of the profiled drain")
     parser.add_argument("--chart", action="store_true",
@@ -737,6 +740,15 @@ def main():
     log(f"load average at start: {load_average()}")
     with Broker("load") as broker:
         bundles = {m: make_bundle(m) for m in args.models.split(",")}
+        if args.broker_warmup_events and (drains or fixed):
+            # The broker's JVM compiles its hot paths during the first drain it serves: that
+            # drain ran with the broker at 0.36 cores where later ones took 0.20-0.25, and every
+            # ratio against it came out high (one worker "1.08x" the default two).
+            model = args.models.split(",")[0]
+            log(f"uncounted warm-up drain of {args.broker_warmup_events} events")
+            drain_run(broker, bundles[model],
+                      dict(model=model, users=10000, delivery="at_least_once",
+                           drain=args.broker_warmup_events), args, work)
         for spec in drains:
             log(f"drain of {spec['drain']} events: {spec['model']} model, {spec['users']} users, "
                 f"{spec['delivery']}" + (f", lever: {spec['lever']}" if spec.get("lever") else ""))
