@@ -393,6 +393,22 @@ class DaemonTest : public ::testing::Test {
     return ref;
   }
 
+  // `got` holds `want`'s state of every user, bit for bit (rows, positions, recent event ids),
+  // and it is the direct decode of the user's events.
+  void ExpectSameStates(const storage::UserStateStore& got, const storage::UserStateStore& want,
+                        const EventsByUser& events) const {
+    const auto& cfg = bundle_->config();
+    for (const auto& [user, lines] : events) {
+      SCOPED_TRACE(user);
+      auto a = want.LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+      auto b = got.LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
+      ASSERT_TRUE(a.ok() && a->has_value() && b.ok() && b->has_value());
+      ExpectSameRows((*b)->window, (*a)->window);
+      ExpectSameRows((*b)->window, Direct(lines).window);
+      EXPECT_EQ((*b)->recent_event_ids, (*a)->recent_event_ids);
+    }
+  }
+
   // Every user's committed state is the direct decode of its events, bit for bit.
   void ExpectStateIsDirect(const Daemon& daemon, const EventsByUser& events) const {
     for (const auto& [user, lines] : events) {
@@ -1741,16 +1757,7 @@ TEST_F(DaemonTest, KafkaReplayBuildsWhatServingBuildsAndCatchesUpWhenRunAgain) {
   auto replayed = OpenStore(replay_config);
   ASSERT_NE(served, nullptr);
   ASSERT_NE(replayed, nullptr);
-  const auto& cfg = bundle_->config();
-  for (const auto& [user, lines] : events) {
-    SCOPED_TRACE(user);
-    auto a = served->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
-    auto b = replayed->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
-    ASSERT_TRUE(a.ok() && a->has_value() && b.ok() && b->has_value());
-    ExpectSameRows((*b)->window, (*a)->window);
-    ExpectSameRows((*b)->window, Direct(lines).window);
-    EXPECT_EQ((*b)->recent_event_ids, (*a)->recent_event_ids);
-  }
+  ExpectSameStates(*replayed, *served, events);
   EXPECT_EQ(OffsetsOf(*replayed, kInputTopic), OffsetsOf(*served, kInputTopic));
   EXPECT_EQ(replayed->LoadWatermarks().value(), served->LoadWatermarks().value());
 }
@@ -1791,15 +1798,7 @@ TEST_F(DaemonTest, Bf16StateIsTheRoundedDirectDecodeAndAReplayBuildsItBitForBit)
   ASSERT_NE(replayed, nullptr);
   const auto done = ReplayKafka(replay_config, *bundle_, *replayed, {});
   ASSERT_TRUE(done.ok()) << done.status().ToString();
-  const auto& cfg = bundle_->config();
-  for (const auto& [user, lines] : events) {
-    SCOPED_TRACE(user);
-    auto a = served->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
-    auto b = replayed->LoadUserState(user, cfg.n_blocks(), cfg.window, cfg.d_model);
-    ASSERT_TRUE(a.ok() && a->has_value() && b.ok() && b->has_value());
-    ExpectSameRows((*b)->window, (*a)->window);
-    ExpectSameRows((*b)->window, Direct(lines).window);
-  }
+  ExpectSameStates(*replayed, *served, events);
 }
 
 // Timestamps are looked up with ListOffsets, which the mock cluster answers only for the log's

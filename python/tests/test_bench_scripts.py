@@ -26,13 +26,18 @@ def test_bench_script_compiles(path, tmp_path):
     py_compile.compile(path, cfile=str(tmp_path / "out.pyc"), doraise=True)
 
 
-@pytest.fixture(scope="module")
-def api_load():
+def _import_bench(name):
+    """bench/<name>.py imported with bench/ on sys.path for the module's tests."""
     sys.path.insert(0, BENCH)
     try:
-        yield importlib.import_module("api_load")
+        yield importlib.import_module(name)
     finally:
         sys.path.remove(BENCH)
+
+
+@pytest.fixture(scope="module")
+def api_load():
+    yield from _import_bench("api_load")
 
 
 def test_window_stats_counts_only_the_window(api_load):
@@ -101,20 +106,12 @@ def test_server_side_reads_the_histogram_deltas(api_load):
 
 @pytest.fixture(scope="module")
 def loadlib():
-    sys.path.insert(0, BENCH)
-    try:
-        yield importlib.import_module("loadlib")
-    finally:
-        sys.path.remove(BENCH)
+    yield from _import_bench("loadlib")
 
 
 @pytest.fixture(scope="module")
 def load():
-    sys.path.insert(0, BENCH)
-    try:
-        yield importlib.import_module("load")
-    finally:
-        sys.path.remove(BENCH)
+    yield from _import_bench("load")
 
 
 def test_load_settings_land_under_their_section_replacing_the_key(loadlib):
