@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "encoders/tensor.h"
@@ -25,6 +26,8 @@ void RoundToKvDtype(KvDtype dtype, std::span<float> row);
 // A value of a 16-bit dtype (kBF16, kF16) as its bits, rounded to nearest even; and back.
 uint16_t KvDtypeBits(KvDtype dtype, float x);
 float KvDtypeValue(KvDtype dtype, uint16_t bits);
+// "f32", "bf16" or "f16" (state.kv_dtype's spellings).
+std::string_view KvDtypeName(KvDtype dtype);
 
 // The cached window of one user: for each of the n_blocks attention blocks (the L layers and
 // the action attention), `capacity` rows of d_model floats for K and for V.

@@ -154,8 +154,15 @@ void RoundToKvDtype(KvDtype dtype, std::span<float> row) {
   if (dtype == KvDtype::kF32) {
     return;
   }
+  // One branch per row, not per value: this runs on every row the decoder writes.
+  if (dtype == KvDtype::kBF16) {
+    for (float& x : row) {
+      x = Bf16ToFloat(FloatToBf16(x));
+    }
+    return;
+  }
   for (float& x : row) {
-    x = KvDtypeValue(dtype, KvDtypeBits(dtype, x));
+    x = F16ToFloat(FloatToF16(x));
   }
 }
 
@@ -165,6 +172,18 @@ uint16_t KvDtypeBits(KvDtype dtype, float x) {
 
 float KvDtypeValue(KvDtype dtype, uint16_t bits) {
   return dtype == KvDtype::kBF16 ? Bf16ToFloat(bits) : F16ToFloat(bits);
+}
+
+std::string_view KvDtypeName(KvDtype dtype) {
+  switch (dtype) {
+    case KvDtype::kBF16:
+      return "bf16";
+    case KvDtype::kF16:
+      return "f16";
+    case KvDtype::kF32:
+      break;
+  }
+  return "f32";
 }
 
 // The message is written in one pass into one string: the same bytes EncodeSafetensors makes

@@ -712,9 +712,7 @@ Result<std::optional<StoredState>> ReadUserState(rocksdb::DB* db,
       return Status::Corruption(
           "{}: rows key '{}' (position {}) holds {} bytes, want {} (rows in {}{})", context,
           internal::PrintableBytes(key), p, it->value().size(), row_bytes,
-          kv_dtype == encoders::KvDtype::kF32    ? "f32"
-          : kv_dtype == encoders::KvDtype::kBF16 ? "bf16"
-                                                 : "f16",
+          encoders::KvDtypeName(kv_dtype),
           it->value().size() == 2 * row_bytes || 2 * it->value().size() == row_bytes
               ? ": was the state made with another state.kv_dtype?"
               : "");
