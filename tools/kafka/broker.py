@@ -228,6 +228,9 @@ background.threads=2
 num.recovery.threads.per.data.dir=1
 log.cleaner.threads=1
 log.retention.check.interval.ms=60000
+# A deleted topic's files go 1 s after the deletion (default 60 s): bench/load.py deletes each
+# run's gigabytes of topics before the next run starts.
+log.segment.delete.delay.ms=1000
 # A killed producer's open transaction is aborted within a second of its timeout (the default
 # check runs every 10 s), so the tests with a zombie wait for the timeout they chose.
 transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
