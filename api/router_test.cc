@@ -491,6 +491,11 @@ TEST_F(RouterTest, ScoreRefusalsNameTheCandidateAndTheField) {
   ExpectError(api_.Post("/v1/users/u-long/score", "[]"), 400, "not_object");
   ExpectError(api_.Post("/v1/users/u-long/score", R"({"candidates":[]})"), 400, "missing_field",
               "ts_ms: missing");
+  // A request time outside [1970-01-01, 2200-01-01) is refused as the input topic refuses it.
+  ExpectError(api_.Post("/v1/users/u-long/score", R"({"ts_ms":7258118400000,"candidates":[]})"),
+              400, "ts_out_of_range", "ts_ms: out of range [1970-01-01, 2200-01-01)");
+  ExpectError(api_.Post("/v1/users/u-long/score", R"({"ts_ms":-1,"candidates":[]})"), 400,
+              "ts_before_epoch", "ts_ms: out of range [1970-01-01, 2200-01-01)");
   ExpectError(
       api_.Post(
           "/v1/users/u-long/score",

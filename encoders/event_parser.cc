@@ -293,6 +293,8 @@ std::string_view RejectCodeName(RejectCode code) {
       return "ts_before_epoch";
     case RejectCode::kTsInFuture:
       return "ts_in_future";
+    case RejectCode::kTsOutOfRange:
+      return "ts_out_of_range";
     case RejectCode::kWrongPartition:
       return "wrong_partition";
     case RejectCode::kCorruptState:
@@ -301,6 +303,13 @@ std::string_view RejectCodeName(RejectCode code) {
       return "too_many";
   }
   return "unknown";
+}
+
+RejectCode FeaturizeRejectCode(const Status& refused, int64_t ts_ms) {
+  if (refused.code() != StatusCode::kOutOfRange) {
+    return RejectCode::kSchema;
+  }
+  return ts_ms < kTsMinMs ? RejectCode::kTsBeforeEpoch : RejectCode::kTsOutOfRange;
 }
 
 std::optional<std::string> UserIdOfEvent(std::string_view json) {
@@ -591,7 +600,7 @@ struct EventParser::Impl {
     }
     if (const Status s = featurizer.FeaturizeInto(event, /*need_actions=*/false, inputs, time);
         !s.ok()) {
-      return Reject(rejection, RejectCode::kSchema, std::string(s.message()));
+      return Reject(rejection, FeaturizeRejectCode(s, event.ts_ms), std::string(s.message()));
     }
     return true;
   }
@@ -771,7 +780,8 @@ bool EventParser::ParseScoreRequest(std::string_view bytes, ScoreRequestForm for
   time_only.ts_ms = out.ts_ms;
   if (const Result<EventInputs> checked = impl.featurizer.Featurize(time_only, false);
       !checked.ok()) {
-    return Reject(rejection, RejectCode::kSchema, std::string(checked.status().message()));
+    return Reject(rejection, FeaturizeRejectCode(checked.status(), out.ts_ms),
+                  std::string(checked.status().message()));
   }
   // Every candidate has the request time: its time features are computed once (the same
   // bits Featurize computes per event).

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/status.h"
 #include "encoders/featurizer.h"
 #include "encoders/model_config.h"
 
@@ -37,6 +38,8 @@ enum class RejectCode : unsigned char {
   kTsBeforeEpoch,   // "ts_before_epoch": ts_ms < 0.
   kTsInFuture,      // "ts_in_future": ts_ms more than pipeline.max_future_ms ahead of the
                     //   record's Kafka timestamp.
+  kTsOutOfRange,    // "ts_out_of_range": ts_ms at or after 2200-01-01 (kTsEndMs), where the
+                    //   float32 angle networks of two implementations no longer agree.
   kWrongPartition,  // "wrong_partition": the key is not in the partition the Java client's
                     //   partitioner gives it (pipeline/internal/partitioner.h).
   kCorruptState,    // "corrupt_state": the user's stored state cannot be read; the user is
@@ -45,6 +48,11 @@ enum class RejectCode : unsigned char {
                     //   ScoreRequestLimits allow (never a dead letter).
 };
 std::string_view RejectCodeName(RejectCode code);
+
+// The dead-letter reason of the Featurizer's refusal `refused` of an event at `ts_ms`: a ts_ms
+// outside [kTsMinMs, kTsEndMs) (OutOfRange) is kTsBeforeEpoch below it and kTsOutOfRange after
+// it, as python/sirenrope/features.py says; anything else the schema refuses is kSchema.
+RejectCode FeaturizeRejectCode(const Status& refused, int64_t ts_ms);
 
 // Longest accepted event_id and user_id, in bytes.
 inline constexpr std::size_t kMaxIdBytes = 256;

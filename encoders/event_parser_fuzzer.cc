@@ -80,6 +80,7 @@ bool IsParserCode(RejectCode code) {
     case RejectCode::kKeyMismatch:
     case RejectCode::kTsBeforeEpoch:
     case RejectCode::kTsInFuture:
+    case RejectCode::kTsOutOfRange:
     case RejectCode::kWrongPartition:
     case RejectCode::kCorruptState:
     case RejectCode::kTooMany:
@@ -166,6 +167,14 @@ void Run(Target& t, std::string_view bytes) {
       CheckInputs(t, *inputs, need_actions);
     } else {
       Check(!inputs.status().message().empty());
+      // Out of range is ts_ms alone; everything else the schema refuses is InvalidArgument.
+      const RejectCode code =
+          rotor::encoders::FeaturizeRejectCode(inputs.status(), parsed.event.ts_ms);
+      Check(inputs.status().code() == rotor::StatusCode::kOutOfRange
+                ? (code == RejectCode::kTsBeforeEpoch || code == RejectCode::kTsOutOfRange) &&
+                      (parsed.event.ts_ms < rotor::encoders::kTsMinMs ||
+                       parsed.event.ts_ms >= rotor::encoders::kTsEndMs)
+                : code == RejectCode::kSchema);
     }
   }
 }

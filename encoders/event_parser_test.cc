@@ -179,7 +179,8 @@ TEST_P(EquivalenceTest, ParserThenFeaturizerMatchesPython) {
   const auto inputs = Featurizer(config).Featurize(parsed.event, true);
   if (c.error.has_value()) {
     ASSERT_FALSE(inputs.ok()) << "accepted, Python refuses: " << *c.error;
-    EXPECT_EQ("schema", c.code) << "the Featurizer's refusals are dead-lettered as schema";
+    EXPECT_EQ(RejectCodeName(FeaturizeRejectCode(inputs.status(), parsed.event.ts_ms)), c.code)
+        << "the Featurizer's refusals are dead-lettered as schema, or as their ts_ms's reason";
     EXPECT_EQ(inputs.status().message(), *c.error);
     return;
   }
@@ -271,6 +272,7 @@ TEST(EventParserTest, RejectCodeNamesAreTheDeadLetterHeaderValues) {
   EXPECT_EQ(RejectCodeName(RejectCode::kSchema), "schema");
   EXPECT_EQ(RejectCodeName(RejectCode::kTsBeforeEpoch), "ts_before_epoch");
   EXPECT_EQ(RejectCodeName(RejectCode::kTsInFuture), "ts_in_future");
+  EXPECT_EQ(RejectCodeName(RejectCode::kTsOutOfRange), "ts_out_of_range");
   EXPECT_EQ(RejectCodeName(RejectCode::kWrongPartition), "wrong_partition");
   EXPECT_EQ(RejectCodeName(RejectCode::kCorruptState), "corrupt_state");
   EXPECT_EQ(RejectCodeName(RejectCode::kTooMany), "too_many");
@@ -575,8 +577,13 @@ TEST(CandidateTest, TheRequestTimeIsTheCandidatesTime) {
   // A request time the Featurizer refuses is its refusal.
   EXPECT_FALSE(
       parser.ParseCandidate(R"({"item":{"features":[1,2,3]}})", INT64_MAX, parsed, rejection));
-  EXPECT_EQ(rejection.code, RejectCode::kSchema);
-  EXPECT_EQ(rejection.detail, "ts_ms: out of range");
+  EXPECT_EQ(rejection.code, RejectCode::kTsOutOfRange);
+  EXPECT_EQ(rejection.detail, "ts_ms: out of range [1970-01-01, 2200-01-01)");
+  // The last millisecond before 2200 is accepted; before 1970 is ts_before_epoch.
+  EXPECT_TRUE(
+      parser.ParseCandidate(R"({"item":{"features":[1,2,3]}})", kTsEndMs - 1, parsed, rejection));
+  EXPECT_FALSE(parser.ParseCandidate(R"({"item":{"features":[1,2,3]}})", -1, parsed, rejection));
+  EXPECT_EQ(rejection.code, RejectCode::kTsBeforeEpoch);
 }
 
 TEST(CandidateTest, NotJsonAndNotObjectAreRefusedAsEventsAre) {
@@ -758,8 +765,12 @@ TEST(ScoreRequestTest, EnvelopeRefusals) {
                      "ts_ms: expected an integer");
   ExpectScoreRefused(R"({"ts_ms":"1","candidates":[]})", kOne, RejectCode::kWrongType,
                      "ts_ms: expected an integer");
-  ExpectScoreRefused(R"({"ts_ms":18446744073709551615,"candidates":[]})", kOne, RejectCode::kSchema,
-                     "ts_ms: out of range");
+  ExpectScoreRefused(R"({"ts_ms":18446744073709551615,"candidates":[]})", kOne,
+                     RejectCode::kTsOutOfRange, "ts_ms: out of range [1970-01-01, 2200-01-01)");
+  ExpectScoreRefused(R"({"ts_ms":7258118400000,"candidates":[]})", kOne, RejectCode::kTsOutOfRange,
+                     "ts_ms: out of range [1970-01-01, 2200-01-01)");
+  ExpectScoreRefused(R"({"ts_ms":-1,"candidates":[]})", kOne, RejectCode::kTsBeforeEpoch,
+                     "ts_ms: out of range [1970-01-01, 2200-01-01)");
   ExpectScoreRefused(R"({"ts_ms":1})", kOne, RejectCode::kMissingField, "candidates: missing");
   ExpectScoreRefused(R"({"ts_ms":1,"candidates":{}})", kOne, RejectCode::kWrongType,
                      "candidates: expected an array, got an object");

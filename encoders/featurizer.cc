@@ -18,8 +18,6 @@ constexpr int64_t kWeekMs = 7 * kDayMs;
 constexpr double kTwoPi = 2.0 * std::numbers::pi;
 // Vocabularies up to this size are searched by a scan rather than the hash map.
 constexpr std::size_t kScanVocab = 16;
-// Python accepts -(2**62) < ts_ms < 2**62.
-constexpr int64_t kTsLimit = int64_t{1} << 62;
 
 // numpy's np.mod for int64: the result has the divisor's sign (floored modulo).
 int64_t FlooredMod(int64_t a, int64_t m) {
@@ -144,8 +142,8 @@ Status Featurizer::FeaturizeInto(const Event& event, bool need_actions, EventInp
   if (!event.has_ts_ms) {
     return Status::InvalidArgument("ts_ms: expected an integer");
   }
-  if (!(-kTsLimit < event.ts_ms && event.ts_ms < kTsLimit)) {
-    return Status::InvalidArgument("ts_ms: out of range");
+  if (!(kTsMinMs <= event.ts_ms && event.ts_ms < kTsEndMs)) {
+    return Status::OutOfRange("ts_ms: out of range [1970-01-01, 2200-01-01)");
   }
   out.ts_ms = event.ts_ms;
   out.time_feats = time != nullptr ? *time : TimeFeatures(event.ts_ms);

@@ -2,7 +2,10 @@
 // python/sirenrope/features.py's featurize() computes them (the reference for the daemon).
 //
 // The rules (features.py):
-// - time: ts_ms is milliseconds since the Unix epoch (UTC). The daily phase is
+// - time: ts_ms is milliseconds since the Unix epoch (UTC), within [kTsMinMs, kTsEndMs) =
+//   [1970-01-01, 2200-01-01) (beyond it float32 angle networks of two implementations no
+//   longer agree; OutOfRange otherwise, dead-lettered ts_before_epoch / ts_out_of_range).
+//   The daily phase is
 //   2*pi * ((ts_ms mod 86400000) / 86400000) with a floored modulo, likewise weekly with
 //   604800000; phases and their cos/sin are computed in float64, then cast to float32.
 //   T~ = float64(ts_ms - t_ref_ms) / (1000 * t_scale_s), cast to float32.
@@ -47,7 +50,7 @@ std::vector<double> RopeFrequencies(const ModelConfig& config);
 // Presence flags say that a field was there with the right JSON type; a field of the wrong
 // type is recorded as absent, which gives the message Python gives for both ("ts_ms: expected
 // an integer"). An integer ts_ms beyond int64 is stored saturated (INT64_MAX / INT64_MIN), which
-// Featurize reports as "ts_ms: out of range", as Python does. What this struct cannot carry,
+// Featurize reports as out of range, as Python does. What this struct cannot carry,
 // the JSON parser must refuse itself, with Python's messages: a non-number in item.features
 // ("item.features[3]: expected a number"; Python checks elements in order, so an earlier
 // non-finite element is reported first), a non-number action value when actions are needed
@@ -88,6 +91,11 @@ struct EventInputs {
 // Concurrency: Featurize is const and touches no shared state: any number of threads may
 // call it at once.
 // Limitations: one event at a time; batching is the caller's.
+// The ts_ms Featurize accepts: [1970-01-01T00:00:00Z, 2200-01-01T00:00:00Z) (features.py's
+// TS_MIN_MS, TS_END_MS).
+inline constexpr int64_t kTsMinMs = 0;
+inline constexpr int64_t kTsEndMs = 7'258'118'400'000;
+
 class Featurizer {
  public:
   explicit Featurizer(ModelConfig config);
@@ -96,7 +104,8 @@ class Featurizer {
   // are what the model predicts: actions and labels are then zeros and not looked at. Errors
   // are InvalidArgument naming the field, without the "event[i]." prefix Python adds
   // ("item.features[2]: not finite", "action.dwell_s: |20000.0| exceeds feature_abs_max
-  // 10000.0", "ts_ms: out of range").
+  // 10000.0"), and OutOfRange "ts_ms: out of range [1970-01-01, 2200-01-01)" for a ts_ms
+  // outside [kTsMinMs, kTsEndMs) (FeaturizeRejectCode maps the two to dead-letter reasons).
   Result<EventInputs> Featurize(const Event& event, bool need_actions) const;
 
   // Featurize into `out`, reusing the capacity of its vectors (a caller featurising many

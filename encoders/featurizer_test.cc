@@ -83,7 +83,11 @@ std::string ErrorOf(const ModelConfig& config, const Event& ev, bool need_action
   if (inputs.ok()) {
     return "OK";
   }
-  EXPECT_EQ(inputs.status().code(), StatusCode::kInvalidArgument);
+  // A ts_ms outside [kTsMinMs, kTsEndMs) is OutOfRange (its own dead-letter reasons); every
+  // other refusal InvalidArgument.
+  const bool ts_refused = !(kTsMinMs <= ev.ts_ms && ev.ts_ms < kTsEndMs);
+  EXPECT_EQ(inputs.status().code(),
+            ts_refused ? StatusCode::kOutOfRange : StatusCode::kInvalidArgument);
   return std::string(inputs.status().message());
 }
 
@@ -194,7 +198,7 @@ TEST(FeaturizerTest, TimeFeaturesPhasesAndOffset) {
   near(tf(kDay / 4), {0, 1}, 1e-7);  // 06:00 UTC: a quarter turn.
   near(tf(kDay / 2), {-1, 0}, 1e-7);
   near(tf(7 * kDay), {1, 0, 1, 0, 7}, 1e-6);  // One week later.
-  near(tf(-kDay / 4), {0, -1}, 1e-7);         // 18:00 the day before 1970: floored modulo.
+  near(tf(kDay - kDay / 4), {0, -1}, 1e-7);   // 18:00.
   const double w =
       2 * std::numbers::pi * static_cast<double>(3 * kDay + 123) / static_cast<double>(7 * kDay);
   const auto t5 = tf(3 * kDay + 123);
@@ -384,9 +388,14 @@ TEST(FeaturizerTest, InvalidEventsAreRejectedWithTheField) {
   const double inf = std::numeric_limits<double>::infinity();
   const std::vector<Case> cases = {
       {[](Event& e) { e.has_ts_ms = false; }, "ts_ms: expected an integer"},
-      {[](Event& e) { e.ts_ms = int64_t{1} << 62; }, "ts_ms: out of range"},
-      {[](Event& e) { e.ts_ms = -(int64_t{1} << 62); }, "ts_ms: out of range"},
-      {[](Event& e) { e.ts_ms = std::numeric_limits<int64_t>::max(); }, "ts_ms: out of range"},
+      {[](Event& e) { e.ts_ms = int64_t{1} << 62; },
+       "ts_ms: out of range [1970-01-01, 2200-01-01)"},
+      {[](Event& e) { e.ts_ms = -(int64_t{1} << 62); },
+       "ts_ms: out of range [1970-01-01, 2200-01-01)"},
+      {[](Event& e) { e.ts_ms = std::numeric_limits<int64_t>::max(); },
+       "ts_ms: out of range [1970-01-01, 2200-01-01)"},
+      {[](Event& e) { e.ts_ms = kTsEndMs; }, "ts_ms: out of range [1970-01-01, 2200-01-01)"},
+      {[](Event& e) { e.ts_ms = kTsMinMs - 1; }, "ts_ms: out of range [1970-01-01, 2200-01-01)"},
       {[](Event& e) { e.has_item = false; }, "item: expected an object"},
       {[](Event& e) { e.item_features.resize(7); }, "item.features: expected 8 numbers"},
       {[](Event& e) { e.has_item_features = false; }, "item.features: expected 8 numbers"},
@@ -416,7 +425,9 @@ TEST(FeaturizerTest, InvalidEventsAreRejectedWithTheField) {
   // The boundaries themselves are accepted.
   Event edge = RandomEvent();
   edge.item_features[0] = 10000.0;
-  edge.ts_ms = (int64_t{1} << 62) - 1;
+  edge.ts_ms = kTsEndMs - 1;
+  EXPECT_EQ(ErrorOf(config, edge), "OK");
+  edge.ts_ms = kTsMinMs;
   EXPECT_EQ(ErrorOf(config, edge), "OK");
 }
 
@@ -435,7 +446,7 @@ TEST(FeaturizerTest, JsonParserContractForNonNumbers) {
   const Json huge_ts = Json::parse(R"({"ts_ms": 9223372036854775808, "item": {}})");
   auto ev = ToEvent(huge_ts, config, true);
   ASSERT_TRUE(ev.ok());
-  EXPECT_EQ(ErrorOf(config, *ev), "ts_ms: out of range");
+  EXPECT_EQ(ErrorOf(config, *ev), "ts_ms: out of range [1970-01-01, 2200-01-01)");
   const Json string_ts = Json::parse(R"({"ts_ms": "123", "item": {}})");
   EXPECT_EQ(ErrorOf(config, *ToEvent(string_ts, config, true)), "ts_ms: expected an integer");
   const Json float_ts = Json::parse(R"({"ts_ms": 1.5, "item": {}})");

@@ -630,7 +630,8 @@ Result<PendingBatch> Processor::Process(std::span<const InputRecord> records) {
     }
     auto inputs = s.featurizer.Featurize(parsed.event, /*need_actions=*/true);
     if (!inputs.ok()) {
-      s.Reject(record, RejectCode::kSchema, std::string(inputs.status().message()), batch);
+      s.Reject(record, encoders::FeaturizeRejectCode(inputs.status(), parsed.event.ts_ms),
+               std::string(inputs.status().message()), batch);
       continue;
     }
     if (const auto q = s.quarantined.find(parsed.user_id); q != s.quarantined.end()) {

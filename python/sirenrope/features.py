@@ -3,7 +3,10 @@
 This module is the reference for how the daemon featurises an event; the C++ encoder must
 produce the same numbers. The rules:
 
-- time: ``ts_ms`` is an integer count of milliseconds since the Unix epoch (UTC). The daily
+- time: ``ts_ms`` is an integer count of milliseconds since the Unix epoch (UTC), within
+  [TS_MIN_MS, TS_END_MS) = [1970-01-01, 2200-01-01): beyond it the float32 angle networks of
+  two implementations no longer agree, so an event outside is refused (``ts_before_epoch``
+  below it, ``ts_out_of_range`` after it, the daemon's dead-letter reasons). The daily
   phase is ``2*pi * (ts_ms mod 86400000) / 86400000`` with a floored modulo, likewise weekly
   with 604800000; both and their cos/sin are computed in float64, then cast to float32.
   ``T~ = float64(ts_ms - t_ref_ms) / (1000 * t_scale_s)``, cast to float32.
@@ -29,6 +32,10 @@ import numpy as np
 from .config import InputSchema, ModelConfig
 
 DAY_MS = 86_400_000
+# The accepted ts_ms: [1970-01-01T00:00:00Z, 2200-01-01T00:00:00Z) (encoders/featurizer.h).
+TS_MIN_MS = 0
+TS_END_MS = 7_258_118_400_000
+TS_RANGE_ERROR = "out of range [1970-01-01, 2200-01-01)"
 WEEK_MS = 7 * DAY_MS
 TWO_PI = 2.0 * math.pi
 
@@ -42,7 +49,8 @@ class EventError(ValueError):
 
     ``code`` is the dead-letter reason the daemon gives the same event (docs/daemon.md):
     ``wrong_type`` for a value of the wrong JSON type where the daemon's parser refuses it,
-    ``missing_field``, ``invalid_value``, or ``schema`` for what the bundle's schema refuses.
+    ``missing_field``, ``invalid_value``, ``ts_before_epoch`` / ``ts_out_of_range`` for a
+    ts_ms outside [TS_MIN_MS, TS_END_MS), or ``schema`` for what the bundle's schema refuses.
     """
 
     def __init__(self, message: str, code: str = "schema"):
@@ -201,8 +209,9 @@ def featurize(events: Sequence[dict], cfg: ModelConfig, need_actions: bool = Tru
         if isinstance(t, bool) or not isinstance(t, int):
             raise EventError(f"{where}.ts_ms: expected an integer",
                              "wrong_type" if "ts_ms" in ev else "missing_field")
-        if not -(2**62) < t < 2**62:
-            raise EventError(f"{where}.ts_ms: out of range")
+        if not TS_MIN_MS <= t < TS_END_MS:
+            raise EventError(f"{where}.ts_ms: {TS_RANGE_ERROR}",
+                             "ts_before_epoch" if t < TS_MIN_MS else "ts_out_of_range")
         ts[r] = t
         it = ev.get("item")
         if not isinstance(it, dict):

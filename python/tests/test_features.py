@@ -120,6 +120,23 @@ def test_values_of_the_wrong_type_are_refused_not_coerced(mutate, msg, code, nee
     assert err.value.code == code
 
 
+@pytest.mark.parametrize("ts_ms,code", [
+    (-1, "ts_before_epoch"), (-(2**62), "ts_before_epoch"),
+    (7_258_118_400_000, "ts_out_of_range"), (2**62, "ts_out_of_range"),
+    (2**63, "ts_out_of_range"),
+])
+def test_timestamps_outside_1970_to_2200_are_refused_with_their_reason(ts_ms, code):
+    """Beyond [1970, 2200) the float32 angle networks of two implementations do not agree:
+    the reference refuses what the daemon dead-letters, with the same reason."""
+    ev = random_events(1)[0]
+    ev["ts_ms"] = ts_ms
+    with pytest.raises(EventError, match=r"ts_ms: out of range \[1970-01-01, 2200-01-01\)") as err:
+        featurize([ev], small_config())
+    assert err.value.code == code
+    ev["ts_ms"] = 7_258_118_400_000 - 1  # the last millisecond of 2199 is accepted
+    assert featurize([ev], small_config()).ts_ms[0] == ev["ts_ms"]
+
+
 def test_ids_are_checked_only_when_asked():
     ev = random_events(1)[0]
     ev["user_id"] = "u\n1"
