@@ -64,18 +64,26 @@ def time_cutoff(histories: list[UserHistory], eval_fraction: float) -> int:
 @dataclass
 class Chunk:
     events: EventArrays
-    start_pos: int
+    start_pos: int  # position of events[0]; make_chunks counts from each chunk's start (0)
     loss_from: int  # index of the first event whose loss/metrics count
 
 
 def make_chunks(histories: list[UserHistory], chunk: int, cfg: ModelConfig) -> list[Chunk]:
+    """Each history cut into chunks of ``chunk`` events, each with its context before it.
+
+    Positions count from each chunk's first event (its context included), not from the
+    history's: attention sees only differences of positions, so the outputs are the same, but
+    lambda's gradient is a sum of position * angle-gradient terms that cancel to the
+    difference, and at large absolute positions float32 leaves mostly rounding noise of it
+    (measured: 1e-5 at position 0, 5e-4 at 2**31, -0.44 at 2**40 for one loss).
+    """
     reach = cfg.window * cfg.n_blocks  # how far back an event's outputs can depend
     out = []
     for h in histories:
         n = len(h.events)
         for s in range(0, n, chunk):
             a = max(0, s - reach)
-            out.append(Chunk(h.events.slice(a, min(n, s + chunk)), a, s - a))
+            out.append(Chunk(h.events.slice(a, min(n, s + chunk)), 0, s - a))
     return out
 
 

@@ -7,9 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from helpers import seeded_model, small_config
+from helpers import random_events, seeded_model, small_config
 from sirenrope import evaluate, synth, train
+from sirenrope.features import featurize
+from sirenrope.model import make_batch
 from sirenrope.bundle import load_bundle
 
 
@@ -33,6 +36,30 @@ def test_chunking_with_window_context_equals_the_whole_history(log_path):
     y2, p2 = train.predict(model, whole, cutoff, batch_size=2)
     assert len(y1) > 100 and np.array_equal(y1, y2)
     assert np.abs(p1 - p2).max() < 1e-5
+
+
+def test_chunks_count_positions_from_their_own_start():
+    """lambda's gradient must not depend on where a chunk sits in its history. Positions are
+    counted from each chunk's start; counted from the history's (as before), the same chunk's
+    gradient at position 2**40 is rounding noise, not the gradient."""
+    cfg = small_config(window=6)
+    model = seeded_model(cfg, seed=7)
+    events = featurize(random_events(40, seed=9), cfg)
+    hist = [train.UserHistory("u1", events)]
+    chunks = train.make_chunks(hist, 17, cfg)
+    assert len(chunks) == 3 and all(c.start_pos == 0 for c in chunks)
+
+    def lambda_grad(start: int) -> float:
+        model.zero_grad()
+        batch = make_batch([events], [start], cfg)
+        logits = model(batch)["logits"]
+        F.binary_cross_entropy_with_logits(logits, batch.labels).backward()
+        grads = [p.grad for n, p in model.named_parameters() if n.endswith("lam")]
+        return float(sum(g.sum() for g in grads))
+
+    at_zero, shifted, far = lambda_grad(0), lambda_grad(17), lambda_grad(2**40)
+    assert abs(shifted - at_zero) <= 1e-3 * abs(at_zero) + 1e-6
+    assert abs(far - at_zero) > 10 * abs(at_zero)
 
 
 def test_train_export_and_evaluate_end_to_end(log_path, tmp_path, capsys):
