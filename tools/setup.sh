@@ -38,6 +38,9 @@ packages=(
   docker-compose python3-yaml python3-venv
   # tools/demo.sh asks the daemon's HTTP API (docs/api.md) with it.
   curl
+  # The real MovieLens ratings (R package dslabs) the model study reads through Rscript
+  # (python/sirenrope/movielens.py, docs/results.md).
+  r-base-core r-cran-dslabs
 )
 
 missing=()
