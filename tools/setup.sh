@@ -25,6 +25,8 @@ packages=(
   openjdk-17-jre-headless maven
   # Python side (the project's interpreter is /usr/bin/python3, see tools/env.sh).
   python3-torch python3-numpy python3-pytest
+  # Student t intervals and paired tests of the model study (python/sirenrope/stats.py).
+  python3-scipy
   # The output-topic materializer (python/sirenrope/materialize.py) and its integration test.
   python3-confluent-kafka
   # Debian's torch links the generic libblas.so.3; without OpenBLAS providing it, that is the
