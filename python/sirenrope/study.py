@@ -1,0 +1,234 @@
+"""Does SIREN-RoPE help? Every variant, several seeds, two datasets, one command.
+
+    PYTHONPATH=python /usr/bin/python3 -m sirenrope.study --out build/study [--smoke]
+
+Datasets: the synthetic news feed (``sirenrope.synth``: engagement that follows each user's
+daily and weekly cycle, so time-conditioned rotations have something to find) and MovieLens
+(``sirenrope.movielens``: real ratings with Unix timestamps and genres). Protocol: a
+chronological split (train on the events before the ``1 - eval_fraction`` quantile of time,
+evaluate the events after it, each with its whole past as context: ``sirenrope.train``), the
+same data, sizes, epochs and seeds for every variant, and per label NE, AUC and ECE with the
+mean over seeds, its 95 % interval and each variant's paired difference to ordinal RoPE
+(``sirenrope.compare``, ``sirenrope.stats``).
+
+Variants: the six rotations of docs/model.md, and ``siren`` without the categorical
+attributes in the angle input (synthetic: topic, surface, publisher) or with them (MovieLens:
+the first genre). Written to ``--out``: ``study.json`` (every run's metrics and training
+losses, the summaries), ``study.md`` (the tables), ``metrics.png`` (each variant minus ordinal
+with its interval, per dataset and label), ``angles.png`` (what seed 0's ``siren`` learned: the
+angle of a few rotation pairs against the time of day and the day of the week, lambda and
+omega), ``curves.png`` (training loss per epoch). ``--smoke`` runs a tiny version (the test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from . import movielens, synth
+from .compare import format_markdown, summarize_runs
+from .config import VARIANTS, ModelConfig, synthetic_schema
+from .features import DAY_MS, WEEK_MS, time_features
+from .train import build_config, read_histories, train
+
+# (name, variant, schema change): "attrs" keeps the dataset's categorical attributes in the
+# angle input, "none" drops them, "genre" adds MovieLens' first genre.
+EXTRA = {"synthetic": [("siren_no_attrs", "siren", "none")],
+         "movielens": [("siren_genre", "siren", "genre")]}
+
+
+def _schema(dataset: str, change: str):
+    if dataset == "synthetic":
+        s = synthetic_schema()
+        return replace(s, categorical=[]) if change == "none" else s
+    return movielens.schema(with_genre=change == "genre")
+
+
+def _data(dataset: str, out: str, smoke: bool) -> str:
+    if dataset == "synthetic":
+        path = os.path.join(out, "synthetic.jsonl")
+        if not os.path.exists(path):
+            n, users = (4000, 40) if smoke else (200000, 1000)
+            synth.write_jsonl(path, n, seed=0, n_users=users)
+        return path
+    d = os.path.join(out, "movielens")
+    os.makedirs(d, exist_ok=True)
+    movielens.write(d, limit_users=30 if smoke else 0)
+    return os.path.join(d, "events.jsonl")
+
+
+def _args(smoke: bool, variant: str) -> argparse.Namespace:
+    d = ModelConfig()
+    return argparse.Namespace(variant=variant, d_model=16 if smoke else d.d_model,
+                              heads=d.n_heads, layers=d.n_layers, d_angle=d.d_angle,
+                              angle_hidden=d.angle_hidden, window=8 if smoke else d.window,
+                              reverse_order=False)
+
+
+def run_dataset(dataset: str, args) -> tuple[dict, dict, dict]:
+    """Trains every variant on every seed: (runs, losses, seed-0 siren model or None)."""
+    path = _data(dataset, args.out, args.smoke)
+    specs = [(v, v, "attrs") for v in args.variants] + \
+        [x for x in EXTRA[dataset] if x[0] in args.extra]
+    runs: dict[str, list[dict]] = {}
+    losses: dict[str, list[list[float]]] = {}
+    learned = None
+    for name, variant, change in specs:
+        schema = _schema(dataset, change)
+        histories = read_histories(path, ModelConfig(schema=schema))
+        cfg = build_config(_args(args.smoke, variant), schema, histories)
+        for seed in args.seeds:
+            epoch_loss: list[float] = []
+
+            def log(line: str, into=epoch_loss) -> None:
+                if "train loss" in line:
+                    into.append(float(line.split("train loss")[1].split()[0]))
+
+            model, m = train(cfg, histories, epochs=args.epochs, batch_size=args.batch_size,
+                             lr=args.lr, seed=seed, eval_fraction=args.eval_fraction,
+                             chunk=args.chunk, log=log)
+            runs.setdefault(name, []).append(m)
+            losses.setdefault(name, []).append(epoch_loss)
+            if name == "siren" and seed == args.seeds[0]:
+                learned = model
+            first, row = next(iter(m["labels"].items()))
+            print(f"{dataset:<10} {name:<16} seed {seed}: {first} NE {row['ne']:.4f} "
+                  f"AUC {row['auc']:.4f} ({m['train_seconds']}s)", file=sys.stderr, flush=True)
+    return runs, losses, learned
+
+
+def learned_angles(model) -> dict:
+    """seed 0's siren: the learned angle term f(x) * omega of the first pairs over one day
+    (hourly) and one week (daily, at noon), the categorical inputs at row 0; lambda, omega."""
+    cfg = model.cfg
+    net = model.angle
+    t0 = cfg.t_ref_ms - cfg.t_ref_ms % WEEK_MS
+
+    def curve(ts: np.ndarray) -> list[list[float]]:
+        tf = torch.from_numpy(time_features(ts, cfg))
+        cat = torch.zeros(len(ts), len(cfg.schema.categorical), dtype=torch.int64)
+        with torch.no_grad():
+            f = net.learned(net.net_input(tf, cat, None)) * net.omega
+        return f[:, :4].T.tolist()
+
+    hours = np.arange(24, dtype=np.int64)
+    days = np.arange(7, dtype=np.int64)
+    return {"hour": hours.tolist(), "by_hour": curve(t0 + hours * 3_600_000),
+            "day": days.tolist(), "by_day": curve(t0 + days * DAY_MS + DAY_MS // 2),
+            "lambda": float(net.lam), "omega": net.omega.detach().tolist()}
+
+
+def _plots(out: str, results: dict) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    panels = [(ds, lab) for ds, r in results.items() for lab in r["labels"]]
+    fig, axes = plt.subplots(len(panels), 2, figsize=(11, 2.6 * len(panels)), squeeze=False)
+    for row, (ds, lab) in enumerate(panels):
+        summary = results[ds]["summary"]
+        names = [v for v in summary if f"{lab}.ne" in summary[v]
+                 and "vs_ordinal" in summary[v][f"{lab}.ne"]]
+        for col, key in enumerate(("ne", "auc")):
+            ax = axes[row][col]
+            d = [summary[v][f"{lab}.{key}"]["vs_ordinal"] for v in names]
+            ax.barh(names, [x["diff"] for x in d],
+                    xerr=[0 if np.isnan(x["ci"]) else x["ci"] for x in d], color="#4c72b0")
+            ax.axvline(0, color="black", lw=0.8)
+            ax.set_title(f"{ds}, {lab}: {key.upper()} minus ordinal (95% interval)", fontsize=9)
+    fig.tight_layout()
+    written.append(os.path.join(out, "metrics.png"))
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(len(results), 2, figsize=(11, 3 * len(results)), squeeze=False)
+    for row, (ds, r) in enumerate(results.items()):
+        a = r.get("angles")
+        if not a:
+            continue
+        for j, ys in enumerate(a["by_hour"]):
+            axes[row][0].plot(a["hour"], ys, marker=".", label=f"angle {j}")
+        for j, ys in enumerate(a["by_day"]):
+            axes[row][1].plot(a["day"], ys, marker="o", label=f"angle {j}")
+        axes[row][0].set_title(f"{ds}: learned angle by hour (UTC); lambda {a['lambda']:.3f}",
+                               fontsize=9)
+        axes[row][1].set_title(f"{ds}: by day of week at noon (0 = Thursday)\nomega "
+                               + ", ".join(f"{w:.2f}" for w in a["omega"]), fontsize=9)
+        axes[row][0].legend(fontsize=7)
+    fig.tight_layout()
+    written.append(os.path.join(out, "angles.png"))
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 3.2), squeeze=False)
+    for col, (ds, r) in enumerate(results.items()):
+        for name, per_seed in r["losses"].items():
+            mean = np.mean(np.array(per_seed), axis=0)
+            axes[0][col].plot(range(1, len(mean) + 1), mean, marker=".", label=name)
+        axes[0][col].set_title(f"{ds}: training loss per epoch (mean over seeds)", fontsize=9)
+        axes[0][col].set_xlabel("epoch")
+        axes[0][col].legend(fontsize=7)
+    fig.tight_layout()
+    written.append(os.path.join(out, "curves.png"))
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="sirenrope.study", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="build/study")
+    p.add_argument("--datasets", nargs="+", default=["synthetic", "movielens"],
+                   choices=["synthetic", "movielens"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--extra", nargs="*", default=["siren_no_attrs", "siren_genre"],
+                   help="extra variants (EXTRA)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--eval-fraction", type=float, default=0.2)
+    p.add_argument("--chunk", type=int, default=256)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny data and model, for the test: seconds, not a result")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    started = time.time()
+    results = {}
+    for ds in args.datasets:
+        runs, losses, model = run_dataset(ds, args)
+        labels = list(next(iter(runs.values()))[0]["labels"])
+        results[ds] = {"runs": runs, "losses": losses, "labels": labels,
+                       "summary": summarize_runs(runs, labels),
+                       "angles": learned_angles(model) if model is not None else None}
+    text = [f"# Study ({time.strftime('%Y-%m-%d %H:%M')}, {time.time() - started:.0f} s, seeds "
+            f"{' '.join(map(str, args.seeds))}, {args.epochs} epochs"
+            f"{', SMOKE: not a result' if args.smoke else ''})"]
+    for ds, r in results.items():
+        text += ["", f"## {ds}", "", format_markdown(r["summary"], r["labels"])]
+    with open(os.path.join(args.out, "study.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(text) + "\n")
+    with open(os.path.join(args.out, "study.json"), "w", encoding="utf-8") as f:
+        json.dump({"args": vars(args), "seconds": time.time() - started, "results": results},
+                  f, indent=1, sort_keys=True)
+    pictures = _plots(args.out, results)
+    print("\n".join(text))
+    print(f"wrote {args.out}/study.md, study.json, " + ", ".join(map(os.path.basename, pictures)),
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
