@@ -67,6 +67,7 @@ class RotaryAngleNet(nn.Module):
         self.n_pairs = cfg.n_pairs
         self.group = cfg.n_pairs // cfg.d_angle
         self.reverse_order = cfg.reverse_order
+        self.time_inputs = cfg.angle_time_inputs
         self.register_buffer("theta", rope_frequencies(cfg), persistent=False)
         if cfg.variant == "time_linear":
             self.c = nn.Parameter(torch.ones(1))
@@ -92,7 +93,8 @@ class RotaryAngleNet(nn.Module):
 
     def net_input(self, time_feats: torch.Tensor, cat: torch.Tensor,
                   rev: torch.Tensor | None) -> torch.Tensor:
-        parts = [time_feats]
+        # "offset": T~ alone, the last time feature (no daily or weekly cycle).
+        parts = [time_feats if self.time_inputs == "all" else time_feats[..., -1:]]
         if self.reverse_order:
             assert rev is not None, "reverse_order needs the reverse-order feature"
             parts.append(rev.unsqueeze(-1))

@@ -49,6 +49,9 @@ def bundle_bytes(model: GenerativeRecommender, metrics: dict | None = None) -> b
     if cfg.reverse_order:
         raise BundleError("config.reverse_order: the reverse-order feature makes every cached "
                           "key stale on each new event, so it cannot be served")
+    for name in cfg.offline_only():
+        raise BundleError(f"config.{name}: {getattr(cfg, name)!r} is an offline ablation of the "
+                          "study; the daemon does not serve it")
     tensors = {name: t.detach().to(torch.float32).contiguous().numpy()
                for name, t in model.state_dict().items()}
     for name, arr in tensors.items():
@@ -90,6 +93,9 @@ def parse_bundle(data: bytes) -> Bundle:
     if cfg.reverse_order:
         raise BundleError("config.reverse_order: true is an offline ablation; it breaks cache "
                           "exactness and cannot be served")
+    for name in cfg.offline_only():
+        raise BundleError(f"config.{name}: {getattr(cfg, name)!r} is an offline ablation of the "
+                          "study; the daemon does not serve it")
     model = GenerativeRecommender(cfg)
     expected = model.state_dict()
     for name in expected:

@@ -23,6 +23,9 @@ CATEGORICAL_KINDS = ("vocab", "hash")
 
 # Width of the time part of the angle-network input: daily cos/sin, weekly cos/sin, T~.
 N_TIME_FEATURES = 5
+ANGLE_TIME_INPUTS = ("all", "offset")
+# Fields of offline ablations, with their defaults (ModelConfig.to_dict, bundle.bundle_bytes).
+OFFLINE_ONLY = {"angle_time_inputs": "all", "time_in_item": False}
 # Width of the request context fed to the head: daily cos/sin, weekly cos/sin.
 N_REQUEST_FEATURES = 4
 
@@ -110,6 +113,14 @@ class ModelConfig:
     ffn_mult: int = 4
     layer_norm_eps: float = 1.0e-5
     reverse_order: bool = False  # offline ablation only (breaks cache exactness)
+    # Offline ablations of the study (OFFLINE_ONLY: left out of a bundle at their defaults,
+    # refused by the exporter otherwise; the daemon serves neither):
+    # "all" feeds the angle networks the daily and weekly cos/sin and T~; "offset" only T~
+    # (the study's "without cyclical features").
+    angle_time_inputs: str = "all"
+    # The 5 time features concatenated to the item vector before its projection
+    # (the study's "timestamps as input features instead of rotation", with variant ordinal).
+    time_in_item: bool = False
     schema: InputSchema = field(default_factory=InputSchema)
     format_version: int = FORMAT_VERSION
 
@@ -130,7 +141,7 @@ class ModelConfig:
     @property
     def angle_in_dim(self) -> int:
         return (
-            N_TIME_FEATURES
+            (N_TIME_FEATURES if self.angle_time_inputs == "all" else 1)
             + (1 if self.reverse_order else 0)
             + sum(c.dim for c in self.schema.categorical)
         )
@@ -145,7 +156,18 @@ class ModelConfig:
 
     # ---- (de)serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field, except the offline-only ones at their defaults: a bundle's config
+        holds what the daemon serves, and bundles made before those fields stay the same
+        bytes (the same model ids)."""
+        d = dataclasses.asdict(self)
+        for name, default in OFFLINE_ONLY.items():
+            if d[name] == default:
+                del d[name]
+        return d
+
+    def offline_only(self) -> list[str]:
+        """The offline-only fields set away from their defaults (none for a servable model)."""
+        return [n for n, default in OFFLINE_ONLY.items() if getattr(self, n) != default]
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no whitespace, so bundles are byte-reproducible."""
@@ -172,6 +194,9 @@ class ModelConfig:
                   f"understands {FORMAT_VERSION}")
         if self.variant not in VARIANTS:
             _fail("variant", f"unknown variant {self.variant!r}, expected one of {list(VARIANTS)}")
+        if self.angle_time_inputs not in ANGLE_TIME_INPUTS:
+            _fail("angle_time_inputs", f"unknown value {self.angle_time_inputs!r}, expected one "
+                  f"of {list(ANGLE_TIME_INPUTS)}")
         for name in ("d_model", "n_heads", "n_layers", "d_angle", "angle_hidden", "window",
                      "action_hidden", "head_hidden", "ffn_mult"):
             if getattr(self, name) <= 0:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .angles import RotaryAngleNet, rotate
-from .config import N_REQUEST_FEATURES, ModelConfig
+from .config import N_REQUEST_FEATURES, N_TIME_FEATURES, ModelConfig
 from .features import EventArrays, time_delta_units, time_features
 
 
@@ -194,7 +194,7 @@ class GenerativeRecommender(nn.Module):
         s, d = cfg.schema, cfg.d_model
         if s.item.kind == "id":
             self.item_emb = nn.Embedding(s.item.buckets + 1, s.item.dim)
-        self.item_proj = nn.Linear(s.item.dim, d)
+        self.item_proj = nn.Linear(s.item.dim + (N_TIME_FEATURES if cfg.time_in_item else 0), d)
         self.item_ln = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         h = cfg.action_hidden
         self.action_mlp = nn.Sequential(nn.Linear(cfg.n_actions, h), nn.SiLU(), nn.Linear(h, h),
@@ -222,9 +222,11 @@ class GenerativeRecommender(nn.Module):
             blk.kv_round = self._kv_round
 
     # ---- shared pieces ---------------------------------------------------------------------
-    def embed_item(self, item: torch.Tensor) -> torch.Tensor:
+    def embed_item(self, item: torch.Tensor, time_feats: torch.Tensor) -> torch.Tensor:
         if self.cfg.schema.item.kind == "id":
             item = self.item_emb(item)
+        if self.cfg.time_in_item:  # offline ablation: time as an input feature
+            item = torch.cat([item, time_feats], dim=-1)
         return self.item_ln(torch.relu(self.item_proj(item)))
 
     def _head(self, h: torch.Tensor, ctx: torch.Tensor, time_feats: torch.Tensor) -> torch.Tensor:
@@ -239,7 +241,7 @@ class GenerativeRecommender(nn.Module):
         gap = batch.pos.unsqueeze(-1) - batch.pos.unsqueeze(-2)  # p_i - p_j  [B, S, S]
         visible = (gap > 0) & (gap <= cfg.window) & batch.valid.unsqueeze(-2) \
             & batch.valid.unsqueeze(-1)
-        x = self.embed_item(batch.item)
+        x = self.embed_item(batch.item, batch.time_feats)
         a = self.action_mlp(batch.actions)
         ks, vs = [], []
         for blk in self.blocks:
@@ -297,7 +299,7 @@ class GenerativeRecommender(nn.Module):
                 out[u, :c.rows] = getattr(c, which)[b]
             return out
 
-        x = self.embed_item(torch.from_numpy(ev.item))
+        x = self.embed_item(torch.from_numpy(ev.item), tf)
         a = self.action_mlp(torch.from_numpy(ev.actions))
         ks, vs = [], []
         for b, blk in enumerate(self.blocks):
@@ -346,7 +348,7 @@ class GenerativeRecommender(nn.Module):
         angles = self.angle(tf, cat, pos, dt=dt, rev=rev)
         act_angles = self.act_angle(tf, cat, pos, dt=dt, rev=rev)
         visible = torch.ones(n, cache.rows, dtype=torch.bool)
-        x = self.embed_item(item)
+        x = self.embed_item(item, tf)
         for b, blk in enumerate(self.blocks):
             x = blk.mix(x, blk.attend(blk.query(x, angles), cache.k[b], cache.v[b], visible))
         h = self.final_ln(x)

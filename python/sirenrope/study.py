@@ -11,13 +11,18 @@ same data, sizes, epochs and seeds for every variant, and per label NE, AUC and 
 mean over seeds, its 95 % interval and each variant's paired difference to ordinal RoPE
 (``sirenrope.compare``, ``sirenrope.stats``).
 
-Variants: the six rotations of docs/model.md, and ``siren`` without the categorical
-attributes in the angle input (synthetic: topic, surface, publisher) or with them (MovieLens:
-the first genre). Written to ``--out``: ``study.json`` (every run's metrics and training
-losses, the summaries), ``study.md`` (the tables), ``metrics.png`` (each variant minus ordinal
-with its interval, per dataset and label), ``angles.png`` (what seed 0's ``siren`` learned: the
-angle of a few rotation pairs against the time of day and the day of the week, lambda and
-omega), ``curves.png`` (training loss per epoch). ``--smoke`` runs a tiny version (the test).
+Variants: the six rotations of docs/model.md; ``siren`` without the categorical attributes
+in the angle input (synthetic: topic, surface, publisher) or with them (MovieLens: the first
+genre); ``siren_no_cyclical`` (the angle networks see T~ only, no daily or weekly phase); and
+``ordinal_time_in_item`` (ordinal RoPE with the time features as item input features instead
+of in the rotation: the paper's "time features in the embedding"). The last two are offline
+ablations the daemon does not serve (``ModelConfig.offline_only``).
+
+Written to ``--out``: ``study.json`` (every run's metrics and training losses, the
+summaries), ``study.md`` (the tables), ``metrics.png`` (each variant minus ordinal with its
+interval, per dataset and label), ``angles.png`` (what seed 0's ``siren`` learned: the angle of
+a few rotation pairs against the time of day and the day of the week, lambda and omega),
+``curves.png`` (training loss per epoch). ``--smoke`` runs a tiny version (the test).
 """
 
 from __future__ import annotations
@@ -38,10 +43,13 @@ from .config import VARIANTS, ModelConfig, synthetic_schema
 from .features import DAY_MS, WEEK_MS, time_features
 from .train import build_config, read_histories, train
 
-# (name, variant, schema change): "attrs" keeps the dataset's categorical attributes in the
-# angle input, "none" drops them, "genre" adds MovieLens' first genre.
-EXTRA = {"synthetic": [("siren_no_attrs", "siren", "none")],
-         "movielens": [("siren_genre", "siren", "genre")]}
+# (name, variant, schema change, config overrides): "attrs" keeps the dataset's categorical
+# attributes in the angle input, "none" drops them, "genre" adds MovieLens' first genre. The
+# overrides are the offline-only ablations of ModelConfig (OFFLINE_ONLY).
+_COMMON = [("siren_no_cyclical", "siren", "attrs", {"angle_time_inputs": "offset"}),
+           ("ordinal_time_in_item", "ordinal", "attrs", {"time_in_item": True})]
+EXTRA = {"synthetic": [("siren_no_attrs", "siren", "none", {})] + _COMMON,
+         "movielens": [("siren_genre", "siren", "genre", {})] + _COMMON}
 
 
 def _schema(dataset: str, change: str):
@@ -75,15 +83,16 @@ def _args(smoke: bool, variant: str) -> argparse.Namespace:
 def run_dataset(dataset: str, args) -> tuple[dict, dict, dict]:
     """Trains every variant on every seed: (runs, losses, seed-0 siren model or None)."""
     path = _data(dataset, args.out, args.smoke)
-    specs = [(v, v, "attrs") for v in args.variants] + \
+    specs = [(v, v, "attrs", {}) for v in args.variants] + \
         [x for x in EXTRA[dataset] if x[0] in args.extra]
     runs: dict[str, list[dict]] = {}
     losses: dict[str, list[list[float]]] = {}
     learned = None
-    for name, variant, change in specs:
+    for name, variant, change, overrides in specs:
         schema = _schema(dataset, change)
         histories = read_histories(path, ModelConfig(schema=schema))
-        cfg = build_config(_args(args.smoke, variant), schema, histories)
+        cfg = replace(build_config(_args(args.smoke, variant), schema, histories), **overrides)
+        cfg.validate()
         for seed in args.seeds:
             epoch_loss: list[float] = []
 
@@ -190,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", nargs="+", default=["synthetic", "movielens"],
                    choices=["synthetic", "movielens"])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    p.add_argument("--extra", nargs="*", default=["siren_no_attrs", "siren_genre"],
-                   help="extra variants (EXTRA)")
+    p.add_argument("--extra", nargs="*",
+                   default=sorted({x[0] for xs in EXTRA.values() for x in xs}),
+                   help="extra variants (EXTRA; each runs on the datasets that define it)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)

@@ -13,6 +13,7 @@ import torch
 from helpers import random_events, seeded_model, small_config
 from sirenrope.bundle import (META_CONFIG, META_FORMAT, BundleError, bundle_bytes, export_bundle,
                               load_bundle, parse_bundle)
+from sirenrope.config import ModelConfig
 from sirenrope.features import featurize
 from sirenrope.model import make_batch
 from sirenrope.safetensors_io import decode, encode
@@ -121,6 +122,20 @@ def test_non_finite_weights_are_refused(good, value):
         parse_bundle(_rebuild(good, tensors={"blocks.1.ffn.0.weight": w}))
 
 
+@pytest.mark.parametrize("edit", [dict(angle_time_inputs="offset"), dict(time_in_item=True)])
+def test_offline_ablations_train_but_do_not_export(edit):
+    """The study's ablations are ModelConfig fields the daemon does not serve: left out of a
+    bundle at their defaults (so every existing bundle keeps its bytes and model id), and
+    refused by the exporter otherwise."""
+    cfg = small_config(**edit)
+    assert cfg.offline_only() == list(edit)
+    assert list(edit)[0] in cfg.to_dict()
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    assert not set(edit) & set(small_config().to_dict())
+    with pytest.raises(BundleError, match=f"config.{list(edit)[0]}: .* offline ablation"):
+        bundle_bytes(seeded_model(cfg, seed=2))
+
+
 def test_export_refuses_non_finite_weights():
     m = seeded_model(small_config(), seed=22)
     with torch.no_grad():
@@ -142,6 +157,9 @@ def test_export_refuses_non_finite_weights():
     (lambda c: c["schema"]["categorical"][2].update(buckets=0),
      r"config.schema.categorical\[2\].buckets"),
     (lambda c: c.update(reverse_order=True), "config.reverse_order"),
+    (lambda c: c.update(angle_time_inputs="offset"), "config.angle_time_inputs"),
+    (lambda c: c.update(angle_time_inputs="weekly"), "config.angle_time_inputs"),
+    (lambda c: c.update(time_in_item=True), "config.time_in_item"),
     (lambda c: c.update(format_version=2), "config.format_version"),
 ])
 def test_invalid_config_is_refused_naming_the_field(good, edit, field):

@@ -53,6 +53,14 @@ def test_every_variant_is_cache_exact(variant):
     assert max_decode_error(model, random_events(40, seed=3)) <= TOL
 
 
+@pytest.mark.parametrize("edit", [dict(variant="siren", angle_time_inputs="offset"),
+                                  dict(variant="ordinal", time_in_item=True)])
+def test_the_studys_offline_ablations_are_cache_exact_too(edit):
+    """Without cyclical features, and with time as an item feature: still token-local."""
+    model = seeded_model(small_config(window=6, **edit), seed=4)
+    assert max_decode_error(model, random_events(40, seed=4)) <= TOL
+
+
 def test_exact_at_positions_near_2_pow_31():
     model = seeded_model(small_config(window=8), seed=5)
     assert max_decode_error(model, random_events(30, seed=5), start_pos=2**31 - 12) <= TOL

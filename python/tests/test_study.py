@@ -10,15 +10,16 @@ from sirenrope import study
 def test_the_study_runs_end_to_end_in_its_smoke_size(tmp_path, capsys):
     out = tmp_path / "study"
     assert study.main(["--out", str(out), "--smoke", "--variants", "ordinal", "siren",
-                       "--extra", "siren_no_attrs", "siren_genre", "--seeds", "0", "1",
-                       "--epochs", "1"]) == 0
+                       "--extra", "siren_no_attrs", "siren_genre", "siren_no_cyclical",
+                       "ordinal_time_in_item", "--seeds", "0", "1", "--epochs", "1"]) == 0
     for name in ("study.md", "study.json", "metrics.png", "angles.png", "curves.png"):
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "study.json").read_text())["results"]
     assert set(saved) == {"synthetic", "movielens"}
     syn, ml = saved["synthetic"], saved["movielens"]
-    assert set(syn["runs"]) == {"ordinal", "siren", "siren_no_attrs"}
-    assert set(ml["runs"]) == {"ordinal", "siren", "siren_genre"}
+    both = {"ordinal", "siren", "siren_no_cyclical", "ordinal_time_in_item"}
+    assert set(syn["runs"]) == both | {"siren_no_attrs"}
+    assert set(ml["runs"]) == both | {"siren_genre"}
     assert ml["labels"] == ["rating_ge_4", "rating_ge_4_5"]
     # Two seeds each, a loss per epoch, a paired difference to ordinal, what siren learned.
     assert all(len(r) == 2 for r in ml["runs"].values())
