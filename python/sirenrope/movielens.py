@@ -109,8 +109,8 @@ def read_events(csv_path: str, limit_users: int = 0) -> list[dict]:
             raise DatasetError(f"{csv_path}: no column {missing[0]!r} (want {', '.join(COLUMNS)})")
         rows = list(reader)
     if limit_users > 0:
-        keep = sorted({int(r["userId"]) for r in rows})[:limit_users]
-        rows = [r for r in rows if int(r["userId"]) in set(keep)]
+        keep = set(sorted({int(r["userId"]) for r in rows})[:limit_users])
+        rows = [r for r in rows if int(r["userId"]) in keep]
     rows.sort(key=lambda r: (int(r["timestamp"]), int(r["userId"]), int(r["movieId"])))
     return [to_event(r) for r in rows]
 
