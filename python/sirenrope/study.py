@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -80,36 +82,61 @@ def _args(smoke: bool, variant: str) -> argparse.Namespace:
                               reverse_order=False)
 
 
-def run_dataset(dataset: str, args) -> tuple[dict, dict, dict]:
-    """Trains every variant on every seed: (runs, losses, seed-0 siren model or None)."""
+_HISTORIES: dict = {}  # (path, schema change) -> histories, per process
+
+
+def _train_one(task: tuple) -> tuple[dict, list[float], dict | None]:
+    """One (variant, seed) run: its metrics, training loss per epoch, and what it learned
+    when it is the first seed's siren. Top-level so that --jobs workers can run it."""
+    dataset, path, name, variant, change, overrides, seed, o = task
+    if o["threads"]:
+        torch.set_num_threads(o["threads"])
+    schema = _schema(dataset, change)
+    key = (path, change)
+    if key not in _HISTORIES:
+        _HISTORIES[key] = read_histories(path, ModelConfig(schema=schema))
+    histories = _HISTORIES[key]
+    cfg = replace(build_config(_args(o["smoke"], variant), schema, histories), **overrides)
+    cfg.validate()
+    epoch_loss: list[float] = []
+
+    def log(line: str) -> None:
+        if "train loss" in line:
+            epoch_loss.append(float(line.split("train loss")[1].split()[0]))
+
+    model, m = train(cfg, histories, epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"],
+                     seed=seed, eval_fraction=o["eval_fraction"], chunk=o["chunk"], log=log)
+    first, row = next(iter(m["labels"].items()))
+    print(f"{dataset:<10} {name:<16} seed {seed}: {first} NE {row['ne']:.4f} "
+          f"AUC {row['auc']:.4f} ({m['train_seconds']}s)", file=sys.stderr, flush=True)
+    angles = learned_angles(model) if name == "siren" and seed == o["first_seed"] else None
+    return m, epoch_loss, angles
+
+
+def run_dataset(dataset: str, args) -> tuple[dict, dict, dict | None]:
+    """Trains every variant on every seed (--jobs processes at once, each on --threads
+    threads): (runs, losses, what seed 0's siren learned or None), runs in seed order."""
     path = _data(dataset, args.out, args.smoke)
     specs = [(v, v, "attrs", {}) for v in args.variants] + \
         [x for x in EXTRA[dataset] if x[0] in args.extra]
+    opts = {k: getattr(args, k) for k in ("threads", "smoke", "epochs", "batch_size", "lr",
+                                          "eval_fraction", "chunk")}
+    opts["first_seed"] = args.seeds[0]
+    tasks = [(dataset, path, *spec, seed, opts) for spec in specs for seed in args.seeds]
+    if args.jobs > 1:
+        # spawn, not fork: the parent's torch thread pools do not survive a fork.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            outs = list(pool.map(_train_one, tasks))
+    else:
+        outs = [_train_one(t) for t in tasks]
     runs: dict[str, list[dict]] = {}
     losses: dict[str, list[list[float]]] = {}
     learned = None
-    for name, variant, change, overrides in specs:
-        schema = _schema(dataset, change)
-        histories = read_histories(path, ModelConfig(schema=schema))
-        cfg = replace(build_config(_args(args.smoke, variant), schema, histories), **overrides)
-        cfg.validate()
-        for seed in args.seeds:
-            epoch_loss: list[float] = []
-
-            def log(line: str, into=epoch_loss) -> None:
-                if "train loss" in line:
-                    into.append(float(line.split("train loss")[1].split()[0]))
-
-            model, m = train(cfg, histories, epochs=args.epochs, batch_size=args.batch_size,
-                             lr=args.lr, seed=seed, eval_fraction=args.eval_fraction,
-                             chunk=args.chunk, log=log)
-            runs.setdefault(name, []).append(m)
-            losses.setdefault(name, []).append(epoch_loss)
-            if name == "siren" and seed == args.seeds[0]:
-                learned = model
-            first, row = next(iter(m["labels"].items()))
-            print(f"{dataset:<10} {name:<16} seed {seed}: {first} NE {row['ne']:.4f} "
-                  f"AUC {row['auc']:.4f} ({m['train_seconds']}s)", file=sys.stderr, flush=True)
+    for task, (m, epoch_loss, angles) in zip(tasks, outs):
+        runs.setdefault(task[2], []).append(m)
+        losses.setdefault(task[2], []).append(epoch_loss)
+        learned = angles if angles is not None else learned
     return runs, losses, learned
 
 
@@ -208,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--eval-fraction", type=float, default=0.2)
     p.add_argument("--chunk", type=int, default=256)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per run (0: torch's default; with --jobs > 1 give 1)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at once, each in its own process (2 on this 2-core machine, "
+                        "with --threads 1)")
     p.add_argument("--smoke", action="store_true",
                    help="tiny data and model, for the test: seconds, not a result")
     args = p.parse_args(argv)
@@ -218,11 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     results = {}
     for ds in args.datasets:
-        runs, losses, model = run_dataset(ds, args)
+        runs, losses, angles = run_dataset(ds, args)
         labels = list(next(iter(runs.values()))[0]["labels"])
         results[ds] = {"runs": runs, "losses": losses, "labels": labels,
                        "summary": summarize_runs(runs, labels),
-                       "angles": learned_angles(model) if model is not None else None}
+                       "angles": angles}
     text = [f"# Study ({time.strftime('%Y-%m-%d %H:%M')}, {time.time() - started:.0f} s, seeds "
             f"{' '.join(map(str, args.seeds))}, {args.epochs} epochs"
             f"{', SMOKE: not a result' if args.smoke else ''})"]

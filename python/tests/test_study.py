@@ -28,3 +28,18 @@ def test_the_study_runs_end_to_end_in_its_smoke_size(tmp_path, capsys):
     assert len(ml["angles"]["by_hour"]) == 4 and len(ml["angles"]["by_hour"][0]) == 24
     assert "SMOKE: not a result" in (out / "study.md").read_text()
     assert "## movielens" in capsys.readouterr().out
+
+
+def test_runs_in_parallel_processes_give_the_serial_results(tmp_path):
+    """--jobs 2 (spawned processes, one thread each) is the same training as one process on
+    one thread: the same metrics, bit for bit, in the same seed order."""
+    common = ["--smoke", "--datasets", "movielens", "--variants", "ordinal", "siren",
+              "--extra", "--seeds", "0", "1", "--epochs", "1", "--threads", "1"]
+    assert study.main(["--out", str(tmp_path / "serial")] + common) == 0
+    assert study.main(["--out", str(tmp_path / "parallel"), "--jobs", "2"] + common) == 0
+    serial, parallel = (json.loads((tmp_path / d / "study.json").read_text())["results"]
+                        for d in ("serial", "parallel"))
+    for name in ("ordinal", "siren"):
+        for a, b in zip(serial["movielens"]["runs"][name], parallel["movielens"]["runs"][name]):
+            assert a["labels"] == b["labels"]
+    assert serial["movielens"]["angles"] == parallel["movielens"]["angles"]
