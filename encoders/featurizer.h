@@ -84,6 +84,11 @@ struct EventInputs {
   std::vector<float> labels;         // n_labels 0/1 values (zeros without actions).
 };
 
+// The ts_ms Featurize accepts: [1970-01-01T00:00:00Z, 2200-01-01T00:00:00Z) (features.py's
+// TS_MIN_MS, TS_END_MS).
+inline constexpr int64_t kTsMinMs = 0;
+inline constexpr int64_t kTsEndMs = 7'258'118'400'000;
+
 // Featurises events for one model config, with the vocabulary and action lookups built once.
 //
 // Lifecycle: built from a validated config (ParseModelConfig or ValidateModelConfig), which it
@@ -91,11 +96,6 @@ struct EventInputs {
 // Concurrency: Featurize is const and touches no shared state: any number of threads may
 // call it at once.
 // Limitations: one event at a time; batching is the caller's.
-// The ts_ms Featurize accepts: [1970-01-01T00:00:00Z, 2200-01-01T00:00:00Z) (features.py's
-// TS_MIN_MS, TS_END_MS).
-inline constexpr int64_t kTsMinMs = 0;
-inline constexpr int64_t kTsEndMs = 7'258'118'400'000;
-
 class Featurizer {
  public:
   explicit Featurizer(ModelConfig config);

@@ -43,15 +43,20 @@ class Bundle:
     metrics: dict | None = None
 
 
+def _refuse_offline_only(cfg: ModelConfig) -> None:
+    """BundleError naming the first offline-only ablation field `cfg` sets (export and load)."""
+    if names := cfg.offline_only():
+        raise BundleError(f"config.{names[0]}: {getattr(cfg, names[0])!r} is an offline "
+                          "ablation of the study; the daemon does not serve it")
+
+
 def bundle_bytes(model: GenerativeRecommender, metrics: dict | None = None) -> bytes:
     """Serialise a model; refuses configs that cannot be served (reverse-order ablation)."""
     cfg = model.cfg
     if cfg.reverse_order:
         raise BundleError("config.reverse_order: the reverse-order feature makes every cached "
                           "key stale on each new event, so it cannot be served")
-    for name in cfg.offline_only():
-        raise BundleError(f"config.{name}: {getattr(cfg, name)!r} is an offline ablation of the "
-                          "study; the daemon does not serve it")
+    _refuse_offline_only(cfg)
     tensors = {name: t.detach().to(torch.float32).contiguous().numpy()
                for name, t in model.state_dict().items()}
     for name, arr in tensors.items():
@@ -93,9 +98,7 @@ def parse_bundle(data: bytes) -> Bundle:
     if cfg.reverse_order:
         raise BundleError("config.reverse_order: true is an offline ablation; it breaks cache "
                           "exactness and cannot be served")
-    for name in cfg.offline_only():
-        raise BundleError(f"config.{name}: {getattr(cfg, name)!r} is an offline ablation of the "
-                          "study; the daemon does not serve it")
+    _refuse_offline_only(cfg)
     model = GenerativeRecommender(cfg)
     expected = model.state_dict()
     for name in expected:

@@ -32,11 +32,11 @@ import numpy as np
 from .config import InputSchema, ModelConfig
 
 DAY_MS = 86_400_000
+WEEK_MS = 7 * DAY_MS
 # The accepted ts_ms: [1970-01-01T00:00:00Z, 2200-01-01T00:00:00Z) (encoders/featurizer.h).
 TS_MIN_MS = 0
 TS_END_MS = 7_258_118_400_000
 TS_RANGE_ERROR = "out of range [1970-01-01, 2200-01-01)"
-WEEK_MS = 7 * DAY_MS
 TWO_PI = 2.0 * math.pi
 
 _FNV_OFFSET = 0xCBF29CE484222325
