@@ -41,8 +41,9 @@ packages=(
   # tools/demo.sh asks the daemon's HTTP API (docs/api.md) with it.
   curl
   # The real MovieLens ratings (R package dslabs) the model study reads through Rscript
-  # (python/sirenrope/movielens.py, docs/results.md).
-  r-base-core r-cran-dslabs
+  # (python/sirenrope/movielens.py, docs/results.md), and the pictures of the study and the
+  # load benchmark.
+  r-base-core r-cran-dslabs python3-matplotlib
 )
 
 missing=()
