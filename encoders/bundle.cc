@@ -121,6 +121,13 @@ bool VisitExpectedTensors(const ModelConfig& c, Visit&& visit) {
   if (!angle_net("act_angle.")) {
     return false;
   }
+  if (c.act_proj) {  // registered after act_pad, so after act_angle's children
+    for (const char* name : {"act_wq", "act_wk", "act_wv", "act_wo"}) {
+      if (!visit(fmt::format("{}.weight", name), Shape{d, d})) {
+        return false;
+      }
+    }
+  }
   const int64_t hh = c.head_hidden;
   return visit(std::string("head.0.weight"), Shape{hh, 2 * d + kRequestFeatures}) &&
          visit(std::string("head.0.bias"), Shape{hh}) &&

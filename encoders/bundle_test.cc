@@ -190,7 +190,8 @@ TEST(BundleDeathTest, GetOfANameTheConfigDoesNotImplyAborts) {
 
 // GenerativeRecommender(cfg).state_dict() names and shapes, in order, printed by Python for
 // configs the golden bundles do not cover (variants none and ordinal, item ids, SIREN without
-// categorical fields, the DNN branch with hash and vocab fields).
+// categorical fields, the DNN branch with hash and vocab fields, the action attention's
+// projections without an angle network).
 TEST(ExpectedTensorsTest, MatchesPyTorchStateDictsInOrder) {
   struct Case {
     const char* name;
@@ -296,6 +297,24 @@ TEST(ExpectedTensorsTest, MatchesPyTorchStateDictsInOrder) {
        "act_angle.dnn.2.weight:6,6;act_angle.dnn.2.bias:6;act_angle.dnn.4.weight:6,6;"
        "act_angle.dnn.4.bias:6;act_angle.dnn.6.weight:4,6;act_angle.dnn.6.bias:4;"
        "head.0.weight:3,20;head.0.bias:3;head.2.weight:1,3;head.2.bias:1"},
+      {"ordinal_act_proj",
+       R"({"act_proj":true,"action_hidden":5,"angle_hidden":3,"d_angle":1,"d_model":8,"ffn_mu)"
+       R"(lt":2,"format_version":1,"head_hidden":7,"layer_norm_eps":1e-05,"logit_scale":0.025,)"
+       R"("n_heads":2,"n_layers":1,"reverse_order":false,"rope_base":100000.0,"schema":{"actio)"
+       R"(ns":[{"default":0.0,"name":"a","transform":"identity"}],"categorical":[],"feature_ab)"
+       R"(s_max":10000.0,"item":{"buckets":0,"dim":3,"kind":"features"},"labels":[{"action":")"
+       R"(a","name":"l","threshold":0.0}]},"skip_scale":0.1,"t_ref_ms":1767571200000,"t_scale)"
+       R"(_s":31536000.0,"time_unit_s":3600.0,"variant":"ordinal","w0":10.0,"window":64})",
+       "act_pad:8;item_proj.weight:8,3;item_proj.bias:8;item_ln.weight:8;item_ln.bias:8;"
+       "action_mlp.0.weight:5,1;action_mlp.0.bias:5;action_mlp.2.weight:5,5;"
+       "action_mlp.2.bias:5;action_mlp.4.weight:8,5;action_mlp.4.bias:8;blocks.0.pad:8;"
+       "blocks.0.ln1.weight:8;blocks.0.ln1.bias:8;blocks.0.wq.weight:8,8;"
+       "blocks.0.wk.weight:8,8;blocks.0.wv.weight:8,8;blocks.0.wo.weight:8,8;"
+       "blocks.0.ln2.weight:8;blocks.0.ln2.bias:8;blocks.0.ffn.0.weight:16,8;"
+       "blocks.0.ffn.0.bias:16;blocks.0.ffn.2.weight:8,16;blocks.0.ffn.2.bias:8;"
+       "final_ln.weight:8;final_ln.bias:8;act_wq.weight:8,8;act_wk.weight:8,8;"
+       "act_wv.weight:8,8;act_wo.weight:8,8;head.0.weight:7,20;head.0.bias:7;"
+       "head.2.weight:1,7;head.2.bias:1"},
   };
   for (const Case& c : cases) {
     auto config = ParseModelConfig(c.config);

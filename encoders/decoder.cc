@@ -143,6 +143,8 @@ struct Decoder::Impl {
   std::vector<Block> blocks;
   Norm final_ln;
   const float* act_pad = nullptr;
+  bool act_proj = false;
+  Dense act_wq, act_wk, act_wv, act_wo;  // with act_proj only
   Dense head0, head2;
 
   // Scratch, reused across calls (sized for the largest batch seen).
@@ -379,14 +381,30 @@ struct Decoder::Impl {
       DenseRows(blk.ffn2, ffn.data(), n, tmp.data());
       k::Axpy(skip, tmp.data(), x.data(), AsSize(nd));
     }
-    // Action attention: Q = K = rotated final hidden state, V = action embedding.
+    // Action attention: Q = K = rotated final hidden state, V = action embedding; with
+    // act_proj Q = rot(Wq h), K = rot(Wk h), V = Wv a and the context goes through Wo.
     NormRows(final_ln, x.data(), n, h1.data());
-    std::copy(h1.begin(), h1.begin() + nd, q.begin());
-    RotateRows(q.data(), n, cos_a.data(), sin_a.data());
     const auto act_block = static_cast<int64_t>(blocks.size());
-    AttendRows(win, act_block, q.data(), act_pad, n, att.data());
-    if (append) {
-      WriteRows(out_win, act_block, q.data(), a.data(), n);
+    if (!act_proj) {
+      std::copy(h1.begin(), h1.begin() + nd, q.begin());
+      RotateRows(q.data(), n, cos_a.data(), sin_a.data());
+      AttendRows(win, act_block, q.data(), act_pad, n, att.data());
+      if (append) {
+        WriteRows(out_win, act_block, q.data(), a.data(), n);
+      }
+    } else {
+      DenseRows(act_wq, h1.data(), n, q.data());
+      RotateRows(q.data(), n, cos_a.data(), sin_a.data());
+      if (append) {
+        DenseRows(act_wk, h1.data(), n, kk.data());
+        RotateRows(kk.data(), n, cos_a.data(), sin_a.data());
+        DenseRows(act_wv, a.data(), n, vv.data());
+      }
+      AttendRows(win, act_block, q.data(), act_pad, n, tmp.data());
+      if (append) {  // after attending, as in the blocks
+        WriteRows(out_win, act_block, kk.data(), vv.data(), n);
+      }
+      DenseRows(act_wo, tmp.data(), n, att.data());
     }
     // Head: MLP on [h, action context, request context].
     const int hin = head0.in;
@@ -479,6 +497,13 @@ Result<Decoder> Decoder::Create(const Bundle& bundle, KvDtype kv_dtype) {
   }
   m.final_ln = MakeNorm(bundle, "final_ln");
   m.act_pad = bundle.Get("act_pad").data.data();
+  m.act_proj = c.act_proj;
+  if (c.act_proj) {
+    m.act_wq = MakeDense(bundle, "act_wq", false);
+    m.act_wk = MakeDense(bundle, "act_wk", false);
+    m.act_wv = MakeDense(bundle, "act_wv", false);
+    m.act_wo = MakeDense(bundle, "act_wo", false);
+  }
   m.head0 = MakeDense(bundle, "head.0");
   m.head2 = MakeDense(bundle, "head.2");
   return Decoder(std::move(impl));

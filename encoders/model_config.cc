@@ -262,13 +262,30 @@ Status ParseLabels(const Json& s, Draft& draft) {
 // python _parse_model_config: types only, in Python's order (dataclass field order).
 Status ParseDraft(const Json& d, Draft& draft) {
   ROTOR_RETURN_IF_ERROR(ExpectObject(d, "<root>"));
-  ROTOR_RETURN_IF_ERROR(RejectUnknown(
-      d, {"variant",       "d_model",     "n_heads",        "n_layers",      "d_angle",
-          "angle_hidden",  "w0",          "rope_base",      "t_ref_ms",      "t_scale_s",
-          "time_unit_s",   "logit_scale", "skip_scale",     "window",        "action_hidden",
-          "head_hidden",   "ffn_mult",    "layer_norm_eps", "reverse_order", "schema",
-          "format_version"},
-      ""));
+  ROTOR_RETURN_IF_ERROR(RejectUnknown(d,
+                                      {"variant",
+                                       "d_model",
+                                       "n_heads",
+                                       "n_layers",
+                                       "d_angle",
+                                       "angle_hidden",
+                                       "w0",
+                                       "rope_base",
+                                       "t_ref_ms",
+                                       "t_scale_s",
+                                       "time_unit_s",
+                                       "logit_scale",
+                                       "skip_scale",
+                                       "window",
+                                       "action_hidden",
+                                       "head_hidden",
+                                       "ffn_mult",
+                                       "layer_norm_eps",
+                                       "reverse_order",
+                                       "act_proj",
+                                       "schema",
+                                       "format_version"},
+                                      ""));
   ModelConfig& c = draft.config;
   ROTOR_RETURN_IF_ERROR(GetOptional(d, "variant", "", draft.variant));
   ROTOR_RETURN_IF_ERROR(GetOptional(d, "d_model", "", c.d_model));
@@ -289,6 +306,7 @@ Status ParseDraft(const Json& d, Draft& draft) {
   ROTOR_RETURN_IF_ERROR(GetOptional(d, "ffn_mult", "", c.ffn_mult));
   ROTOR_RETURN_IF_ERROR(GetOptional(d, "layer_norm_eps", "", c.layer_norm_eps));
   ROTOR_RETURN_IF_ERROR(GetOptional(d, "reverse_order", "", c.reverse_order));
+  ROTOR_RETURN_IF_ERROR(GetOptional(d, "act_proj", "", c.act_proj));
   ROTOR_RETURN_IF_ERROR(GetOptional(d, "format_version", "", c.format_version));
 
   static const Json kEmptyObject = Json::object();
@@ -649,27 +667,32 @@ std::string ModelConfigToJson(const ModelConfig& c) {
                                          {"categorical", JsonArray(cats)},
                                          {"labels", JsonArray(labels)},
                                          {"feature_abs_max", JsonFloat(s.feature_abs_max)}});
-  return JsonObject({{"variant", JsonString(VariantName(c.variant))},
-                     {"d_model", std::to_string(c.d_model)},
-                     {"n_heads", std::to_string(c.n_heads)},
-                     {"n_layers", std::to_string(c.n_layers)},
-                     {"d_angle", std::to_string(c.d_angle)},
-                     {"angle_hidden", std::to_string(c.angle_hidden)},
-                     {"w0", JsonFloat(c.w0)},
-                     {"rope_base", JsonFloat(c.rope_base)},
-                     {"t_ref_ms", std::to_string(c.t_ref_ms)},
-                     {"t_scale_s", JsonFloat(c.t_scale_s)},
-                     {"time_unit_s", JsonFloat(c.time_unit_s)},
-                     {"logit_scale", JsonFloat(c.logit_scale)},
-                     {"skip_scale", JsonFloat(c.skip_scale)},
-                     {"window", std::to_string(c.window)},
-                     {"action_hidden", std::to_string(c.action_hidden)},
-                     {"head_hidden", std::to_string(c.head_hidden)},
-                     {"ffn_mult", std::to_string(c.ffn_mult)},
-                     {"layer_norm_eps", JsonFloat(c.layer_norm_eps)},
-                     {"reverse_order", c.reverse_order ? "true" : "false"},
-                     {"schema", schema},
-                     {"format_version", std::to_string(c.format_version)}});
+  std::vector<std::pair<std::string_view, std::string>> fields = {
+      {"variant", JsonString(VariantName(c.variant))},
+      {"d_model", std::to_string(c.d_model)},
+      {"n_heads", std::to_string(c.n_heads)},
+      {"n_layers", std::to_string(c.n_layers)},
+      {"d_angle", std::to_string(c.d_angle)},
+      {"angle_hidden", std::to_string(c.angle_hidden)},
+      {"w0", JsonFloat(c.w0)},
+      {"rope_base", JsonFloat(c.rope_base)},
+      {"t_ref_ms", std::to_string(c.t_ref_ms)},
+      {"t_scale_s", JsonFloat(c.t_scale_s)},
+      {"time_unit_s", JsonFloat(c.time_unit_s)},
+      {"logit_scale", JsonFloat(c.logit_scale)},
+      {"skip_scale", JsonFloat(c.skip_scale)},
+      {"window", std::to_string(c.window)},
+      {"action_hidden", std::to_string(c.action_hidden)},
+      {"head_hidden", std::to_string(c.head_hidden)},
+      {"ffn_mult", std::to_string(c.ffn_mult)},
+      {"layer_norm_eps", JsonFloat(c.layer_norm_eps)},
+      {"reverse_order", c.reverse_order ? "true" : "false"},
+      {"schema", schema},
+      {"format_version", std::to_string(c.format_version)}};
+  if (c.act_proj) {  // Python leaves it out when false (config.OMITTED_AT)
+    fields.emplace_back("act_proj", "true");
+  }
+  return JsonObject(std::move(fields));
 }
 
 }  // namespace rotor::encoders

@@ -152,6 +152,10 @@ struct ModelConfig {
   int64_t ffn_mult = 4;
   double layer_norm_eps = 1.0e-5;
   bool reverse_order = false;  // Offline ablation only (breaks cache exactness).
+  // The action attention's own Q/K/V/O projections (act_wq/wk/wv/wo): Q = rot(Wq h),
+  // K = rot(Wk h), V = Wv a, context Wo(attention). False (and absent, as in bundles made
+  // before the field): Q = K = rot(h), V = a, no Wo.
+  bool act_proj = false;
   InputSchema schema;
   int64_t format_version = kFormatVersion;
 

@@ -97,6 +97,26 @@ TEST(ModelConfigTest, MissingFieldsTakePythonsDefaults) {
   EXPECT_EQ(*config, defaults);
 }
 
+TEST(ModelConfigTest, ActionProjectionsAreWrittenOnlyWhenOn) {
+  // Python leaves act_proj out of a config when false (OMITTED_AT), so bundles made before the
+  // field keep their bytes; true is written, and both read back.
+  constexpr std::string_view kMinimal = R"("schema":{"actions":[{"name":"a"}],)"
+                                        R"("labels":[{"name":"l","action":"a"}]}})";
+  auto off = ParseModelConfig(fmt::format(R"({{"act_proj":false,{})", kMinimal));
+  ASSERT_TRUE(off.ok()) << off.status().ToString();
+  EXPECT_FALSE(off->act_proj);
+  EXPECT_EQ(ModelConfigToJson(*off).find("act_proj"), std::string::npos);
+  auto on = ParseModelConfig(fmt::format(R"({{"act_proj":true,{})", kMinimal));
+  ASSERT_TRUE(on.ok()) << on.status().ToString();
+  EXPECT_TRUE(on->act_proj);
+  // Python: ModelConfig.from_dict(<same>).to_json() starts so.
+  EXPECT_EQ(ModelConfigToJson(*on).rfind(R"({"act_proj":true,"action_hidden":64,)", 0), 0U);
+  auto golden = ParseModelConfig(GoldenConfigJson("act_proj_per_pair"));
+  ASSERT_TRUE(golden.ok()) << golden.status().ToString();
+  EXPECT_TRUE(golden->act_proj);
+  EXPECT_EQ(golden->d_angle, golden->n_pairs());  // one learned angle per rotation pair
+}
+
 TEST(ModelConfigTest, IntegersWhereNumbersAreExpectedAndNonAsciiNamesMatchPython) {
   auto config = ParseModelConfig(
       R"({"w0": 7, "variant": "ordinal", "schema": {"item": {"kind": "id", "buckets": 5},
@@ -200,6 +220,7 @@ TEST(ModelConfigTest, InvalidFieldsAreRefusedWithPythonsExactMessage) {
        R"(config.logit_scale: expected a number, got {"a": [1, "\u00e9", null]})"},
       {"/variant", R"(7)", "config.variant: expected a string, got 7"},
       {"/reverse_order", R"(1)", "config.reverse_order: expected a boolean, got 1"},
+      {"/act_proj", R"(1)", "config.act_proj: expected a boolean, got 1"},
       {"/logit_scale",
        R"([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49])",
        "config.logit_scale: expected a number, got [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, "

@@ -26,6 +26,9 @@ N_TIME_FEATURES = 5
 ANGLE_TIME_INPUTS = ("all", "offset")
 # Fields of offline ablations, with their defaults (ModelConfig.to_dict, bundle.bundle_bytes).
 OFFLINE_ONLY = {"angle_time_inputs": "all", "time_in_item": False}
+# Fields a bundle's config leaves out at these values, so that bundles made before the field
+# existed stay the same bytes (and model ids); a reader takes a missing one as this value.
+OMITTED_AT = {**OFFLINE_ONLY, "act_proj": False}
 # Width of the request context fed to the head: daily cos/sin, weekly cos/sin.
 N_REQUEST_FEATURES = 4
 
@@ -113,6 +116,10 @@ class ModelConfig:
     ffn_mult: int = 4
     layer_norm_eps: float = 1.0e-5
     reverse_order: bool = False  # offline ablation only (breaks cache exactness)
+    # The action attention's own Q/K/V/O projections (the paper's demo code): Q = rot(Wq h),
+    # K = rot(Wk h), V = Wv a, context Wo(attention). False: Q = K = rot(h), V = a, no Wo
+    # (bundles made before the field; served by the daemon either way).
+    act_proj: bool = False
     # Offline ablations of the study (OFFLINE_ONLY: left out of a bundle at their defaults,
     # refused by the exporter otherwise; the daemon serves neither):
     # "all" feeds the angle networks the daily and weekly cos/sin and T~; "offset" only T~
@@ -156,11 +163,11 @@ class ModelConfig:
 
     # ---- (de)serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Every field, except the offline-only ones at their defaults: a bundle's config
+        """Every field, except those of OMITTED_AT at their values there: a bundle's config
         holds what the daemon serves, and bundles made before those fields stay the same
         bytes (the same model ids)."""
         d = dataclasses.asdict(self)
-        for name, default in OFFLINE_ONLY.items():
+        for name, default in OMITTED_AT.items():
             if d[name] == default:
                 del d[name]
         return d

@@ -14,7 +14,8 @@ path must match):
         inputs.item, inputs.actions, inputs.cat, inputs.time_feats, pos
         angles, act_angles [S, P]            block and action-attention angles
         k.<b>, v.<b> [S, d_model]            rotated K and V rows per block (b = n_layers is
-                                             the action attention: K = rotated h, V = a)
+                                             the action attention: K = rotated h, V = a;
+                                             with act_proj K = rot(Wk h), V = Wv a)
         hidden [S, d_model], logits [S, n_labels]
         cache.k.<b>, cache.v.<b>, cache.pos  the window after the last event
         cand.logits [N, n_labels]            each candidate appended alone, at next_pos
@@ -65,7 +66,13 @@ def _bundles() -> dict[str, ModelConfig]:
                        angle_hidden=8, window=6, t_ref_ms=1767571200000, schema=sine_schema)
     dnn = ModelConfig(variant="siren_dnn_only", d_model=16, n_heads=1, n_layers=2, d_angle=8,
                       angle_hidden=8, window=4, t_ref_ms=1767571200000, schema=sine_schema)
-    return {"siren": siren, "time_linear": time_linear, "sine_only": sine, "dnn_only": dnn}
+    # The paper's fidelity choices: one learned angle per rotation pair (d_angle = P) and the
+    # action attention's own Q/K/V/O projections. Last, so the bundles above keep their seeds.
+    per_pair = ModelConfig(variant="siren", d_model=24, n_heads=2, n_layers=1, d_angle=6,
+                           angle_hidden=8, window=6, t_ref_ms=1767571200000, act_proj=True,
+                           schema=synthetic_schema())
+    return {"siren": siren, "time_linear": time_linear, "sine_only": sine, "dnn_only": dnn,
+            "act_proj_per_pair": per_pair}
 
 
 def perturbed_model(cfg: ModelConfig, seed: int) -> GenerativeRecommender:

@@ -23,6 +23,7 @@ bit for bit. Nothing of this is stored in a bundle.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -61,10 +62,16 @@ class Batch:
     valid: torch.Tensor  # bool
     labels: torch.Tensor
 
+    def to(self, device: torch.device | str) -> "Batch":
+        """The same batch on ``device`` (itself when already there)."""
+        return Batch(**{f.name: getattr(self, f.name).to(device)
+                        for f in dataclasses.fields(self)})
+
     def reverse_feature(self) -> torch.Tensor:
         """The demo code's (S-1-i)/S, newest = 0 (reverse-order ablation only)."""
         n = self.valid.sum(dim=1, keepdim=True).to(torch.float32)
-        i = torch.arange(self.valid.shape[1], dtype=torch.float32).unsqueeze(0)
+        i = torch.arange(self.valid.shape[1], dtype=torch.float32,
+                         device=self.valid.device).unsqueeze(0)
         return ((n - 1 - i) / n.clamp(min=1)).masked_fill(~self.valid, 0.0)
 
 
@@ -204,6 +211,11 @@ class GenerativeRecommender(nn.Module):
         self.final_ln = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.act_angle = RotaryAngleNet(cfg)
         self.act_pad = nn.Parameter(torch.zeros(d))
+        if cfg.act_proj:  # registered here: their tensors sit between act_angle.* and head.*
+            self.act_wq = nn.Linear(d, d, bias=False)
+            self.act_wk = nn.Linear(d, d, bias=False)
+            self.act_wv = nn.Linear(d, d, bias=False)
+            self.act_wo = nn.Linear(d, d, bias=False)
         self.head = nn.Sequential(nn.Linear(2 * d + N_REQUEST_FEATURES, cfg.head_hidden),
                                   nn.ReLU(), nn.Linear(cfg.head_hidden, cfg.n_labels))
         self.kv_dtype = None
@@ -229,6 +241,30 @@ class GenerativeRecommender(nn.Module):
             item = torch.cat([item, time_feats], dim=-1)
         return self.item_ln(torch.relu(self.item_proj(item)))
 
+    def act_query_key_value(self, h: torch.Tensor, a: torch.Tensor | None,
+                            act_angles: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The action attention's query, and its K and V rows as stored (None without ``a``):
+        Q = K = rot(h) and V = a, or with ``act_proj`` Q = rot(Wq h), K = rot(Wk h),
+        V = Wv a."""
+        n_heads = self.cfg.n_heads
+        if not self.cfg.act_proj:
+            q = rotate(h, act_angles, n_heads)
+            k, v = q, a
+        else:
+            q = rotate(self.act_wq(h), act_angles, n_heads)
+            k = rotate(self.act_wk(h), act_angles, n_heads) if a is not None else None
+            v = self.act_wv(a) if a is not None else None
+        if a is None:
+            return q, None, None
+        return q, round_rows(k, self._kv_round), round_rows(v, self._kv_round)
+
+    def act_attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   visible: torch.Tensor) -> torch.Tensor:
+        """The action context fed to the head: attention over the cached action rows, through
+        Wo with ``act_proj``."""
+        ctx = attend(q, k, v, visible, self.act_pad, self.cfg.n_heads, self.cfg.logit_scale)
+        return self.act_wo(ctx) if self.cfg.act_proj else ctx
+
     def _head(self, h: torch.Tensor, ctx: torch.Tensor, time_feats: torch.Tensor) -> torch.Tensor:
         return self.head(torch.cat([h, ctx, time_feats[..., :N_REQUEST_FEATURES]], dim=-1))
 
@@ -251,9 +287,8 @@ class GenerativeRecommender(nn.Module):
             ks.append(k)
             vs.append(v)
         h = self.final_ln(x)
-        qa = rotate(h, act_angles, cfg.n_heads)
-        ka, va = round_rows(qa, self._kv_round), round_rows(a, self._kv_round)  # as stored
-        ctx = attend(qa, ka, va, visible, self.act_pad, cfg.n_heads, cfg.logit_scale)
+        qa, ka, va = self.act_query_key_value(h, a, act_angles)
+        ctx = self.act_attend(qa, ka, va, visible)
         ks.append(ka)
         vs.append(va)
         logits = self._head(h, ctx, batch.time_feats)
@@ -310,11 +345,11 @@ class GenerativeRecommender(nn.Module):
             ks.append(k)
             vs.append(v)
         h = self.final_ln(x)
-        qa = rotate(h, act_angles, cfg.n_heads)
-        ctx = attend(qa.unsqueeze(1), window(cfg.n_layers, "k"), window(cfg.n_layers, "v"),
-                     visible, self.act_pad, cfg.n_heads, cfg.logit_scale)[:, 0]
-        ks.append(round_rows(qa, self._kv_round))
-        vs.append(round_rows(a, self._kv_round))
+        qa, ka, va = self.act_query_key_value(h, a, act_angles)
+        ctx = self.act_attend(qa.unsqueeze(1), window(cfg.n_layers, "k"),
+                              window(cfg.n_layers, "v"), visible)[:, 0]
+        ks.append(ka)
+        vs.append(va)
         logits = self._head(h, ctx, tf)
         outs = []
         for u, c in enumerate(caches):
@@ -352,7 +387,6 @@ class GenerativeRecommender(nn.Module):
         for b, blk in enumerate(self.blocks):
             x = blk.mix(x, blk.attend(blk.query(x, angles), cache.k[b], cache.v[b], visible))
         h = self.final_ln(x)
-        qa = rotate(h, act_angles, cfg.n_heads)
-        ctx = attend(qa, cache.k[-1], cache.v[-1], visible, self.act_pad, cfg.n_heads,
-                     cfg.logit_scale)
+        qa, _, _ = self.act_query_key_value(h, None, act_angles)
+        ctx = self.act_attend(qa, cache.k[-1], cache.v[-1], visible)
         return self._head(h, ctx, tf)

@@ -136,6 +136,24 @@ def test_offline_ablations_train_but_do_not_export(edit):
         bundle_bytes(seeded_model(cfg, seed=2))
 
 
+def test_action_projections_round_trip_and_are_left_out_when_off():
+    """act_proj is served: exported and reloaded with its four tensors (between act_angle.*
+    and head.*, the order the daemon checks); off, the config does not name it, so bundles
+    made before it keep their bytes."""
+    assert "act_proj" not in small_config().to_dict()
+    m = seeded_model(small_config(act_proj=True), seed=23)
+    data = bundle_bytes(m)
+    b = parse_bundle(data)
+    assert b.config.act_proj and b.config.to_dict()["act_proj"] is True
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in b.model.state_dict().items())
+    names = list(decode(data)[0])
+    assert names.index("act_wq.weight") > max(i for i, n in enumerate(names)
+                                               if n.startswith("act_angle."))
+    assert names.index("act_wo.weight") < names.index("head.0.weight")
+    off = dict(json.loads(small_config().to_json()), act_proj=False)
+    assert ModelConfig.from_dict(off) == small_config()
+
+
 def test_export_refuses_non_finite_weights():
     m = seeded_model(small_config(), seed=22)
     with torch.no_grad():

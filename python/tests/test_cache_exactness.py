@@ -61,6 +61,28 @@ def test_the_studys_offline_ablations_are_cache_exact_too(edit):
     assert max_decode_error(model, random_events(40, seed=4)) <= TOL
 
 
+@pytest.mark.parametrize("variant", ["siren", "ordinal", "none"])
+def test_action_attention_projections_are_cache_exact(variant):
+    """act_proj: the action attention's K = rot(Wk h) and V = Wv a are cached, Q = rot(Wq h)
+    and Wo apply at read time; decode and candidates match the full forward."""
+    model = seeded_model(small_config(variant=variant, window=6, act_proj=True), seed=6)
+    with torch.no_grad():  # the projections differ from identity, or this proves nothing
+        assert float((model.act_wk.weight - model.act_wq.weight).abs().max()) > 0.01
+    events = random_events(40, seed=6)
+    assert max_decode_error(model, events) <= TOL
+    cfg = model.cfg
+    ev = featurize(events[:20], cfg)
+    cache = model.new_cache(0)
+    for i in range(len(ev)):
+        model.decode(cache, ev, i)
+    cands = _candidates(5, events[19]["ts_ms"] + 1000, seed=7)
+    scores = model.score_candidates(cache, featurize(cands, cfg, need_actions=False))
+    for r, c in enumerate(cands):
+        with torch.no_grad():
+            full = model(make_batch([featurize(events[:20] + [c], cfg)], [0], cfg))["logits"]
+        assert float((scores[r] - full[0, -1]).abs().max()) <= 1e-6
+
+
 def test_exact_at_positions_near_2_pow_31():
     model = seeded_model(small_config(window=8), seed=5)
     assert max_decode_error(model, random_events(30, seed=5), start_pos=2**31 - 12) <= TOL
