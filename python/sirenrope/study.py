@@ -13,10 +13,15 @@ mean over seeds, its 95 % interval and each variant's paired difference to ordin
 
 Variants: the six rotations of docs/model.md; ``siren`` without the categorical attributes
 in the angle input (synthetic: topic, surface, publisher) or with them (MovieLens: the first
-genre); ``siren_no_cyclical`` (the angle networks see T~ only, no daily or weekly phase); and
+genre); ``siren_no_cyclical`` (the angle networks see T~ only, no daily or weekly phase);
 ``ordinal_time_in_item`` (ordinal RoPE with the time features as item input features instead
-of in the rotation: the paper's "time features in the embedding"). The last two are offline
-ablations the daemon does not serve (``ModelConfig.offline_only``).
+of in the rotation: the paper's "time features in the embedding"); and the fidelity choices
+of issue 14 each flipped on ``siren``: ``siren_per_pair`` (one learned angle per rotation
+pair, the paper's, instead of ``d_angle`` angles shared by groups of pairs),
+``siren_act_proj`` (the demo code's Q/K/V/O projections in the action attention) and
+``siren_history_pos`` (training positions counted from each history's start, as before the
+fix, instead of each chunk's). ``siren_no_cyclical`` and ``ordinal_time_in_item`` are offline
+ablations the daemon does not serve (``ModelConfig.offline_only``); the others it serves.
 
 Written to ``--out``: ``study.json`` (every run's metrics and training losses, the
 summaries), ``study.md`` (the tables), ``metrics.png`` (each variant minus ordinal with its
@@ -45,13 +50,19 @@ from .config import VARIANTS, ModelConfig, synthetic_schema
 from .features import DAY_MS, WEEK_MS, time_features
 from .train import build_config, read_histories, train
 
-# (name, variant, schema change, config overrides): "attrs" keeps the dataset's categorical
-# attributes in the angle input, "none" drops them, "genre" adds MovieLens' first genre. The
-# overrides are the offline-only ablations of ModelConfig (OFFLINE_ONLY).
-_COMMON = [("siren_no_cyclical", "siren", "attrs", {"angle_time_inputs": "offset"}),
-           ("ordinal_time_in_item", "ordinal", "attrs", {"time_in_item": True})]
-EXTRA = {"synthetic": [("siren_no_attrs", "siren", "none", {})] + _COMMON,
-         "movielens": [("siren_genre", "siren", "genre", {})] + _COMMON}
+# (name, variant, schema change, config overrides, training overrides): "attrs" keeps the
+# dataset's categorical attributes in the angle input, "none" drops them, "genre" adds
+# MovieLens' first genre. Config overrides are the offline-only ablations of ModelConfig
+# (OFFLINE_ONLY) and the fidelity choices (d_angle, act_proj; d_angle "pairs" is one learned
+# angle per rotation pair, the paper's); the training override is where chunks count
+# positions from (train.POSITIONS).
+_COMMON = [("siren_no_cyclical", "siren", "attrs", {"angle_time_inputs": "offset"}, {}),
+           ("ordinal_time_in_item", "ordinal", "attrs", {"time_in_item": True}, {}),
+           ("siren_per_pair", "siren", "attrs", {"d_angle": "pairs"}, {}),
+           ("siren_act_proj", "siren", "attrs", {"act_proj": True}, {}),
+           ("siren_history_pos", "siren", "attrs", {}, {"positions": "history"})]
+EXTRA = {"synthetic": [("siren_no_attrs", "siren", "none", {}, {})] + _COMMON,
+         "movielens": [("siren_genre", "siren", "genre", {}, {})] + _COMMON}
 
 
 def _schema(dataset: str, change: str):
@@ -61,12 +72,12 @@ def _schema(dataset: str, change: str):
     return movielens.schema(with_genre=change == "genre")
 
 
-def _data(dataset: str, out: str, smoke: bool) -> str:
+def _data(dataset: str, out: str, smoke: bool, synthetic_events: int) -> str:
     if dataset == "synthetic":
-        path = os.path.join(out, "synthetic.jsonl")
+        n = 4000 if smoke else synthetic_events
+        path = os.path.join(out, f"synthetic-{n}.jsonl")
         if not os.path.exists(path):
-            n, users = (4000, 40) if smoke else (200000, 1000)
-            synth.write_jsonl(path, n, seed=0, n_users=users)
+            synth.write_jsonl(path, n, seed=0, n_users=max(1, n // 200))
         return path
     d = os.path.join(out, "movielens")
     os.makedirs(d, exist_ok=True)
@@ -74,21 +85,27 @@ def _data(dataset: str, out: str, smoke: bool) -> str:
     return os.path.join(d, "events.jsonl")
 
 
-def _args(smoke: bool, variant: str) -> argparse.Namespace:
+def _args(o: dict, variant: str) -> argparse.Namespace:
     d = ModelConfig()
-    return argparse.Namespace(variant=variant, d_model=16 if smoke else d.d_model,
-                              heads=d.n_heads, layers=d.n_layers, d_angle=d.d_angle,
-                              angle_hidden=d.angle_hidden, window=8 if smoke else d.window,
-                              reverse_order=False)
+    return argparse.Namespace(variant=variant, d_model=o["d_model"], heads=d.n_heads,
+                              layers=d.n_layers, d_angle=o["d_angle"],
+                              angle_hidden=d.angle_hidden, window=o["window"],
+                              reverse_order=False, act_proj=d.act_proj)
 
+
+# The study's sizes (45 minutes on 2 cores for everything; docs/results.md): the model is the
+# daemon's default shape but for its window (32, not 64) and training chunks of 128 events.
+SIZES = {"d_model": 64, "window": 32, "d_angle": 4, "chunk": 128, "synthetic_events": 100000}
+EPOCHS = {"synthetic": 3, "movielens": 5}
 
 _HISTORIES: dict = {}  # (path, schema change) -> histories, per process
 
 
-def _train_one(task: tuple) -> tuple[dict, list[float], dict | None]:
-    """One (variant, seed) run: its metrics, training loss per epoch, and what it learned
-    when it is the first seed's siren. Top-level so that --jobs workers can run it."""
-    dataset, path, name, variant, change, overrides, seed, o = task
+def _train_one(task: tuple) -> tuple[dict, list[float], dict | None, dict]:
+    """One (variant, seed) run: its metrics, training loss per epoch, what it learned when it
+    is the first seed's siren, and its config (without the schema). Top-level so that --jobs
+    workers can run it."""
+    dataset, path, name, variant, change, overrides, train_overrides, seed, o = task
     if o["threads"]:
         torch.set_num_threads(o["threads"])
     schema = _schema(dataset, change)
@@ -96,7 +113,10 @@ def _train_one(task: tuple) -> tuple[dict, list[float], dict | None]:
     if key not in _HISTORIES:
         _HISTORIES[key] = read_histories(path, ModelConfig(schema=schema))
     histories = _HISTORIES[key]
-    cfg = replace(build_config(_args(o["smoke"], variant), schema, histories), **overrides)
+    cfg = build_config(_args(o, variant), schema, histories)
+    if overrides.get("d_angle") == "pairs":
+        overrides = dict(overrides, d_angle=cfg.n_pairs)
+    cfg = replace(cfg, **overrides)
     cfg.validate()
     epoch_loss: list[float] = []
 
@@ -104,23 +124,27 @@ def _train_one(task: tuple) -> tuple[dict, list[float], dict | None]:
         if "train loss" in line:
             epoch_loss.append(float(line.split("train loss")[1].split()[0]))
 
-    model, m = train(cfg, histories, epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"],
-                     seed=seed, eval_fraction=o["eval_fraction"], chunk=o["chunk"], log=log)
+    model, m = train(cfg, histories, epochs=o["epochs"][dataset], batch_size=o["batch_size"], lr=o["lr"],
+                     seed=seed, eval_fraction=o["eval_fraction"], chunk=o["chunk"], log=log,
+                     device=o["device"], **train_overrides)
     first, row = next(iter(m["labels"].items()))
     print(f"{dataset:<10} {name:<16} seed {seed}: {first} NE {row['ne']:.4f} "
           f"AUC {row['auc']:.4f} ({m['train_seconds']}s)", file=sys.stderr, flush=True)
     angles = learned_angles(model) if name == "siren" and seed == o["first_seed"] else None
-    return m, epoch_loss, angles
+    config = {k: v for k, v in cfg.to_dict().items() if k != "schema"}
+    return m, epoch_loss, angles, config
 
 
-def run_dataset(dataset: str, args) -> tuple[dict, dict, dict | None]:
+def run_dataset(dataset: str, args) -> dict:
     """Trains every variant on every seed (--jobs processes at once, each on --threads
-    threads): (runs, losses, what seed 0's siren learned or None), runs in seed order."""
-    path = _data(dataset, args.out, args.smoke)
-    specs = [(v, v, "attrs", {}) for v in args.variants] + \
+    threads): {"runs", "losses" (per variant, in seed order), "angles" (what the first seed's
+    siren learned, or None), "configs", "train_options" (per variant)}."""
+    path = _data(dataset, args.out, args.smoke, args.synthetic_events)
+    specs = [(v, v, "attrs", {}, {}) for v in args.variants] + \
         [x for x in EXTRA[dataset] if x[0] in args.extra]
     opts = {k: getattr(args, k) for k in ("threads", "smoke", "epochs", "batch_size", "lr",
-                                          "eval_fraction", "chunk")}
+                                          "eval_fraction", "chunk", "d_model", "window",
+                                          "d_angle", "device")}
     opts["first_seed"] = args.seeds[0]
     tasks = [(dataset, path, *spec, seed, opts) for spec in specs for seed in args.seeds]
     if args.jobs > 1:
@@ -130,14 +154,15 @@ def run_dataset(dataset: str, args) -> tuple[dict, dict, dict | None]:
             outs = list(pool.map(_train_one, tasks))
     else:
         outs = [_train_one(t) for t in tasks]
-    runs: dict[str, list[dict]] = {}
-    losses: dict[str, list[list[float]]] = {}
-    learned = None
-    for task, (m, epoch_loss, angles) in zip(tasks, outs):
-        runs.setdefault(task[2], []).append(m)
-        losses.setdefault(task[2], []).append(epoch_loss)
-        learned = angles if angles is not None else learned
-    return runs, losses, learned
+    r: dict = {"runs": {}, "losses": {}, "angles": None, "configs": {}, "train_options": {}}
+    for task, (m, epoch_loss, angles, config) in zip(tasks, outs):
+        name = task[2]
+        r["runs"].setdefault(name, []).append(m)
+        r["losses"].setdefault(name, []).append(epoch_loss)
+        r["angles"] = angles if angles is not None else r["angles"]
+        r["configs"][name] = config
+        r["train_options"][name] = task[6]
+    return r
 
 
 def learned_angles(model) -> dict:
@@ -230,32 +255,47 @@ def main(argv: list[str] | None = None) -> int:
                    default=sorted({x[0] for xs in EXTRA.values() for x in xs}),
                    help="extra variants (EXTRA; each runs on the datasets that define it)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs on every dataset (default per dataset: {EPOCHS})")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--eval-fraction", type=float, default=0.2)
-    p.add_argument("--chunk", type=int, default=256)
+    p.add_argument("--chunk", type=int, default=SIZES["chunk"])
+    p.add_argument("--d-model", type=int, default=SIZES["d_model"])
+    p.add_argument("--window", type=int, default=SIZES["window"])
+    p.add_argument("--d-angle", type=int, default=SIZES["d_angle"],
+                   help="learned angles per angle network (siren_per_pair uses one per pair)")
+    p.add_argument("--synthetic-events", type=int, default=SIZES["synthetic_events"],
+                   help="events of the synthetic feed (users: one per 200 events)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per run (0: torch's default; with --jobs > 1 give 1)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at once, each in its own process (2 on this 2-core machine, "
                         "with --threads 1)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device to train on, e.g. cuda (optional; never needed, and the "
+                        "figures in docs/results.md are CPU's)")
     p.add_argument("--smoke", action="store_true",
                    help="tiny data and model, for the test: seconds, not a result")
     args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: torch sees no CUDA device here (torch "
+                f"{torch.__version__}); leave it out to train on the CPU")
+    if args.smoke:  # tiny model (the data is cut in _data)
+        args.d_model, args.window, args.d_angle = 16, 8, 2
+    args.epochs = {ds: args.epochs or EPOCHS[ds] for ds in EPOCHS}
     if args.threads:
         torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
     results = {}
     for ds in args.datasets:
-        runs, losses, angles = run_dataset(ds, args)
-        labels = list(next(iter(runs.values()))[0]["labels"])
-        results[ds] = {"runs": runs, "losses": losses, "labels": labels,
-                       "summary": summarize_runs(runs, labels),
-                       "angles": angles}
+        r = run_dataset(ds, args)
+        labels = list(next(iter(r["runs"].values()))[0]["labels"])
+        results[ds] = dict(r, labels=labels, summary=summarize_runs(r["runs"], labels))
     text = [f"# Study ({time.strftime('%Y-%m-%d %H:%M')}, {time.time() - started:.0f} s, seeds "
-            f"{' '.join(map(str, args.seeds))}, {args.epochs} epochs"
+            f"{' '.join(map(str, args.seeds))}, epochs {args.epochs}, d_model {args.d_model}, "
+            f"window {args.window}, d_angle {args.d_angle}, chunk {args.chunk}"
             f"{', SMOKE: not a result' if args.smoke else ''})"]
     for ds, r in results.items():
         text += ["", f"## {ds}", "", format_markdown(r["summary"], r["labels"])]

@@ -61,6 +61,10 @@ def time_cutoff(histories: list[UserHistory], eval_fraction: float) -> int:
     return int(np.quantile(ts, 1.0 - eval_fraction, method="lower")) + 1
 
 
+# Where training chunks count positions from (make_chunks).
+POSITIONS = ("chunk", "history")
+
+
 @dataclass
 class Chunk:
     events: EventArrays
@@ -68,7 +72,8 @@ class Chunk:
     loss_from: int  # index of the first event whose loss/metrics count
 
 
-def make_chunks(histories: list[UserHistory], chunk: int, cfg: ModelConfig) -> list[Chunk]:
+def make_chunks(histories: list[UserHistory], chunk: int, cfg: ModelConfig,
+                positions: str = "chunk") -> list[Chunk]:
     """Each history cut into chunks of ``chunk`` events, each with its context before it.
 
     Positions count from each chunk's first event (its context included), not from the
@@ -76,14 +81,19 @@ def make_chunks(histories: list[UserHistory], chunk: int, cfg: ModelConfig) -> l
     lambda's gradient is a sum of position * angle-gradient terms that cancel to the
     difference, and at large absolute positions float32 leaves mostly rounding noise of it
     (measured: 1e-5 at position 0, 5e-4 at 2**31, -0.44 at 2**40 for one loss).
+    ``positions="history"`` counts them from the history's first event instead (the study's
+    "fix off" ablation: what training did before).
     """
+    if positions not in POSITIONS:
+        raise ValueError(f"positions {positions!r}: expected one of {POSITIONS}")
     reach = cfg.window * cfg.n_blocks  # how far back an event's outputs can depend
     out = []
     for h in histories:
         n = len(h.events)
         for s in range(0, n, chunk):
             a = max(0, s - reach)
-            out.append(Chunk(h.events.slice(a, min(n, s + chunk)), 0, s - a))
+            start = a if positions == "history" else 0
+            out.append(Chunk(h.events.slice(a, min(n, s + chunk)), start, s - a))
     return out
 
 
@@ -98,37 +108,47 @@ def _masks(chunks: list[Chunk], batch, cutoff: int, train: bool) -> torch.Tensor
 
 def predict(model: GenerativeRecommender, chunks: list[Chunk], cutoff: int, batch_size: int,
             train_side: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and probabilities [N, n_labels] of the events on one side of the cutoff."""
+    """Labels and probabilities [N, n_labels] of the events on one side of the cutoff, in
+    chunk order. Only chunks with such events run, batched by length (little padding)."""
     model.eval()
-    ys, ps = [], []
+    device = next(model.parameters()).device
+    side = [i for i, c in enumerate(chunks)
+            if ((c.events.ts_ms[c.loss_from:] < cutoff) == train_side).any()]
+    side.sort(key=lambda i: len(chunks[i].events))
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     with torch.no_grad():
-        for i in range(0, len(chunks), batch_size):
-            cs = chunks[i:i + batch_size]
+        for j in range(0, len(side), batch_size):
+            idx = side[j:j + batch_size]
+            cs = [chunks[i] for i in idx]
             batch = make_batch([c.events for c in cs], [c.start_pos for c in cs], model.cfg)
             m = _masks(cs, batch, cutoff, train_side)
-            probs = torch.sigmoid(model(batch)["logits"])
-            ys.append(batch.labels[m].numpy())
-            ps.append(probs[m].numpy())
+            probs = torch.sigmoid(model(batch.to(device))["logits"]).cpu()
+            for b, i in enumerate(idx):
+                out[i] = (batch.labels[b][m[b]].numpy(), probs[b][m[b]].numpy())
+    n_labels = model.cfg.n_labels
+    ys = [out[i][0] for i in sorted(out)] or [np.zeros((0, n_labels), np.float32)]
+    ps = [out[i][1] for i in sorted(out)] or [np.zeros((0, n_labels), np.float32)]
     return np.concatenate(ys), np.concatenate(ps).astype(np.float64)
 
 
 def evaluate(model: GenerativeRecommender, histories: list[UserHistory], eval_fraction: float,
-             batch_size: int = 64, chunk: int = 256) -> dict:
+             batch_size: int = 64, chunk: int = 256, positions: str = "chunk") -> dict:
     cutoff = time_cutoff(histories, eval_fraction)
-    chunks = make_chunks(histories, chunk, model.cfg)
+    chunks = make_chunks(histories, chunk, model.cfg, positions)
     y, p = predict(model, chunks, cutoff, batch_size)
     names = [lab.name for lab in model.cfg.schema.labels]
     return {"n_events": int(y.shape[0]), "cutoff_ts_ms": cutoff, "labels": summarize(names, y, p)}
 
 
 def train(cfg: ModelConfig, histories: list[UserHistory], *, epochs: int, batch_size: int,
-          lr: float, seed: int, eval_fraction: float, chunk: int, log=print) -> tuple[
+          lr: float, seed: int, eval_fraction: float, chunk: int, log=print,
+          positions: str = "chunk", device: str = "cpu") -> tuple[
               GenerativeRecommender, dict]:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = GenerativeRecommender(cfg)
+    model = GenerativeRecommender(cfg).to(device)
     cutoff = time_cutoff(histories, eval_fraction)
-    chunks = make_chunks(histories, chunk, cfg)
+    chunks = make_chunks(histories, chunk, cfg, positions)
     # Skip chunks with no training events at all (wholly after the cutoff).
     train_chunks = [c for c in chunks if (c.events.ts_ms[c.loss_from:] < cutoff).any()]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -154,7 +174,8 @@ def train(cfg: ModelConfig, histories: list[UserHistory], *, epochs: int, batch_
         for idx in batches:
             cs = [train_chunks[i] for i in idx]
             batch = make_batch([c.events for c in cs], [c.start_pos for c in cs], cfg)
-            m = _masks(cs, batch, cutoff, True)
+            m = _masks(cs, batch, cutoff, True).to(device)
+            batch = batch.to(device)
             logits = model(batch)["logits"]
             loss = F.binary_cross_entropy_with_logits(logits[m], batch.labels[m])
             opt.zero_grad()
@@ -162,11 +183,13 @@ def train(cfg: ModelConfig, histories: list[UserHistory], *, epochs: int, batch_
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            total += float(loss) * int(m.sum())
-            count += int(m.sum())
+            n = int(m.sum())
+            total += float(loss) * n
+            count += n
         log(f"epoch {epoch + 1}/{epochs}: train loss {total / max(count, 1):.5f} "
             f"({time.time() - t0:.0f}s)")
-    metrics = evaluate(model, histories, eval_fraction, chunk=chunk)
+    metrics = evaluate(model, histories, eval_fraction, chunk=chunk, positions=positions)
+    model.cpu()  # what callers export, inspect or decode with
     metrics["train_seconds"] = round(time.time() - t0, 1)
     return model, metrics
 
@@ -181,12 +204,15 @@ def format_metrics(metrics: dict) -> str:
 
 def build_config(args: argparse.Namespace, schema: InputSchema,
                  histories: list[UserHistory]) -> ModelConfig:
-    """The model config of the flags; T_ref is the midnight (UTC) before the first event."""
+    """The model config of the flags; T_ref is the midnight (UTC) before the first event;
+    ``d_angle`` None is one learned angle per rotation pair."""
     first = int(min(h.events.ts_ms.min() for h in histories))
+    d_angle = args.d_angle or max(1, args.d_model // args.heads // 2)  # None: one per pair
     cfg = ModelConfig(variant=args.variant, d_model=args.d_model, n_heads=args.heads,
-                      n_layers=args.layers, d_angle=args.d_angle, angle_hidden=args.angle_hidden,
+                      n_layers=args.layers, d_angle=d_angle, angle_hidden=args.angle_hidden,
                       window=args.window, t_ref_ms=first - first % DAY_MS, schema=schema,
-                      reverse_order=args.reverse_order)
+                      reverse_order=args.reverse_order,
+                      act_proj=args.act_proj)
     cfg.validate()
     return cfg
 
@@ -204,9 +230,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--d-model", type=int, default=d.d_model)
     p.add_argument("--heads", type=int, default=d.n_heads)
     p.add_argument("--layers", type=int, default=d.n_layers)
-    p.add_argument("--d-angle", type=int, default=d.d_angle)
+    p.add_argument("--d-angle", type=int, default=None,
+                   help="learned angles per angle network (default: one per rotation pair, "
+                        "d_model / heads / 2, as in the paper; docs/results.md)")
     p.add_argument("--angle-hidden", type=int, default=d.angle_hidden)
     p.add_argument("--window", type=int, default=d.window)
+    p.add_argument("--act-proj", action=argparse.BooleanOptionalAction, default=True,
+                   help="the action attention's own Q/K/V/O projections (the paper's demo "
+                        "code; docs/model.md section 3); on by default since the study "
+                        "(docs/results.md), --no-act-proj for the model without them")
     p.add_argument("--reverse-order", action="store_true",
                    help="offline ablation: the demo code's reverse-order SIREN input "
                         "(cannot be exported for serving)")

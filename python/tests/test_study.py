@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sirenrope import study
 
 
@@ -11,13 +13,15 @@ def test_the_study_runs_end_to_end_in_its_smoke_size(tmp_path, capsys):
     out = tmp_path / "study"
     assert study.main(["--out", str(out), "--smoke", "--variants", "ordinal", "siren",
                        "--extra", "siren_no_attrs", "siren_genre", "siren_no_cyclical",
-                       "ordinal_time_in_item", "--seeds", "0", "1", "--epochs", "1"]) == 0
+                       "ordinal_time_in_item", "siren_per_pair", "siren_act_proj",
+                       "siren_history_pos", "--seeds", "0", "1", "--epochs", "1"]) == 0
     for name in ("study.md", "study.json", "metrics.png", "angles.png", "curves.png"):
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "study.json").read_text())["results"]
     assert set(saved) == {"synthetic", "movielens"}
     syn, ml = saved["synthetic"], saved["movielens"]
-    both = {"ordinal", "siren", "siren_no_cyclical", "ordinal_time_in_item"}
+    both = {"ordinal", "siren", "siren_no_cyclical", "ordinal_time_in_item", "siren_per_pair",
+            "siren_act_proj", "siren_history_pos"}
     assert set(syn["runs"]) == both | {"siren_no_attrs"}
     assert set(ml["runs"]) == both | {"siren_genre"}
     assert ml["labels"] == ["rating_ge_4", "rating_ge_4_5"]
@@ -25,7 +29,12 @@ def test_the_study_runs_end_to_end_in_its_smoke_size(tmp_path, capsys):
     assert all(len(r) == 2 for r in ml["runs"].values())
     assert all(len(seed) == 1 for per in ml["losses"].values() for seed in per)
     assert ml["summary"]["siren_genre"]["rating_ge_4.auc"]["vs_ordinal"]["n"] == 2
-    assert len(ml["angles"]["by_hour"]) == 4 and len(ml["angles"]["by_hour"][0]) == 24
+    assert len(ml["angles"]["by_hour"]) == 2 and len(ml["angles"]["by_hour"][0]) == 24
+    # The fidelity variants are what they say: per-pair angles, projections, positions.
+    pp = ml["configs"]["siren_per_pair"]
+    assert pp["d_angle"] == pp["d_model"] // pp["n_heads"] // 2 > ml["configs"]["siren"]["d_angle"]
+    assert ml["configs"]["siren_act_proj"]["act_proj"] is True
+    assert ml["train_options"]["siren_history_pos"] == {"positions": "history"}
     assert "SMOKE: not a result" in (out / "study.md").read_text()
     assert "## movielens" in capsys.readouterr().out
 
@@ -43,3 +52,13 @@ def test_runs_in_parallel_processes_give_the_serial_results(tmp_path):
         for a, b in zip(serial["movielens"]["runs"][name], parallel["movielens"]["runs"][name]):
             assert a["labels"] == b["labels"]
     assert serial["movielens"]["angles"] == parallel["movielens"]["angles"]
+
+
+def test_asking_for_a_gpu_where_there_is_none_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    """--device is optional; asking for CUDA without one stops before any training."""
+    monkeypatch.setattr(study.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        study.main(["--out", str(tmp_path), "--smoke", "--device", "cuda"])
+    assert exit_info.value.code == 2
+    assert "--device cuda: torch sees no CUDA device here" in capsys.readouterr().err
+    assert not (tmp_path / "study.json").exists()

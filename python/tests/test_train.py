@@ -155,3 +155,27 @@ def test_same_data_settings_and_seed_give_the_same_model_id(log_path, tmp_path, 
         ids.append(load_bundle(out).model_id)
     capsys.readouterr()
     assert ids[0] == ids[1]
+
+
+def test_training_defaults_follow_the_study(log_path):
+    """Since the study (docs/results.md) a trained model has the action attention's
+    projections and one learned angle per rotation pair unless told otherwise; the flags (and
+    configs/demo.json) still give the model without them."""
+    import argparse
+    from sirenrope.cli import parse_with_config
+
+    def config(argv):
+        p = argparse.ArgumentParser()
+        train.add_model_args(p)
+        train.add_training_args(p)
+        args = parse_with_config(p, argv, "train")
+        hist = train.read_histories(str(log_path), small_config())[:3]
+        return train.build_config(args, small_config().schema, hist)
+
+    default = config([])
+    assert default.act_proj and default.d_angle == default.n_pairs == 16
+    assert config(["--d-model", "32"]).d_angle == 8  # per pair at any width
+    old = config(["--no-act-proj", "--d-angle", "4"])
+    assert not old.act_proj and old.d_angle == 4
+    demo = config(["--config", "configs/demo.json"])
+    assert demo.act_proj and demo.d_angle == demo.n_pairs
