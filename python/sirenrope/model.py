@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .angles import RotaryAngleNet, rotate
@@ -101,13 +102,60 @@ def make_batch(seqs: Sequence[EventArrays], start_pos: Sequence[int], cfg: Model
                  valid=torch.from_numpy(valid), labels=torch.from_numpy(labels))
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor,
+@dataclass
+class Band:
+    """The causal window mask of a batch whose positions count up by one along each sequence
+    (what make_batch builds), kept as a band: row i sees rows i-window .. i-1 of its own
+    sequence. `attend` then scores each block of ``window`` queries against only the block
+    before it and its own (2 x window keys) instead of all S keys: the same attention, in
+    S x 2W scores instead of S x S (training and evaluation; `GenerativeRecommender.forward`
+    with ``banded=True``)."""
+
+    valid: torch.Tensor  # [B, S] bool
+    window: int
+    _blocks: tuple | None = None
+
+    def blocks(self) -> tuple[int, int, torch.Tensor]:
+        """(blocks, padding rows, visible [B, blocks, W, 2W]), computed once per batch."""
+        if self._blocks is None:
+            b, s = self.valid.shape
+            w = self.window
+            nb = -(-s // w) if s else 0
+            extra = nb * w - s
+            vp = F.pad(self.valid.to(torch.uint8), (w, extra)).bool()  # [B, (nb + 1) W]
+            vk = torch.cat([vp[:, :nb * w].reshape(b, nb, w), vp[:, w:].reshape(b, nb, w)], 2)
+            vq = vp[:, w:].reshape(b, nb, w)
+            r = torch.arange(w, device=vp.device).unsqueeze(1)
+            c = torch.arange(2 * w, device=vp.device).unsqueeze(0)
+            band = (c >= r) & (c < w + r)  # key c of the pair is w + r - c rows back
+            self._blocks = (nb, extra, band & vk.unsqueeze(2) & vq.unsqueeze(3))
+        return self._blocks
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad: torch.Tensor,
+               n_heads: int, scale: float) -> torch.Tensor:
+        b, s, d = q.shape
+        w = self.window
+        nb, extra, visible = self.blocks()
+
+        def pairs(t: torch.Tensor) -> torch.Tensor:  # [B, S, d] -> [B, nb, 2W, d]
+            tp = F.pad(t, (0, 0, w, extra))
+            return torch.cat([tp[:, :nb * w].reshape(b, nb, w, d),
+                              tp[:, w:].reshape(b, nb, w, d)], 2)
+
+        qb = F.pad(q, (0, 0, 0, extra)).reshape(b, nb, w, d)
+        out = attend(qb, pairs(k), pairs(v), visible, pad, n_heads, scale)
+        return out.reshape(b, nb * w, d)[:, :s]
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor | Band,
            pad: torch.Tensor, n_heads: int, scale: float) -> torch.Tensor:
     """Multi-head softmax attention with a fixed logit scale.
 
-    q [..., Sq, d], k and v [..., Sk, d], visible [..., Sq, Sk] bool. A query with no
-    visible key outputs ``pad``.
+    q [..., Sq, d], k and v [..., Sk, d], visible [..., Sq, Sk] bool (or a `Band` of a
+    [B, S] batch). A query with no visible key outputs ``pad``.
     """
+    if isinstance(visible, Band):
+        return visible.attend(q, k, v, pad, n_heads, scale)
     *lead, sq, d = q.shape
     sk = k.shape[-2]
     dh = d // n_heads
@@ -155,7 +203,7 @@ class Block(nn.Module):
         return round_rows(k, self.kv_round), round_rows(v, self.kv_round)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               visible: torch.Tensor) -> torch.Tensor:
+               visible: torch.Tensor | Band) -> torch.Tensor:
         return attend(q, k, v, visible, self.pad, self.n_heads, self.scale)
 
     def mix(self, x: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
@@ -259,7 +307,7 @@ class GenerativeRecommender(nn.Module):
         return q, round_rows(k, self._kv_round), round_rows(v, self._kv_round)
 
     def act_attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                   visible: torch.Tensor) -> torch.Tensor:
+                   visible: torch.Tensor | Band) -> torch.Tensor:
         """The action context fed to the head: attention over the cached action rows, through
         Wo with ``act_proj``."""
         ctx = attend(q, k, v, visible, self.act_pad, self.cfg.n_heads, self.cfg.logit_scale)
@@ -269,14 +317,24 @@ class GenerativeRecommender(nn.Module):
         return self.head(torch.cat([h, ctx, time_feats[..., :N_REQUEST_FEATURES]], dim=-1))
 
     # ---- full sequence -----------------------------------------------------------------------
-    def forward(self, batch: Batch) -> dict[str, object]:
+    def forward(self, batch: Batch, banded: bool = False) -> dict[str, object]:
+        """``banded``: attention through a `Band` (the same outputs up to float rounding, a
+        fraction of the work for long chunks); needs positions that count up by one along
+        each sequence, as make_batch builds them."""
         cfg = self.cfg
         rev = batch.reverse_feature() if cfg.reverse_order else None
         angles = self.angle(batch.time_feats, batch.cat, batch.pos, dt=batch.dt, rev=rev)
         act_angles = self.act_angle(batch.time_feats, batch.cat, batch.pos, dt=batch.dt, rev=rev)
-        gap = batch.pos.unsqueeze(-1) - batch.pos.unsqueeze(-2)  # p_i - p_j  [B, S, S]
-        visible = (gap > 0) & (gap <= cfg.window) & batch.valid.unsqueeze(-2) \
-            & batch.valid.unsqueeze(-1)
+        visible: torch.Tensor | Band
+        if banded:
+            steps = batch.pos[:, 1:] - batch.pos[:, :-1]
+            if not bool(((steps == 1) | ~batch.valid[:, 1:]).all()):
+                raise ValueError("banded attention needs positions that count up by one")
+            visible = Band(batch.valid, cfg.window)
+        else:
+            gap = batch.pos.unsqueeze(-1) - batch.pos.unsqueeze(-2)  # p_i - p_j  [B, S, S]
+            visible = (gap > 0) & (gap <= cfg.window) & batch.valid.unsqueeze(-2) \
+                & batch.valid.unsqueeze(-1)
         x = self.embed_item(batch.item, batch.time_feats)
         a = self.action_mlp(batch.actions)
         ks, vs = [], []

@@ -95,8 +95,8 @@ def _args(o: dict, variant: str) -> argparse.Namespace:
 
 # The study's sizes (45 minutes on 2 cores for everything; docs/results.md): the model is the
 # daemon's default shape but for its window (32, not 64) and training chunks of 128 events.
-SIZES = {"d_model": 64, "window": 32, "d_angle": 4, "chunk": 128, "synthetic_events": 100000}
-EPOCHS = {"synthetic": 3, "movielens": 5}
+SIZES = {"d_model": 64, "window": 32, "d_angle": 4, "chunk": 128, "synthetic_events": 200000}
+EPOCHS = {"synthetic": 4, "movielens": 5}
 
 _HISTORIES: dict = {}  # (path, schema change) -> histories, per process
 

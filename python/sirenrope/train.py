@@ -122,7 +122,7 @@ def predict(model: GenerativeRecommender, chunks: list[Chunk], cutoff: int, batc
             cs = [chunks[i] for i in idx]
             batch = make_batch([c.events for c in cs], [c.start_pos for c in cs], model.cfg)
             m = _masks(cs, batch, cutoff, train_side)
-            probs = torch.sigmoid(model(batch.to(device))["logits"]).cpu()
+            probs = torch.sigmoid(model(batch.to(device), banded=True)["logits"]).cpu()
             for b, i in enumerate(idx):
                 out[i] = (batch.labels[b][m[b]].numpy(), probs[b][m[b]].numpy())
     n_labels = model.cfg.n_labels
@@ -176,7 +176,7 @@ def train(cfg: ModelConfig, histories: list[UserHistory], *, epochs: int, batch_
             batch = make_batch([c.events for c in cs], [c.start_pos for c in cs], cfg)
             m = _masks(cs, batch, cutoff, True).to(device)
             batch = batch.to(device)
-            logits = model(batch)["logits"]
+            logits = model(batch, banded=True)["logits"]
             loss = F.binary_cross_entropy_with_logits(logits[m], batch.labels[m])
             opt.zero_grad()
             loss.backward()
