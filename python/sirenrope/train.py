@@ -207,7 +207,9 @@ def build_config(args: argparse.Namespace, schema: InputSchema,
     """The model config of the flags; T_ref is the midnight (UTC) before the first event;
     ``d_angle`` None is one learned angle per rotation pair."""
     first = int(min(h.events.ts_ms.min() for h in histories))
-    d_angle = args.d_angle or max(1, args.d_model // args.heads // 2)  # None: one per pair
+    d_angle = args.d_angle  # None: one per rotation pair; 0 or less is refused by validate
+    if d_angle is None:
+        d_angle = max(1, args.d_model // args.heads // 2)
     cfg = ModelConfig(variant=args.variant, d_model=args.d_model, n_heads=args.heads,
                       n_layers=args.layers, d_angle=d_angle, angle_hidden=args.angle_hidden,
                       window=args.window, t_ref_ms=first - first % DAY_MS, schema=schema,

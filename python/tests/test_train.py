@@ -163,6 +163,7 @@ def test_training_defaults_follow_the_study(log_path):
     configs/demo.json) still give the model without them."""
     import argparse
     from sirenrope.cli import parse_with_config
+    from sirenrope.config import ConfigError
 
     def config(argv):
         p = argparse.ArgumentParser()
@@ -175,6 +176,8 @@ def test_training_defaults_follow_the_study(log_path):
     default = config([])
     assert default.act_proj and default.d_angle == default.n_pairs == 16
     assert config(["--d-model", "32"]).d_angle == 8  # per pair at any width
+    with pytest.raises(ConfigError, match="config.d_angle: must be positive, got 0"):
+        config(["--d-angle", "0"])  # not "per pair" in disguise
     old = config(["--no-act-proj", "--d-angle", "4"])
     assert not old.act_proj and old.d_angle == 4
     demo = config(["--config", "configs/demo.json"])
