@@ -14,14 +14,15 @@ def test_the_study_runs_end_to_end_in_its_smoke_size(tmp_path, capsys):
     assert study.main(["--out", str(out), "--smoke", "--variants", "ordinal", "siren",
                        "--extra", "siren_no_attrs", "siren_genre", "siren_no_cyclical",
                        "ordinal_time_in_item", "siren_per_pair", "siren_act_proj",
-                       "siren_history_pos", "--seeds", "0", "1", "--epochs", "1"]) == 0
+                       "siren_history_pos", "siren_proj_pair", "--seeds", "0", "1",
+                       "--epochs", "1"]) == 0
     for name in ("study.md", "study.json", "metrics.png", "angles.png", "curves.png"):
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "study.json").read_text())["results"]
     assert set(saved) == {"synthetic", "movielens"}
     syn, ml = saved["synthetic"], saved["movielens"]
     both = {"ordinal", "siren", "siren_no_cyclical", "ordinal_time_in_item", "siren_per_pair",
-            "siren_act_proj", "siren_history_pos"}
+            "siren_act_proj", "siren_history_pos", "siren_proj_pair"}
     assert set(syn["runs"]) == both | {"siren_no_attrs"}
     assert set(ml["runs"]) == both | {"siren_genre"}
     assert ml["labels"] == ["rating_ge_4", "rating_ge_4_5"]
@@ -34,6 +35,9 @@ def test_the_study_runs_end_to_end_in_its_smoke_size(tmp_path, capsys):
     pp = ml["configs"]["siren_per_pair"]
     assert pp["d_angle"] == pp["d_model"] // pp["n_heads"] // 2 > ml["configs"]["siren"]["d_angle"]
     assert ml["configs"]["siren_act_proj"]["act_proj"] is True
+    both_fixes = ml["configs"]["siren_proj_pair"]
+    assert both_fixes["act_proj"] is True and both_fixes["d_angle"] == pp["d_angle"]
+    assert "siren_proj_pair" in study.NOT_BY_DEFAULT
     assert ml["train_options"]["siren_history_pos"] == {"positions": "history"}
     assert "SMOKE: not a result" in (out / "study.md").read_text()
     assert "## movielens" in capsys.readouterr().out
