@@ -294,16 +294,12 @@ class GenerativeRecommender(nn.Module):
         """The action attention's query, and its K and V rows as stored (None without ``a``):
         Q = K = rot(h) and V = a, or with ``act_proj`` Q = rot(Wq h), K = rot(Wk h),
         V = Wv a."""
-        n_heads = self.cfg.n_heads
-        if not self.cfg.act_proj:
-            q = rotate(h, act_angles, n_heads)
-            k, v = q, a
-        else:
-            q = rotate(self.act_wq(h), act_angles, n_heads)
-            k = rotate(self.act_wk(h), act_angles, n_heads) if a is not None else None
-            v = self.act_wv(a) if a is not None else None
+        n_heads, proj = self.cfg.n_heads, self.cfg.act_proj
+        q = rotate(self.act_wq(h) if proj else h, act_angles, n_heads)
         if a is None:
             return q, None, None
+        k = rotate(self.act_wk(h), act_angles, n_heads) if proj else q
+        v = self.act_wv(a) if proj else a
         return q, round_rows(k, self._kv_round), round_rows(v, self._kv_round)
 
     def act_attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

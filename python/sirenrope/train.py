@@ -125,9 +125,9 @@ def predict(model: GenerativeRecommender, chunks: list[Chunk], cutoff: int, batc
             probs = torch.sigmoid(model(batch.to(device), banded=True)["logits"]).cpu()
             for b, i in enumerate(idx):
                 out[i] = (batch.labels[b][m[b]].numpy(), probs[b][m[b]].numpy())
-    n_labels = model.cfg.n_labels
-    ys = [out[i][0] for i in sorted(out)] or [np.zeros((0, n_labels), np.float32)]
-    ps = [out[i][1] for i in sorted(out)] or [np.zeros((0, n_labels), np.float32)]
+    empty = np.zeros((0, model.cfg.n_labels), np.float32)
+    ys = [out[i][0] for i in sorted(out)] or [empty]
+    ps = [out[i][1] for i in sorted(out)] or [empty]
     return np.concatenate(ys), np.concatenate(ps).astype(np.float64)
 
 
