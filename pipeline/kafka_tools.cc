@@ -131,6 +131,11 @@ Status WaitForPartitionsOnline(const std::string& bootstrap_servers,
   // Each attempt reads the metadata afresh (librdkafka answers from its cache otherwise), then
   // asks the leader of every partition not yet seen online for its offsets.
   std::set<TopicPartition> online;
+  // What the last attempt that got the metadata found: the answer at the deadline when the
+  // final attempt (given what time was left, down to 1 ms) got none, so a partition without a
+  // leader or a missing topic is not reported as a metadata timeout.
+  std::string known;
+  bool known_missing = false;
   while (true) {
     std::string offline;  // The first topic or partition not online, and why.
     bool missing_topic = false;
@@ -187,11 +192,17 @@ Status WaitForPartitionsOnline(const std::string& bootstrap_servers,
     }
     if (metadata != nullptr) {
       rd_kafka_metadata_destroy(metadata);
+      known = offline;
+      known_missing = missing_topic;
     }
     if (offline.empty()) {
       break;
     }
     if (Clock::now() >= deadline) {
+      if (metadata == nullptr && !known.empty()) {
+        offline = fmt::format("{} (then {})", known, offline);
+        missing_topic = known_missing;
+      }
       return missing_topic ? Status::NotFound("{} after {} ms", offline, timeout_ms)
                            : Status::Unavailable("{} after {} ms", offline, timeout_ms);
     }
@@ -252,6 +263,11 @@ Status EmbeddedKafka::SetBrokerDown(int32_t id, bool down) {
                                        : rd_kafka_mock_broker_set_up(impl_->cluster, id);
   return internal::FromKafka(
       err, fmt::format("setting embedded broker {} {}", id, down ? "down" : "up"));
+}
+
+Status EmbeddedKafka::SetBrokerRoundTrip(int32_t id, int rtt_ms) {
+  return internal::FromKafka(rd_kafka_mock_broker_set_rtt(impl_->cluster, id, rtt_ms),
+                             fmt::format("setting embedded broker {}'s round trip", id));
 }
 
 void EmbeddedKafka::PushRequestErrors(int16_t api_key, const std::vector<int>& errors) {

@@ -43,7 +43,10 @@ class EmbeddedKafka {
   void PushRequestErrors(int16_t api_key, const std::vector<int>& errors);
   // The next `count` requests of Kafka API `api_key` to broker `id` succeed, but their responses
   // come `delay_ms` late (a slow broker: a client's request times out meanwhile).
+  // (Metadata requests are never delayed by it: the mock answers them without looking.)
   void DelayRequests(int32_t id, int16_t api_key, int count, int delay_ms);
+  // Every response of broker `id` comes `rtt_ms` late from now on (0: on time again).
+  Status SetBrokerRoundTrip(int32_t id, int rtt_ms);
   // Makes broker `leader` (1-based) the leader of the partition; -1 leaves it without one.
   Status SetPartitionLeader(const std::string& topic, int32_t partition, int32_t leader);
 
