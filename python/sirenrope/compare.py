@@ -20,6 +20,7 @@ import sys
 from .cli import parse_with_config
 from .config import VARIANTS, ModelConfig
 from .stats import mean_ci, paired
+from .threads import set_threads
 from .train import (add_model_args, add_training_args, build_config, load_schema,
                     read_histories, train)
 
@@ -93,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data:
         p.error("--data is required")
     if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     schema = load_schema(args.schema)
     histories = read_histories(args.data, ModelConfig(schema=schema))
     results: dict[str, list[dict]] = {}

@@ -27,6 +27,7 @@ import torch
 from .cli import parse_with_config
 from .config import ModelConfig
 from .metrics import auc, normalized_entropy, summarize
+from .threads import set_threads
 from .train import (add_model_args, add_training_args, build_config, load_schema, make_chunks,
                     predict, read_histories, time_cutoff, train)
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--data is required")
     if "f32" not in args.dtypes:
         args.dtypes = ["f32"] + args.dtypes
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     schema = load_schema(args.schema)
     t_read = time.time()
     histories = read_histories(args.data, ModelConfig(schema=schema))

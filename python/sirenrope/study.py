@@ -20,7 +20,8 @@ of issue 14 each flipped on ``siren``: ``siren_per_pair`` (one learned angle per
 pair, the paper's, instead of ``d_angle`` angles shared by groups of pairs),
 ``siren_act_proj`` (the demo code's Q/K/V/O projections in the action attention) and
 ``siren_history_pos`` (training positions counted from each history's start, as before the
-fix, instead of each chunk's). ``siren_no_cyclical`` and ``ordinal_time_in_item`` are offline
+fix, instead of each chunk's); and ``siren_proj_pair``, the projections and one angle per
+pair together (what ``sirenrope.train`` trains by default). ``siren_no_cyclical`` and ``ordinal_time_in_item`` are offline
 ablations the daemon does not serve (``ModelConfig.offline_only``); the others it serves.
 
 Written to ``--out``: ``study.json`` (every run's metrics and training losses, the
@@ -48,6 +49,7 @@ from . import movielens, synth
 from .compare import format_markdown, summarize_runs
 from .config import VARIANTS, ModelConfig, synthetic_schema
 from .features import DAY_MS, WEEK_MS, time_features
+from .threads import set_threads
 from .train import build_config, read_histories, train
 
 # (name, variant, schema change, config overrides, training overrides): "attrs" keeps the
@@ -62,9 +64,6 @@ _COMMON = [("siren_no_cyclical", "siren", "attrs", {"angle_time_inputs": "offset
            ("siren_act_proj", "siren", "attrs", {"act_proj": True}, {}),
            ("siren_history_pos", "siren", "attrs", {}, {"positions": "history"}),
            ("siren_proj_pair", "siren", "attrs", {"act_proj": True, "d_angle": "pairs"}, {})]
-# Run only when named in --extra: the two fidelity choices together (the training defaults
-# since the study), measured after the 45-minute run (docs/results.md).
-NOT_BY_DEFAULT = {"siren_proj_pair"}
 EXTRA = {"synthetic": [("siren_no_attrs", "siren", "none", {}, {})] + _COMMON,
          "movielens": [("siren_genre", "siren", "genre", {}, {})] + _COMMON}
 
@@ -111,7 +110,7 @@ def _train_one(task: tuple) -> tuple[dict, list[float], dict | None, dict]:
     workers can run it."""
     dataset, path, name, variant, change, overrides, train_overrides, seed, o = task
     if o["threads"]:
-        torch.set_num_threads(o["threads"])
+        set_threads(o["threads"])
     schema = _schema(dataset, change)
     key = (path, change)
     if key not in _HISTORIES:
@@ -256,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                    choices=["synthetic", "movielens"])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--extra", nargs="*",
-                   default=sorted({x[0] for xs in EXTRA.values() for x in xs} - NOT_BY_DEFAULT),
+                   default=sorted({x[0] for xs in EXTRA.values() for x in xs}),
                    help="extra variants (EXTRA; each runs on the datasets that define it)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--epochs", type=int, default=None,
@@ -272,10 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synthetic-events", type=int, default=SIZES["synthetic_events"],
                    help="events of the synthetic feed (users: one per 200 events)")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch threads per run (0: torch's default; with --jobs > 1 give 1)")
+                   help="threads per run, torch's and OpenBLAS's (sirenrope.threads; 0: "
+                        "their defaults, or with --jobs > 1 the cores divided by the jobs)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="runs at once, each in its own process (2 on this 2-core machine, "
-                        "with --threads 1)")
+                   help="runs at once, each in its own process (2 on this 2-core machine)")
     p.add_argument("--device", default="cpu",
                    help="torch device to train on, e.g. cuda (optional; never needed, and the "
                         "figures in docs/results.md are CPU's)")
@@ -288,8 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:  # tiny model (the data is cut in _data)
         args.d_model, args.window, args.d_angle = 16, 8, 2
     args.epochs = {ds: args.epochs or EPOCHS[ds] for ds in EPOCHS}
+    if args.jobs > 1 and not args.threads:  # one share of the cores each, BLAS's pool included
+        args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
     results = {}

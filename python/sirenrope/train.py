@@ -31,6 +31,7 @@ from .config import VARIANTS, InputSchema, ModelConfig, _parse_model_config, syn
 from .features import DAY_MS, EventArrays, featurize
 from .metrics import summarize
 from .model import GenerativeRecommender, make_batch
+from .threads import set_threads
 
 
 @dataclass
@@ -256,7 +257,7 @@ def add_training_args(p: argparse.ArgumentParser, *, threads: int = 0,
     p.add_argument("--eval-fraction", type=float, default=0.2)
     p.add_argument("--chunk", type=int, default=256)
     p.add_argument("--threads", type=int, default=threads,
-                   help=f"torch threads (0: leave default; default {threads})")
+                   help=f"threads, torch's and OpenBLAS's (0: leave their defaults; default {threads})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data:
         p.error("--data is required")
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     schema = load_schema(args.schema)
     probe = ModelConfig(schema=schema)
     histories = read_histories(args.data, probe)

@@ -37,7 +37,6 @@ def test_the_study_runs_end_to_end_in_its_smoke_size(tmp_path, capsys):
     assert ml["configs"]["siren_act_proj"]["act_proj"] is True
     both_fixes = ml["configs"]["siren_proj_pair"]
     assert both_fixes["act_proj"] is True and both_fixes["d_angle"] == pp["d_angle"]
-    assert "siren_proj_pair" in study.NOT_BY_DEFAULT
     assert ml["train_options"]["siren_history_pos"] == {"positions": "history"}
     assert "SMOKE: not a result" in (out / "study.md").read_text()
     assert "## movielens" in capsys.readouterr().out
